@@ -1,0 +1,74 @@
+package configs
+
+import (
+	"fmt"
+	"strings"
+)
+
+// NormalizeUUID returns s in canonical lower-case 8-4-4-4-12 form
+// ("01234567-89ab-cdef-fedc-ba9800000000"). It accepts, in any case and
+// optionally wrapped in braces:
+//
+//   - ESXi's 47-byte spaced form, 16 hex pairs separated by spaces with a
+//     dash (or a space) between the 8th and 9th pair:
+//     "01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 00" (the VM-VC-UUID
+//     a host sends);
+//   - the canonical form "01234567-89ab-cdef-fedc-ba9800000000";
+//   - 32 hex digits "0123456789abcdeffedcba9800000000".
+//
+// Anything else, including surrounding spaces, is an error.
+func NormalizeUUID(s string) (string, error) {
+	t := s
+	if strings.HasPrefix(t, "{") && strings.HasSuffix(t, "}") && len(t) >= 2 {
+		t = t[1 : len(t)-1]
+	}
+	var hex [32]byte
+	n := 0
+	take := func(c byte) bool {
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'f':
+		case c >= 'A' && c <= 'F':
+			c += 'a' - 'A'
+		default:
+			return false
+		}
+		hex[n] = c
+		n++
+		return true
+	}
+	ok := true
+	switch len(t) {
+	case 32:
+		for i := range len(t) {
+			ok = ok && take(t[i])
+		}
+	case 36:
+		for i := range len(t) {
+			switch i {
+			case 8, 13, 18, 23:
+				ok = ok && t[i] == '-'
+			default:
+				ok = ok && take(t[i])
+			}
+		}
+	case 47:
+		// pairs at offsets 0,3,6,...,45; separators at 2,5,...,44.
+		for i := range len(t) {
+			switch {
+			case i%3 != 2:
+				ok = ok && take(t[i])
+			case i == 23:
+				ok = ok && (t[i] == '-' || t[i] == ' ')
+			default:
+				ok = ok && t[i] == ' '
+			}
+		}
+	default:
+		ok = false
+	}
+	if !ok || n != 32 {
+		return "", fmt.Errorf("invalid UUID %q: want 8-4-4-4-12 hex, 32 hex digits or ESXi's spaced form \"01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 00\"", s)
+	}
+	h := string(hex[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32], nil
+}

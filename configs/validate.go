@@ -1,0 +1,298 @@
+package configs
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Limits enforced by validation.
+const (
+	MaxFlushTimeout   = 5 * time.Second // ESXi's vmotionLimit; flush_timeout must be below it
+	MinSubnegotiation = 64
+	MaxSubnegotiation = 65536
+	MinVMotionBuffer  = 4 * KiB
+	MaxVMotionBuffer  = 1 * GiB
+	MaxSessionsLimit  = 1_000_000
+)
+
+// validate checks the decoded config and fills in the parsed caches.
+func (d *decoder) validate(c *Config) {
+	d.validateVSPC(&c.VSPC)
+	d.validateVMotion(&c.VMotion)
+	c.allow = d.validatePolicy(&c.Policy)
+	d.validateLog(&c.Log)
+	d.validateRoutes(c.Routes)
+}
+
+func (d *decoder) positive(key string, v Duration) {
+	if v.Duration <= 0 {
+		d.errorf(key, "must be positive, got %v", v.Duration)
+	}
+}
+
+func (d *decoder) nonNegative(key string, v Duration) {
+	if v.Duration < 0 {
+		d.errorf(key, "must not be negative, got %v", v.Duration)
+	}
+}
+
+func (d *decoder) validateVSPC(v *VSPC) {
+	if v.Listen == "" && v.TLSListen == "" {
+		d.errorf("vspc.listen", `required: the host:port ESXi hosts connect to, such as "127.0.0.1:13370" (or set tls_listen)`)
+	}
+	if v.Listen != "" {
+		if err := checkListen(v.Listen); err != nil {
+			d.fail("vspc.listen", err)
+		}
+	}
+	if v.TLSListen != "" {
+		if err := checkListen(v.TLSListen); err != nil {
+			d.fail("vspc.tls_listen", err)
+		}
+		if v.TLSCert == "" {
+			d.errorf("vspc.tls_cert", "required with tls_listen")
+		}
+		if v.TLSKey == "" {
+			d.errorf("vspc.tls_key", "required with tls_listen")
+		}
+	} else {
+		if v.TLSCert != "" {
+			d.errorf("vspc.tls_cert", "set without tls_listen")
+		}
+		if v.TLSKey != "" {
+			d.errorf("vspc.tls_key", "set without tls_listen")
+		}
+	}
+	if v.ProxyURI != "" {
+		if err := checkProxyURI(v.ProxyURI); err != nil {
+			d.fail("vspc.proxy_uri", err)
+		}
+	}
+	d.positive("vspc.handshake_timeout", v.HandshakeTimeout)
+	d.positive("vspc.identify_timeout", v.IdentifyTimeout)
+	if v.MaxSessions < 1 || v.MaxSessions > MaxSessionsLimit {
+		d.errorf("vspc.max_sessions", "%d is out of range 1..%d", v.MaxSessions, MaxSessionsLimit)
+	}
+	if v.MaxSubnegotiation < MinSubnegotiation || v.MaxSubnegotiation > MaxSubnegotiation {
+		d.errorf("vspc.max_subnegotiation", "%d bytes is out of range %d..%d", v.MaxSubnegotiation, MinSubnegotiation, MaxSubnegotiation)
+	}
+	d.nonNegative("vspc.grace_period", v.GracePeriod)
+	d.nonNegative("vspc.keepalive", v.Keepalive)
+}
+
+// checkListen accepts host:port with an empty host (all interfaces), an IP
+// literal or a DNS name, and a port 0..65535 (0: any free port).
+func checkListen(hostport string) error {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return fmt.Errorf("want host:port, such as \"127.0.0.1:13370\" or \":13370\": %w", errors.Unwrap(err))
+	}
+	if host != "" {
+		if err := checkHost(host); err != nil {
+			return err
+		}
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 || port == "" || port[0] == '+' || port[0] == '-' {
+		return fmt.Errorf("port %q: want 0..65535", port)
+	}
+	return nil
+}
+
+// checkProxyURI accepts telnet://host:port and telnets://host:port (with an
+// optional #fragment such as #thumbprint=… on telnets).
+func checkProxyURI(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("invalid URI %q: %w", s, errors.Unwrap(err))
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if scheme != "telnet" && scheme != "telnets" {
+		return fmt.Errorf("%q: want telnet://host:port or telnets://host:port", s)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%q: user info is not allowed", s)
+	}
+	if u.Opaque != "" || u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.ForceQuery {
+		return fmt.Errorf("%q: want %s://host:port with no path or query", s, scheme)
+	}
+	if u.Fragment != "" && scheme != "telnets" {
+		return fmt.Errorf("%q: a #fragment is only meaningful on telnets://", s)
+	}
+	if err := checkHost(u.Hostname()); err != nil {
+		return fmt.Errorf("%q: %w", s, err)
+	}
+	if err := checkPort(u.Port()); err != nil {
+		return fmt.Errorf("%q: %w", s, err)
+	}
+	return nil
+}
+
+func (d *decoder) validateVMotion(v *VMotion) {
+	if v.Buffer < MinVMotionBuffer || v.Buffer > MaxVMotionBuffer {
+		d.errorf("vmotion.buffer", "%s is out of range %s..%s", v.Buffer, MinVMotionBuffer, MaxVMotionBuffer)
+	}
+	d.positive("vmotion.flush_timeout", v.FlushTimeout)
+	if v.FlushTimeout.Duration >= MaxFlushTimeout {
+		d.errorf("vmotion.flush_timeout", "%v must be below %v (ESXi gives up on a vMotion hand-over after 5s)", v.FlushTimeout.Duration, MaxFlushTimeout)
+	}
+	d.positive("vmotion.peer_timeout", v.PeerTimeout)
+	d.positive("vmotion.complete_timeout", v.CompleteTimeout)
+}
+
+func (d *decoder) validatePolicy(p *Policy) *Allow {
+	a := &Allow{}
+	for i, e := range p.ConnectAllow {
+		if err := a.add(e); err != nil {
+			d.fail(indexKey("policy.connect_allow", i), err)
+		}
+	}
+	if len(p.Directions) == 0 {
+		d.errorf("policy.directions", `must list "client", "server" or both`)
+	}
+	seen := map[string]bool{}
+	for i, dir := range p.Directions {
+		switch {
+		case dir != DirectionClient && dir != DirectionServer:
+			d.errorf(indexKey("policy.directions", i), `%q: want "client" or "server"`, dir)
+		case seen[dir]:
+			d.errorf(indexKey("policy.directions", i), "%q is listed twice", dir)
+		}
+		seen[dir] = true
+	}
+	d.positive("policy.reconnect_min", p.ReconnectMin)
+	d.positive("policy.reconnect_max", p.ReconnectMax)
+	if p.ReconnectMax.Duration > 0 && p.ReconnectMax.Duration < p.ReconnectMin.Duration {
+		key := "policy.reconnect_max"
+		if !d.set[key] {
+			key = "policy.reconnect_min"
+		}
+		d.errorf(key, "reconnect_max %v is below reconnect_min %v", p.ReconnectMax.Duration, p.ReconnectMin.Duration)
+	}
+	d.positive("policy.dial_timeout", p.DialTimeout)
+	return a
+}
+
+func (d *decoder) validateLog(l *Log) {
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		d.errorf("log.level", "%q: want debug, info, warn or error", l.Level)
+	}
+	switch l.Format {
+	case "text", "json":
+	default:
+		d.errorf("log.format", "%q: want text or json", l.Format)
+	}
+}
+
+func (d *decoder) validateRoutes(routes []Route) {
+	names := map[string]int{}
+	for i := range routes {
+		r := &routes[i]
+		rk := indexKey("route", i)
+		for _, m := range []struct{ key, pattern string }{{"service", r.Service}, {"vm", r.VM}} {
+			if _, err := path.Match(m.pattern, ""); err != nil {
+				d.errorf(rk+"."+m.key, "bad pattern %q: %w", m.pattern, err)
+			}
+		}
+		if r.UUID != "" {
+			u, err := NormalizeUUID(r.UUID)
+			if err != nil {
+				d.fail(rk+".uuid", err)
+			}
+			r.UUID = u
+		}
+		if r.Service == "" && r.VM == "" && r.UUID == "" && !d.set[rk+".uuid"] {
+			d.errorf(rk, "needs at least one matcher: service, vm or uuid")
+		}
+		d.validateDevice(rk, r)
+		if r.Name == "" {
+			r.Name = defaultRouteName(r)
+		}
+		if j, dup := names[r.Name]; dup {
+			key := rk + ".name"
+			if !d.set[key] {
+				key = rk
+			}
+			d.errorf(key, "duplicate route name %q (also route[%d]); names must be unique", r.Name, j)
+		} else {
+			names[r.Name] = i
+		}
+	}
+}
+
+// validateDevice parses r.Device and the line settings into r's caches.
+func (d *decoder) validateDevice(rk string, r *Route) {
+	l := DefaultLineSettings()
+	settingsOK := true
+	if r.SettingsText != "" {
+		s, err := ParseLineSettings(r.SettingsText)
+		if err != nil {
+			d.fail(rk+".settings", err)
+			settingsOK = false
+		} else {
+			l = s
+		}
+	}
+	if r.FlowText != "" {
+		f, err := ParseFlow(r.FlowText)
+		switch {
+		case err != nil:
+			d.fail(rk+".flow", err)
+		case settingsOK && len(strings.Fields(r.SettingsText)) == 3:
+			d.errorf(rk+".flow", "flow control is also given in settings %q; give it once", r.SettingsText)
+		default:
+			l.Flow = f
+		}
+	}
+	if r.Device == "" {
+		d.errorf(rk+".device", `required: where to join the VM, such as "tcp://127.0.0.1:4001", "rfc2217://host:port" or "/dev/ttyUSB0"`)
+		r.settings = l
+		return
+	}
+	t, q, err := parseTarget(r.Device)
+	if err != nil {
+		d.fail(rk+".device", err)
+		r.settings = l
+		return
+	}
+	r.target = t
+	switch {
+	case len(q) > 0 && (r.SettingsText != "" || r.FlowText != ""):
+		d.errorf(rk+".device", "line settings are given both in the device query and in settings/flow; give them in one place")
+	case len(q) > 0:
+		if err := applyLineQuery(&l, q); err != nil {
+			d.fail(rk+".device", err) // not reached: parseTarget checked the query
+		}
+	}
+	if t.Kind == TargetTCP || t.Kind == TargetTelnet {
+		for _, k := range []struct{ key, val string }{{"settings", r.SettingsText}, {"flow", r.FlowText}} {
+			if k.val != "" {
+				d.errorf(rk+"."+k.key, "has no effect on %s:// devices; line settings apply to rfc2217:// and serial devices", t.Kind)
+			}
+		}
+	}
+	r.settings = l
+}
+
+// defaultRouteName names a route after its matchers.
+func defaultRouteName(r *Route) string {
+	var parts []string
+	for _, m := range []struct{ key, val string }{{"service", r.Service}, {"vm", r.VM}, {"uuid", r.UUID}} {
+		if m.val != "" {
+			parts = append(parts, m.key+"="+m.val)
+		}
+	}
+	if len(parts) == 1 {
+		_, v, _ := strings.Cut(parts[0], "=")
+		return v
+	}
+	return strings.Join(parts, " ")
+}
