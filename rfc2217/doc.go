@@ -30,6 +30,7 @@
 //
 // Commands (client code c, server answers c+100 with the value in effect):
 //
+//	client                                   access server
 //	  SB 44 SIGNATURE ""  ─────────────────► SB 44 100 "ser2net"   ("" asks for the peer's)
 //	  SB 44 SET-BAUDRATE 57600 ────────────► SB 44 101 57600       (0 = query; the reply is the truth)
 //	  SB 44 SET-DATASIZE/PARITY/STOPSIZE ──► SB 44 102/103/104 v
