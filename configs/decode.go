@@ -37,7 +37,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		}
 		return nil, &multierror.Error{Errors: []error{e}, ErrorFormat: formatErrorList}
 	}
-	d := &decoder{set: map[string]bool{}}
+	d := &decoder{set: map[string]bool{}, bad: map[string]bool{}}
 	c := defaults()
 	d.table("", raw, reflect.ValueOf(&c).Elem())
 	d.validate(&c)
@@ -58,6 +58,7 @@ type keyError struct {
 type decoder struct {
 	errs []keyError
 	set  map[string]bool // key paths present in the file
+	bad  map[string]bool // key paths whose value had the wrong type
 }
 
 func (d *decoder) errorf(key, format string, args ...any) {
@@ -214,9 +215,9 @@ func (d *decoder) value(key string, v any, f reflect.Value) {
 				s, ok := e.(string)
 				if !ok {
 					d.errorf(indexKey(key, i), "want a string, got %s", describe(e))
-					continue
+					d.bad[indexKey(key, i)] = true
 				}
-				out = append(out, s)
+				out = append(out, s) // keep indices; validation skips bad ones
 			}
 			f.Set(reflect.ValueOf(out))
 		case reflect.Struct:

@@ -149,6 +149,9 @@ func (d *decoder) validateVMotion(v *VMotion) {
 func (d *decoder) validatePolicy(p *Policy) *Allow {
 	a := &Allow{}
 	for i, e := range p.ConnectAllow {
+		if d.bad[indexKey("policy.connect_allow", i)] {
+			continue
+		}
 		if err := a.add(e); err != nil {
 			d.fail(indexKey("policy.connect_allow", i), err)
 		}
@@ -159,6 +162,7 @@ func (d *decoder) validatePolicy(p *Policy) *Allow {
 	seen := map[string]bool{}
 	for i, dir := range p.Directions {
 		switch {
+		case d.bad[indexKey("policy.directions", i)]:
 		case dir != DirectionClient && dir != DirectionServer:
 			d.errorf(indexKey("policy.directions", i), `%q: want "client" or "server"`, dir)
 		case seen[dir]:
