@@ -137,6 +137,9 @@ func parseAllowEntry(e string) (ar addrRule, nr nameRule, isAddr bool, err error
 			if strings.Contains(r, ":") {
 				rest = ":" + rest
 			}
+			if bits == "" {
+				return ar, nr, false, errors.New("empty prefix length after '/'")
+			}
 		}
 		if rest != "" {
 			p, ok := strings.CutPrefix(rest, ":")
@@ -165,6 +168,9 @@ func parseAllowEntry(e string) (ar addrRule, nr nameRule, isAddr bool, err error
 			if ports, err = parsePortRange(p); err != nil {
 				return ar, nr, false, err
 			}
+		}
+		if bits == "" {
+			return ar, nr, false, errors.New("empty prefix length after '/'")
 		}
 		ar, err = makeAddrRule(addr, bits, ports)
 		return ar, nr, true, err
