@@ -1,0 +1,60 @@
+package vc
+
+import (
+	"context"
+	"fmt"
+)
+
+const auditHelp = `Lists every VM (or the VMs named: names, inventory paths or globs, as govc
+takes them) with its virtual serial ports: backing kind (uri, file, pipe,
+device), direction, service URI, proxy URI, connected, start-connected and
+yield-on-poll. Then every problem found, each with its fix:
+
+  no-proxy                 network backing without a proxy URI (vMotion refused)
+  proxy-not-bridge         the proxy URI is not this bridge's address
+  proxy-tls                telnets:// against a bridge without TLS, or the reverse
+  proxy-userinfo           a user/password inside the proxy URI
+  bad-uri, bad-direction   a proxy URI or direction ESXi cannot use
+  no-route                 direction client: the service URI matches no route
+                           and connect_allow does not permit it
+  device-shared            two VMs claim the same device
+  not-connected            a powered-on VM's port is not connected
+  not-start-connected      the port will not connect at the next power-on
+  uri-backing-unsupported  the VM's host offers no URI backing (QueryConfigOption)
+
+Exit status 1 when problems were found.
+`
+
+func runAudit(ctx context.Context, args []string, e env) int {
+	c := newCommand("audit", "vspc-bridge vc audit [flags] [VM…]", auditHelp, e, true)
+	if st, ok := c.parse(args, e); !ok {
+		return st
+	}
+	b, st, ok := c.bridge(e)
+	if !ok {
+		return st
+	}
+	cl, logout, st, ok := c.connect(ctx, e)
+	if !ok {
+		return st
+	}
+	defer logout()
+	r, err := Audit(ctx, cl.Client, b, Options{Datacenter: c.conn.dc, VMs: c.fs.Args(), Config: c.cfg})
+	if err != nil {
+		fmt.Fprintln(e.stderr, err)
+		return ExitUsage
+	}
+	if c.json {
+		err = writeJSON(e.stdout, r)
+	} else {
+		err = writeAuditTable(e.stdout, r)
+	}
+	if err != nil {
+		fmt.Fprintln(e.stderr, err)
+		return ExitUsage
+	}
+	if len(r.Problems) > 0 {
+		return ExitProblems
+	}
+	return ExitOK
+}

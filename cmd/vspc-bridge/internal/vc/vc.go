@@ -1,0 +1,209 @@
+package vc
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/vmware/govmomi"
+	"github.com/vmware/govmomi/vim25/soap"
+)
+
+// Exit statuses of Run.
+const (
+	ExitOK       = 0 // nothing to report
+	ExitProblems = 1 // problems were found (or provision refused a change)
+	ExitUsage    = 2 // usage, configuration or connection error
+)
+
+// env is what a subcommand needs from its surroundings. Run fills it from the
+// process; tests inject their own.
+type env struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	// loadBridge reads the bridge config named by -config ("" = the built-in default).
+	loadBridge func(path string) (Bridge, error)
+}
+
+// Run runs "vspc-bridge vc ARGS…" and returns the exit status. args are what
+// follows "vc" on the command line, e.g. {"audit", "-config", "x.toml", "VM1"}.
+// It reads GOVC_* from the process environment; -h prints usage and returns 0.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return run(ctx, args, env{
+		stdout:     stdout,
+		stderr:     stderr,
+		getenv:     os.Getenv,
+		loadBridge: LoadBridge,
+	})
+}
+
+const usage = `usage: vspc-bridge vc COMMAND [flags] [ARGS…]
+
+Commands:
+  audit      list every VM's virtual serial ports and what is wrong with them
+  provision  add or change a URI-backed serial port that goes through this bridge
+  preflight  check (and with -fix enable) the ESXi firewall rulesets VMs need
+
+Connection flags as for govc: -u URL [GOVC_URL], -username [GOVC_USERNAME],
+-password [GOVC_PASSWORD], -k [GOVC_INSECURE], -dc [GOVC_DATACENTER].
+Exit status: 0 all well, 1 problems found, 2 usage or connection error.
+Run "vspc-bridge vc COMMAND -h" for the flags of a command.
+`
+
+func run(ctx context.Context, args []string, e env) int {
+	if len(args) == 0 {
+		fmt.Fprint(e.stderr, usage)
+		return ExitUsage
+	}
+	switch args[0] {
+	case "audit":
+		return runAudit(ctx, args[1:], e)
+	case "provision":
+		return runProvision(ctx, args[1:], e)
+	case "preflight":
+		return runPreflight(ctx, args[1:], e)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(e.stdout, usage)
+		return ExitOK
+	}
+	fmt.Fprintf(e.stderr, "vc: unknown command %q\n%s", args[0], usage)
+	return ExitUsage
+}
+
+// command is the part every subcommand shares: its flag set, the connection
+// flags and the output format.
+type command struct {
+	fs    *flag.FlagSet
+	help  string // printed above the flag defaults
+	conn  connFlags
+	json  bool
+	cfg   string
+	usage string
+}
+
+func newCommand(name, synopsis, help string, e env, withConfig bool) *command {
+	c := &command{fs: flag.NewFlagSet("vspc-bridge vc "+name, flag.ContinueOnError), help: help, usage: synopsis}
+	c.fs.SetOutput(io.Discard)
+	c.fs.Usage = func() {}
+	c.conn.register(c.fs, e.getenv)
+	c.fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
+	if withConfig {
+		c.fs.StringVar(&c.cfg, "config", "", "bridge config `FILE` (default: the built-in example config)")
+	}
+	return c
+}
+
+// parse parses args. ok is false when the command must stop and return status.
+func (c *command) parse(args []string, e env) (status int, ok bool) {
+	err := c.fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		c.printUsage(e.stdout)
+		return ExitOK, false
+	}
+	if err != nil {
+		fmt.Fprintf(e.stderr, "vc: %v\n", err)
+		c.printUsage(e.stderr)
+		return ExitUsage, false
+	}
+	return 0, true
+}
+
+func (c *command) printUsage(w io.Writer) {
+	fmt.Fprintf(w, "usage: %s\n\n%s\nFlags:\n", c.usage, c.help)
+	c.fs.SetOutput(w)
+	c.fs.PrintDefaults()
+	c.fs.SetOutput(io.Discard)
+}
+
+// usageError prints err and the usage to stderr and returns ExitUsage.
+func (c *command) usageError(e env, format string, args ...any) int {
+	fmt.Fprintf(e.stderr, "vc: "+format+"\n", args...)
+	c.printUsage(e.stderr)
+	return ExitUsage
+}
+
+// connFlags are govc's connection conventions.
+type connFlags struct {
+	url      string
+	username string
+	password string
+	insecure bool
+	dc       string
+}
+
+func (f *connFlags) register(fs *flag.FlagSet, getenv func(string) string) {
+	insecure := false
+	switch strings.ToLower(getenv("GOVC_INSECURE")) {
+	case "1", "true":
+		insecure = true
+	}
+	fs.StringVar(&f.url, "u", getenv("GOVC_URL"), "vCenter or ESXi `URL` [GOVC_URL]")
+	fs.StringVar(&f.username, "username", getenv("GOVC_USERNAME"), "user name [GOVC_USERNAME]")
+	fs.StringVar(&f.password, "password", getenv("GOVC_PASSWORD"), "password [GOVC_PASSWORD]")
+	fs.BoolVar(&f.insecure, "k", insecure, "skip verification of the server certificate [GOVC_INSECURE]")
+	fs.StringVar(&f.dc, "dc", getenv("GOVC_DATACENTER"), "datacenter `NAME` or path [GOVC_DATACENTER]")
+}
+
+// URL returns the API URL with the credentials applied the way govc applies
+// them: -username and -password override what the URL carries.
+func (f *connFlags) URL() (*url.URL, error) {
+	if f.url == "" {
+		return nil, errors.New("vc: no vCenter URL: set GOVC_URL or -u")
+	}
+	u, err := soap.ParseURL(f.url)
+	if err != nil {
+		return nil, fmt.Errorf("vc: bad vCenter URL: %w", err)
+	}
+	user, pass := "", ""
+	if u.User != nil {
+		user = u.User.Username()
+		pass, _ = u.User.Password()
+	}
+	if f.username != "" {
+		user = f.username
+	}
+	if f.password != "" {
+		pass = f.password
+	}
+	u.User = url.UserPassword(user, pass)
+	return u, nil
+}
+
+// login connects and logs in. The caller logs out.
+func (f *connFlags) login(ctx context.Context) (*govmomi.Client, error) {
+	u, err := f.URL()
+	if err != nil {
+		return nil, err
+	}
+	c, err := govmomi.NewClient(ctx, u, f.insecure)
+	if err != nil {
+		return nil, fmt.Errorf("vc: connect to %s: %w", u.Redacted(), err)
+	}
+	return c, nil
+}
+
+// connect logs in and returns a function that logs out. On error it prints and
+// returns ExitUsage.
+func (c *command) connect(ctx context.Context, e env) (*govmomi.Client, func(), int, bool) {
+	cl, err := c.conn.login(ctx)
+	if err != nil {
+		fmt.Fprintln(e.stderr, err)
+		return nil, nil, ExitUsage, false
+	}
+	return cl, func() { _ = cl.Logout(context.WithoutCancel(ctx)) }, 0, true
+}
+
+// bridge loads the bridge config named by -config.
+func (c *command) bridge(e env) (Bridge, int, bool) {
+	b, err := e.loadBridge(c.cfg)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "%v\n", err)
+		return nil, ExitUsage, false
+	}
+	return b, 0, true
+}
