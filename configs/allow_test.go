@@ -148,38 +148,38 @@ func TestParseAllowErrors(t *testing.T) {
 	bad := []string{
 		"",
 		" 10.0.0.0/8",
-		"localhost",               // host without port
-		"nport-*",                 // host without port
-		"10.1.2.3/16",             // host bits
-		"10.0.0.0/33",             // prefix too long
-		"10.0.0.0/-1",             // prefix negative
-		"10.0.0.0/08",             // leading zero
-		"10.0.0.0/",               // empty prefix
-		"10.0.0.0/8:",             // empty port
-		"10.0.0.0/8:0",            // port 0
-		"10.0.0.0/8:65536",        // port too big
-		"10.0.0.0/8:4004-4001",    // reversed range
-		"10.0.0.0/8:1-",           // half range
-		"10.0.0.0/8:abc",          // not a port
-		"fd00::/8:23",             // IPv6 with port, not bracketed
-		"[fd00::]/8:",             // empty port
-		"[fd00::",                 // unterminated
-		"[10.0.0.1]",              // IPv4 in brackets
-		"[fd00::]x",               // junk after bracket
-		"[fe80::1%eth0]",          // zone
-		"host/8:23",               // host with slash
-		"a:b:c",                   // too many colons
-		"bad host!:23",            // bad characters
-		"nport-[.lab:23",          // bad glob
-		"*.lab:*:*",               // junk
-		"1.2.3.4.5:23",            // glob-valid chars but... accepted as a host pattern? (see below)
-		"10.0.0.0/8:+1",           // plus sign
-		"example.com:023",         // leading zero
-		"::ffff:10.0.0.1/97:23",   // v6 with port unbracketed
-		"[::ffff:10.0.0.1]/129",   // prefix too long
-		"[::1]/128:1:2",           // junk
-		"*:",                      // empty port
-		":23",                     // empty host
+		"localhost",             // host without port
+		"nport-*",               // host without port
+		"10.1.2.3/16",           // host bits
+		"10.0.0.0/33",           // prefix too long
+		"10.0.0.0/-1",           // prefix negative
+		"10.0.0.0/08",           // leading zero
+		"10.0.0.0/",             // empty prefix
+		"10.0.0.0/8:",           // empty port
+		"10.0.0.0/8:0",          // port 0
+		"10.0.0.0/8:65536",      // port too big
+		"10.0.0.0/8:4004-4001",  // reversed range
+		"10.0.0.0/8:1-",         // half range
+		"10.0.0.0/8:abc",        // not a port
+		"fd00::/8:23",           // IPv6 with port, not bracketed
+		"[fd00::]/8:",           // empty port
+		"[fd00::",               // unterminated
+		"[10.0.0.1]",            // IPv4 in brackets
+		"[fd00::]x",             // junk after bracket
+		"[fe80::1%eth0]",        // zone
+		"host/8:23",             // host with slash
+		"a:b:c",                 // too many colons
+		"bad host!:23",          // bad characters
+		"nport-[.lab:23",        // bad glob
+		"*.lab:*:*",             // junk
+		"1.2.3.4.5:23",          // glob-valid chars but... accepted as a host pattern? (see below)
+		"10.0.0.0/8:+1",         // plus sign
+		"example.com:023",       // leading zero
+		"::ffff:10.0.0.1/97:23", // v6 with port unbracketed
+		"[::ffff:10.0.0.1]/129", // prefix too long
+		"[::1]/128:1:2",         // junk
+		"*:",                    // empty port
+		":23",                   // empty host
 	}
 	for _, e := range bad {
 		_, err := ParseAllow([]string{e})

@@ -29,7 +29,7 @@ func TestNormalizeUUID(t *testing.T) {
 		"0123456789abcdeffedcba98000000000", // 33 hex
 		"0123456789abcdeffedcba980000000g",  // non-hex
 		"01234567-89ab-cdef-fedc_ba9800000000",
-		"0123456-789ab-cdef-fedc-ba9800000000",        // dash misplaced
+		"0123456-789ab-cdef-fedc-ba9800000000", // dash misplaced
 		"01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 0", // short
 		"01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 0g",
 		"01-23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 00", // dash in wrong place
