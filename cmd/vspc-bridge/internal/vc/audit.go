@@ -275,6 +275,17 @@ func (a *auditor) route(vm *VM, p *Port, add func(Code, string, string, ...any))
 	}
 }
 
+// resolve fills Route and Device of every URI-backed port, without checks.
+func (a *auditor) resolve(vms []VM) {
+	for i := range vms {
+		for j := range vms[i].Ports {
+			if p := &vms[i].Ports[j]; p.Backing == BackingURI {
+				a.route(&vms[i], p, func(Code, string, string, ...any) {})
+			}
+		}
+	}
+}
+
 // sharedDevices reports every port whose device another VM claims too.
 func sharedDevices(vms []VM) []*Problem {
 	type claim struct {
@@ -311,7 +322,7 @@ func sharedDevices(vms []VM) []*Problem {
 			}
 			ps = append(ps, &Problem{
 				Code: CodeDeviceShared, VM: c.vm.Name, Host: c.vm.Host, Port: c.port.Name,
-				Message: fmt.Sprintf("device %s is also claimed by %s: both VMs would write to one serial line", c.port.Device, strings.Join(others, ", ")),
+				Message: fmt.Sprintf("device %s is also claimed by %s: their output would mix on one serial line", c.port.Device, strings.Join(others, ", ")),
 				Fix:     "give each VM its own device (a device server port in TCP Server mode copies its output to every connection and mixes their input)",
 			})
 		}

@@ -1,0 +1,78 @@
+package vc
+
+import (
+	"context"
+	"fmt"
+)
+
+const provisionHelp = `Adds a URI-backed serial port to a VM, or changes an existing one, with
+ReconfigVM_Task: direction, service URI, proxy URI (default: this bridge's
+address from the config), start-connected and connected set.
+
+Which port: -port KEY (the number in serialport-KEY, as vc audit and
+govc device.ls print it) names one, whatever its backing. Without -port, a
+URI-backed port with the same service URI is changed, else the VM's only
+URI-backed port, else a new port is added; file, pipe and device ports are
+left alone.
+
+The port is checked as vc audit would check it (proxy is this bridge, no
+user/password, telnet/telnets matches the bridge, a route or connect_allow
+for direction client, no other VM on the same device, the host offers URI
+backing). If anything would be flagged, nothing is written and the exit
+status is 1. -dry-run prints the change without writing it.
+`
+
+func runProvision(ctx context.Context, args []string, e env) int {
+	c := newCommand("provision", "vspc-bridge vc provision -vm VM -direction client|server -service URI [-proxy URI] [-port N] [-dry-run] [flags]", provisionHelp, e, true)
+	var req ProvisionRequest
+	var port int
+	c.fs.StringVar(&req.VM, "vm", "", "the `VM` (name or inventory path)")
+	c.fs.StringVar(&req.Direction, "direction", "", "client (the VM connects out) or server (the VM accepts)")
+	c.fs.StringVar(&req.Service, "service", "", "service `URI` the VM sends the bridge in DO-PROXY")
+	c.fs.StringVar(&req.Proxy, "proxy", "", "proxy `URI` (default: the bridge's address from the config)")
+	c.fs.IntVar(&port, "port", 0, "device key `N` of the serial port to change (serialport-N)")
+	c.fs.BoolVar(&req.DryRun, "dry-run", false, "print the change, write nothing")
+	if st, ok := c.parse(args, e); !ok {
+		return st
+	}
+	switch {
+	case c.fs.NArg() > 0:
+		return c.usageError(e, "provision takes no arguments, got %q", c.fs.Args())
+	case req.VM == "":
+		return c.usageError(e, "-vm is required")
+	case req.Direction != "client" && req.Direction != "server":
+		return c.usageError(e, "-direction must be client or server")
+	case req.Service == "":
+		return c.usageError(e, "-service is required")
+	case port < 0 || port > 1<<31-1:
+		return c.usageError(e, "-port must be a device key")
+	}
+	req.Port = int32(port)
+	b, st, ok := c.bridge(e)
+	if !ok {
+		return st
+	}
+	cl, logout, st, ok := c.connect(ctx, e)
+	if !ok {
+		return st
+	}
+	defer logout()
+	ch, err := Provision(ctx, cl.Client, b, c.conn.dc, req, c.cfg)
+	if err != nil {
+		fmt.Fprintln(e.stderr, err)
+		return ExitUsage
+	}
+	if c.json {
+		err = writeJSON(e.stdout, ch)
+	} else {
+		err = writeChange(e.stdout, ch)
+	}
+	if err != nil {
+		fmt.Fprintln(e.stderr, err)
+		return ExitUsage
+	}
+	if len(ch.Problems) > 0 {
+		return ExitProblems
+	}
+	return ExitOK
+}
