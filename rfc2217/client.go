@@ -1,0 +1,902 @@
+package rfc2217
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+)
+
+// Defaults for ClientOptions.
+const (
+	DefaultAckTimeout       = time.Second
+	DefaultHandshakeTimeout = 3 * time.Second // what pyserial's client allows
+	DefaultClientSignature  = "vspc-bridge"
+	DefaultMaxBuffered      = 64 << 10
+	maxControlQueue         = 16 << 10 // negotiation replies and requests not yet written
+	readChunk               = 4 << 10
+)
+
+// ClientOptions configure a Client. The zero value is usable.
+type ClientOptions struct {
+	// Logger receives the session's log lines (quirks of the server,
+	// missing or adjusted acknowledgements). Nil discards them.
+	Logger *slog.Logger
+
+	// AckTimeout bounds how long a Port call waits for the server's
+	// acknowledgement before it carries on with the requested value and a
+	// log line. Zero means DefaultAckTimeout.
+	AckTimeout time.Duration
+
+	// HandshakeTimeout bounds how long NewClient waits for the server to
+	// agree to COM-PORT-OPTION and BINARY. Zero means
+	// DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+
+	// Signature is sent when the server asks for ours (SIGNATURE with no
+	// text). Empty means DefaultClientSignature.
+	Signature string
+
+	// Initial settings are applied by NewClient. Unset (zero) fields are
+	// queried instead, so Settings reports what the server has.
+	Initial Settings
+
+	// OnNotify, if set, is called for every NOTIFY-LINESTATE and
+	// NOTIFY-MODEMSTATE from the server, with the latest value of both. It
+	// runs on the Client's reader goroutine: it must not block, and must
+	// not call Client methods that wait for the server (Port methods), or
+	// data and acknowledgements stall until they time out.
+	OnNotify func(LineState, ModemState)
+
+	// MaxBuffered bounds received data not yet Read, and data accepted by
+	// Write but not yet sent, in bytes. When received data reaches it the
+	// reader stops reading the connection (TCP back-pressure); when the
+	// send queue reaches it Write waits. Zero means DefaultMaxBuffered.
+	MaxBuffered int
+}
+
+// ackSlot names what a server acknowledgement answers. SET-CONTROL has one
+// slot per group of values: the reply to DTR ON must be a DTR value.
+type ackSlot uint8
+
+const (
+	slotBaud ackSlot = iota
+	slotDatasize
+	slotParity
+	slotStopsize
+	slotControl  // SET-CONTROL, one slot per group: slotControl+groupFlow … slotControl+groupUnknown
+	slotLineMask = slotControl + numGroups
+)
+
+const (
+	slotModemMask = slotLineMask + 1 + iota
+	slotPurge
+	slotModemState // NOTIFY-MODEMSTATE, answering a poll
+	slotSignature
+	numSlots
+)
+
+// slotOf returns the slot a message with base command c and value v
+// belongs to, and false for commands that are not acknowledgements.
+func slotOf(c Command, v uint8) (ackSlot, bool) {
+	switch c {
+	case SetBaudrate:
+		return slotBaud, true
+	case SetDatasize:
+		return slotDatasize, true
+	case SetParity:
+		return slotParity, true
+	case SetStopsize:
+		return slotStopsize, true
+	case SetControl:
+		return slotControl + ackSlot(Control(v).group()), true
+	case SetLinestateMask:
+		return slotLineMask, true
+	case SetModemstateMask:
+		return slotModemMask, true
+	case PurgeData:
+		return slotPurge, true
+	case NotifyModemstate:
+		return slotModemState, true
+	case Signature:
+		return slotSignature, true
+	}
+	return 0, false
+}
+
+type ack struct {
+	seq uint64 // acknowledgements received in this slot so far
+	msg Message
+}
+
+// Client is an RFC 2217 client session: it controls the serial port of an
+// access server (ser2net, an NPort in RFC 2217 mode, pyserial's server,
+// sredird) over one telnet connection. It implements Port for line control
+// and io.ReadWriter for the data, with IAC escaping done for the caller.
+//
+// Ownership: the Client owns conn from NewClient on, and two goroutines
+// that it starts: the reader (the only caller of conn.Read; decodes,
+// answers negotiation, records acknowledgements and notifications, queues
+// data for Read) and the writer (the only caller of conn.Write; sends
+// control bytes first, then data, and holds data back while the server has
+// sent FLOWCONTROL-SUSPEND). Close closes conn, which unblocks both, and
+// waits for them; it also unblocks every Read, Write and Port call.
+//
+// All methods are safe for concurrent use. Port calls are serialised: one
+// batch of requests awaits its acknowledgements at a time, for at most
+// AckTimeout; a missing acknowledgement is logged and the requested value
+// assumed. Data never waits for an acknowledgement.
+type Client struct {
+	conn        io.ReadWriteCloser
+	log         *slog.Logger
+	ackTimeout  time.Duration
+	signature   string
+	onNotify    func(LineState, ModemState)
+	maxBuffered int
+
+	reqMu sync.Mutex // serialises Port calls (one outstanding batch)
+
+	wg        sync.WaitGroup // reader and writer goroutines
+	closeOnce sync.Once
+	closeErr  error
+
+	mu      sync.Mutex    // guards all fields below
+	changed chan struct{} // closed and replaced on every state change (broadcast)
+	closed  bool
+	neg     telnet.Options
+	dec     telnet.Decoder // used by the reader goroutine only, under mu
+
+	rbuf []byte // received data not yet Read
+	rerr error  // why the reader stopped (io.EOF, a decode error …)
+
+	ctl     []byte // control bytes for the writer: negotiation, requests
+	wbuf    []byte // escaped data for the writer
+	wqueued uint64 // escaped data bytes ever queued …
+	wdone   uint64 // … and ever written
+	werr    error  // why the writer stopped
+
+	suspended bool // the server sent FLOWCONTROL-SUSPEND
+	acks      [numSlots]ack
+	settings  Settings // in effect: last acknowledged or, lacking an ack, requested
+	line      LineState
+	modem     ModemState
+	haveModem bool
+	serverSig string
+	quirks    map[string]bool // quirks already logged at Warn
+}
+
+// NewClient starts an RFC 2217 session on conn, a connection to an access
+// server that the caller opened; the Client owns it from now on (on error
+// it is closed). NewClient negotiates COM-PORT-OPTION (sending WILL 44 and
+// accepting the server's own DO 44 or WILL 44), BINARY both ways and SGA,
+// refusing every other option, then applies opts.Initial. ctx bounds only
+// this setup; afterwards the session lives until Close.
+//
+// A server that refuses COM-PORT-OPTION, or does not answer within
+// HandshakeTimeout, still gives a working data stream; Port methods then
+// return ErrNotSupported.
+func NewClient(ctx context.Context, conn io.ReadWriteCloser, opts ClientOptions) (*Client, error) {
+	c := &Client{
+		conn:        conn,
+		log:         opts.Logger,
+		ackTimeout:  opts.AckTimeout,
+		signature:   opts.Signature,
+		onNotify:    opts.OnNotify,
+		maxBuffered: opts.MaxBuffered,
+		changed:     make(chan struct{}),
+		quirks:      make(map[string]bool),
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.ackTimeout <= 0 {
+		c.ackTimeout = DefaultAckTimeout
+	}
+	if c.signature == "" {
+		c.signature = DefaultClientSignature
+	}
+	if c.maxBuffered <= 0 {
+		c.maxBuffered = DefaultMaxBuffered
+	}
+	hsTimeout := opts.HandshakeTimeout
+	if hsTimeout <= 0 {
+		hsTimeout = DefaultHandshakeTimeout
+	}
+
+	// What we ask for; Enable also accepts the peer asking for it.
+	c.ctl = c.neg.Enable(c.ctl, telnet.Local, telnet.ComPort)
+	c.ctl = c.neg.Enable(c.ctl, telnet.Local, telnet.Binary)
+	c.ctl = c.neg.Enable(c.ctl, telnet.Remote, telnet.Binary)
+	c.ctl = c.neg.Enable(c.ctl, telnet.Local, telnet.SuppressGA)
+	c.ctl = c.neg.Enable(c.ctl, telnet.Remote, telnet.SuppressGA)
+	// pyserial's server announces WILL 44: agree (it also takes our WILL).
+	c.neg.Accept(telnet.Remote, telnet.ComPort, true)
+
+	c.wg.Go(c.readLoop)
+	c.wg.Go(c.writeLoop)
+
+	if err := c.handshake(ctx, hsTimeout); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if _, err := c.applySettings(ctx, opts.Initial, true); err != nil && !errors.Is(err, ErrNotSupported) {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// handshake waits until the options we asked for are settled.
+func (c *Client) handshake(ctx context.Context, timeout time.Duration) error {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if c.closed {
+			return net.ErrClosed
+		}
+		if c.rerr != nil {
+			return fmt.Errorf("rfc2217: connection ended during negotiation: %w", c.rerr)
+		}
+		pending := c.neg.Pending(telnet.Local, telnet.ComPort) ||
+			c.neg.Pending(telnet.Local, telnet.Binary) || c.neg.Pending(telnet.Remote, telnet.Binary)
+		if !pending {
+			break
+		}
+		ch := c.changed
+		c.mu.Unlock()
+		select {
+		case <-ch:
+			c.mu.Lock()
+			continue
+		case <-ctx.Done():
+			c.mu.Lock()
+			return ctx.Err()
+		case <-timer.C:
+			c.mu.Lock()
+		}
+		c.log.Warn("rfc2217: server did not finish option negotiation", "timeout", timeout,
+			"com_port", c.neg.Enabled(telnet.Local, telnet.ComPort),
+			"binary_out", c.neg.Enabled(telnet.Local, telnet.Binary), "binary_in", c.neg.Enabled(telnet.Remote, telnet.Binary))
+		break
+	}
+	if !c.neg.Enabled(telnet.Local, telnet.ComPort) {
+		c.log.Warn("rfc2217: server does not speak COM-PORT-OPTION; line control unavailable, data only")
+	}
+	// Ask for the server's signature; nobody waits for it (pyserial's
+	// server never answers).
+	if c.neg.Enabled(telnet.Local, telnet.ComPort) {
+		c.ctl = AppendMessage(c.ctl, Message{Command: Signature})
+		c.broadcastLocked()
+	}
+	return nil
+}
+
+func (c *Client) broadcastLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// waitLocked releases mu until the next state change, ctx or timer fires.
+// It reports false when ctx is done or the timer fired.
+func (c *Client) waitLocked(ctx context.Context, timer <-chan time.Time) (ok bool) {
+	ch := c.changed
+	c.mu.Unlock()
+	defer c.mu.Lock()
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-timer:
+		return false
+	}
+}
+
+// quirkLocked logs a server oddity at Warn the first time and at Debug
+// afterwards.
+func (c *Client) quirkLocked(key, msg string, args ...any) {
+	if c.quirks[key] {
+		c.log.Debug(msg, args...)
+		return
+	}
+	c.quirks[key] = true
+	c.log.Warn(msg, args...)
+}
+
+// readLoop is the reader goroutine: the only caller of conn.Read.
+func (c *Client) readLoop() {
+	buf := make([]byte, readChunk)
+	for {
+		c.mu.Lock()
+		for len(c.rbuf) >= c.maxBuffered && !c.closed {
+			c.waitLocked(context.Background(), nil)
+		}
+		closed := c.closed
+		c.mu.Unlock()
+		if closed {
+			return
+		}
+		n, err := c.conn.Read(buf)
+		var notify []func()
+		c.mu.Lock()
+		if n > 0 {
+			derr := c.dec.Decode(buf[:n], func(ev telnet.Event) error {
+				if f := c.handleEventLocked(ev); f != nil {
+					notify = append(notify, f)
+				}
+				return nil
+			})
+			if derr != nil && err == nil {
+				err = derr
+			}
+			if len(c.ctl) > maxControlQueue && err == nil {
+				err = errors.New("rfc2217: server floods negotiation: control queue over limit")
+			}
+		}
+		if err != nil {
+			switch {
+			case c.closed:
+				c.rerr = net.ErrClosed
+			case errors.Is(err, io.EOF):
+				c.rerr = io.EOF
+			default:
+				c.rerr = fmt.Errorf("rfc2217: read: %w", err)
+			}
+		}
+		c.broadcastLocked()
+		c.mu.Unlock()
+		for _, f := range notify {
+			f()
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// handleEventLocked applies one decoded event. It returns the OnNotify
+// call to make once mu is released, if any.
+func (c *Client) handleEventLocked(ev telnet.Event) func() {
+	switch ev.Kind {
+	case telnet.EventData:
+		c.rbuf = append(c.rbuf, ev.Data...)
+	case telnet.EventNegotiation:
+		var ch *telnet.Change
+		c.ctl, ch = c.neg.Receive(c.ctl, ev.Command, ev.Option)
+		if ch != nil {
+			c.log.Debug("rfc2217: option changed", "option", ch.Option, "side", ch.Side, "enabled", ch.Enabled)
+			if ch.Option == telnet.Binary && ch.Side == telnet.Remote {
+				c.dec.Binary = ch.Enabled
+			}
+		}
+	case telnet.EventSubnegotiation:
+		if ev.Option != telnet.ComPort {
+			c.log.Debug("rfc2217: ignoring subnegotiation", "option", ev.Option, "len", len(ev.Data))
+			return nil
+		}
+		m, err := Parse(ev.Data)
+		if err != nil {
+			c.quirkLocked("parse", "rfc2217: ignoring bad message from server", "err", err, "payload", fmt.Sprintf("% x", ev.Data))
+			return nil
+		}
+		return c.handleMessageLocked(m)
+	case telnet.EventCommand:
+		c.log.Debug("rfc2217: ignoring telnet command", "command", ev.Command)
+	}
+	return nil
+}
+
+func (c *Client) handleMessageLocked(m Message) func() {
+	if !m.Command.IsServer() {
+		if m.Command == Signature && m.Text == "" {
+			// Not RFC (the server should use 100), but harmless to answer.
+			c.ctl = AppendMessage(c.ctl, Message{Command: Signature, Text: c.signature})
+			return nil
+		}
+		c.quirkLocked("client-code", "rfc2217: server sent a client command code; ignored", "msg", m)
+		return nil
+	}
+	if m.Extra > 0 {
+		c.quirkLocked("extra-"+m.Command.String(), "rfc2217: server padded a reply; extra bytes ignored (sredird does this)", "msg", m)
+	}
+	base := m.Command.Base()
+	switch base {
+	case Signature:
+		if m.Text == "" {
+			c.ctl = AppendMessage(c.ctl, Message{Command: Signature, Text: c.signature})
+			return nil
+		}
+		if c.serverSig != m.Text {
+			c.log.Info("rfc2217: server signature", "signature", m.Text)
+		}
+		c.serverSig = m.Text
+	case SetBaudrate:
+		c.settings.Baud = m.Baud
+	case SetDatasize:
+		c.settings.DataSize = m.Value
+	case SetParity:
+		c.settings.Parity = m.Parity()
+	case SetStopsize:
+		c.settings.StopSize = m.StopSize()
+	case SetControl:
+		if v := m.Control(); v >= ControlFlowNone && v <= ControlFlowHardware {
+			c.settings.Flow = FlowControl(v)
+		}
+	case NotifyLinestate, NotifyModemstate:
+		if base == NotifyLinestate {
+			c.line = m.LineState()
+		} else {
+			c.modem, c.haveModem = m.ModemState(), true
+		}
+		c.log.Debug("rfc2217: notification", "msg", m)
+		if f := c.onNotify; f != nil {
+			line, modem := c.line, c.modem
+			return func() { f(line, modem) }
+		}
+	case FlowControlSuspend:
+		if !c.suspended {
+			c.log.Debug("rfc2217: server suspended our output")
+		}
+		c.suspended = true
+	case FlowControlResume:
+		c.suspended = false
+	}
+	if s, ok := slotOf(base, m.Value); ok {
+		c.acks[s].seq++
+		c.acks[s].msg = m
+	}
+	return nil
+}
+
+// writeLoop is the writer goroutine: the only caller of conn.Write.
+func (c *Client) writeLoop() {
+	var out []byte
+	for {
+		c.mu.Lock()
+		for !c.closed && len(c.ctl) == 0 && (len(c.wbuf) == 0 || c.suspended) {
+			c.waitLocked(context.Background(), nil)
+		}
+		if c.closed {
+			c.mu.Unlock()
+			return
+		}
+		out = append(out[:0], c.ctl...)
+		c.ctl = c.ctl[:0]
+		var nData int
+		if !c.suspended {
+			out = append(out, c.wbuf...)
+			nData = len(c.wbuf)
+			c.wbuf = c.wbuf[:0]
+		}
+		c.mu.Unlock()
+
+		_, err := c.conn.Write(out)
+
+		c.mu.Lock()
+		if err != nil {
+			if c.closed {
+				c.werr = net.ErrClosed
+			} else {
+				c.werr = fmt.Errorf("rfc2217: write: %w", err)
+			}
+			c.broadcastLocked()
+			c.mu.Unlock()
+			return
+		}
+		c.wdone += uint64(nData)
+		c.broadcastLocked()
+		c.mu.Unlock()
+		if cap(out) > 4*c.maxBuffered {
+			out = nil
+		}
+	}
+}
+
+// Read reads data from the remote serial port, IAC-unescaped. It blocks
+// until data arrives, the connection ends (io.EOF) or Close is called
+// (net.ErrClosed). Data received before the end is delivered first.
+func (c *Client) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.rbuf) == 0 {
+		switch {
+		case c.closed:
+			return 0, net.ErrClosed
+		case c.rerr != nil:
+			return 0, c.rerr
+		}
+		c.waitLocked(context.Background(), nil)
+	}
+	n := copy(p, c.rbuf)
+	c.rbuf = c.rbuf[:copy(c.rbuf, c.rbuf[n:])]
+	if cap(c.rbuf) > 4*c.maxBuffered && len(c.rbuf) == 0 {
+		c.rbuf = nil
+	}
+	c.broadcastLocked() // the reader may be waiting for room
+	return n, nil
+}
+
+// Write sends p to the remote serial port, escaping IAC. It returns once
+// the bytes were written to the connection; it waits while the send queue
+// is full or the server has suspended our output (FLOWCONTROL-SUSPEND),
+// until Close.
+func (c *Client) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.wbuf) >= c.maxBuffered && !c.closed && c.werr == nil {
+		c.waitLocked(context.Background(), nil)
+	}
+	if err := c.writeErrLocked(); err != nil {
+		return 0, err
+	}
+	n0 := len(c.wbuf)
+	if c.neg.Enabled(telnet.Local, telnet.Binary) {
+		c.wbuf = telnet.AppendData(c.wbuf, p)
+	} else {
+		c.wbuf = telnet.AppendText(c.wbuf, p)
+	}
+	c.wqueued += uint64(len(c.wbuf) - n0)
+	target := c.wqueued
+	c.broadcastLocked()
+	for c.wdone < target {
+		if err := c.writeErrLocked(); err != nil {
+			return 0, err
+		}
+		c.waitLocked(context.Background(), nil)
+	}
+	return len(p), nil
+}
+
+func (c *Client) writeErrLocked() error {
+	switch {
+	case c.closed:
+		return net.ErrClosed
+	case c.werr != nil:
+		return c.werr
+	}
+	return nil
+}
+
+// Close ends the session: it closes the connection, unblocks every
+// pending call and waits for the Client's goroutines. It is idempotent and
+// returns the error of closing the connection.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.broadcastLocked()
+		c.mu.Unlock()
+		c.closeErr = c.conn.Close()
+		c.wg.Wait()
+	})
+	return c.closeErr
+}
+
+// Settings returns the line settings last acknowledged by the server (or
+// requested, where the server did not answer); zero fields are unknown.
+func (c *Client) Settings() Settings {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.settings
+}
+
+// LineState returns the last NOTIFY-LINESTATE value (0 before any).
+func (c *Client) LineState() LineState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.line
+}
+
+// ServerSignature returns the server's SIGNATURE text, "" if it sent none.
+func (c *Client) ServerSignature() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.serverSig
+}
+
+// ComPort reports whether the server agreed to COM-PORT-OPTION.
+func (c *Client) ComPort() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.neg.Enabled(telnet.Local, telnet.ComPort)
+}
+
+// Suspended reports whether the server has suspended our output with
+// FLOWCONTROL-SUSPEND (Write waits until it resumes).
+func (c *Client) Suspended() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.suspended
+}
+
+// result of one request in a batch.
+type result struct {
+	req   Message
+	reply Message
+	acked bool
+}
+
+// roundTrip sends msgs and waits up to AckTimeout (or ctx) for an
+// acknowledgement of each message whose wait flag is set. It returns
+// per-message results and the slots that received acknowledgements
+// nobody asked for during the wait (sredird's "105 1" to a DTR request).
+func (c *Client) roundTrip(ctx context.Context, msgs []Message, wait []bool) ([]result, []Message, error) {
+	c.reqMu.Lock()
+	defer c.reqMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closed:
+		return nil, nil, net.ErrClosed
+	case c.rerr != nil:
+		return nil, nil, fmt.Errorf("rfc2217: connection ended: %w", c.rerr)
+	case c.werr != nil:
+		return nil, nil, c.werr
+	case !c.neg.Enabled(telnet.Local, telnet.ComPort):
+		return nil, nil, fmt.Errorf("rfc2217: server did not agree to COM-PORT-OPTION: %w", ErrNotSupported)
+	}
+	var start [numSlots]uint64
+	for i := range c.acks {
+		start[i] = c.acks[i].seq
+	}
+	var asked [numSlots]bool
+	slots := make([]ackSlot, len(msgs))
+	for i, m := range msgs {
+		c.ctl = AppendMessage(c.ctl, m)
+		s, ok := slotOf(m.Command, m.Value)
+		slots[i] = s
+		if ok && wait[i] {
+			asked[s] = true
+		}
+	}
+	c.broadcastLocked()
+
+	timer := time.NewTimer(c.ackTimeout)
+	defer timer.Stop()
+	for {
+		done := true
+		for s := range asked {
+			if asked[s] && c.acks[s].seq == start[s] {
+				done = false
+			}
+		}
+		if done {
+			break
+		}
+		if c.closed {
+			return nil, nil, net.ErrClosed
+		}
+		if !c.waitLocked(ctx, timer.C) {
+			if err := ctx.Err(); err != nil {
+				return nil, nil, err
+			}
+			break // ack timeout: carry on
+		}
+	}
+	res := make([]result, len(msgs))
+	for i, m := range msgs {
+		res[i].req = m
+		if s := slots[i]; asked[s] && c.acks[s].seq != start[s] {
+			res[i].reply, res[i].acked = c.acks[s].msg, true
+		}
+	}
+	var unasked []Message
+	for s := range c.acks {
+		if !asked[s] && c.acks[s].seq != start[s] && ackSlot(s) != slotModemState && ackSlot(s) != slotSignature {
+			unasked = append(unasked, c.acks[s].msg)
+		}
+	}
+	return res, unasked, nil
+}
+
+// logResults reports missing, adjusted and unexpected acknowledgements.
+func (c *Client) logResults(res []result, unasked []Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range res {
+		switch {
+		case !r.acked && isQuery(r.req):
+			c.quirkLocked("noanswer-"+ackKey(r.req), "rfc2217: server did not answer a query", "request", r.req, "timeout", c.ackTimeout)
+		case !r.acked:
+			c.quirkLocked("noack-"+ackKey(r.req), "rfc2217: no acknowledgement from server; assuming the requested value",
+				"request", r.req, "timeout", c.ackTimeout)
+		case r.reply.Baud != r.req.Baud || r.reply.Value != r.req.Value:
+			if isQuery(r.req) {
+				continue
+			}
+			c.log.Info("rfc2217: server answered with a different value", "request", r.req, "reply", r.reply)
+		}
+	}
+	for _, m := range unasked {
+		c.quirkLocked("unasked-"+m.String(), "rfc2217: unexpected acknowledgement from server (sredird acks every SET-CONTROL as FLOW-NONE)", "reply", m)
+	}
+}
+
+// ackKey names the kind of a request for log-once bookkeeping.
+func ackKey(m Message) string {
+	if m.Command == SetControl {
+		return m.Command.String() + "-" + groupNames[m.Control().group()]
+	}
+	return m.Command.String()
+}
+
+func isQuery(m Message) bool {
+	switch m.Command {
+	case SetBaudrate:
+		return m.Baud == 0
+	case SetControl:
+		switch m.Control() {
+		case ControlFlowQuery, ControlBreakQuery, ControlDTRQuery, ControlRTSQuery, ControlInFlowQuery:
+			return true
+		}
+		return false
+	case SetDatasize, SetParity, SetStopsize:
+		return m.Value == 0
+	}
+	return false
+}
+
+func validate(s Settings) error {
+	var errs []error
+	if s.DataSize != 0 && (s.DataSize < 5 || s.DataSize > 8) {
+		errs = append(errs, fmt.Errorf("rfc2217: invalid data size %d (want 5–8)", s.DataSize))
+	}
+	if s.Parity > ParitySpace {
+		errs = append(errs, fmt.Errorf("rfc2217: invalid parity %d", s.Parity))
+	}
+	if s.StopSize > Stop15 {
+		errs = append(errs, fmt.Errorf("rfc2217: invalid stop size %d", s.StopSize))
+	}
+	if s.Flow > FlowHardware {
+		errs = append(errs, fmt.Errorf("rfc2217: invalid flow control %d", s.Flow))
+	}
+	return errors.Join(errs...)
+}
+
+// SetSettings sends the set fields of s to the server (SET-BAUDRATE,
+// SET-DATASIZE, SET-PARITY, SET-STOPSIZE, SET-CONTROL for flow control),
+// waits up to AckTimeout for the acknowledgements, and returns the
+// settings in effect: the acknowledged values, or the requested ones where
+// the server did not answer (logged). Zero fields are left as they are.
+func (c *Client) SetSettings(ctx context.Context, s Settings) (Settings, error) {
+	return c.applySettings(ctx, s, false)
+}
+
+func (c *Client) applySettings(ctx context.Context, s Settings, queryUnset bool) (Settings, error) {
+	if err := validate(s); err != nil {
+		return c.Settings(), err
+	}
+	var msgs []Message
+	add := func(set bool, m Message) {
+		if set || queryUnset {
+			msgs = append(msgs, m)
+		}
+	}
+	add(s.Baud != 0, Message{Command: SetBaudrate, Baud: s.Baud})
+	add(s.DataSize != 0, Message{Command: SetDatasize, Value: s.DataSize})
+	add(s.Parity != 0, Message{Command: SetParity, Value: uint8(s.Parity)})
+	add(s.StopSize != 0, Message{Command: SetStopsize, Value: uint8(s.StopSize)})
+	add(s.Flow != 0, Message{Command: SetControl, Value: uint8(s.Flow)})
+	if len(msgs) == 0 {
+		return c.Settings(), nil
+	}
+	wait := make([]bool, len(msgs))
+	for i := range wait {
+		wait[i] = true
+	}
+	res, unasked, err := c.roundTrip(ctx, msgs, wait)
+	if err != nil {
+		return c.Settings(), err
+	}
+	c.logResults(res, unasked)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range res {
+		if r.acked || isQuery(r.req) {
+			continue // the reader recorded the reply
+		}
+		switch r.req.Command {
+		case SetBaudrate:
+			c.settings.Baud = r.req.Baud
+		case SetDatasize:
+			c.settings.DataSize = r.req.Value
+		case SetParity:
+			c.settings.Parity = r.req.Parity()
+		case SetStopsize:
+			c.settings.StopSize = r.req.StopSize()
+		case SetControl:
+			c.settings.Flow = FlowControl(r.req.Value)
+		}
+	}
+	return c.settings, nil
+}
+
+func (c *Client) control(ctx context.Context, v Control) error {
+	res, unasked, err := c.roundTrip(ctx, []Message{{Command: SetControl, Value: uint8(v)}}, []bool{true})
+	if err != nil {
+		return err
+	}
+	c.logResults(res, unasked)
+	return nil
+}
+
+// SetDTR sets DTR (SET-CONTROL 8/9). A missing or different
+// acknowledgement is logged, not an error (ser2net on a pty never acks).
+func (c *Client) SetDTR(ctx context.Context, on bool) error {
+	return c.control(ctx, pick(on, ControlDTROn, ControlDTROff))
+}
+
+// SetRTS sets RTS (SET-CONTROL 11/12).
+func (c *Client) SetRTS(ctx context.Context, on bool) error {
+	return c.control(ctx, pick(on, ControlRTSOn, ControlRTSOff))
+}
+
+// SetBreak sets or clears BREAK (SET-CONTROL 5/6).
+func (c *Client) SetBreak(ctx context.Context, on bool) error {
+	return c.control(ctx, pick(on, ControlBreakOn, ControlBreakOff))
+}
+
+func pick(on bool, yes, no Control) Control {
+	if on {
+		return yes
+	}
+	return no
+}
+
+// Purge asks the server to purge its buffers (PURGE-DATA).
+func (c *Client) Purge(ctx context.Context, what PurgeTarget) error {
+	if what < PurgeRX || what > PurgeBoth {
+		return fmt.Errorf("rfc2217: invalid purge target %d", what)
+	}
+	res, unasked, err := c.roundTrip(ctx, []Message{{Command: PurgeData, Value: uint8(what)}}, []bool{true})
+	if err != nil {
+		return err
+	}
+	c.logResults(res, unasked)
+	return nil
+}
+
+// ModemState returns the modem state last notified by the server. Before
+// any notification it polls once (an empty NOTIFY-MODEMSTATE, which
+// pyserial's server answers) and waits up to AckTimeout; if nothing comes
+// it returns ErrNotSupported.
+func (c *Client) ModemState(ctx context.Context) (ModemState, error) {
+	c.mu.Lock()
+	if c.haveModem {
+		defer c.mu.Unlock()
+		return c.modem, nil
+	}
+	c.mu.Unlock()
+	res, _, err := c.roundTrip(ctx, []Message{{Command: NotifyModemstate, Poll: true}}, []bool{true})
+	if err != nil {
+		return 0, err
+	}
+	if res[0].acked {
+		return res[0].reply.ModemState(), nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.haveModem {
+		return c.modem, nil
+	}
+	return 0, fmt.Errorf("rfc2217: server sent no modem state: %w", ErrNotSupported)
+}
+
+var (
+	_ Port               = (*Client)(nil)
+	_ io.ReadWriteCloser = (*Client)(nil)
+)
