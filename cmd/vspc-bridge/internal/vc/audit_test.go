@@ -64,6 +64,8 @@ func TestRunUsage(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, nil, ExitUsage, "", `vc: unknown command "frobnicate"`},
 		{"help", []string{"-h"}, nil, ExitOK, "usage: vspc-bridge vc COMMAND", ""},
 		{"audit help", []string{"audit", "-h"}, nil, ExitOK, "no-proxy", ""},
+		{"provision help", []string{"provision", "-h"}, nil, ExitOK, "usage: vspc-bridge vc provision", ""},
+		{"preflight help", []string{"preflight", "-h"}, nil, ExitOK, "5.0 Update 1", ""},
 		{"bad flag", []string{"audit", "-bogus"}, nil, ExitUsage, "", "flag provided but not defined: -bogus"},
 		{"no URL", []string{"audit"}, nil, ExitUsage, "", "vc: no vCenter URL: set GOVC_URL or -u"},
 		{"bad config", []string{"audit", "-config", "testdata/does-not-exist.toml"}, map[string]string{"GOVC_URL": "127.0.0.1:1"}, ExitUsage, "", "vc: configs:"},

@@ -28,15 +28,16 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // Addresses in the test world (documentation ranges, RFC 5737).
 const (
-	bridgeURI  = "telnet://192.0.2.10:13370"  // the bridge, as VMs name it
-	nportA     = "198.51.100.5"               // a device server reached through a route
-	nportB     = "198.51.100.6"               // a device server a VM is wired to directly
-	elsewhere  = "203.0.113.9"                // a host connect_allow does not permit
-	otherProxy = "telnet://192.0.2.99:13370"  // some other vSPC
-	noURIHost  = "DC0_H2"                     // the host whose config option lacks URI backing
-	restricted = "DC0_C0_H1"                  // the host whose vSPC ruleset admits 192.0.2.128/25 only
-	disabledFW = "DC0_H1"                     // the host whose vSPC ruleset is disabled
-	telnetsURI = "telnets://192.0.2.10:13370" // the bridge's address with the wrong scheme
+	bridgeURI   = "telnet://192.0.2.10:13370"  // the bridge, as VMs name it
+	nportA      = "198.51.100.5"               // a device server reached through a route
+	nportB      = "198.51.100.6"               // a device server a VM is wired to directly
+	elsewhere   = "203.0.113.9"                // a host connect_allow does not permit
+	otherProxy  = "telnet://192.0.2.99:13370"  // some other vSPC
+	noURIHost   = "DC0_H2"                     // the host whose config option lacks URI backing
+	restricted  = "DC0_C0_H1"                  // the host whose vSPC ruleset admits 192.0.2.128/25 only
+	disabledFW  = "DC0_H1"                     // the host whose vSPC ruleset is disabled
+	firewallOff = "DC0_C0_H2"                  // the host whose firewall passes everything
+	telnetsURI  = "telnets://192.0.2.10:13370" // the bridge's address with the wrong scheme
 )
 
 // fakeBridge is a Bridge for tests that must not depend on the config file format.
@@ -188,7 +189,8 @@ func (f *refreshingFirewall) RefreshFirewall(*types.RefreshFirewall) soap.HasFau
 // isolateFirewalls gives every host its own deep copy of the rulesets with
 // vSPC and remoteSerialPort at ESXi's defaults (disabled, all IPs), then sets
 // the test's per-host state: vSPC enabled everywhere except on disabledFW,
-// and restricted to 192.0.2.128/25 on restricted.
+// and restricted to 192.0.2.128/25 on restricted; firewallOff's default
+// policy passes all traffic.
 func (w *world) isolateFirewalls(t *testing.T) {
 	t.Helper()
 	hostOf := map[types.ManagedObjectReference]string{}
@@ -213,6 +215,9 @@ func (w *world) isolateFirewalls(t *testing.T) {
 				rs.Enabled = false
 			}
 			info.Ruleset[i] = rs
+		}
+		if hostOf[r.Reference()] == firewallOff {
+			info.DefaultPolicy = types.HostFirewallDefaultPolicy{IncomingBlocked: types.NewBool(false), OutgoingBlocked: types.NewBool(false)}
 		}
 		fw.FirewallInfo = &info
 		w.model.Map().Put(&refreshingFirewall{HostFirewallSystem: fw, refreshes: &w.refreshes})
