@@ -405,7 +405,7 @@ func (c *Client) handleMessageLocked(m Message) func() {
 		return nil
 	}
 	if m.Extra > 0 {
-		c.quirkLocked("extra-"+m.Command.String(), "rfc2217: server padded a reply; extra bytes ignored (sredird does this)", "msg", m)
+		c.quirkLocked("extra-"+m.Command.String(), "rfc2217: server padded a reply; extra bytes ignored (sredird does this)", "reply", m)
 	}
 	base := m.Command.Base()
 	switch base {
