@@ -3,6 +3,7 @@ package vc
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -66,9 +67,11 @@ func TestRunUsage(t *testing.T) {
 		{"audit help", []string{"audit", "-h"}, nil, ExitOK, "no-proxy", ""},
 		{"provision help", []string{"provision", "-h"}, nil, ExitOK, "usage: vspc-bridge vc provision", ""},
 		{"preflight help", []string{"preflight", "-h"}, nil, ExitOK, "5.0 Update 1", ""},
+		{"help hides credentials", []string{"audit", "-h"}, map[string]string{"GOVC_URL": "u:hunter2@vc.example", "GOVC_PASSWORD": "hunter3"}, ExitOK, "[GOVC_PASSWORD]", ""},
 		{"bad flag", []string{"audit", "-bogus"}, nil, ExitUsage, "", "flag provided but not defined: -bogus"},
 		{"no URL", []string{"audit"}, nil, ExitUsage, "", "vc: no vCenter URL: set GOVC_URL or -u"},
 		{"bad config", []string{"audit", "-config", "testdata/does-not-exist.toml"}, map[string]string{"GOVC_URL": "127.0.0.1:1"}, ExitUsage, "", "vc: configs:"},
+		{"unreachable, password from env", []string{"audit", "-u", "user@127.0.0.1:1"}, map[string]string{"GOVC_PASSWORD": "hunter2"}, ExitUsage, "", "vc: connect to https://user:xxxxx@127.0.0.1:1/sdk"},
 		{"unreachable", []string{"audit", "-u", "user:pass@127.0.0.1:1"}, nil, ExitUsage, "", "vc: connect to https://user:xxxxx@127.0.0.1:1/sdk"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,6 +82,9 @@ func TestRunUsage(t *testing.T) {
 			}
 			if !strings.Contains(stdout.String(), tc.out) {
 				t.Errorf("stdout lacks %q:\n%s", tc.out, stdout.String())
+			}
+			if all := stdout.String() + stderr.String(); strings.Contains(all, "hunter") {
+				t.Errorf("output shows a password:\n%s", all)
 			}
 			if !strings.Contains(stderr.String(), tc.err) {
 				t.Errorf("stderr lacks %q:\n%s", tc.err, stderr.String())
@@ -110,5 +116,55 @@ func TestAuditNamed(t *testing.T) {
 	stdout.Reset()
 	if st := run(t.Context(), []string{"audit", "no-such-vm"}, w.env(&stdout, &stderr, nil)); st != ExitUsage {
 		t.Errorf("unknown VM: status %d, want %d", st, ExitUsage)
+	}
+}
+
+func TestAuditDatacenter(t *testing.T) {
+	w := newWorld(t)
+	w.scenario(t)
+	st, out, errOut := runVC(t, w, "audit", "-config", "testdata/bridge.toml", "-dc", "DC0", "-json")
+	if st != ExitProblems {
+		t.Fatalf("status %d; stderr:\n%s", st, errOut)
+	}
+	var r Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.VMs) != 8 {
+		t.Errorf("%d VMs in DC0, want 8", len(r.VMs))
+	}
+	if st, _, errOut := runVC(t, w, "audit", "-dc", "DC9"); st != ExitUsage || !strings.Contains(errOut, "vc: datacenter:") {
+		t.Errorf("unknown datacenter: status %d, stderr %q", st, errOut)
+	}
+	// A bridge config whose address is not a telnet URI is a usage error.
+	var stdout, stderr bytes.Buffer
+	bad := fakeBridge{uris: []string{"http://192.0.2.10:80"}}
+	if st := run(t.Context(), []string{"audit"}, w.env(&stdout, &stderr, bad)); st != ExitUsage || !strings.Contains(stderr.String(), "scheme must be telnet or telnets") {
+		t.Errorf("bad bridge address: status %d, stderr %q", st, stderr.String())
+	}
+}
+
+func TestFromConfigProxyURIs(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		want []string
+	}{
+		{"testdata/bridge.toml", []string{"telnet://192.0.2.10:13370"}},
+		{"testdata/bridge-tls.toml", []string{"telnet://192.0.2.10:13370", "telnets://192.0.2.10:13371"}},
+	} {
+		b, err := LoadBridge(tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := b.ProxyURIs(); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.file, got, tc.want)
+		}
+	}
+	b, err := LoadBridge("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.ProxyURIs(); len(got) == 0 || got[0] != "telnet://127.0.0.1:13370" {
+		t.Errorf("built-in config: %q", got)
 	}
 }

@@ -1,6 +1,7 @@
 package vc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -127,8 +128,11 @@ func (c *command) usageError(e env, format string, args ...any) int {
 	return ExitUsage
 }
 
-// connFlags are govc's connection conventions.
+// connFlags are govc's connection conventions. The URL and password flags
+// default to "" and fall back to GOVC_URL and GOVC_PASSWORD when used, so that
+// -h never prints credentials as flag defaults.
 type connFlags struct {
+	getenv   func(string) string
 	url      string
 	username string
 	password string
@@ -137,14 +141,15 @@ type connFlags struct {
 }
 
 func (f *connFlags) register(fs *flag.FlagSet, getenv func(string) string) {
+	f.getenv = getenv
 	insecure := false
 	switch strings.ToLower(getenv("GOVC_INSECURE")) {
 	case "1", "true":
 		insecure = true
 	}
-	fs.StringVar(&f.url, "u", getenv("GOVC_URL"), "vCenter or ESXi `URL` [GOVC_URL]")
-	fs.StringVar(&f.username, "username", getenv("GOVC_USERNAME"), "user name [GOVC_USERNAME]")
-	fs.StringVar(&f.password, "password", getenv("GOVC_PASSWORD"), "password [GOVC_PASSWORD]")
+	fs.StringVar(&f.url, "u", "", "vCenter or ESXi `URL` [GOVC_URL]")
+	fs.StringVar(&f.username, "username", getenv("GOVC_USERNAME"), "user `name` [GOVC_USERNAME]")
+	fs.StringVar(&f.password, "password", "", "`password` [GOVC_PASSWORD]")
 	fs.BoolVar(&f.insecure, "k", insecure, "skip verification of the server certificate [GOVC_INSECURE]")
 	fs.StringVar(&f.dc, "dc", getenv("GOVC_DATACENTER"), "datacenter `NAME` or path [GOVC_DATACENTER]")
 }
@@ -152,10 +157,11 @@ func (f *connFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 // URL returns the API URL with the credentials applied the way govc applies
 // them: -username and -password override what the URL carries.
 func (f *connFlags) URL() (*url.URL, error) {
-	if f.url == "" {
+	raw := cmp.Or(f.url, f.getenv("GOVC_URL"))
+	if raw == "" {
 		return nil, errors.New("vc: no vCenter URL: set GOVC_URL or -u")
 	}
-	u, err := soap.ParseURL(f.url)
+	u, err := soap.ParseURL(raw)
 	if err != nil {
 		return nil, fmt.Errorf("vc: bad vCenter URL: %w", err)
 	}
@@ -164,12 +170,8 @@ func (f *connFlags) URL() (*url.URL, error) {
 		user = u.User.Username()
 		pass, _ = u.User.Password()
 	}
-	if f.username != "" {
-		user = f.username
-	}
-	if f.password != "" {
-		pass = f.password
-	}
+	user = cmp.Or(f.username, user)
+	pass = cmp.Or(f.password, f.getenv("GOVC_PASSWORD"), pass)
 	u.User = url.UserPassword(user, pass)
 	return u, nil
 }
@@ -195,6 +197,7 @@ func (c *command) connect(ctx context.Context, e env) (*govmomi.Client, func(), 
 		fmt.Fprintln(e.stderr, err)
 		return nil, nil, ExitUsage, false
 	}
+	// Logging out is best effort: the session expires on the server anyway.
 	return cl, func() { _ = cl.Logout(context.WithoutCancel(ctx)) }, 0, true
 }
 
