@@ -89,7 +89,8 @@ type Options struct {
 	// Datacenter limits the audit to one datacenter (name or path); "" = all,
 	// or the only one when VMs are named.
 	Datacenter string
-	// VMs are names, inventory paths or globs as govc takes them; none = every VM.
+	// VMs are names, inventory paths or globs as govc takes them; none = every
+	// VM. "Two VMs claim the same device" is checked among the VMs selected.
 	VMs []string
 	// Config is the bridge config path, repeated in the fix commands.
 	Config string

@@ -3,9 +3,12 @@ package vc
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/go-multierror"
 )
 
 func TestAuditGolden(t *testing.T) {
@@ -49,6 +52,14 @@ func TestAuditFakeBridge(t *testing.T) {
 	}
 	if diff := cmpJSON(t, a, b); diff != "" {
 		t.Error(diff)
+	}
+	// Every problem is also one error of a go-multierror.
+	var merr *multierror.Error
+	if !errors.As(a.Err(), &merr) || len(merr.Errors) != len(a.Problems) || len(a.Problems) == 0 {
+		t.Errorf("Err() = %v, want a multierror of %d problems", a.Err(), len(a.Problems))
+	}
+	if !strings.HasPrefix(merr.Errors[0].Error(), "vc: ") {
+		t.Errorf("problem error %q lacks the vc: prefix", merr.Errors[0])
 	}
 }
 

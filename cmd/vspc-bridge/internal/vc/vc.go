@@ -154,14 +154,32 @@ func (f *connFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&f.dc, "dc", getenv("GOVC_DATACENTER"), "datacenter `NAME` or path [GOVC_DATACENTER]")
 }
 
-// URL returns the API URL with the credentials applied the way govc applies
-// them: -username and -password override what the URL carries.
-func (f *connFlags) URL() (*url.URL, error) {
-	raw := cmp.Or(f.url, f.getenv("GOVC_URL"))
-	if raw == "" {
+// conn applies govc's precedence: flags, then GOVC_URL / GOVC_PASSWORD.
+func (f *connFlags) conn() Conn {
+	return Conn{
+		URL:      cmp.Or(f.url, f.getenv("GOVC_URL")),
+		Username: f.username,
+		Password: cmp.Or(f.password, f.getenv("GOVC_PASSWORD")),
+		Insecure: f.insecure,
+	}
+}
+
+// Conn says how to reach vCenter (or one ESXi host), as govc's GOVC_URL,
+// GOVC_USERNAME, GOVC_PASSWORD and GOVC_INSECURE do.
+type Conn struct {
+	URL      string // "host", "https://host/sdk" or "user:pass@host"
+	Username string // overrides the URL's user when set
+	Password string // overrides the URL's password when set
+	Insecure bool   // skip certificate verification
+}
+
+// url returns the API URL with the credentials applied the way govc applies
+// them: Username and Password override what the URL carries.
+func (c Conn) url() (*url.URL, error) {
+	if c.URL == "" {
 		return nil, errors.New("vc: no vCenter URL: set GOVC_URL or -u")
 	}
-	u, err := soap.ParseURL(raw)
+	u, err := soap.ParseURL(c.URL)
 	if err != nil {
 		return nil, fmt.Errorf("vc: bad vCenter URL: %w", err)
 	}
@@ -170,29 +188,28 @@ func (f *connFlags) URL() (*url.URL, error) {
 		user = u.User.Username()
 		pass, _ = u.User.Password()
 	}
-	user = cmp.Or(f.username, user)
-	pass = cmp.Or(f.password, f.getenv("GOVC_PASSWORD"), pass)
-	u.User = url.UserPassword(user, pass)
+	u.User = url.UserPassword(cmp.Or(c.Username, user), cmp.Or(c.Password, pass))
 	return u, nil
 }
 
-// login connects and logs in. The caller logs out.
-func (f *connFlags) login(ctx context.Context) (*govmomi.Client, error) {
-	u, err := f.URL()
+// Login connects and logs in; the caller logs out (Client.Logout). Errors
+// never show the password. check-config can use it with Audit.
+func Login(ctx context.Context, c Conn) (*govmomi.Client, error) {
+	u, err := c.url()
 	if err != nil {
 		return nil, err
 	}
-	c, err := govmomi.NewClient(ctx, u, f.insecure)
+	cl, err := govmomi.NewClient(ctx, u, c.Insecure)
 	if err != nil {
 		return nil, fmt.Errorf("vc: connect to %s: %w", u.Redacted(), err)
 	}
-	return c, nil
+	return cl, nil
 }
 
 // connect logs in and returns a function that logs out. On error it prints and
 // returns ExitUsage.
 func (c *command) connect(ctx context.Context, e env) (*govmomi.Client, func(), int, bool) {
-	cl, err := c.conn.login(ctx)
+	cl, err := Login(ctx, c.conn.conn())
 	if err != nil {
 		fmt.Fprintln(e.stderr, err)
 		return nil, nil, ExitUsage, false
