@@ -486,3 +486,35 @@ func TestClientQuirkyServer(t *testing.T) {
 		}
 	})
 }
+
+// FuzzClient feeds arbitrary server bytes to a Client: it must not panic,
+// must hand over data, and Close must always return with no goroutine left.
+func FuzzClient(f *testing.F) {
+	f.Add([]byte("\xff\xfd\x2c\xff\xfa\x2c\x65\x00\x00\x25\x80\xff\xf0data\xff\xff"))
+	f.Add([]byte("\xff\xfa\x2c\x6c\xff\xf0\xff\xfa\x2c\x6d\xff\xf0"))
+	f.Add([]byte("\xff\xfa\x2c\x65\x00\x00\x96\x00\x00\x00\x00\x00\xff\xf0"))
+	f.Add([]byte("\xff\xfa\x2c\x64\xff\xf0\xff\xfa\x2c\xff\xff\xff\xf0"))
+	f.Add([]byte("\xff\xfb\x00\xff\xfd\x00\xff\xfe\x2c\xff\xfc\x00\r\x00\n"))
+	f.Add([]byte("\xff\xfa\x2c\x6b"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		synctest.Test(t, func(t *testing.T) {
+			cconn, sconn := net.Pipe()
+			go func() {
+				sconn.Write(telnet.AppendNegotiation(nil, telnet.DO, telnet.ComPort))
+				sconn.Write(in)
+				sconn.Close()
+			}()
+			go io.Copy(io.Discard, sconn)
+			c, err := rfc2217.NewClient(t.Context(), cconn, rfc2217.ClientOptions{AckTimeout: 10 * time.Millisecond, HandshakeTimeout: 10 * time.Millisecond})
+			if err != nil {
+				return // the server closed during negotiation
+			}
+			c.SetSettings(t.Context(), rfc2217.Settings{Baud: 1200})
+			c.ModemState(t.Context())
+			io.Copy(io.Discard, c)
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	})
+}
