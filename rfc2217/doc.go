@@ -43,9 +43,29 @@
 //	                ◄─────────────────────── SB 44 108 / 109       (FLOWCONTROL-SUSPEND/RESUME:
 //	                                                                 stop/resume sending data)
 //
+// # Who owns what
+//
+// Client owns its connection and two goroutines: the reader (the only
+// caller of conn.Read: decodes, answers negotiation, records
+// acknowledgements and notifications, queues data for Read) and the writer
+// (the only caller of conn.Write: control bytes first, then data; data is
+// held back while the server has suspended us). Close closes the
+// connection, which unblocks both, and waits for them. AccessServer owns
+// nothing: the caller's session goroutine feeds it and sends its replies.
+//
+// # Interop facts the code is built on (device-peers.md, and measured here)
+//
 // Client never waits on an acknowledgement for longer than its AckTimeout
 // and never blocks the data path on one: real servers omit acks (ser2net
-// on a pty for DTR/RTS), answer wrongly (sredird) or pad them (sredird's
-// 8-byte SET-BAUDRATE reply). It never sends FLOWCONTROL-SUSPEND/RESUME:
-// ser2net (gensio) maps codes 8/9 to flow-control changes.
+// on a pty for DTR/RTS), answer wrongly (sredird acks every SET-CONTROL
+// as FLOW-NONE) or pad them (sredird's 8-byte SET-BAUDRATE reply; Parse
+// takes 4 bytes and reports the rest in Message.Extra). It never sends
+// FLOWCONTROL-SUSPEND/RESUME: ser2net (gensio) maps codes 8/9 to
+// flow-control changes. Also seen: sredird sends bursts of meaningless
+// NOTIFY-MODEMSTATE values on a pty after each command, and drops device
+// data when an 0xFF-heavy burst, doubled by escaping, overflows its
+// buffer; ser2net sends NOTIFY-MODEMSTATE 0 right after agreeing to the
+// option; pyserial's client rejects (rather than accepts) a reply that
+// differs from its request, so AccessServer must and does answer with the
+// value actually in effect.
 package rfc2217
