@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -77,10 +78,21 @@ func memSession(t *testing.T, port rfc2217.Port, sopts rfc2217test.ServerOptions
 }
 
 func TestClientSettings(t *testing.T) {
+	// Both ways of starting the option: the server answers our WILL 44
+	// (RFC), or it sends DO 44 first (ser2net, sredird).
+	for _, sendDO := range []bool{false, true} {
+		t.Run(fmt.Sprintf("server sends DO=%v", sendDO), func(t *testing.T) { testClientSettings(t, sendDO) })
+	}
+}
+
+func testClientSettings(t *testing.T, sendDO bool) {
 	port := rfc2217test.NewMemPort(rfc2217.Settings{Baud: 9600, DataSize: 8, Parity: rfc2217.ParityNone, StopSize: rfc2217.Stop1, Flow: rfc2217.FlowNone})
-	c, _ := memSession(t, port, rfc2217test.ServerOptions{}, rfc2217.ClientOptions{
+	c, _ := memSession(t, port, rfc2217test.ServerOptions{SendDO: sendDO}, rfc2217.ClientOptions{
 		Initial: rfc2217.Settings{Baud: 115200},
 	})
+	if !c.ComPort() {
+		t.Fatal("COM-PORT-OPTION not agreed")
+	}
 	if got := c.Settings().String(); got != "115200 8N1" {
 		t.Errorf("after NewClient: %q, want 115200 8N1 (set baud, queried the rest)", got)
 	}
