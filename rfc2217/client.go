@@ -167,6 +167,7 @@ type Client struct {
 	line      LineState
 	modem     ModemState
 	haveModem bool
+	modemPoll bool // a poll for the modem state went unanswered: do not stall again
 	serverSig string
 	quirks    map[string]bool // quirks already logged at Warn
 }
@@ -873,12 +874,17 @@ func (c *Client) Purge(ctx context.Context, what PurgeTarget) error {
 // ModemState returns the modem state last notified by the server. Before
 // any notification it polls once (an empty NOTIFY-MODEMSTATE, which
 // pyserial's server answers) and waits up to AckTimeout; if nothing comes
-// it returns ErrNotSupported.
+// it returns ErrNotSupported, then and without waiting on later calls
+// until the server sends a notification.
 func (c *Client) ModemState(ctx context.Context) (ModemState, error) {
 	c.mu.Lock()
-	if c.haveModem {
+	switch {
+	case c.haveModem:
 		defer c.mu.Unlock()
 		return c.modem, nil
+	case c.modemPoll:
+		c.mu.Unlock()
+		return 0, fmt.Errorf("rfc2217: server sent no modem state: %w", ErrNotSupported)
 	}
 	c.mu.Unlock()
 	res, _, err := c.roundTrip(ctx, []Message{{Command: NotifyModemstate, Poll: true}}, []bool{true})
@@ -893,6 +899,7 @@ func (c *Client) ModemState(ctx context.Context) (ModemState, error) {
 	if c.haveModem {
 		return c.modem, nil
 	}
+	c.modemPoll = true
 	return 0, fmt.Errorf("rfc2217: server sent no modem state: %w", ErrNotSupported)
 }
 

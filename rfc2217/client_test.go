@@ -344,8 +344,15 @@ func TestClientAckTimeout(t *testing.T) {
 		if !strings.Contains(logs.String(), "no acknowledgement") {
 			t.Error("missing log line about the missing acknowledgement")
 		}
+		start = time.Now()
 		if _, err := c.ModemState(t.Context()); !errors.Is(err, rfc2217.ErrNotSupported) {
 			t.Errorf("ModemState without notifications: %v, want ErrNotSupported", err)
+		}
+		if _, err := c.ModemState(t.Context()); !errors.Is(err, rfc2217.ErrNotSupported) {
+			t.Errorf("ModemState again: %v, want ErrNotSupported", err)
+		}
+		if d := time.Since(start); d != 500*time.Millisecond {
+			t.Errorf("two ModemState calls took %v, want one AckTimeout (the first poll)", d)
 		}
 	})
 }
