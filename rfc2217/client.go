@@ -402,13 +402,17 @@ func (c *Client) handleMessageLocked(m Message) func() {
 			c.ctl = AppendMessage(c.ctl, Message{Command: Signature, Text: c.signature})
 			return nil
 		}
-		c.quirkLocked("client-code", "rfc2217: server sent a client command code; ignored", "msg", m)
+		c.quirkLocked("client-code", "rfc2217: server sent a client command code; ignored", "message", m)
 		return nil
 	}
 	if m.Extra > 0 {
 		c.quirkLocked("extra-"+m.Command.String(), "rfc2217: server padded a reply; extra bytes ignored (sredird does this)", "reply", m)
 	}
 	base := m.Command.Base()
+	if s, ok := slotOf(base, m.Value); ok {
+		c.acks[s].seq++
+		c.acks[s].msg = m
+	}
 	switch base {
 	case Signature:
 		if m.Text == "" {
@@ -437,7 +441,7 @@ func (c *Client) handleMessageLocked(m Message) func() {
 		} else {
 			c.modem, c.haveModem = m.ModemState(), true
 		}
-		c.log.Debug("rfc2217: notification", "msg", m)
+		c.log.Debug("rfc2217: notification", "message", m)
 		if f := c.onNotify; f != nil {
 			line, modem := c.line, c.modem
 			return func() { f(line, modem) }
@@ -449,10 +453,6 @@ func (c *Client) handleMessageLocked(m Message) func() {
 		c.suspended = true
 	case FlowControlResume:
 		c.suspended = false
-	}
-	if s, ok := slotOf(base, m.Value); ok {
-		c.acks[s].seq++
-		c.acks[s].msg = m
 	}
 	return nil
 }

@@ -537,3 +537,39 @@ func FuzzClient(f *testing.F) {
 		})
 	})
 }
+
+// A server that sends no modem state until polled (pyserial's server
+// answers an empty NOTIFY-MODEMSTATE): ModemState polls once and takes the
+// answer, also when OnNotify is set (regression: the callback path skipped
+// recording the answer).
+func TestClientModemPoll(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, conn := startFake(t, nil, agreeAll, func(p []byte) []byte {
+			if len(p) == 1 && rfc2217.Command(p[0]) == rfc2217.NotifyModemstate {
+				return rfc2217.AppendMessage(nil, rfc2217.Message{Command: rfc2217.NotifyModemstate.Reply(), Value: 0xb0})
+			}
+			return nil
+		})
+		var calls int
+		c, err := rfc2217.NewClient(t.Context(), conn, rfc2217.ClientOptions{
+			AckTimeout: time.Second,
+			OnNotify:   func(rfc2217.LineState, rfc2217.ModemState) { calls++ },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		start := time.Now()
+		m, err := c.ModemState(t.Context())
+		if err != nil || m != rfc2217.ModemCD|rfc2217.ModemDSR|rfc2217.ModemCTS {
+			t.Errorf("ModemState = %v, %v", m, err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("poll answered, yet ModemState waited %v", d)
+		}
+		synctest.Wait()
+		if calls != 1 {
+			t.Errorf("OnNotify called %d times", calls)
+		}
+	})
+}
