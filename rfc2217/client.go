@@ -678,8 +678,11 @@ func (c *Client) roundTrip(ctx context.Context, msgs []Message, wait []bool) ([]
 		if done {
 			break
 		}
-		if c.closed {
+		switch {
+		case c.closed:
 			return nil, nil, net.ErrClosed
+		case c.rerr != nil:
+			return nil, nil, fmt.Errorf("rfc2217: connection ended: %w", c.rerr)
 		}
 		if !c.waitLocked(ctx, timer.C) {
 			if err := ctx.Err(); err != nil {

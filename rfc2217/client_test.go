@@ -573,3 +573,27 @@ func TestClientModemPoll(t *testing.T) {
 		}
 	})
 }
+
+// The server going away ends a pending Port call at once, not after the
+// acknowledgement timeout.
+func TestClientServerGoneDuringRequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var f *fakeServer
+		f, conn := startFake(t, nil, agreeAll, func(p []byte) []byte {
+			if rfc2217.Command(p[0]) == rfc2217.PurgeData {
+				go f.conn.Close()
+			}
+			return nil
+		})
+		c, err := rfc2217.NewClient(t.Context(), conn, rfc2217.ClientOptions{AckTimeout: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		start := time.Now()
+		err = c.Purge(t.Context(), rfc2217.PurgeRX)
+		if !errors.Is(err, io.EOF) || time.Since(start) != 0 {
+			t.Errorf("Purge = %v after %v, want io.EOF at once", err, time.Since(start))
+		}
+	})
+}

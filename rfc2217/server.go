@@ -54,8 +54,9 @@ func DefaultServerState() ServerState {
 // calls Notify when the device's line or modem state changes, and consults
 // Suspended before sending data to the client.
 //
-// An AccessServer is not safe for concurrent use: one session goroutine
-// owns it.
+// Create one with NewAccessServer (the zero value has a modem-state mask
+// of 0 and no signature). An AccessServer is not safe for concurrent use:
+// one session goroutine owns it.
 type AccessServer struct {
 	signature string
 	st        ServerState
