@@ -1,0 +1,265 @@
+// Package bridge joins VM serial ports (package vspc) to what is on the
+// other side: a device from a [[route]], or for direction-client VMs
+// without a route, the remote system their service URI names (subject to
+// [policy] connect_allow). It implements vspc.Bridger.
+//
+// Each joined port gets a link: a supervisor goroutine that opens the
+// device or remote, reconnects it with exponential backoff when it drops
+// (the VM session stays up), and copies its output to the VM through the
+// port's bounded queue. Data from the VM goes to the device directly;
+// while the device is away it is buffered (bounded), then the VM is
+// back-pressured. Nothing is dropped.
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/devices"
+	"github.com/vspc-bridge/vspc-bridge/rfc2217"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+)
+
+// Bridge opens links for VM serial ports. It is safe for concurrent use.
+type Bridge struct {
+	log *slog.Logger
+	wg  sync.WaitGroup
+
+	mu     sync.Mutex // guards cfg and owners
+	cfg    *configs.Config
+	owners map[string]*link // device key → the link that holds it
+	closed bool
+
+	// Resolver resolves host names for connect_allow checks; nil uses
+	// net.DefaultResolver.
+	resolver *net.Resolver
+}
+
+// New returns a Bridge using cfg; SetConfig replaces it later (reload).
+func New(cfg *configs.Config, log *slog.Logger) *Bridge {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Bridge{cfg: cfg, log: log, owners: make(map[string]*link), resolver: net.DefaultResolver}
+}
+
+// SetConfig makes cfg apply to ports opened from now on.
+func (b *Bridge) SetConfig(cfg *configs.Config) {
+	b.mu.Lock()
+	b.cfg = cfg
+	b.mu.Unlock()
+}
+
+func (b *Bridge) config() *configs.Config {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cfg
+}
+
+// Wait waits for every link goroutine to end (after their ports closed).
+func (b *Bridge) Wait() { b.wg.Wait() }
+
+// Open implements vspc.Bridger: it picks the target, checks policy and
+// starts the link. It does not dial: the link connects in the background.
+func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Backend, error) {
+	cfg := b.config()
+	var (
+		t       devices.Target
+		initial rfc2217.Settings
+		trusted bool // from the config: connect_allow does not apply
+		via     string
+	)
+	if r, ok := cfg.MatchRoute(configs.RouteQuery{ServiceURI: req.ServiceURI, VMName: req.VMName, VCUUID: req.VCUUID}); ok {
+		var err error
+		t, err = devices.ParseURI(r.Device)
+		if err != nil {
+			return nil, fmt.Errorf("route %q: %w", r.Name, err)
+		}
+		initial = SettingsFrom(r.Settings())
+		trusted = true
+		via = "route " + r.Name
+	} else {
+		if req.Direction != vspc.DirClient {
+			return nil, fmt.Errorf("no [[route]] matches service URI %q (VM %q), and remote access to direction-server ports is not configured", req.ServiceURI, req.VMName)
+		}
+		var err error
+		t, err = devices.ParseURI(req.ServiceURI)
+		if err != nil {
+			return nil, fmt.Errorf("service URI: %w", err)
+		}
+		switch t.Kind {
+		case devices.KindTCP, devices.KindNPort, devices.KindTelnet, devices.KindRFC2217:
+		default:
+			return nil, fmt.Errorf("service URI %q: a VM may only name network targets (tcp, telnet, rfc2217); local devices need a [[route]]", req.ServiceURI)
+		}
+		if err := b.checkAllowed(ctx, cfg, t.Host, t.Port); err != nil {
+			return nil, err
+		}
+		via = "service URI"
+	}
+	l := &link{
+		b:       b,
+		target:  t,
+		key:     t.String(),
+		trusted: trusted,
+		initial: initial,
+		vm:      vm,
+		buffer:  int(cfg.VMotion.Buffer),
+		minWait: cfg.Policy.ReconnectMin.Duration,
+		maxWait: cfg.Policy.ReconnectMax.Duration,
+		dialTO:  cfg.Policy.DialTimeout.Duration,
+		log:     b.log.With("vm", req.VMName, "vc_uuid", req.VCUUID, "device", t.String()),
+	}
+	l.cond.L = &l.mu
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, errors.New("bridge closing")
+	}
+	if owner := b.owners[l.key]; owner != nil {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("device %s is in use by VM %q (%s); a device is owned by one VM at a time", l.key, owner.vmName(), owner.vmUUID())
+	}
+	b.owners[l.key] = l
+	b.mu.Unlock()
+	l.req = req
+	ctx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		l.run(ctx)
+	}()
+	l.log.Info("port joined", "via", via, "direction", req.Direction.String())
+	return l, nil
+}
+
+// checkAllowed applies [policy] connect_allow to a VM-named target: a
+// host-pattern rule admits the name; otherwise every address it resolves
+// to must be admitted by an address rule.
+func (b *Bridge) checkAllowed(ctx context.Context, cfg *configs.Config, host string, port int) error {
+	allow := cfg.Allow()
+	if allow.Empty() {
+		return fmt.Errorf("target %s not allowed: [policy] connect_allow is empty (nothing is allowed)", net.JoinHostPort(host, fmt.Sprint(port)))
+	}
+	if allow.AllowName(host, port) {
+		return nil
+	}
+	ips, err := b.lookup(ctx, host)
+	if err != nil {
+		return fmt.Errorf("target %s: %w", host, err)
+	}
+	for _, ip := range ips {
+		if !allow.AllowAddr(ip, port) {
+			return fmt.Errorf("target %s not allowed by [policy] connect_allow (address %s)", net.JoinHostPort(host, fmt.Sprint(port)), ip)
+		}
+	}
+	return nil
+}
+
+func (b *Bridge) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{ip.Unmap()}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	ips, err := b.resolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	if len(ips) == 0 {
+		return nil, fmt.Errorf("no addresses for %q", host)
+	}
+	for i := range ips {
+		ips[i] = ips[i].Unmap()
+	}
+	return ips, nil
+}
+
+// policyDial dials a VM-named target, checking connect_allow on the very
+// address it connects to (no DNS rebinding around the check in Open).
+func (b *Bridge) policyDial(ctx context.Context, network, address string) (net.Conn, error) {
+	cfg := b.config()
+	host, ps, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, err
+	}
+	var port int
+	fmt.Sscan(ps, &port)
+	allow := cfg.Allow()
+	nameOK := allow.AllowName(host, port)
+	ips, err := b.lookup(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	var last error
+	for _, ip := range ips {
+		if !nameOK && !allow.AllowAddr(ip, port) {
+			last = fmt.Errorf("address %s not allowed by [policy] connect_allow", ip)
+			continue
+		}
+		c, err := d.DialContext(ctx, network, netip.AddrPortFrom(ip, uint16(port)).String())
+		if err == nil {
+			return c, nil
+		}
+		last = err
+	}
+	return nil, last
+}
+
+// Close stops every link. Ports normally close their backends first.
+func (b *Bridge) Close() {
+	b.mu.Lock()
+	b.closed = true
+	links := make([]*link, 0, len(b.owners))
+	for _, l := range b.owners {
+		links = append(links, l)
+	}
+	b.mu.Unlock()
+	for _, l := range links {
+		l.Close()
+	}
+	b.wg.Wait()
+}
+
+// SettingsFrom converts route settings to RFC 2217 settings.
+func SettingsFrom(l configs.LineSettings) rfc2217.Settings {
+	s := rfc2217.Settings{Baud: uint32(l.Baud), DataSize: uint8(l.DataBits)}
+	switch l.Parity {
+	case configs.ParityNone:
+		s.Parity = rfc2217.ParityNone
+	case configs.ParityOdd:
+		s.Parity = rfc2217.ParityOdd
+	case configs.ParityEven:
+		s.Parity = rfc2217.ParityEven
+	case configs.ParityMark:
+		s.Parity = rfc2217.ParityMark
+	case configs.ParitySpace:
+		s.Parity = rfc2217.ParitySpace
+	}
+	switch l.StopBits {
+	case configs.StopBits1:
+		s.StopSize = rfc2217.Stop1
+	case configs.StopBits1Half:
+		s.StopSize = rfc2217.Stop15
+	case configs.StopBits2:
+		s.StopSize = rfc2217.Stop2
+	}
+	switch l.Flow {
+	case configs.FlowNone:
+		s.Flow = rfc2217.FlowNone
+	case configs.FlowXONXOFF:
+		s.Flow = rfc2217.FlowXONXOFF
+	case configs.FlowRTSCTS:
+		s.Flow = rfc2217.FlowHardware
+	}
+	return s
+}

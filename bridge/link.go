@@ -1,0 +1,295 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/devices"
+	"github.com/vspc-bridge/vspc-bridge/rfc2217"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+)
+
+// ErrLinkClosed is returned by a link's Write after Close.
+var ErrLinkClosed = errors.New("bridge: link closed")
+
+// link is the vspc.Backend of one port: the device or remote it is joined
+// to, kept open by run.
+type link struct {
+	b       *Bridge
+	req     vspc.Request
+	target  devices.Target
+	key     string
+	trusted bool
+	initial rfc2217.Settings
+	vm      vspc.Sink
+	buffer  int
+	minWait time.Duration
+	maxWait time.Duration
+	dialTO  time.Duration
+	log     *slog.Logger
+	cancel  context.CancelFunc
+
+	wmu sync.Mutex // serialises writes to the device (VM data and the backlog flush)
+
+	mu       sync.Mutex // guards the fields below
+	cond     sync.Cond  // backlog space, device up, or closed
+	dev      devices.Device
+	backlog  []byte // VM data held while the device is away
+	closed   bool
+	state    string // connecting, up, down
+	lastErr  string
+	connects int
+	settings rfc2217.Settings // what the guest set last (re-applied after reconnect)
+}
+
+func (l *link) vmName() string { return l.req.VMName }
+func (l *link) vmUUID() string { return l.req.VCUUID }
+
+// run keeps the device open and copies its output to the VM.
+func (l *link) run(ctx context.Context) {
+	defer l.release()
+	wait := l.minWait
+	for attempt := 0; ; attempt++ {
+		l.setState("connecting", "")
+		opts := devices.Options{Initial: l.currentSettings(), Logger: l.log, DialTimeout: l.dialTO}
+		if !l.trusted {
+			opts.Dial = l.b.policyDial
+		}
+		dev, err := devices.Open(ctx, l.target, opts)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			l.setState("down", err.Error())
+			if attempt == 0 || wait >= l.maxWait {
+				l.log.Warn("cannot reach device; VM session stays up, retrying", "err", err, "retry_in", wait)
+			} else {
+				l.log.Debug("device still unreachable", "err", err, "retry_in", wait)
+			}
+			if !sleep(ctx, jitter(wait)) {
+				return
+			}
+			wait = min(2*wait, l.maxWait)
+			continue
+		}
+		if !l.up(dev) {
+			dev.Close()
+			return
+		}
+		if l.connects > 1 {
+			l.log.Info("device reconnected", "connects", l.connects)
+		} else {
+			l.log.Info("device connected")
+		}
+		wait = l.minWait
+		err = l.pump(dev)
+		l.down(dev)
+		if ctx.Err() != nil {
+			return
+		}
+		l.log.Warn("device connection lost; VM session stays up, reconnecting", "err", err)
+		l.setState("down", errString(err))
+		if !sleep(ctx, jitter(l.minWait)) {
+			return
+		}
+	}
+}
+
+// up publishes dev and flushes the backlog to it.
+func (l *link) up(dev devices.Device) bool {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return false
+	}
+	backlog := l.backlog
+	l.backlog = nil
+	l.mu.Unlock()
+	if len(backlog) > 0 {
+		if n, err := dev.Write(backlog); err != nil {
+			l.mu.Lock()
+			l.backlog = append(backlog[n:], l.backlog...)
+			l.mu.Unlock()
+			return true // pump will fail at once and we retry
+		}
+		l.log.Info("delivered data the VM sent while the device was away", "bytes", len(backlog))
+	}
+	l.mu.Lock()
+	l.dev = dev
+	l.state = "up"
+	l.lastErr = ""
+	l.connects++
+	l.cond.Broadcast()
+	l.mu.Unlock()
+	return true
+}
+
+func (l *link) down(dev devices.Device) {
+	l.wmu.Lock()
+	l.mu.Lock()
+	if l.dev == dev {
+		l.dev = nil
+	}
+	l.mu.Unlock()
+	l.wmu.Unlock()
+	dev.Close()
+}
+
+// pump copies device output to the VM until the device fails.
+func (l *link) pump(dev devices.Device) error {
+	small := make([]byte, 1024)
+	var big []byte
+	for {
+		buf := small
+		if big != nil {
+			buf = big
+		}
+		n, err := dev.Read(buf)
+		if n > 0 {
+			if serr := l.vm.Send(buf[:n]); serr != nil {
+				return serr
+			}
+			switch {
+			case big == nil && n == len(small):
+				big = make([]byte, 32<<10) // busy: read more at once
+			case big != nil && n < len(small):
+				big = nil // idle again: hold no large buffer
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// Write implements vspc.Backend: VM data to the device, or to the
+// backlog while it is away (bounded; then it blocks).
+func (l *link) Write(p []byte) (int, error) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.mu.Lock()
+	dev := l.dev
+	for dev == nil {
+		if l.closed {
+			l.mu.Unlock()
+			return 0, ErrLinkClosed
+		}
+		if len(l.backlog)+len(p) <= l.buffer || len(l.backlog) == 0 {
+			l.backlog = append(l.backlog, p...)
+			l.mu.Unlock()
+			return len(p), nil
+		}
+		// Backlog full: back-pressure the VM until the device is back.
+		// (The writer lock is released while waiting so up() can flush.)
+		l.wmu.Unlock()
+		l.cond.Wait()
+		l.mu.Unlock()
+		l.wmu.Lock()
+		l.mu.Lock()
+		dev = l.dev
+	}
+	l.mu.Unlock()
+	n, err := dev.Write(p)
+	if err != nil {
+		// The device broke mid-write: keep the rest for the next one.
+		l.mu.Lock()
+		l.backlog = append(l.backlog, p[n:]...)
+		l.mu.Unlock()
+		dev.Close() // pump notices and reconnects
+		return len(p), nil
+	}
+	return n, nil
+}
+
+// Close implements vspc.Backend.
+func (l *link) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	dev := l.dev
+	l.cond.Broadcast()
+	l.mu.Unlock()
+	l.cancel()
+	if dev != nil {
+		dev.Close()
+	}
+	return nil
+}
+
+// release frees the device for other VMs once run has ended.
+func (l *link) release() {
+	l.Close()
+	l.b.mu.Lock()
+	if l.b.owners[l.key] == l {
+		delete(l.b.owners, l.key)
+	}
+	l.b.mu.Unlock()
+	l.mu.Lock()
+	if n := len(l.backlog); n > 0 {
+		l.log.Warn("port closed with VM data the device never received", "bytes", n)
+	}
+	l.mu.Unlock()
+}
+
+func (l *link) setState(st, err string) {
+	l.mu.Lock()
+	l.state, l.lastErr = st, err
+	l.mu.Unlock()
+}
+
+func (l *link) currentSettings() rfc2217.Settings {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.settings.Merge(l.initial)
+}
+
+// Status describes the link for status reports.
+type Status struct {
+	Device   string
+	State    string
+	LastErr  string
+	Connects int
+	Backlog  int
+}
+
+// Status returns the link's state.
+func (l *link) Status() Status {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return Status{Device: l.key, State: l.state, LastErr: l.lastErr, Connects: l.connects, Backlog: len(l.backlog)}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// jitter spreads reconnects of many ports over ±20 %.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d - d/5 + time.Duration(rand.Int64N(int64(d)*2/5+1))
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

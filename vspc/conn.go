@@ -1,0 +1,547 @@
+package vspc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+)
+
+// connRole is what a VM connection turned out to be.
+type connRole uint8
+
+const (
+	roleHandshake connRole = iota // negotiating; no port yet
+	roleActive                    // carries a port's traffic (DO-PROXY accepted)
+	roleDest                      // vMotion destination: PEER-OK sent, waiting for COMPLETE
+	roleRetired                   // old connection after COMPLETE: drained, then closed
+	roleRefused                   // WONT-PROXY sent or bad PEER: closing
+)
+
+// maxPending bounds data a VM sends before its port is attached.
+const maxPending = 64 << 10
+
+// vmConn is one telnet connection from an ESXi host. Its reader goroutine
+// (run) owns every field not marked otherwise.
+type vmConn struct {
+	srv *Server
+	nc  net.Conn
+	log *slog.Logger
+
+	dec  telnet.Decoder
+	opts telnet.Options
+	out  []byte // replies collected while decoding; flushed after each read
+
+	ksSent  bool     // KNOWN-SUBOPTIONS-2 sent since option 232 was enabled
+	vmKnown []Subopt // the VM's KNOWN-SUBOPTIONS-1
+	req     *ProxyRequest
+	ident   identity
+	asked   askSet        // GET-VM-* we sent and still wait for (before deciding)
+	identBy time.Time     // identification deadline; zero when not waiting
+	hsBy    time.Time     // handshake deadline; zero once trusted
+	pending []byte        // VM data before the port is attached
+	waitFor chan struct{} // after COMPLETE: the old connection's reader must finish first
+	binOut  bool          // we send BINARY (escape only IAC)
+
+	done chan struct{} // closed when run returns
+
+	// Shared with other goroutines (timers, the port's writer, vMotion
+	// peers), hence atomic:
+	port atomic.Pointer[Port] // set once the connection carries a port
+	role atomic.Uint32        // a connRole
+}
+
+type identity struct {
+	name, vcUUID, biosUUID, locUUID string
+}
+
+type askSet uint8
+
+const (
+	askVCUUID askSet = 1 << iota
+	askName
+	askBIOS
+	askLocation
+)
+
+func newConn(s *Server, nc net.Conn) *vmConn {
+	c := &vmConn{
+		srv:  s,
+		nc:   nc,
+		log:  s.log.With("peer", nc.RemoteAddr().String()),
+		done: make(chan struct{}),
+	}
+	c.dec.MaxSubnegotiation = s.cfg.MaxSubnegotiation
+	// What we agree to when the VM asks (RFC 1143 policy). Everything else
+	// — AUTHENTICATION (37) and, until RFC 2217 is on, COM-PORT-OPTION
+	// (44) included — gets DONT/WONT from the zero-value null policy.
+	c.opts.Accept(telnet.Remote, telnet.VMwareExt, true)
+	c.opts.Accept(telnet.Remote, telnet.Binary, true)
+	c.opts.Accept(telnet.Remote, telnet.SuppressGA, true)
+	c.opts.Accept(telnet.Local, telnet.Binary, true)
+	c.opts.Accept(telnet.Local, telnet.SuppressGA, true)
+	c.opts.Accept(telnet.Local, telnet.Echo, true)
+	return c
+}
+
+// openingOffers is what a proxy sends first, in this order, as in VMware's
+// capture (notes esxi-wire.md §4.1): WILL BINARY, WILL SGA, WILL ECHO,
+// DO BINARY, DO SGA, DO VMWARE-TELNET-EXT.
+func (c *vmConn) openingOffers(dst []byte) []byte {
+	dst = c.opts.Enable(dst, telnet.Local, telnet.Binary)
+	dst = c.opts.Enable(dst, telnet.Local, telnet.SuppressGA)
+	dst = c.opts.Enable(dst, telnet.Local, telnet.Echo)
+	dst = c.opts.Enable(dst, telnet.Remote, telnet.Binary)
+	dst = c.opts.Enable(dst, telnet.Remote, telnet.SuppressGA)
+	dst = c.opts.Enable(dst, telnet.Remote, telnet.VMwareExt)
+	return dst
+}
+
+// errClose ends a connection with a reason already logged.
+var errClose = errors.New("vspc: connection closed by proxy")
+
+func (c *vmConn) run(ctx context.Context) {
+	defer close(c.done)
+	defer c.nc.Close()
+	stop := context.AfterFunc(ctx, func() { c.nc.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	c.hsBy = time.Now().Add(c.srv.cfg.HandshakeTimeout)
+	c.nc.SetReadDeadline(c.hsBy)
+	c.out = c.openingOffers(c.out[:0])
+	if err := c.flush(); err != nil {
+		c.log.Debug("VM connection lost during handshake", "err", err)
+		c.srv.count(func(k *Counters) { k.HandshakeFailures++ })
+		return
+	}
+	rb := readBuf{pool: &c.srv.bufs}
+	defer rb.release()
+	for {
+		buf := rb.get()
+		n, err := c.nc.Read(buf)
+		if n > 0 {
+			rb.used(n)
+			if derr := c.dec.Decode(buf[:n], c.handle); derr != nil {
+				c.flush()
+				c.fail(derr)
+				return
+			}
+			if ferr := c.flush(); ferr != nil {
+				c.ended(ferr)
+				return
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				c.ended(ctx.Err())
+				return
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if c.onDeadline() {
+					continue
+				}
+				return
+			}
+			c.ended(err)
+			return
+		}
+	}
+}
+
+// onDeadline handles a read deadline; it reports whether to go on reading.
+func (c *vmConn) onDeadline() bool {
+	now := time.Now()
+	if !c.identBy.IsZero() && !now.Before(c.identBy) {
+		c.log.Info("VM did not answer every identification query in time; deciding with what it sent",
+			"identify_timeout", c.srv.cfg.IdentifyTimeout, "vm", c.ident.name, "vc_uuid", c.ident.vcUUID)
+		if err := c.decide(); err != nil {
+			c.flush()
+			return false
+		}
+		if err := c.flush(); err != nil {
+			c.ended(err)
+			return false
+		}
+		return true
+	}
+	if connRole(c.role.Load()) == roleRetired {
+		c.ended(nil)
+		return false
+	}
+	if !c.hsBy.IsZero() && !now.Before(c.hsBy) {
+		what := "no DO-PROXY or VMOTION-PEER"
+		if c.req != nil {
+			what = "DO-PROXY not completed"
+		}
+		c.log.Warn("handshake timeout: closing VM connection", "reason", what, "handshake_timeout", c.srv.cfg.HandshakeTimeout)
+		c.srv.count(func(k *Counters) { k.HandshakeFailures++ })
+		c.ended(nil)
+		return false
+	}
+	c.setDeadline()
+	return true
+}
+
+// setDeadline arms the read deadline for the nearest timer.
+func (c *vmConn) setDeadline() {
+	d := c.hsBy
+	if !c.identBy.IsZero() && (d.IsZero() || c.identBy.Before(d)) {
+		d = c.identBy
+	}
+	c.nc.SetReadDeadline(d)
+}
+
+// flush writes the replies collected so far.
+func (c *vmConn) flush() error {
+	if len(c.out) == 0 {
+		return nil
+	}
+	_, err := c.nc.Write(c.out)
+	c.out = c.out[:0]
+	if cap(c.out) > 4096 {
+		c.out = nil
+	}
+	return err
+}
+
+// fail logs a protocol error that ends the connection.
+func (c *vmConn) fail(err error) {
+	if errors.Is(err, errClose) {
+		c.ended(nil)
+		return
+	}
+	c.log.Warn("closing VM connection: protocol error", "vm", c.ident.name, "vc_uuid", c.ident.vcUUID, "err", err)
+	if c.port.Load() == nil {
+		c.srv.count(func(k *Counters) { k.HandshakeFailures++ })
+	}
+	c.ended(err)
+}
+
+// ended detaches the connection from its port, if any.
+func (c *vmConn) ended(err error) {
+	if opt, ok := c.dec.InSubnegotiation(); ok && err != nil {
+		c.log.Warn("VM connection ended inside a subnegotiation (truncated SB)", "option", opt.String(), "err", err)
+	}
+	if p := c.port.Load(); p != nil {
+		p.connGone(c, err)
+	} else if c.req == nil && err != nil && !errors.Is(err, net.ErrClosed) {
+		c.log.Debug("VM connection ended before DO-PROXY", "err", err)
+	}
+}
+
+// handle processes one decoded event. It runs on the reader goroutine.
+func (c *vmConn) handle(ev telnet.Event) error {
+	switch ev.Kind {
+	case telnet.EventData:
+		return c.data(ev.Data)
+	case telnet.EventNegotiation:
+		var ch *telnet.Change
+		c.out, ch = c.opts.Receive(c.out, ev.Command, ev.Option)
+		if ch != nil {
+			c.optionChanged(*ch)
+		}
+	case telnet.EventSubnegotiation:
+		switch ev.Option {
+		case telnet.VMwareExt:
+			return c.ext(ev.Data)
+		default:
+			c.log.Debug("ignoring subnegotiation of a refused option", "option", ev.Option.String(), "len", len(ev.Data))
+		}
+	case telnet.EventCommand:
+		c.log.Debug("telnet command from VM", "command", ev.Command.String())
+	}
+	return nil
+}
+
+func (c *vmConn) optionChanged(ch telnet.Change) {
+	switch {
+	case ch.Option == telnet.Binary && ch.Side == telnet.Remote:
+		c.dec.Binary = ch.Enabled
+	case ch.Option == telnet.Binary && ch.Side == telnet.Local:
+		c.setBinOut(ch.Enabled)
+	case ch.Option == telnet.VMwareExt && ch.Side == telnet.Remote:
+		if ch.Enabled {
+			// Announce what we implement as soon as the extension is on
+			// (as VMware's proxy does); KNOWN-SUBOPTIONS-1 is then answered.
+			c.ksSent = true
+			c.out = AppendKnownSuboptions2(c.out)
+		} else {
+			c.ksSent = false
+			c.log.Info("VM turned the VMware telnet extension off (WONT 232); data keeps flowing", "vm", c.ident.name)
+		}
+	}
+}
+
+func (c *vmConn) setBinOut(on bool) {
+	if p := c.port.Load(); p != nil {
+		p.mu.Lock()
+		c.binOut = on
+		p.mu.Unlock()
+		return
+	}
+	c.binOut = on
+}
+
+// data handles bytes from the VM.
+func (c *vmConn) data(p []byte) error {
+	role, port := connRole(c.role.Load()), c.port.Load()
+	switch role {
+	case roleActive, roleRetired:
+		if err := c.flush(); err != nil {
+			return err
+		}
+		return port.fromVM(c, p)
+	case roleRefused:
+		return nil
+	}
+	if len(c.pending)+len(p) > maxPending {
+		c.log.Warn("VM sent too much data before the proxy session was set up; closing", "limit", maxPending)
+		return errClose
+	}
+	c.pending = append(c.pending, p...)
+	return nil
+}
+
+// ext handles one VMWARE-TELNET-EXT subnegotiation.
+func (c *vmConn) ext(payload []byte) error {
+	m, err := ParseExt(payload)
+	if err != nil {
+		c.log.Warn("empty VMWARE-TELNET-EXT subnegotiation ignored")
+		return nil
+	}
+	switch m.Cmd {
+	case KnownSuboptions1:
+		c.vmKnown = c.vmKnown[:0]
+		for _, b := range m.Payload {
+			c.vmKnown = append(c.vmKnown, Subopt(b))
+		}
+		if !c.ksSent {
+			c.ksSent = true
+			c.out = AppendKnownSuboptions2(c.out)
+		}
+	case UnknownSuboptionRcvd1:
+		code := -1
+		if len(m.Payload) > 0 {
+			code = int(m.Payload[0])
+		}
+		c.log.Warn("VM did not understand a suboption we sent", "code", code)
+	case DoProxy:
+		return c.doProxy(m.Payload)
+	case VMVCUUID, VMName, VMBIOSUUID, VMLocationUUID:
+		return c.identification(m.Cmd, m.Payload)
+	case VMotionBegin:
+		return c.vmotionBegin(m.Payload)
+	case VMotionPeer:
+		return c.vmotionPeer(m.Payload)
+	case VMotionComplete:
+		return c.vmotionComplete(m.Payload)
+	case VMotionAbort:
+		return c.vmotionAbort()
+	default:
+		// Unknown, or a proxy-to-VM message the VM has no business sending.
+		c.log.Info("unknown VMWARE-TELNET-EXT suboption; answering UNKNOWN-SUBOPTION-RCVD-2", "code", int(m.Cmd))
+		c.out = AppendExt(c.out, UnknownSuboptionRcvd2, []byte{byte(m.Cmd)})
+	}
+	return nil
+}
+
+func (c *vmConn) vmKnows(s Subopt) bool {
+	if c.vmKnown == nil {
+		return s == GetVMVCUUID || s == GetVMName // what every ESXi answers
+	}
+	for _, x := range c.vmKnown {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// askIdentity sends the GET-VM-* queries the VM advertised and returns
+// the set still awaited among those we decide on.
+func (c *vmConn) askIdentity() askSet {
+	var a askSet
+	if c.vmKnows(GetVMVCUUID) {
+		c.out = AppendExt(c.out, GetVMVCUUID)
+		a |= askVCUUID
+	}
+	if c.vmKnows(GetVMName) {
+		c.out = AppendExt(c.out, GetVMName)
+		a |= askName
+	}
+	if c.vmKnows(GetVMBIOSUUID) {
+		c.out = AppendExt(c.out, GetVMBIOSUUID)
+	}
+	if c.vmKnows(GetVMLocationUUID) {
+		c.out = AppendExt(c.out, GetVMLocationUUID)
+	}
+	return a
+}
+
+func (c *vmConn) doProxy(payload []byte) error {
+	if c.req != nil || c.port.Load() != nil {
+		c.log.Warn("repeated DO-PROXY ignored", "vm", c.ident.name)
+		return nil
+	}
+	req, err := ParseDoProxy(payload)
+	if err != nil {
+		c.log.Warn("malformed DO-PROXY: answering WONT-PROXY", "err", err, "payload", fmt.Sprintf("%q", payload))
+		return c.refuse()
+	}
+	c.req = &req
+	c.log = c.log.With("direction", req.Direction.String(), "service_uri", req.ServiceURI)
+	c.asked = c.askIdentity()
+	if c.asked == 0 {
+		return c.decide()
+	}
+	c.identBy = time.Now().Add(c.srv.cfg.IdentifyTimeout)
+	c.setDeadline()
+	return nil
+}
+
+// refuse answers WONT-PROXY and closes the connection: a refused VM holds
+// no resources.
+func (c *vmConn) refuse() error {
+	c.out = AppendExt(c.out, WontProxy)
+	c.role.Store(uint32(roleRefused))
+	c.srv.count(func(k *Counters) { k.Refused++ })
+	c.flush()
+	return errClose
+}
+
+func (c *vmConn) identification(cmd Subopt, p []byte) error {
+	var field *string
+	var bit askSet
+	switch cmd {
+	case VMVCUUID:
+		field, bit = &c.ident.vcUUID, askVCUUID
+	case VMName:
+		field, bit = &c.ident.name, askName
+	case VMBIOSUUID:
+		field, bit = &c.ident.biosUUID, askBIOS
+	case VMLocationUUID:
+		field, bit = &c.ident.locUUID, askLocation
+	}
+	v, err := identValue(cmd, p)
+	if err != nil {
+		c.log.Warn("bad identification from VM ignored", "suboption", cmd.String(), "err", err)
+	} else {
+		*field = v
+	}
+	switch cmd {
+	case VMName:
+		c.log = c.log.With("vm", v)
+	case VMVCUUID:
+		c.log = c.log.With("vc_uuid", v)
+	}
+	if port := c.port.Load(); port != nil {
+		port.updateIdentity(c.ident)
+		return nil
+	}
+	c.asked &^= bit
+	if c.req != nil && !c.identBy.IsZero() && c.asked == 0 {
+		return c.decide()
+	}
+	return nil
+}
+
+// identValue validates and normalises an identification answer.
+func identValue(cmd Subopt, p []byte) (string, error) {
+	if cmd == VMName {
+		if !utf8.Valid(p) {
+			return strings.ToValidUTF8(string(p), "\uFFFD"), fmt.Errorf("vspc: VM-NAME is not UTF-8")
+		}
+		return string(p), nil
+	}
+	u, err := configs.NormalizeUUID(string(p))
+	if err != nil {
+		return "", fmt.Errorf("vspc: %v %q: %w", cmd, p, err)
+	}
+	return u, nil
+}
+
+// decide answers DO-PROXY once the VM is identified (or the wait is over).
+func (c *vmConn) decide() error {
+	c.identBy = time.Time{}
+	req := Request{
+		Direction:    c.req.Direction,
+		ServiceURI:   c.req.ServiceURI,
+		VMName:       c.ident.name,
+		VCUUID:       c.ident.vcUUID,
+		BIOSUUID:     c.ident.biosUUID,
+		LocationUUID: c.ident.locUUID,
+		Peer:         c.nc.RemoteAddr(),
+	}
+	if !c.srv.directionAllowed(req.Direction) {
+		c.log.Warn("refusing DO-PROXY: direction not allowed by [policy] directions", "direction", req.Direction.String())
+		return c.refuse()
+	}
+	p, reconnect, err := c.srv.attach(c, req)
+	if err != nil {
+		c.log.Warn("refusing DO-PROXY: WONT-PROXY", "reason", err.Error())
+		return c.refuse()
+	}
+	// Trusted from here on: no handshake deadline, only keepalive.
+	c.hsBy = time.Time{}
+	c.setDeadline()
+	c.out = AppendExt(c.out, WillProxy)
+	if err := c.flush(); err != nil {
+		return err
+	}
+	if reconnect {
+		c.log.Info("VM reconnected; re-attached to its port", "buffered", p.queued())
+	} else {
+		c.log.Info("VM attached: WILL-PROXY")
+	}
+	if len(c.pending) > 0 {
+		pend := c.pending
+		c.pending = nil
+		return p.fromVM(c, pend)
+	}
+	return nil
+}
+
+// readBuf is an adaptive read buffer: an idle connection holds only a
+// small buffer; one that fills it reads into a pooled large one.
+type readBuf struct {
+	pool  *sync.Pool // of *[]byte, 32 KiB each; owned by the Server
+	small [512]byte
+	big   *[]byte
+	full  int // consecutive reads that filled the buffer
+}
+
+func (r *readBuf) get() []byte {
+	if r.big != nil {
+		return *r.big
+	}
+	return r.small[:]
+}
+
+func (r *readBuf) used(n int) {
+	if r.big == nil {
+		if n == len(r.small) {
+			r.big = r.pool.Get().(*[]byte)
+		}
+		return
+	}
+	if n < len(r.small) {
+		r.release()
+	}
+}
+
+func (r *readBuf) release() {
+	if r.big != nil {
+		r.pool.Put(r.big)
+		r.big = nil
+	}
+}

@@ -1,0 +1,370 @@
+package vspc
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Backend is the far side of a VM serial port: a remote system, a device,
+// or the remote users of a direction-server port. The bridge package
+// implements it. The server never calls a Backend while holding a lock.
+type Backend interface {
+	// Write forwards data the VM sent. It may block (back-pressure to the
+	// VM); it should fail only when the backend is closed.
+	Write(p []byte) (int, error)
+	// Close releases the backend. Called once, when the port goes away
+	// (grace period over, route removed, server shut down).
+	Close() error
+}
+
+// Sink is what a Backend uses to send data to the VM. It is a *Port.
+type Sink interface {
+	// Send queues p for the VM (escaped for telnet). It blocks while the
+	// port's buffer is full (back-pressure) and returns ErrPortClosed once
+	// the port is gone. It never drops data.
+	Send(p []byte) error
+}
+
+// Request describes a VM serial port asking for proxy service.
+type Request struct {
+	Direction    Direction
+	ServiceURI   string
+	VMName       string
+	VCUUID       string // normalised 8-4-4-4-12, or "" when the VM did not say
+	BIOSUUID     string
+	LocationUUID string
+	Peer         net.Addr
+}
+
+// Bridger opens backends. Open is called when a VM sends DO-PROXY and no
+// port with its identity exists. It must not block long (no dialing in
+// the foreground: connect in the background and retry). An error refuses
+// the VM with WONT-PROXY; the error text is logged as the reason.
+type Bridger interface {
+	Open(ctx context.Context, req Request, vm Sink) (Backend, error)
+}
+
+// Config holds the server's limits and policy. Zero fields take defaults.
+type Config struct {
+	HandshakeTimeout  time.Duration // accept → WILL/WONT-PROXY; default 10s
+	IdentifyTimeout   time.Duration // DO-PROXY → VM-VC-UUID and VM-NAME; default 2s
+	MaxSessions       int           // concurrent VM connections; default 20000
+	MaxSubnegotiation int           // default 4096
+	GracePeriod       time.Duration // a detached port waits this long for its VM; default 2m
+	Keepalive         time.Duration // TCP keepalive period; 0 = Go default, <0 off
+	Directions        []Direction   // accepted DO-PROXY directions; nil = both
+
+	VMotionDisabled bool          // answer every VMOTION-BEGIN with NOTNOW
+	Buffer          int           // per-port bound on data queued for the VM; default 1 MiB
+	FlushTimeout    time.Duration // BEGIN → GOAHEAD at most; default 3s
+	PeerTimeout     time.Duration // GOAHEAD → PEER at most; default 3m
+	CompleteTimeout time.Duration // PEER-OK → COMPLETE at most; default 30s
+	DrainTimeout    time.Duration // after COMPLETE, read the old connection this long; default 2s
+
+	Bridger Bridger
+	Logger  *slog.Logger
+	Rand    io.Reader // vMotion secrets; default crypto/rand.Reader
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.HandshakeTimeout, 10*time.Second)
+	def(&c.IdentifyTimeout, 2*time.Second)
+	def(&c.GracePeriod, 2*time.Minute)
+	def(&c.FlushTimeout, 3*time.Second)
+	def(&c.PeerTimeout, 3*time.Minute)
+	def(&c.CompleteTimeout, 30*time.Second)
+	def(&c.DrainTimeout, 2*time.Second)
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = 20000
+	}
+	if c.MaxSubnegotiation <= 0 {
+		c.MaxSubnegotiation = 4096
+	}
+	if c.Buffer <= 0 {
+		c.Buffer = 1 << 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Reader
+	}
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("vspc: server closed")
+
+// ErrPortClosed is returned by Port.Send once the port is gone.
+var ErrPortClosed = errors.New("vspc: port closed")
+
+// Server accepts telnet connections from ESXi hosts, speaks the VMware
+// telnet extension and joins each VM serial port to a Backend. Ports
+// survive vMotion and reconnects: they are keyed by VC UUID and service URI.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	ctx    context.Context // cancelled by Close; parent of every session
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the server starts
+	nconns atomic.Int64
+
+	mu        sync.Mutex // guards the fields below
+	closing   bool
+	listeners map[net.Listener]struct{}
+	conns     map[*vmConn]struct{}
+	ports     map[portKey]*Port
+	migs      map[string][]*migration // pending hand-overs by sequence
+	seqLens   map[int]int             // sequence length → pending hand-overs with it
+	counters  Counters
+
+	bufs sync.Pool // *[]byte read buffers for busy connections
+}
+
+// Counters are cumulative event counts, for status and metrics.
+type Counters struct {
+	Accepted          int64
+	Refused           int64 // WONT-PROXY
+	HandshakeFailures int64
+	VMotionsCompleted int64
+	VMotionsAborted   int64
+	VMotionsNotNow    int64
+	VMotionsBadSecret int64
+	VMotionsTimedOut  int64
+	Reconnects        int64
+}
+
+// NewServer returns a server; call Serve to accept connections.
+func NewServer(cfg Config) *Server {
+	cfg.setDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		ctx:       ctx,
+		cancel:    cancel,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*vmConn]struct{}),
+		ports:     make(map[portKey]*Port),
+		migs:      make(map[string][]*migration),
+		seqLens:   make(map[int]int),
+		bufs:      sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
+	}
+}
+
+// Serve accepts connections on ln until ctx is done, Shutdown or Close is
+// called, or ln fails. It closes ln. It returns ErrServerClosed after a
+// shutdown and ctx.Err() after cancellation.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// EMFILE and friends: back off instead of spinning.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; backing off", "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("vspc: accept: %w", err)
+		}
+		backoff = 0
+		s.accept(nc)
+	}
+}
+
+func (s *Server) accept(nc net.Conn) {
+	if n := s.nconns.Add(1); n > int64(s.cfg.MaxSessions) {
+		s.nconns.Add(-1)
+		s.log.Warn("connection refused: too many sessions", "peer", nc.RemoteAddr(), "max_sessions", s.cfg.MaxSessions)
+		nc.Close()
+		return
+	}
+	if tc, ok := nc.(*net.TCPConn); ok && s.cfg.Keepalive >= 0 {
+		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: s.cfg.Keepalive, Interval: s.cfg.Keepalive / 5, Count: 5})
+		tc.SetNoDelay(true)
+	}
+	c := newConn(s, nc)
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		s.nconns.Add(-1)
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.counters.Accepted++
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		defer s.nconns.Add(-1)
+		c.run(s.ctx)
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+}
+
+// ServeConn runs one VM connection on the calling goroutine until it
+// ends. It is for tests and in-process use (net.Pipe); Serve uses it too.
+func (s *Server) ServeConn(nc net.Conn) {
+	done := make(chan struct{})
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		nc.Close()
+		return
+	}
+	s.nconns.Add(1)
+	c := newConn(s, nc)
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.counters.Accepted++
+	s.mu.Unlock()
+	go func() { defer close(done); c.run(s.ctx) }()
+	<-done
+	s.nconns.Add(-1)
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting, answers any new VMOTION-BEGIN with NOTNOW,
+// flushes data queued for VMs (bounded by ctx), then closes every
+// connection, port and backend and waits for all goroutines.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	ports := make([]*Port, 0, len(s.ports))
+	for _, p := range s.ports {
+		ports = append(ports, p)
+	}
+	s.mu.Unlock()
+	for _, p := range ports {
+		p.waitFlushed(ctx)
+	}
+	return s.Close()
+}
+
+// Close closes everything at once without flushing and waits for the
+// server's goroutines. It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	conns := make([]*vmConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	ports := make([]*Port, 0, len(s.ports))
+	for _, p := range s.ports {
+		ports = append(ports, p)
+	}
+	s.mu.Unlock()
+	s.cancel()
+	for _, c := range conns {
+		c.nc.Close()
+	}
+	for _, p := range ports {
+		p.close("server shutting down")
+	}
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+func (s *Server) directionAllowed(d Direction) bool {
+	if s.cfg.Directions == nil {
+		return true
+	}
+	for _, x := range s.cfg.Directions {
+		if x == d {
+			return true
+		}
+	}
+	return false
+}
+
+// Counters returns a copy of the event counters.
+func (s *Server) Counters() Counters {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counters
+}
+
+func (s *Server) count(f func(*Counters)) {
+	s.mu.Lock()
+	f(&s.counters)
+	s.mu.Unlock()
+}
+
+// Ports returns a snapshot of every VM serial port.
+func (s *Server) Ports() []PortInfo {
+	s.mu.Lock()
+	ports := make([]*Port, 0, len(s.ports))
+	for _, p := range s.ports {
+		ports = append(ports, p)
+	}
+	s.mu.Unlock()
+	out := make([]PortInfo, 0, len(ports))
+	for _, p := range ports {
+		out = append(out, p.Info())
+	}
+	return out
+}
+
+// Sessions is the number of open VM connections.
+func (s *Server) Sessions() int { return int(s.nconns.Load()) }

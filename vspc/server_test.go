@@ -1,0 +1,632 @@
+package vspc_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/bridge"
+	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
+)
+
+// testLogger sends server logs to t.Log (shown on failure or with -v).
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// recBridger accepts every VM and records what it sends.
+type recBridger struct {
+	mu    sync.Mutex
+	reqs  []vspc.Request
+	data  bytes.Buffer
+	sinks []vspc.Sink
+	err   error
+}
+
+func (b *recBridger) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Backend, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return nil, b.err
+	}
+	b.reqs = append(b.reqs, req)
+	b.sinks = append(b.sinks, vm)
+	return recBackend{b}, nil
+}
+
+type recBackend struct{ b *recBridger }
+
+func (r recBackend) Write(p []byte) (int, error) {
+	r.b.mu.Lock()
+	defer r.b.mu.Unlock()
+	return r.b.data.Write(p)
+}
+func (recBackend) Close() error { return nil }
+
+func (b *recBridger) received() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]byte(nil), b.data.Bytes()...)
+}
+
+type step struct {
+	vm     []byte
+	expect []byte
+}
+
+func loadDialogue(t *testing.T, path string) []step {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	steps := []step{{}}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		dir, hx, _ := strings.Cut(line, " ")
+		b, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(hx), " ", ""))
+		if err != nil {
+			t.Fatalf("%s: %q: %v", path, line, err)
+		}
+		switch dir {
+		case "VM>":
+			steps = append(steps, step{vm: b})
+		case "<P":
+			steps[len(steps)-1].expect = append(steps[len(steps)-1].expect, b...)
+		default:
+			t.Fatalf("%s: bad line %q", path, line)
+		}
+	}
+	return steps
+}
+
+// TestHandshakeReplay replays the ESXi side of VMware's capture against the
+// server over net.Pipe and checks every reply byte for byte.
+func TestHandshakeReplay(t *testing.T) {
+	steps := loadDialogue(t, "../testdata/esxi-capture-4.1-handshake.dialogue")
+	br := &recBridger{}
+	srv := vspc.NewServer(vspc.Config{Bridger: br, Logger: testLogger(t)})
+	defer srv.Close()
+	vmSide, proxySide := net.Pipe()
+	go srv.ServeConn(proxySide)
+	defer vmSide.Close()
+	vmSide.SetDeadline(time.Now().Add(10 * time.Second))
+
+	// net.Pipe is synchronous: read replies on their own goroutine.
+	replies := make(chan byte, 4096)
+	go func() {
+		buf := make([]byte, 256)
+		for {
+			n, err := vmSide.Read(buf)
+			for _, b := range buf[:n] {
+				replies <- b
+			}
+			if err != nil {
+				close(replies)
+				return
+			}
+		}
+	}()
+	expect := func(i int, want []byte) {
+		t.Helper()
+		got := make([]byte, 0, len(want))
+		for len(got) < len(want) {
+			select {
+			case b, ok := <-replies:
+				if !ok {
+					t.Fatalf("step %d: connection closed; got % x, want % x", i, got, want)
+				}
+				got = append(got, b)
+			case <-time.After(5 * time.Second):
+				t.Fatalf("step %d: timeout; got % x, want % x", i, got, want)
+			}
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("step %d: proxy sent\n % x\nwant\n % x", i, got, want)
+		}
+	}
+	for i, st := range steps {
+		if st.vm != nil {
+			if _, err := vmSide.Write(st.vm); err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+		}
+		expect(i, st.expect)
+	}
+	// Nothing more is sent.
+	select {
+	case b, ok := <-replies:
+		if ok {
+			t.Fatalf("unexpected extra byte %02x", b)
+		}
+	case <-time.After(100 * time.Millisecond):
+	}
+	// The data reached the backend and the request was recorded.
+	deadline := time.Now().Add(2 * time.Second)
+	for !bytes.Equal(br.received(), []byte{0x20, 0x21, 0x22}) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := br.received(); !bytes.Equal(got, []byte{0x20, 0x21, 0x22}) {
+		t.Fatalf("backend got % x", got)
+	}
+	br.mu.Lock()
+	req := br.reqs[0]
+	br.mu.Unlock()
+	want := vspc.Request{Direction: vspc.DirServer, ServiceURI: "vSPC.py", VMName: "vm-00000", VCUUID: "01234567-89ab-cdef-fedc-ba9800000000"}
+	req.Peer = nil
+	if req != want {
+		t.Fatalf("request %+v, want %+v", req, want)
+	}
+}
+
+// env is a running server with the real bridge on loopback.
+type env struct {
+	t      *testing.T
+	srv    *vspc.Server
+	br     *bridge.Bridge
+	addr   string
+	cancel context.CancelFunc
+}
+
+func newEnv(t *testing.T, toml string, mod func(*vspc.Config)) *env {
+	t.Helper()
+	cfg, err := configs.Parse("test.toml", []byte(toml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := testLogger(t)
+	br := bridge.New(cfg, log)
+	vc := vspc.Config{Bridger: br, Logger: log, HandshakeTimeout: 5 * time.Second}
+	if mod != nil {
+		mod(&vc)
+	}
+	srv := vspc.NewServer(vc)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ctx, ln) }()
+	e := &env{t: t, srv: srv, br: br, addr: ln.Addr().String(), cancel: cancel}
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		srv.Close()
+		br.Close()
+	})
+	return e
+}
+
+const allowLoopback = `
+[vspc]
+listen = "127.0.0.1:0"
+[policy]
+connect_allow = ["127.0.0.0/8"]
+reconnect_min = "20ms"
+reconnect_max = "200ms"
+`
+
+func vmNamed(i int, dir vspc.Direction, service string) vspctest.VM {
+	return vspctest.VM{
+		Name:       fmt.Sprintf("vm-%05d", i),
+		VCUUID:     fmt.Sprintf("50%06x-0000-4000-8000-%012x", i, i),
+		BIOSUUID:   fmt.Sprintf("42%06x-0000-4000-8000-%012x", i, i),
+		LocUUID:    fmt.Sprintf("56%06x-0000-4000-8000-%012x", i, i),
+		Direction:  dir,
+		ServiceURI: service,
+	}
+}
+
+// randomData returns n bytes with many 255s (and NUL, CR, XON).
+func randomData(seed uint64, n int) []byte {
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	b := make([]byte, n)
+	for i := range b {
+		switch rng.IntN(8) {
+		case 0, 1:
+			b[i] = 0xff
+		case 2:
+			b[i] = []byte{0, '\r', 0x11, 0x13}[rng.IntN(4)]
+		default:
+			b[i] = byte(rng.IntN(256))
+		}
+	}
+	return b
+}
+
+// rawRemote is a raw TCP remote system that accepts one connection.
+func rawRemote(t *testing.T) (addr string, conns <-chan net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				close(ch)
+				return
+			}
+			ch <- c
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().String(), ch
+}
+
+func accept(t *testing.T, ch <-chan net.Conn) net.Conn {
+	t.Helper()
+	select {
+	case c := <-ch:
+		t.Cleanup(func() { c.Close() })
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("remote: no connection from the bridge")
+	}
+	return nil
+}
+
+// exchange sends a to the VM side and b to the remote side concurrently
+// and checks both arrive exactly (SHA-256).
+func exchange(t *testing.T, vm io.ReadWriter, remote io.ReadWriter, toVM, toRemote []byte) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	readAll := func(name string, r io.Reader, want []byte) {
+		defer wg.Done()
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(r, got); err != nil {
+			errs <- fmt.Errorf("%s: read: %w", name, err)
+			return
+		}
+		if sha256.Sum256(got) != sha256.Sum256(want) {
+			i := 0
+			for i < len(got) && got[i] == want[i] {
+				i++
+			}
+			errs <- fmt.Errorf("%s: data differs at byte %d of %d", name, i, len(want))
+		}
+	}
+	writeAll := func(name string, w io.Writer, b []byte) {
+		defer wg.Done()
+		for len(b) > 0 {
+			n := min(len(b), 1+rand.IntN(8192))
+			if _, err := w.Write(b[:n]); err != nil {
+				errs <- fmt.Errorf("%s: write: %w", name, err)
+				return
+			}
+			b = b[n:]
+		}
+	}
+	wg.Add(4)
+	go readAll("VM", vm, toVM)
+	go readAll("remote", remote, toRemote)
+	go writeAll("remote", remote, toVM)
+	go writeAll("VM", vm, toRemote)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("exchange did not finish within 60s: data lost or stuck")
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestClientDirectionRawTCP(t *testing.T) {
+	e := newEnv(t, allowLoopback, nil)
+	raddr, conns := rawRemote(t)
+	ctx := t.Context()
+	vm, err := vspctest.Dial(ctx, e.addr, vmNamed(1, vspc.DirClient, "tcp://"+raddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	remote := accept(t, conns)
+	exchange(t, vm, remote, randomData(1, 1<<20), randomData(2, 1<<20))
+	ports := e.srv.Ports()
+	if len(ports) != 1 || ports[0].VMName != "vm-00001" || ports[0].Direction != "client" || ports[0].State != "attached" {
+		t.Fatalf("ports: %+v", ports)
+	}
+}
+
+// telnetRemote is a telnet server that asks for options the bridge must
+// refuse and escapes 255 in its data.
+func telnetRemote(t *testing.T) (addr string, conns <-chan *telnetPeer) {
+	t.Helper()
+	raddr, raw := rawRemote(t)
+	ch := make(chan *telnetPeer, 1)
+	go func() {
+		for c := range raw {
+			p := &telnetPeer{c: c}
+			pr, pw := io.Pipe()
+			p.pr = pr
+			// Ask for things a telnet server usually asks for.
+			c.Write([]byte{0xff, 0xfd, 0x18, 0xff, 0xfd, 0x1f, 0xff, 0xfb, 0x01, 0xff, 0xfb, 0x03})
+			go func() {
+				var d telnet.Decoder // NVT text mode: nobody agreed to BINARY
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						d.Decode(buf[:n], func(ev telnet.Event) error {
+							switch ev.Kind {
+							case telnet.EventData:
+								pw.Write(ev.Data)
+							case telnet.EventNegotiation:
+								p.mu.Lock()
+								p.negs = append(p.negs, fmt.Sprintf("%v %v", ev.Command, ev.Option))
+								p.mu.Unlock()
+							}
+							return nil
+						})
+					}
+					if err != nil {
+						pw.CloseWithError(err)
+						return
+					}
+				}
+			}()
+			ch <- p
+		}
+	}()
+	return raddr, ch
+}
+
+type telnetPeer struct {
+	c    net.Conn
+	pr   *io.PipeReader
+	mu   sync.Mutex
+	negs []string
+}
+
+func (p *telnetPeer) Read(b []byte) (int, error) { return p.pr.Read(b) }
+func (p *telnetPeer) Write(b []byte) (int, error) {
+	if _, err := p.c.Write(telnet.AppendText(nil, b)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func TestClientDirectionTelnet(t *testing.T) {
+	e := newEnv(t, allowLoopback, nil)
+	raddr, conns := telnetRemote(t)
+	vm, err := vspctest.Dial(t.Context(), e.addr, vmNamed(2, vspc.DirClient, "telnet://"+raddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	var remote *telnetPeer
+	select {
+	case remote = <-conns:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no telnet connection")
+	}
+	defer remote.c.Close()
+	exchange(t, vm, remote, randomData(3, 1<<20), randomData(4, 1<<20))
+	remote.mu.Lock()
+	negs := fmt.Sprint(remote.negs)
+	remote.mu.Unlock()
+	for _, want := range []string{"WONT TERMINAL-TYPE", "WONT NAWS", "DONT ECHO", "DONT SGA"} {
+		if !strings.Contains(negs, want) {
+			t.Errorf("telnet remote got %s; want it to include %q", negs, want)
+		}
+	}
+}
+
+// rawConn opens a plain TCP connection to the server for negative tests.
+func rawConn(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
+// readUntil reads from c until the stream contains want or c closes.
+func readUntil(c net.Conn, want []byte, d time.Duration) ([]byte, bool) {
+	c.SetReadDeadline(time.Now().Add(d))
+	var got []byte
+	buf := make([]byte, 1024)
+	for !bytes.Contains(got, want) {
+		n, err := c.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			return got, bytes.Contains(got, want)
+		}
+	}
+	return got, true
+}
+
+// closedByPeer reports whether the server closed c within d.
+func closedByPeer(c net.Conn, d time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 1024)
+	for {
+		_, err := c.Read(buf)
+		if err != nil {
+			var ne net.Error
+			return !(errors.As(err, &ne) && ne.Timeout())
+		}
+	}
+}
+
+func ext(cmd vspc.Subopt, parts ...[]byte) []byte { return vspc.AppendExt(nil, cmd, parts...) }
+
+func TestNegative(t *testing.T) {
+	e := newEnv(t, allowLoopback, func(c *vspc.Config) {
+		c.HandshakeTimeout = 500 * time.Millisecond
+		c.IdentifyTimeout = 200 * time.Millisecond
+		c.MaxSubnegotiation = 256
+	})
+	hello := append([]byte{0xff, 0xfb, 0x25, 0xff, 0xfb, 0xe8}, ext(vspc.KnownSuboptions1, []byte{0, 1, 2, 3, 0x46, 0x47, 0x49, 0x50, 0x51, 0x52, 0x53})...)
+	wont := ext(vspc.WontProxy)
+
+	t.Run("unknown suboption", func(t *testing.T) {
+		c := rawConn(t, e.addr)
+		c.Write(append(hello, ext(0x99, []byte("x"))...))
+		if _, ok := readUntil(c, ext(vspc.UnknownSuboptionRcvd2, []byte{0x99}), 2*time.Second); !ok {
+			t.Fatal("no UNKNOWN-SUBOPTION-RCVD-2 99")
+		}
+	})
+	refused := func(t *testing.T, doProxy []byte) {
+		t.Helper()
+		c := rawConn(t, e.addr)
+		c.Write(append(hello, doProxy...))
+		if got, ok := readUntil(c, wont, 3*time.Second); !ok {
+			t.Fatalf("no WONT-PROXY; got % x", got)
+		}
+		if !closedByPeer(c, 2*time.Second) {
+			t.Fatal("connection not closed after WONT-PROXY")
+		}
+	}
+	t.Run("DO-PROXY outside connect_allow", func(t *testing.T) {
+		refused(t, ext(vspc.DoProxy, []byte("Ctcp://192.0.2.1:4001")))
+	})
+	t.Run("DO-PROXY missing direction", func(t *testing.T) {
+		refused(t, ext(vspc.DoProxy))
+	})
+	t.Run("DO-PROXY bad direction", func(t *testing.T) {
+		refused(t, ext(vspc.DoProxy, []byte("Xtcp://127.0.0.1:1")))
+	})
+	t.Run("DO-PROXY empty URI", func(t *testing.T) {
+		refused(t, ext(vspc.DoProxy, []byte("C")))
+	})
+	t.Run("DO-PROXY bad scheme", func(t *testing.T) {
+		refused(t, ext(vspc.DoProxy, []byte("Cgopher://127.0.0.1:70")))
+	})
+	t.Run("direction server without route", func(t *testing.T) {
+		refused(t, ext(vspc.DoProxy, []byte("SvSPC.py")))
+	})
+	t.Run("oversized SB", func(t *testing.T) {
+		c := rawConn(t, e.addr)
+		big := append([]byte{0xff, 0xfa, 0xe8, 0x46}, bytes.Repeat([]byte{'a'}, 300)...)
+		c.Write(append(hello, big...))
+		if !closedByPeer(c, 2*time.Second) {
+			t.Fatal("oversized SB did not close the connection")
+		}
+	})
+	t.Run("malformed SB", func(t *testing.T) {
+		c := rawConn(t, e.addr)
+		c.Write(append(hello, 0xff, 0xfa, 0xe8, 0x46, 0xff, 0xfb, 0x01))
+		if !closedByPeer(c, 2*time.Second) {
+			t.Fatal("IAC WILL inside SB did not close the connection")
+		}
+	})
+	t.Run("truncated SB then close", func(t *testing.T) {
+		c := rawConn(t, e.addr)
+		c.Write(append(hello, 0xff, 0xfa, 0xe8, 0x46, 'C'))
+		c.Close()
+	})
+	t.Run("garbage", func(t *testing.T) {
+		c := rawConn(t, e.addr)
+		c.Write(randomData(9, 64<<10))
+		if !closedByPeer(c, 3*time.Second) {
+			t.Fatal("garbage connection not closed")
+		}
+	})
+	t.Run("idle past handshake timeout", func(t *testing.T) {
+		c := rawConn(t, e.addr)
+		start := time.Now()
+		if !closedByPeer(c, 3*time.Second) {
+			t.Fatal("idle connection not closed")
+		}
+		if d := time.Since(start); d < 400*time.Millisecond {
+			t.Fatalf("closed after %v, before the handshake timeout", d)
+		}
+	})
+	// After all that, the server still serves a good VM.
+	raddr, conns := rawRemote(t)
+	vm, err := vspctest.Dial(t.Context(), e.addr, vmNamed(3, vspc.DirClient, "tcp://"+raddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	remote := accept(t, conns)
+	exchange(t, vm, remote, []byte("still alive \xff"), []byte("and well \xff\x00"))
+}
+
+func TestRemoteDownKeepsVMAndReconnects(t *testing.T) {
+	e := newEnv(t, allowLoopback, nil)
+	// The remote is not there yet: the VM is accepted anyway, and what it
+	// sends meanwhile is kept for the remote.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raddr := ln.Addr().String()
+	ln.Close()
+	vm, err := vspctest.Dial(t.Context(), e.addr, vmNamed(4, vspc.DirClient, "tcp://"+raddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	vm.Write([]byte("while away \xff"))
+	time.Sleep(100 * time.Millisecond) // a few failed connection attempts
+	ln, err = net.Listen("tcp", raddr)
+	if err != nil {
+		t.Skipf("port %s taken meanwhile: %v", raddr, err)
+	}
+	conns := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	r1 := accept(t, conns)
+	got := make([]byte, len("while away \xff"))
+	r1.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(r1, got); err != nil || string(got) != "while away \xff" {
+		t.Fatalf("remote got %q, %v", got, err)
+	}
+	exchange(t, vm, r1, []byte("one"), []byte("two"))
+	// The remote drops: the VM stays connected and the bridge reconnects.
+	r1.Close()
+	r2 := accept(t, conns)
+	exchange(t, vm, r2, randomData(5, 64<<10), randomData(6, 64<<10))
+	if vm.WaitClosed(0) {
+		t.Fatal("VM connection was closed")
+	}
+}
