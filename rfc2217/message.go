@@ -184,11 +184,20 @@ func (m Message) String() string {
 	return s
 }
 
-// Typed views of Value.
+// Parity returns Value as a SET-PARITY value.
+func (m Message) Parity() Parity { return Parity(m.Value) }
 
-func (m Message) Parity() Parity         { return Parity(m.Value) }
-func (m Message) StopSize() StopSize     { return StopSize(m.Value) }
-func (m Message) Control() Control       { return Control(m.Value) }
-func (m Message) LineState() LineState   { return LineState(m.Value) }
+// StopSize returns Value as a SET-STOPSIZE value.
+func (m Message) StopSize() StopSize { return StopSize(m.Value) }
+
+// Control returns Value as a SET-CONTROL value.
+func (m Message) Control() Control { return Control(m.Value) }
+
+// LineState returns Value as a NOTIFY-LINESTATE state or mask.
+func (m Message) LineState() LineState { return LineState(m.Value) }
+
+// ModemState returns Value as a NOTIFY-MODEMSTATE state or mask.
 func (m Message) ModemState() ModemState { return ModemState(m.Value) }
-func (m Message) Purge() PurgeTarget     { return PurgeTarget(m.Value) }
+
+// Purge returns Value as a PURGE-DATA target.
+func (m Message) Purge() PurgeTarget { return PurgeTarget(m.Value) }
