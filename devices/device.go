@@ -1,0 +1,139 @@
+package devices
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/rfc2217"
+)
+
+// Device is an open serial device: a byte stream plus RFC 2217 line
+// control.
+//
+// Read returns io.EOF, or an error wrapping io.EOF or a cause, when the
+// device has gone away (peer closed, tty hung up); after Close it returns
+// an error wrapping ErrClosed. Close unblocks Read and Write and is
+// idempotent. Read and Write may be called concurrently with each other
+// and with the Port methods; two concurrent Reads (or Writes) are not
+// supported.
+//
+// Port methods return an error wrapping rfc2217.ErrNotSupported for what
+// the kind cannot do (see the kind's documentation in the package doc).
+type Device interface {
+	io.ReadWriteCloser
+	rfc2217.Port
+}
+
+// ErrClosed is wrapped by errors from a Device that was closed by its
+// owner. It also matches net.ErrClosed.
+var ErrClosed = closedError{}
+
+type closedError struct{}
+
+func (closedError) Error() string        { return "devices: device closed" }
+func (closedError) Is(target error) bool { return target == net.ErrClosed }
+
+// Options configure Open.
+type Options struct {
+	// Initial are the line settings from the route configuration (zero
+	// fields = unset). Non-zero fields override Target.Settings. For
+	// serial and rfc2217 devices they are applied on Open; for tcp, nport
+	// and telnet devices they are the expectation of what the far end is
+	// configured to, and what SetSettings reports.
+	Initial rfc2217.Settings
+
+	// Logger receives the device's log lines; nil discards them.
+	Logger *slog.Logger
+
+	// Dial opens network connections; nil uses a net.Dialer. The bridge
+	// injects a policy-checking dialer here.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// DialTimeout bounds dialing and, for rfc2217 devices, the telnet
+	// handshake. Zero means DefaultDialTimeout.
+	DialTimeout time.Duration
+}
+
+// DefaultDialTimeout is used when Options.DialTimeout is zero.
+const DefaultDialTimeout = 10 * time.Second
+
+func (o *Options) logger() *slog.Logger {
+	if o.Logger != nil {
+		return o.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// Open opens the device t names. ctx bounds opening only (dialing,
+// handshakes, applying the initial settings); it is not kept. Open fails
+// fast with an error naming the device; retrying is the caller's business.
+// The caller owns the returned Device and must Close it.
+func Open(ctx context.Context, t Target, opts Options) (Device, error) {
+	initial := opts.Initial.Merge(t.Settings)
+	log := opts.logger().With("device", t.String())
+	switch t.Kind {
+	case KindTCP, KindNPort:
+		conn, err := dial(ctx, t, &opts)
+		if err != nil {
+			return nil, err
+		}
+		return newTCP(conn, t, initial, log), nil
+	case KindTelnet:
+		conn, err := dial(ctx, t, &opts)
+		if err != nil {
+			return nil, err
+		}
+		return newTelnet(conn, t, initial, log), nil
+	case KindRFC2217:
+		return openRFC2217(ctx, t, initial, &opts, log)
+	case KindSerial:
+		return openSerial(ctx, t, initial, log)
+	}
+	return nil, fmt.Errorf("devices: cannot open %q: unknown kind %v", t.Raw, t.Kind)
+}
+
+func dial(ctx context.Context, t Target, opts *Options) (net.Conn, error) {
+	timeout := opts.DialTimeout
+	if timeout <= 0 {
+		timeout = DefaultDialTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	d := opts.Dial
+	if d == nil {
+		d = (&net.Dialer{}).DialContext
+	}
+	conn, err := d(ctx, "tcp", t.Addr())
+	if err != nil {
+		return nil, fmt.Errorf("devices: %s %s: %w", t.Kind, t.Addr(), err)
+	}
+	return conn, nil
+}
+
+// flowName is the URI spelling of a flow control value.
+func flowName(f rfc2217.FlowControl) string {
+	switch f {
+	case rfc2217.FlowNone:
+		return "none"
+	case rfc2217.FlowXONXOFF:
+		return "xonxoff"
+	case rfc2217.FlowHardware:
+		return "rtscts"
+	}
+	return f.String()
+}
+
+// notSupported returns an error wrapping rfc2217.ErrNotSupported that says
+// which device could not do what.
+func notSupported(k Kind, addr, what string) error {
+	return fmt.Errorf("devices: %s %s: %s: %w", k, addr, what, rfc2217.ErrNotSupported)
+}
+
+// errorsIsClosed reports whether err comes from using a closed conn or
+// file.
+func errorsIsClosed(err error) bool { return errors.Is(err, net.ErrClosed) }

@@ -1,0 +1,75 @@
+// Package devices opens the serial equipment a VM's serial port is bridged
+// to and presents each kind behind one small interface, Device: a byte
+// stream (io.ReadWriteCloser) plus RFC 2217 line control (rfc2217.Port).
+// It implements item 2 ("Device kinds") and the device side of item 4
+// ("Faults") of issue 4.
+//
+// A route names a device by URI (see ParseURI):
+//
+//	tcp://host:port          raw TCP: a Moxa NPort port in TCP Server mode, any raw serial server
+//	nport://host[:port]      the same; the port defaults to 4001
+//	telnet://host[:port]     a telnet remote; the port defaults to 23
+//	rfc2217://host:port      an RFC 2217 access server (ser2net, an NPort in RFC 2217 mode)
+//	serial:///dev/ttyUSB0?baud=115200&parity=none&databits=8&stopbits=1&flow=none
+//	/dev/ttyUSB0             a local tty, settings as they are
+//
+// # Kinds and what their line control does
+//
+// tcp and nport: line settings cannot travel on an NPort's data port (its
+// command port 966 protocol is not publicly documented), so the settings
+// in effect are whatever the device server's console says. The route's
+// expectation (Options.Initial, or the URI query) is recorded; SetSettings
+// answers with it and never fails. A request for other settings is logged
+// once per Device at warn level (later ones at debug) and kept for status:
+// the Device has a Mismatch() string method, for a consumer-side
+// interface{ Mismatch() string }. SetDTR, SetRTS, SetBreak and ModemState
+// return errors wrapping rfc2217.ErrNotSupported. Purge is a no-op that
+// succeeds: the device server's buffers are out of reach, the Device
+// keeps none of its own, and guests purge on every open.
+//
+// telnet: all options the remote asks for are refused (RFC 1143, the zero
+// telnet.Options), so the session stays NVT: we send data with 255 doubled
+// and a bare CR as CR NUL, and decode the remote's the same way, so every
+// byte value round-trips and none of the remote's protocol bytes reach
+// Read. One writer goroutine owns the write side; the reader queues its
+// refusals for it (bounded), so a slow remote never blocks Read behind a
+// Write. Line control as for tcp.
+//
+// rfc2217: wraps the RFC 2217 client of package rfc2217; the guest's
+// settings and DTR/RTS/BREAK/purge are forwarded live and ModemState
+// reports the server's NOTIFY-MODEMSTATE.
+//
+// serial: a local tty through go.bug.st/serial v1.8.0, with the settings
+// applied. Settings are read back from the tty (TCGETS2), so SetSettings
+// reports what is really in effect (a pty forces 8 data bits and no
+// parity). go.bug.st/serial has no flow control or BREAK on/off call, so
+// those go through golang.org/x/sys/unix on a second descriptor of the
+// same tty; writes use that descriptor too, through the runtime poller, so
+// a Write stalled by flow control is unblocked by Close. Modem lines come
+// from GetModemStatusBits; where the ioctls fail (ptys) DTR, RTS and
+// ModemState return ErrNotSupported instead of failing the device.
+// STOPSIZE 1.5 is taken as CSTOPB with 5 data bits (a 16550 then sends 1.5
+// stop bits); with more data bits the stop bits are left as they are and
+// the value in effect is reported.
+//
+// # Errors and faults
+//
+// Open fails fast with an error naming the kind and address; retrying with
+// backoff is the bridge's job. Read returns io.EOF (or an error naming the
+// device) when the device goes away, and an error wrapping ErrClosed (which
+// also matches net.ErrClosed) after Close. go.bug.st/serial quirks are
+// normalised here: its (0, nil) read timeouts never surface, and its
+// PortError (which has no Unwrap) becomes io.EOF when the tty hung up or a
+// wrapped error naming the device.
+//
+// # Protocol flow (telnet kind)
+//
+//	remote ──IAC DO/WILL x──► Read: decoder ──► Options.Receive ──► refusal queued ──► writer ──► remote
+//	remote ──data (IAC IAC, CR NUL)──► Read: decoder ──► unescaped in place ──► caller
+//	caller ──Write(p)──► AppendText (255 doubled, CR → CR NUL) ──► writer ──► remote
+//
+// Tests run against real peers started by package devicetest: socat pty
+// pairs, socat TCP-LISTEN as an NPort stand-in, ser2net raw and RFC 2217
+// accepters, pyserial's RFC 2217 server on loop://, and an in-test telnet
+// server.
+package devices

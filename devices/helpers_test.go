@@ -1,0 +1,204 @@
+package devices
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// payload returns n deterministic bytes, a quarter of them 0xFF and many
+// CR, LF and NUL, the bytes protocols like to eat.
+func payload(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := range b {
+		switch r.IntN(8) {
+		case 0, 1:
+			b[i] = 0xFF
+		case 2:
+			b[i] = []byte{'\r', '\n', 0, 0x11, 0x13}[r.IntN(5)]
+		default:
+			b[i] = byte(r.Uint32())
+		}
+	}
+	return b
+}
+
+// exchange sends a to the far end through dev and b from the far end to
+// dev at the same time and checks that both arrive intact (SHA-256).
+func exchange(t *testing.T, dev io.ReadWriter, far io.ReadWriter, a, b []byte) {
+	t.Helper()
+	exchangeDirs(t, dev, far, a, b)
+}
+
+// exchangeSequential is exchange one direction after the other. Use it
+// when two socat processes relay in a chain (socat TCP-LISTEN ↔ pty ↔
+// socat pty pair): each socat writes with blocking writes, and with both
+// directions saturated the two deadlock, each blocked writing to the
+// other (observed with 1 MiB each way). A real serial line is far slower.
+func exchangeSequential(t *testing.T, dev io.ReadWriter, far io.ReadWriter, a, b []byte) {
+	t.Helper()
+	exchangeDirs(t, dev, far, a, nil)
+	exchangeDirs(t, dev, far, nil, b)
+}
+
+func exchangeDirs(t *testing.T, dev io.ReadWriter, far io.ReadWriter, a, b []byte) {
+	t.Helper()
+	type result struct {
+		what string
+		sum  [32]byte
+		err  error
+	}
+	res := make(chan result, 4)
+	var wg sync.WaitGroup
+	readN := func(what string, r io.Reader, n int) {
+		h := sha256.New()
+		_, err := io.CopyN(h, r, int64(n))
+		var s [32]byte
+		copy(s[:], h.Sum(nil))
+		res <- result{what: what, sum: s, err: err}
+	}
+	if len(a) > 0 {
+		wg.Go(func() {
+			_, err := dev.Write(a)
+			res <- result{what: "device write", err: err}
+		})
+		wg.Go(func() { readN("far read", far, len(a)) })
+	}
+	if len(b) > 0 {
+		wg.Go(func() {
+			_, err := far.Write(b)
+			res <- result{what: "far write", err: err}
+		})
+		wg.Go(func() { readN("device read", dev, len(b)) })
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("exchange of %d and %d bytes stuck after 20s", len(a), len(b))
+	}
+	close(res)
+	for r := range res {
+		if r.err != nil {
+			t.Errorf("%s: %v", r.what, r.err)
+		}
+		switch r.what {
+		case "device read":
+			if r.sum != sha256.Sum256(b) {
+				t.Errorf("device read: %d bytes from the far end arrived changed", len(b))
+			}
+		case "far read":
+			if r.sum != sha256.Sum256(a) {
+				t.Errorf("far read: %d bytes from the device arrived changed", len(a))
+			}
+		}
+	}
+}
+
+// openTTY opens a tty for the test's side of a pty pair, in raw mode.
+func openTTY(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	sc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var terr error
+	err = sc.Control(func(fd uintptr) {
+		tio, err := unix.IoctlGetTermios(int(fd), unix.TCGETS)
+		if err != nil {
+			terr = err
+			return
+		}
+		// cfmakeraw
+		tio.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON | unix.IXOFF
+		tio.Oflag &^= unix.OPOST
+		tio.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+		tio.Cflag &^= unix.CSIZE | unix.PARENB
+		tio.Cflag |= unix.CS8
+		tio.Cc[unix.VMIN], tio.Cc[unix.VTIME] = 1, 0
+		terr = unix.IoctlSetTermios(int(fd), unix.TCSETS, tio)
+	})
+	if err == nil {
+		err = terr
+	}
+	if err != nil {
+		t.Fatalf("raw mode on %s: %v", path, err)
+	}
+	return f
+}
+
+// logRecorder is a slog.Handler that keeps the records it gets.
+type logRecorder struct {
+	mu   sync.Mutex
+	recs []slog.Record // guarded by mu
+}
+
+func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (h *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *logRecorder) WithGroup(string) slog.Handler            { return h }
+func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.recs = append(h.recs, r.Clone())
+	return nil
+}
+
+func (h *logRecorder) count(level slog.Level, msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, r := range h.recs {
+		if r.Level == level && r.Message == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// readErrWithin reads from r until it fails and returns the error, or
+// fails the test if r is still delivering or blocked after d.
+func readErrWithin(t *testing.T, r io.Reader, d time.Duration) error {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := r.Read(buf); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(d):
+		t.Fatalf("Read did not fail within %v", d)
+		return errors.New("unreachable")
+	}
+}
+
+func mustParse(t *testing.T, uri string) Target {
+	t.Helper()
+	tg, err := ParseURI(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tg
+}

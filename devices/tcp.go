@@ -1,0 +1,87 @@
+package devices
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync/atomic"
+
+	"github.com/vspc-bridge/vspc-bridge/rfc2217"
+)
+
+// streamConn is the byte-stream half shared by the network kinds: a
+// net.Conn whose errors name the device, with io.EOF for a peer that went
+// away and ErrClosed after Close.
+type streamConn struct {
+	kind   Kind
+	addr   string
+	conn   net.Conn
+	closed atomic.Bool
+}
+
+func (c *streamConn) readErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case c.closed.Load():
+		return fmt.Errorf("devices: %s %s: %w", c.kind, c.addr, ErrClosed)
+	case errors.Is(err, io.EOF):
+		return io.EOF
+	}
+	return fmt.Errorf("devices: %s %s: read: %w", c.kind, c.addr, err)
+}
+
+func (c *streamConn) writeErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case c.closed.Load():
+		return fmt.Errorf("devices: %s %s: %w", c.kind, c.addr, ErrClosed)
+	}
+	return fmt.Errorf("devices: %s %s: write: %w", c.kind, c.addr, err)
+}
+
+// close closes the conn once; it reports whether this call did it.
+func (c *streamConn) close() (bool, error) {
+	if !c.closed.CompareAndSwap(false, true) {
+		return false, nil
+	}
+	if err := c.conn.Close(); err != nil {
+		return true, fmt.Errorf("devices: %s %s: close: %w", c.kind, c.addr, err)
+	}
+	return true, nil
+}
+
+// tcpDevice is a raw TCP device (KindTCP, KindNPort): bytes pass through
+// untouched; the line settings are fixed (see fixedLine).
+type tcpDevice struct {
+	streamConn
+	fixedLine
+}
+
+var _ Device = (*tcpDevice)(nil)
+
+func newTCP(conn net.Conn, t Target, configured rfc2217.Settings, log *slog.Logger) *tcpDevice {
+	return &tcpDevice{
+		streamConn: streamConn{kind: t.Kind, addr: t.Addr(), conn: conn},
+		fixedLine:  newFixedLine(t.Kind, t.Addr(), configured, log),
+	}
+}
+
+func (d *tcpDevice) Read(p []byte) (int, error) {
+	n, err := d.conn.Read(p)
+	return n, d.readErr(err)
+}
+
+func (d *tcpDevice) Write(p []byte) (int, error) {
+	n, err := d.conn.Write(p)
+	return n, d.writeErr(err)
+}
+
+// Close closes the connection; it is idempotent.
+func (d *tcpDevice) Close() error {
+	_, err := d.close()
+	return err
+}
