@@ -2,14 +2,114 @@ package devices
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
-// openRFC2217 opens an RFC 2217 device. The RFC 2217 client is being
-// written in package rfc2217; until it lands this kind fails to open.
-func openRFC2217(_ context.Context, t Target, _ rfc2217.Settings, _ *Options, _ *slog.Logger) (Device, error) {
-	return nil, fmt.Errorf("devices: rfc2217 %s: %w (client not built yet)", t.Addr(), rfc2217.ErrNotSupported)
+// rfc2217Device is an RFC 2217 access server (KindRFC2217): an
+// rfc2217.Client on a dialed connection. Settings, DTR/RTS/BREAK and purge
+// are forwarded live; ModemState is the server's last NOTIFY-MODEMSTATE
+// (ErrNotSupported from a server that never sends one). The Client never
+// blocks data on an acknowledgement and waits at most its AckTimeout for
+// one, so Port calls are bounded.
+type rfc2217Device struct {
+	kind   Kind
+	addr   string
+	c      *rfc2217.Client
+	closed atomic.Bool
+}
+
+var _ Device = (*rfc2217Device)(nil)
+
+func openRFC2217(ctx context.Context, t Target, initial rfc2217.Settings, opts *Options, log *slog.Logger) (Device, error) {
+	conn, err := dial(ctx, t, opts)
+	if err != nil {
+		return nil, err
+	}
+	timeout := opts.DialTimeout
+	if timeout <= 0 {
+		timeout = DefaultDialTimeout
+	}
+	hsCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := rfc2217.NewClient(hsCtx, conn, rfc2217.ClientOptions{
+		Logger:           log,
+		Initial:          initial,
+		HandshakeTimeout: min(timeout, rfc2217.DefaultHandshakeTimeout),
+	})
+	if err != nil { // NewClient closed conn
+		return nil, fmt.Errorf("devices: rfc2217 %s: %w", t.Addr(), err)
+	}
+	if !c.ComPort() {
+		log.Warn("devices: server refused COM-PORT-OPTION; data only, line control not supported")
+	}
+	return &rfc2217Device{kind: t.Kind, addr: t.Addr(), c: c}, nil
+}
+
+// Client returns the underlying RFC 2217 session (for status: server
+// signature, line state, suspension).
+func (d *rfc2217Device) Client() *rfc2217.Client { return d.c }
+
+func (d *rfc2217Device) wrap(what string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case d.closed.Load():
+		return fmt.Errorf("devices: %s %s: %w", d.kind, d.addr, ErrClosed)
+	case what == "read" && errors.Is(err, io.EOF):
+		return io.EOF
+	}
+	return fmt.Errorf("devices: %s %s: %s: %w", d.kind, d.addr, what, err)
+}
+
+func (d *rfc2217Device) Read(p []byte) (int, error) {
+	n, err := d.c.Read(p)
+	return n, d.wrap("read", err)
+}
+
+func (d *rfc2217Device) Write(p []byte) (int, error) {
+	n, err := d.c.Write(p)
+	return n, d.wrap("write", err)
+}
+
+// Close ends the session and closes the connection; it is idempotent.
+func (d *rfc2217Device) Close() error {
+	if !d.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if err := d.c.Close(); err != nil && !errorsIsClosed(err) {
+		return fmt.Errorf("devices: %s %s: close: %w", d.kind, d.addr, err)
+	}
+	return nil
+}
+
+func (d *rfc2217Device) SetSettings(ctx context.Context, s rfc2217.Settings) (rfc2217.Settings, error) {
+	got, err := d.c.SetSettings(ctx, s)
+	return got, d.wrap("set settings", err)
+}
+
+func (d *rfc2217Device) SetDTR(ctx context.Context, on bool) error {
+	return d.wrap("DTR", d.c.SetDTR(ctx, on))
+}
+
+func (d *rfc2217Device) SetRTS(ctx context.Context, on bool) error {
+	return d.wrap("RTS", d.c.SetRTS(ctx, on))
+}
+
+func (d *rfc2217Device) SetBreak(ctx context.Context, on bool) error {
+	return d.wrap("BREAK", d.c.SetBreak(ctx, on))
+}
+
+func (d *rfc2217Device) Purge(ctx context.Context, what rfc2217.PurgeTarget) error {
+	return d.wrap("purge", d.c.Purge(ctx, what))
+}
+
+func (d *rfc2217Device) ModemState(ctx context.Context) (rfc2217.ModemState, error) {
+	m, err := d.c.ModemState(ctx)
+	return m, d.wrap("modem state", err)
 }
