@@ -130,8 +130,9 @@ func (c *vmConn) run(ctx context.Context) {
 		buf := rb.get()
 		n, err := c.nc.Read(buf)
 		if n > 0 {
-			rb.used(n)
-			if derr := c.dec.Decode(buf[:n], c.handle); derr != nil {
+			derr := c.dec.Decode(buf[:n], c.handle)
+			rb.used(n) // only now: used may hand buf back to the pool
+			if derr != nil {
 				c.flush()
 				c.fail(derr)
 				return

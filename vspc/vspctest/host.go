@@ -56,9 +56,10 @@ func SpacedUUID(u string) string {
 
 // Conn is one connection from the simulated host to the proxy.
 type Conn struct {
-	nc   net.Conn
-	vm   VM
-	opts telnet.Options
+	nc    net.Conn
+	vm    VM
+	opts  telnet.Options // owned by readLoop
+	hello []byte
 
 	pr *io.PipeReader // serial data from the proxy (to the "guest")
 	pw *io.PipeWriter
@@ -88,6 +89,10 @@ func newConn(nc net.Conn, vm VM) *Conn {
 	c.opts.Accept(telnet.Local, telnet.Binary, true)
 	c.opts.Accept(telnet.Local, telnet.SuppressGA, true)
 	c.opts.Accept(telnet.Local, telnet.VMwareExt, true)
+	// ESXi's first bytes: WILL AUTHENTICATION, then it offers WILL 232.
+	// (Computed before the reader starts: opts belongs to it afterwards.)
+	c.hello = telnet.AppendNegotiation(nil, telnet.WILL, telnet.Authentication)
+	c.hello = c.opts.Enable(c.hello, telnet.Local, telnet.VMwareExt)
 	go c.readLoop()
 	return c
 }
@@ -166,10 +171,7 @@ func DialPeer(ctx context.Context, addr string, vm VM, seq, secret []byte) (*Con
 
 // negotiate plays ESXi's side of the option dance up to KNOWN-SUBOPTIONS.
 func (c *Conn) negotiate() error {
-	var out []byte
-	out = telnet.AppendNegotiation(out, telnet.WILL, telnet.Authentication) // ESXi's first bytes
-	out = c.opts.Enable(out, telnet.Local, telnet.VMwareExt)
-	if err := c.write(out); err != nil {
+	if err := c.write(c.hello); err != nil {
 		return err
 	}
 	return c.write(vspc.AppendExt(nil, vspc.KnownSuboptions1, knownSuboptions1))

@@ -1,0 +1,64 @@
+# vspc-bridge — the two commands a fresh machine needs are `make run` and `make test`.
+GO       ?= go
+BIN      := bin/vspc-bridge
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+FUZZTIME ?= 5s
+# Every fuzz target, as package:Target.
+FUZZ_TARGETS := \
+	./rfc2217/telnet:FuzzDecode \
+	./rfc2217:FuzzRFC2217 \
+	./rfc2217:FuzzAccessServer \
+	./rfc2217:FuzzClient \
+	./vspc:FuzzExt232 \
+	./vspc:FuzzServerConn \
+	./configs:FuzzParse \
+	./configs:FuzzParseAllow \
+	./devices:FuzzParseURI
+
+.PHONY: all build run test test-unit fuzz-smoke fuzz bench lint peers clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vspc-bridge
+
+# Starts the bridge on the embedded default config (configs/example.toml):
+# VMs on 127.0.0.1:13370, loopback targets only. Ctrl-C stops it.
+run: build
+	./$(BIN) serve
+
+# Installs the real test peers (socat, ser2net, pyserial, sredird, telnet)
+# from Debian when missing, then runs every test with the race detector and
+# each fuzz target briefly.
+test: peers lint test-unit fuzz-smoke
+
+peers:
+	bash scripts/install-test-peers.sh
+
+test-unit:
+	$(GO) test -race -count=1 -timeout 12m ./...
+
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
+
+# make fuzz FUZZTIME=10m runs each target for that long.
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		if grep -qs "func $$name(" $$pkg/*_test.go; then \
+			echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
+		else echo "fuzz: $$pkg $$name not present" >&2; exit 1; fi; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./rfc2217/telnet ./vspc
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go') $$(git ls-files --others --exclude-standard '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
