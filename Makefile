@@ -14,6 +14,8 @@ FUZZ_TARGETS := \
 	./vspc:FuzzServerConn \
 	./configs:FuzzParse \
 	./configs:FuzzParseAllow \
+	./configs:FuzzNormalizeUUID \
+	./configs:FuzzParseLineSettings \
 	./devices:FuzzParseURI
 
 .PHONY: all build run test test-unit fuzz-smoke fuzz bench lint peers clean

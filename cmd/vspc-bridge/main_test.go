@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
+)
+
+func TestVersionAndUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(t.Context(), []string{"version"}, nil, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "vspc-bridge ") {
+		t.Fatalf("version: %d %q", code, out.String())
+	}
+	if code := run(t.Context(), []string{"bogus"}, nil, &out, &errb); code != 2 {
+		t.Fatalf("unknown command exit %d", code)
+	}
+	for _, cmd := range []string{"serve", "check-config", "simulate-vm"} {
+		errb.Reset()
+		if code := run(t.Context(), []string{cmd, "-h"}, nil, &out, &errb); code != 0 || !strings.Contains(errb.String(), "usage: vspc-bridge "+cmd) {
+			t.Errorf("%s -h: exit %d, %q", cmd, code, errb.String())
+		}
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("[vspc]\nlisten = \"nonsense\"\nhandshake_timeout = \"10x\"\n[policy]\nconnect_allow = [\"300.1.1.1/8\"]\nbogus = 1\n"), 0o644)
+	var out, errb bytes.Buffer
+	code := run(t.Context(), []string{"check-config", bad}, nil, &out, &errb)
+	if code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"bad.toml:2", "bad.toml:3", "bad.toml:5", "bad.toml:6"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if code := run(t.Context(), []string{"check-config", "../../configs/example.toml"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("example.toml: exit %d: %s", code, out.String())
+	}
+}
+
+// TestServeEndToEnd starts "serve -config" on a free port, joins a
+// simulated VM to a raw TCP remote through it, and stops it with a signal
+// (context cancel): exit status 0.
+func TestServeEndToEnd(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	remote, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer remote.Close()
+	cfg := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(cfg, []byte("[vspc]\nlisten = \""+addr+"\"\n[policy]\nconnect_allow = [\"127.0.0.0/8\"]\n"), 0o644)
+	ctx, cancel := context.WithCancel(t.Context())
+	var out, errb bytes.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"serve", "-config", cfg, "-log-format", "json"}, nil, &out, &errb) }()
+	var vm *vspctest.Conn
+	var err error
+	for range 100 {
+		vm, err = vspctest.Dial(t.Context(), addr, vspctest.VM{Name: "e2e", VCUUID: "50000000-0000-0000-0000-000000000001", Direction: vspc.DirClient, ServiceURI: "tcp://" + remote.Addr().String()})
+		if err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := remote.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	vm.Write([]byte("ping\xff"))
+	got := make([]byte, 5)
+	rc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := rc.Read(got); err != nil || string(got) != "ping\xff" {
+		t.Fatalf("remote got %q %v", got, err)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("serve exit %d: %s", code, errb.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	vm.Close()
+	if !strings.Contains(errb.String(), `"msg":"stopped"`) {
+		t.Errorf("no stop log line: %s", errb.String())
+	}
+}
