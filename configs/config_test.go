@@ -329,6 +329,8 @@ func TestParseErrors(t *testing.T) {
 		{"route bad query", listen + "[[route]]\nservice = \"a\"\ndevice = \"serial:///dev/ttyS0?speed=1\"\n", []string{`unknown query parameter "speed"`}},
 		{"route default names collide", listen + "[[route]]\nservice = \"a\"\ndevice = \"/dev/ttyS0\"\n[[route]]\nservice = \"a\"\ndevice = \"/dev/ttyS1\"\n", []string{`6: route[1]: duplicate route name "a" (also route[0])`}},
 		{"route multiline string", listen + "[[route]]\nname = \"\"\"\nx = 1\n[[route]]\n\"\"\"\nservice = \"a\"\ndevice = \"ftp://h:1\"\n", []string{"9: route[0].device: "}},
+		{"crlf", "[vspc]\r\nlisten = \"127.0.0.1:1\"\r\n\r\nkeepalive = \"x\"\r\n", []string{`4: vspc.keepalive: time: invalid duration "x"`}},
+		{"bom", "\uFEFFvspc.listen = \"\"\n", []string{"1: vspc.listen: required"}},
 		{"quoted key", listen + "\"we ird\" = 1\n", []string{`3: vspc."we ird": unknown key`}},
 	}
 	for _, tt := range tests {

@@ -92,6 +92,9 @@ type lineScanner struct {
 
 func scanKeyLines(src string) keyLines {
 	sc := &lineScanner{s: src, line: 1, lines: keyLines{}, arrays: map[string]int{}}
+	if strings.HasPrefix(src, "\uFEFF") {
+		sc.i = len("\uFEFF") // byte order mark
+	}
 	table := ""
 	for sc.i < len(sc.s) {
 		sc.skipSpace()
