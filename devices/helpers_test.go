@@ -7,12 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
+	"net"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // payload returns n deterministic bytes, a quarter of them 0xFF and many
@@ -106,43 +104,6 @@ func exchangeDirs(t *testing.T, dev io.ReadWriter, far io.ReadWriter, a, b []byt
 	}
 }
 
-// openTTY opens a tty for the test's side of a pty pair, in raw mode.
-func openTTY(t *testing.T, path string) *os.File {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	sc, err := f.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var terr error
-	err = sc.Control(func(fd uintptr) {
-		tio, err := unix.IoctlGetTermios(int(fd), unix.TCGETS)
-		if err != nil {
-			terr = err
-			return
-		}
-		// cfmakeraw
-		tio.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON | unix.IXOFF
-		tio.Oflag &^= unix.OPOST
-		tio.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-		tio.Cflag &^= unix.CSIZE | unix.PARENB
-		tio.Cflag |= unix.CS8
-		tio.Cc[unix.VMIN], tio.Cc[unix.VTIME] = 1, 0
-		terr = unix.IoctlSetTermios(int(fd), unix.TCSETS, tio)
-	})
-	if err == nil {
-		err = terr
-	}
-	if err != nil {
-		t.Fatalf("raw mode on %s: %v", path, err)
-	}
-	return f
-}
-
 // logRecorder is a slog.Handler that keeps the records it gets.
 type logRecorder struct {
 	mu   sync.Mutex
@@ -201,4 +162,33 @@ func mustParse(t *testing.T, uri string) Target {
 		t.Fatal(err)
 	}
 	return tg
+}
+
+// checkClose: Close unblocks a pending Read, is idempotent, and later
+// calls report ErrClosed.
+func checkClose(t *testing.T, dev Device) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := dev.Read(make([]byte, 10))
+		errc <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let the Read block
+	if err := dev.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrClosed) || !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Read pending at Close returned %v, want ErrClosed", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close did not unblock Read")
+	}
+	if err := dev.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := dev.Write([]byte("x")); !errors.Is(err, ErrClosed) {
+		t.Errorf("Write after Close: %v, want ErrClosed", err)
+	}
 }

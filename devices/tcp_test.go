@@ -76,35 +76,6 @@ func TestTCPSocatMoxa(t *testing.T) {
 	}
 }
 
-// checkClose: Close unblocks a pending Read, is idempotent, and later
-// calls report ErrClosed.
-func checkClose(t *testing.T, dev Device) {
-	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		_, err := dev.Read(make([]byte, 10))
-		errc <- err
-	}()
-	time.Sleep(50 * time.Millisecond) // let the Read block
-	if err := dev.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-	select {
-	case err := <-errc:
-		if !errors.Is(err, ErrClosed) || !errors.Is(err, net.ErrClosed) {
-			t.Errorf("Read pending at Close returned %v, want ErrClosed", err)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("Close did not unblock Read")
-	}
-	if err := dev.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
-	if _, err := dev.Write([]byte("x")); !errors.Is(err, ErrClosed) {
-		t.Errorf("Write after Close: %v, want ErrClosed", err)
-	}
-}
-
 // Raw ser2net accepter (another NPort TCP Server look-alike).
 func TestTCPSer2netRaw(t *testing.T) {
 	a, b := devicetest.SocatPTY(t)

@@ -81,6 +81,7 @@ type Peer struct {
 	t     testing.TB
 	argv  []string
 	ready func(ctx context.Context) error // nil: ready when started
+	prep  func()                          // nil, or run before each start
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd     // guarded by mu: the running process, nil when stopped
@@ -92,6 +93,9 @@ type Peer struct {
 // StartTimeout). It fails the test with the peer's output otherwise.
 func (p *Peer) start() {
 	p.t.Helper()
+	if p.prep != nil {
+		p.prep()
+	}
 	cmd := exec.Command(p.argv[0], p.argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stdout = p.out
@@ -156,7 +160,12 @@ func (p *Peer) Output() string { return p.out.String() }
 
 func launch(t testing.TB, name, addr string, ready func(ctx context.Context) error, argv ...string) *Peer {
 	t.Helper()
-	p := &Peer{Name: name, Addr: addr, t: t, argv: argv, ready: ready, out: &lockedBuffer{}}
+	return launchPrep(t, name, addr, ready, nil, argv...)
+}
+
+func launchPrep(t testing.TB, name, addr string, ready func(ctx context.Context) error, prep func(), argv ...string) *Peer {
+	t.Helper()
+	p := &Peer{Name: name, Addr: addr, t: t, argv: argv, ready: ready, prep: prep, out: &lockedBuffer{}}
 	t.Cleanup(func() {
 		p.Stop()
 		if t.Failed() {

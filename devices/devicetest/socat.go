@@ -3,6 +3,7 @@
 package devicetest
 
 import (
+	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -32,7 +33,10 @@ func StartSocatPTY(t testing.TB) *PTYPair {
 	socat := Require(t, "socat")
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "ttyA"), filepath.Join(dir, "ttyB")
-	p := launch(t, "socat pty pair", "", fileExists(a, b), socat, "-d", "-d",
+	// A killed socat leaves its links behind; remove them so readiness
+	// means the new ones.
+	rmLinks := func() { os.Remove(a); os.Remove(b) }
+	p := launchPrep(t, "socat pty pair", "", fileExists(a, b), rmLinks, socat, "-d", "-d",
 		"pty,raw,echo=0,link="+a, "pty,raw,echo=0,link="+b)
 	return &PTYPair{Peer: p, A: a, B: b}
 }
