@@ -27,14 +27,18 @@ import (
 //     "localhost:*". A "*" also matches dots, so "*.example" matches
 //     "a.b.example".
 //
-// A port spec is N, N-M (inclusive) or "*" (any port 1-65535).
+// A port spec is N, N-M (inclusive) or "*" (any port 1-65535). A CIDR with
+// host bits set ("10.1.2.3/16") is rejected as a likely typo, as are IPv6
+// zones; an IPv4-mapped rule ("[::ffff:10.0.0.0]/104") is stored as IPv4.
+// An IPv6 rule never matches IPv4 addresses, so "[::]/0" is all of IPv6.
 //
-// Callers resolve names themselves. A target given as host name H and port
-// P may be dialled only if AllowName(H, P) is true, or if H resolves and
-// AllowAddr(ip, P) is true for every address it resolved to (checking only
-// the address actually dialled lets DNS pick the target). A target given as
-// an IP literal needs only AllowAddr (AllowName accepts IP literals too and
-// checks them against the address rules).
+// Callers resolve names themselves and must apply this rule: a target given
+// as host name H and port P may be dialled only if AllowName(H, P) is true,
+// or if H resolves and AllowAddr(ip, P) is true for every address it
+// resolved to (all of them, not just the one dialled, so a name cannot
+// smuggle in an address outside the allowed networks). A target given as an
+// IP literal needs AllowAddr; AllowName accepts IP literals too and checks
+// them against the address rules only.
 type Allow struct {
 	addrs []addrRule
 	names []nameRule

@@ -545,3 +545,14 @@ func TestExampleTOMLIsEmbedded(t *testing.T) {
 		t.Errorf("embedded example.toml differs from the file")
 	}
 }
+
+func TestSlogLevel(t *testing.T) {
+	for _, tt := range []struct {
+		level string
+		want  string
+	}{{"debug", "DEBUG"}, {"info", "INFO"}, {"warn", "WARN"}, {"error", "ERROR"}, {"", "INFO"}} {
+		if got := (Log{Level: tt.level}).SlogLevel().String(); got != tt.want {
+			t.Errorf("SlogLevel(%q) = %s, want %s", tt.level, got, tt.want)
+		}
+	}
+}

@@ -220,7 +220,7 @@ func (d *decoder) validateRoutes(routes []Route) {
 		if r.Name == "" {
 			r.Name = defaultRouteName(r)
 		}
-		if j, dup := names[r.Name]; dup {
+		if j, dup := names[r.Name]; dup && r.Name != "" {
 			key := rk + ".name"
 			if !d.set[key] {
 				key = rk
