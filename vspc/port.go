@@ -172,6 +172,22 @@ func (p *Port) Send(b []byte) error {
 	return nil
 }
 
+// SendBreak sends a telnet BREAK (IAC BRK) to the VM, in order with the
+// data queued before it. It blocks like Send.
+func (p *Port) SendBreak() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for !p.closed && len(p.q)-p.head > p.srv.cfg.Buffer {
+		p.cond.Wait()
+	}
+	if p.closed {
+		return ErrPortClosed
+	}
+	p.q = telnet.AppendCommand(p.q, telnet.BRK)
+	p.kickLocked()
+	return nil
+}
+
 // kickLocked starts the writer if there is something it may write.
 func (p *Port) kickLocked() {
 	if p.writing || p.closed || p.active == nil || p.writableLocked() == 0 {
@@ -218,11 +234,9 @@ func (p *Port) writer() {
 
 		w, err := c.nc.Write(buf)
 		if err != nil && w > 0 && w < len(buf) {
-			// Never leave half an IAC IAC pair on a dead connection's
-			// account: an odd count of 0xFF means the pair was split.
-			if countIAC(buf[:w])%2 == 1 {
-				w--
-			}
+			// Never count half a telnet command (IAC IAC, IAC BRK) as
+			// delivered on a dead connection: resend it whole.
+			w = wholeCommands(buf, w)
 		}
 
 		p.mu.Lock()
@@ -252,14 +266,19 @@ func (p *Port) writer() {
 	}
 }
 
-func countIAC(b []byte) int {
-	n := 0
-	for _, x := range b {
-		if x == byte(telnet.IAC) {
-			n++
+// wholeCommands returns the length of the longest prefix of buf[:w]
+// that does not end inside a two-byte telnet command. The queue holds only
+// escaped data (IAC IAC) and IAC BRK, so every IAC starts a pair.
+func wholeCommands(buf []byte, w int) int {
+	for i := 0; i < w; i++ {
+		if buf[i] == byte(telnet.IAC) {
+			if i+1 >= w {
+				return i
+			}
+			i++
 		}
 	}
-	return n
+	return w
 }
 
 // drainedLocked wakes a Shutdown waiting for the queue to drain.

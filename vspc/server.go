@@ -32,6 +32,8 @@ type Sink interface {
 	// port's buffer is full (back-pressure) and returns ErrPortClosed once
 	// the port is gone. It never drops data.
 	Send(p []byte) error
+	// SendBreak sends a telnet BREAK to the VM, in order with the data.
+	SendBreak() error
 }
 
 // Request describes a VM serial port asking for proxy service.

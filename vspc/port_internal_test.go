@@ -1,0 +1,24 @@
+package vspc
+
+import "testing"
+
+func TestWholeCommands(t *testing.T) {
+	tests := []struct {
+		buf  []byte
+		w    int
+		want int
+	}{
+		{[]byte{1, 2, 3}, 2, 2},
+		{[]byte{1, 0xff, 0xff, 2}, 2, 1},       // cut inside IAC IAC: resend the pair
+		{[]byte{1, 0xff, 0xff, 2}, 3, 3},       // pair complete
+		{[]byte{0xff, 0xf3, 0xff, 0xff}, 1, 0}, // cut inside IAC BRK
+		{[]byte{0xff, 0xf3, 0xff, 0xff}, 2, 2},
+		{[]byte{0xff, 0xf3, 0xff, 0xff}, 3, 2},
+		{[]byte{0xff, 0xff, 0xff, 0xff}, 4, 4},
+	}
+	for _, tt := range tests {
+		if got := wholeCommands(tt.buf, tt.w); got != tt.want {
+			t.Errorf("wholeCommands(% x, %d) = %d, want %d", tt.buf, tt.w, got, tt.want)
+		}
+	}
+}
