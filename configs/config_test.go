@@ -303,7 +303,7 @@ func TestParseErrors(t *testing.T) {
 		{"buffer bad unit", listen + "[vmotion]\nbuffer = \"1XB\"\n", []string{`unknown unit "XB"`}},
 		{"buffer float", listen + "[vmotion]\nbuffer = 1.5\n", []string{"want a size"}},
 		{"flush 5s", listen + "[vmotion]\nflush_timeout = \"5s\"\n", []string{"must be below 5s"}},
-		{"section not a table", "vspc = 3\n", []string{"1: vspc: want a table ([vspc]), got integer 3", "1: vspc.listen: required"}},
+		{"section not a table", "vspc = 3\n", []string{"1: vspc: want a table ([vspc]), got integer 3"}},
 		{"unknown top key", listen + "foo = 1\n", []string{`3: vspc.foo: unknown key (valid in [vspc]: listen, tls_listen`}},
 		{"unknown table", listen + "[foo]\nbar = 1\n", []string{"3: foo: unknown key (valid at the top level: vspc, vmotion, policy, log, route)"}},
 		{"unknown route key", listen + "[[route]]\nservice = \"x\"\ndevice = \"/dev/ttyS0\"\n\n[[route]]\nservice = \"y\"\ndevice = \"/dev/ttyS1\"\nspeed = 9600\n",
@@ -331,6 +331,15 @@ func TestParseErrors(t *testing.T) {
 		{"route multiline string", listen + "[[route]]\nname = \"\"\"\nx = 1\n[[route]]\n\"\"\"\nservice = \"a\"\ndevice = \"ftp://h:1\"\n", []string{"9: route[0].device: "}},
 		{"crlf", "[vspc]\r\nlisten = \"127.0.0.1:1\"\r\n\r\nkeepalive = \"x\"\r\n", []string{`4: vspc.keepalive: time: invalid duration "x"`}},
 		{"bom", "\uFEFFvspc.listen = \"\"\n", []string{"1: vspc.listen: required"}},
+		{"float", "[vspc]\nlisten = 1.5\n", []string{"2: vspc.listen: want a string, got float 1.5"}},
+		{"bool", "[vspc]\nlisten = true\n", []string{"2: vspc.listen: want a string, got boolean true"}},
+		{"array", "[vspc]\nlisten = [1]\n", []string{"2: vspc.listen: want a string, got an array"}},
+		{"table", "[vspc]\nlisten = {a = 1}\n", []string{"2: vspc.listen: want a string, got a table"}},
+		{"datetime", "[vspc]\nlisten = 1979-05-27T07:32:00Z\n", []string{"2: vspc.listen: want a string, got a date/time"}},
+		{"bool as int", listen + "[vmotion]\nenabled = 1\n", []string{"4: vmotion.enabled: want true or false, got integer 1"}},
+		{"literal key", listen + "'lit.key' = 1\n", []string{`3: vspc."lit.key": unknown key`}},
+		{"multiline literal", listen + "proxy_uri = '''\nfoo = 1'''\nkeepalive = \"x\"\n", []string{"3: vspc.proxy_uri", "5: vspc.keepalive"}},
+		{"route wrong types", listen + "[[route]]\nservice = 1\ndevice = 2\n", []string{"4: route[0].service: want a string", "5: route[0].device: want a string"}},
 		{"quoted key", listen + "\"we ird\" = 1\n", []string{`3: vspc."we ird": unknown key`}},
 	}
 	for _, tt := range tests {
@@ -345,6 +354,48 @@ func TestParseErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRoundTrip encodes parsed configs with toml and parses the result:
+// Duration and Size marshal to text Parse reads back, and the Config comes
+// back the same.
+func TestRoundTrip(t *testing.T) {
+	for _, f := range []string{"example.toml", "production.toml"} {
+		c, err := Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if err := toml.NewEncoder(&buf).Encode(c); err != nil {
+			t.Fatalf("%s: encode: %v", f, err)
+		}
+		back, err := Parse(f, buf.Bytes())
+		if err != nil {
+			t.Fatalf("%s: re-parse:\n%v\n%s", f, err, buf.String())
+		}
+		if !reflect.DeepEqual(c, back) {
+			t.Errorf("%s: round trip differs:\n%+v\n%+v", f, c, back)
+		}
+	}
+}
+
+func TestProxyURI(t *testing.T) {
+	for _, tt := range []struct{ src, want string }{
+		{"[vspc]\nlisten = \"127.0.0.1:13370\"\n", "telnet://127.0.0.1:13370"},
+		{"[vspc]\nlisten = \"127.0.0.1:13370\"\nproxy_uri = \"telnet://vspc.example:23\"\n", "telnet://vspc.example:23"},
+		{"[vspc]\ntls_listen = \"10.0.0.1:13371\"\ntls_cert = \"c\"\ntls_key = \"k\"\n", "telnets://10.0.0.1:13371"},
+	} {
+		c, err := Parse("t.toml", []byte(tt.src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.ProxyURI(); got != tt.want {
+			t.Errorf("ProxyURI = %q, want %q", got, tt.want)
+		}
+	}
+	if got := (&Config{}).ProxyURI(); got != "" {
+		t.Errorf("empty Config ProxyURI = %q", got)
 	}
 }
 

@@ -69,6 +69,13 @@ func (d *decoder) fail(key string, err error) {
 	d.errs = append(d.errs, keyError{key, err})
 }
 
+// badValue records a value that could not be decoded; the key keeps its
+// default and validation does not complain about it again.
+func (d *decoder) badValue(key, format string, args ...any) {
+	d.bad[key] = true
+	d.errorf(key, format, args...)
+}
+
 // report turns the collected problems into the error Parse returns.
 func (d *decoder) report(name string, data []byte) error {
 	lines := scanKeyLines(string(data))
@@ -149,30 +156,30 @@ func (d *decoder) value(key string, v any, f reflect.Value) {
 	case *Duration:
 		s, ok := v.(string)
 		if !ok {
-			d.errorf(key, `want a duration string such as "10s", got %s`, describe(v))
+			d.badValue(key, `want a duration string such as "10s", got %s`, describe(v))
 			return
 		}
 		if err := p.UnmarshalText([]byte(s)); err != nil {
-			d.fail(key, err)
+			d.badValue(key, "%w", err)
 		}
 		return
 	case *Size:
 		switch x := v.(type) {
 		case int64:
 			if x < 0 {
-				d.errorf(key, "size %d is negative", x)
+				d.badValue(key, "size %d is negative", x)
 				return
 			}
 			*p = Size(x)
 		case string:
 			z, err := ParseSize(x)
 			if err != nil {
-				d.fail(key, err)
+				d.badValue(key, "%w", err)
 				return
 			}
 			*p = z
 		default:
-			d.errorf(key, `want a size (an integer number of bytes, or a string such as "64KiB"), got %s`, describe(v))
+			d.badValue(key, `want a size (an integer number of bytes, or a string such as "64KiB"), got %s`, describe(v))
 		}
 		return
 	}
@@ -180,25 +187,25 @@ func (d *decoder) value(key string, v any, f reflect.Value) {
 	case reflect.String:
 		s, ok := v.(string)
 		if !ok {
-			d.errorf(key, "want a string, got %s", describe(v))
+			d.badValue(key, "want a string, got %s", describe(v))
 			return
 		}
 		f.SetString(s)
 	case reflect.Bool:
 		b, ok := v.(bool)
 		if !ok {
-			d.errorf(key, "want true or false, got %s", describe(v))
+			d.badValue(key, "want true or false, got %s", describe(v))
 			return
 		}
 		f.SetBool(b)
 	case reflect.Int:
 		n, ok := v.(int64)
 		if !ok {
-			d.errorf(key, "want an integer, got %s", describe(v))
+			d.badValue(key, "want an integer, got %s", describe(v))
 			return
 		}
 		if f.OverflowInt(n) {
-			d.errorf(key, "%d is out of range", n)
+			d.badValue(key, "%d is out of range", n)
 			return
 		}
 		f.SetInt(n)
@@ -207,15 +214,14 @@ func (d *decoder) value(key string, v any, f reflect.Value) {
 		case reflect.String:
 			arr, ok := v.([]any)
 			if !ok {
-				d.errorf(key, "want an array of strings, got %s", describe(v))
+				d.badValue(key, "want an array of strings, got %s", describe(v))
 				return
 			}
 			out := make([]string, 0, len(arr))
 			for i, e := range arr {
 				s, ok := e.(string)
 				if !ok {
-					d.errorf(indexKey(key, i), "want a string, got %s", describe(e))
-					d.bad[indexKey(key, i)] = true
+					d.badValue(indexKey(key, i), "want a string, got %s", describe(e))
 				}
 				out = append(out, s) // keep indices; validation skips bad ones
 			}
@@ -223,7 +229,7 @@ func (d *decoder) value(key string, v any, f reflect.Value) {
 		case reflect.Struct:
 			tables, ok := tablesOf(v)
 			if !ok {
-				d.errorf(key, "want an array of tables ([[%s]]), got %s", key, describe(v))
+				d.badValue(key, "want an array of tables ([[%s]]), got %s", key, describe(v))
 				return
 			}
 			out := reflect.MakeSlice(f.Type(), len(tables), len(tables))
@@ -237,7 +243,7 @@ func (d *decoder) value(key string, v any, f reflect.Value) {
 	case reflect.Struct:
 		m, ok := v.(map[string]any)
 		if !ok {
-			d.errorf(key, "want a table ([%s]), got %s", key, describe(v))
+			d.badValue(key, "want a table ([%s]), got %s", key, describe(v))
 			return
 		}
 		d.table(key, m, f)

@@ -43,7 +43,7 @@ func (d *decoder) nonNegative(key string, v Duration) {
 }
 
 func (d *decoder) validateVSPC(v *VSPC) {
-	if v.Listen == "" && v.TLSListen == "" {
+	if v.Listen == "" && v.TLSListen == "" && !d.bad["vspc"] && !d.bad["vspc.listen"] && !d.bad["vspc.tls_listen"] {
 		d.errorf("vspc.listen", `required: the host:port ESXi hosts connect to, such as "127.0.0.1:13370" (or set tls_listen)`)
 	}
 	if v.Listen != "" {
@@ -213,7 +213,7 @@ func (d *decoder) validateRoutes(routes []Route) {
 			}
 			r.UUID = u
 		}
-		if r.Service == "" && r.VM == "" && r.UUID == "" && !d.set[rk+".uuid"] {
+		if r.Service == "" && r.VM == "" && r.UUID == "" && !d.set[rk+".uuid"] && !d.bad[rk+".service"] && !d.bad[rk+".vm"] {
 			d.errorf(rk, "needs at least one matcher: service, vm or uuid")
 		}
 		d.validateDevice(rk, r)
@@ -257,6 +257,10 @@ func (d *decoder) validateDevice(rk string, r *Route) {
 		}
 	}
 	if r.Device == "" {
+		if d.bad[rk+".device"] {
+			r.settings = l
+			return
+		}
 		d.errorf(rk+".device", `required: where to join the VM, such as "tcp://127.0.0.1:4001", "rfc2217://host:port" or "/dev/ttyUSB0"`)
 		r.settings = l
 		return
