@@ -19,7 +19,10 @@
 // command port 966 protocol is not publicly documented), so the settings
 // in effect are whatever the device server's console says. The route's
 // expectation (Options.Initial, or the URI query) is recorded; SetSettings
-// answers with it and never fails. A request for other settings is logged
+// answers with it and never fails. Options.Initial must therefore be the
+// configured settings, not the guest's last request: re-apply the guest's
+// settings with SetSettings after Open, which the other kinds apply and
+// these kinds report as a mismatch. A request for other settings is logged
 // once per Device at warn level (later ones at debug) and kept for status:
 // the Device has a Mismatch() string method, for a consumer-side
 // interface{ Mismatch() string }. SetDTR, SetRTS, SetBreak and ModemState
@@ -35,9 +38,13 @@
 // refusals for it (bounded), so a slow remote never blocks Read behind a
 // Write. Line control as for tcp.
 //
-// rfc2217: wraps the RFC 2217 client of package rfc2217; the guest's
-// settings and DTR/RTS/BREAK/purge are forwarded live and ModemState
-// reports the server's NOTIFY-MODEMSTATE.
+// rfc2217: wraps rfc2217.Client (NewClient on the dialed connection, with
+// Options.Initial applied and DialTimeout bounding dial and handshake);
+// the guest's settings and DTR/RTS/BREAK/purge are forwarded live and
+// ModemState reports the server's last NOTIFY-MODEMSTATE (ErrNotSupported
+// from a server that sends none). Acknowledgements are awaited for at most
+// the Client's AckTimeout and never hold up data. The device has a
+// Client() *rfc2217.Client method for status (signature, line state).
 //
 // serial: a local tty through go.bug.st/serial v1.8.0, with the settings
 // applied. Settings are read back from the tty (TCGETS2), so SetSettings
@@ -48,6 +55,9 @@
 // a Write stalled by flow control is unblocked by Close. Modem lines come
 // from GetModemStatusBits; where the ioctls fail (ptys) DTR, RTS and
 // ModemState return ErrNotSupported instead of failing the device.
+// ModemState has no delta bits: callers that notify compute changes. A
+// value the driver rejects fails SetSettings with ErrBadSetting, and the
+// settings returned are still the truth.
 // STOPSIZE 1.5 is taken as CSTOPB with 5 data bits (a 16550 then sends 1.5
 // stop bits); with more data bits the stop bits are left as they are and
 // the value in effect is reported.
