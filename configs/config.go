@@ -124,7 +124,7 @@ const (
 // Directions.
 func (p *Policy) AllowsDirection(dir string) bool { return slices.Contains(p.Directions, dir) }
 
-// Log is the [log] table.
+// Log holds the settings of the "log" table.
 type Log struct {
 	Level  string `toml:"level"`  // debug, info, warn or error; default info
 	Format string `toml:"format"` // text or json; default text

@@ -19,9 +19,9 @@ import (
 //
 // Parse reports every problem at once: the error is a *multierror.Error
 // whose Errors are *Error values, sorted by line, each naming the file,
-// line and key ("configs: example.toml:12: vspc.handshake_timeout: time:
-// invalid duration \"10x\""). A TOML syntax error stops parsing, so it is
-// reported alone.
+// line and key ("configs: bridge.toml:12: vspc.handshake_timeout: time:
+// unknown unit \"x\" in duration \"10x\""). A TOML syntax error stops
+// parsing, so it is reported alone.
 //
 // The file is decoded into a generic map first and then key by key, so one
 // value of the wrong type does not hide the problems after it. Unknown keys

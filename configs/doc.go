@@ -24,9 +24,9 @@
 // problem is reported at once, as a *multierror.Error of *Error values
 // sorted by line:
 //
-//	configs: example.toml:12: vspc.handshake_timeout: time: invalid duration "10x"
-//	configs: example.toml:40: policy.connect_allow[1]: "nport-*": not an IP or CIDR, and a host pattern needs a port spec (host:N, host:N-M or host:*)
-//	configs: example.toml:52: route[0].device: required: where to join the VM, …
+//	configs: bridge.toml:12: vspc.handshake_timeout: time: unknown unit "x" in duration "10x"
+//	configs: bridge.toml:40: policy.connect_allow[1]: "nport-*": not an IP or CIDR, and a host pattern needs a port spec (host:N, host:N-M or host:*)
+//	configs: bridge.toml:52: route[0].device: required: where to join the VM, …
 //
 // BurntSushi/toml does not export key positions, so the line of each key
 // is found by a small scanner over the text (lines.go) that understands
