@@ -238,3 +238,49 @@ func TestTelnetRemoteGone(t *testing.T) {
 		t.Errorf("Read after hang-up: %v, want io.EOF", err)
 	}
 }
+
+// A remote that accepts and never reads: Write blocks once the socket
+// buffers are full, and Close unblocks it (tcp and telnet kinds).
+func TestCloseUnblocksWriteToStalledRemote(t *testing.T) {
+	for _, scheme := range []string{"tcp", "telnet"} {
+		t.Run(scheme, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			held := make(chan net.Conn, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err == nil {
+					held <- c // never read
+				}
+			}()
+			dev, err := Open(t.Context(), mustParse(t, scheme+"://"+ln.Addr().String()), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := <-held
+			defer c.Close()
+			errc := make(chan error, 1)
+			go func() {
+				_, err := dev.Write(make([]byte, 64<<20))
+				errc <- err
+			}()
+			select {
+			case err := <-errc:
+				t.Fatalf("64 MiB Write to a stalled remote returned early: %v", err)
+			case <-time.After(300 * time.Millisecond):
+			}
+			dev.Close()
+			select {
+			case err := <-errc:
+				if !errors.Is(err, ErrClosed) {
+					t.Errorf("blocked Write after Close: %v, want ErrClosed", err)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("Close did not unblock Write")
+			}
+		})
+	}
+}
