@@ -47,7 +47,9 @@ type Options struct {
 	// configured to, and what SetSettings reports.
 	Initial rfc2217.Settings
 
-	// Logger receives the device's log lines; nil discards them.
+	// Logger receives the device's log lines; nil discards them. Open
+	// does not add the device to it: the caller narrows it (the bridge
+	// uses .With("device", t.String())).
 	Logger *slog.Logger
 
 	// Dial opens network connections; nil uses a net.Dialer. The bridge
@@ -75,7 +77,7 @@ func (o *Options) logger() *slog.Logger {
 // The caller owns the returned Device and must Close it.
 func Open(ctx context.Context, t Target, opts Options) (Device, error) {
 	initial := opts.Initial.Merge(t.Settings)
-	log := opts.logger().With("device", t.String())
+	log := opts.logger()
 	switch t.Kind {
 	case KindTCP, KindNPort:
 		conn, err := dial(ctx, t, &opts)

@@ -71,6 +71,18 @@ func (t Target) Addr() string {
 	return net.JoinHostPort(t.Host, strconv.Itoa(t.Port))
 }
 
+// Key identifies the device itself, for "one owner per device": settings
+// in the URI do not change it, every network kind to the same host:port is
+// the same endpoint (tcp, nport, telnet, rfc2217), host names compare
+// case-insensitively, and a plain path equals its serial:// form. It does
+// not resolve names or symlinks.
+func (t Target) Key() string {
+	if t.Kind == KindSerial {
+		return "serial:" + t.Path
+	}
+	return "tcp:" + strings.ToLower(t.Addr())
+}
+
 // String returns t in canonical URI form; ParseURI(t.String()) yields t
 // again (apart from Raw). A plain device path is written as serial://.
 func (t Target) String() string {

@@ -139,3 +139,24 @@ func FuzzParseURI(f *testing.F) {
 		}
 	})
 }
+
+func TestTargetKey(t *testing.T) {
+	same := [][]string{
+		{"tcp://Moxa1:4001", "nport://moxa1", "nport://MOXA1:4001?baud=9600", "tcp://moxa1:4001?baud=115200"},
+		{"/dev/ttyUSB0", "serial:///dev/ttyUSB0", "serial:///dev/ttyUSB0?baud=9600"},
+		{"rfc2217://ts:7001", "RFC2217://TS:7001?stopbits=2", "telnet://ts:7001", "tcp://ts:7001"},
+	}
+	seen := map[string]string{}
+	for _, group := range same {
+		key := mustParse(t, group[0]).Key()
+		for _, uri := range group[1:] {
+			if k := mustParse(t, uri).Key(); k != key {
+				t.Errorf("Key(%q) = %q, want %q as for %q", uri, k, key, group[0])
+			}
+		}
+		if other, dup := seen[key]; dup {
+			t.Errorf("%q and %q share key %q", group[0], other, key)
+		}
+		seen[key] = group[0]
+	}
+}
