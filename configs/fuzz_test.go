@@ -161,3 +161,19 @@ func FuzzParseLineSettings(f *testing.F) {
 		}
 	})
 }
+
+// FuzzScanKeyLines checks that the line scanner terminates without panicking
+// on any input (Parse only runs it on valid TOML), and that every line it
+// reports exists.
+func FuzzScanKeyLines(f *testing.F) {
+	addSeedFiles(f, func(data []byte) { f.Add(string(data)) })
+	f.Add("a = [\"x\", {b = '''\n'''}, [1,\n2]]\n[[t]]\n[t.u]\nk=\"\\\"\"")
+	f.Fuzz(func(t *testing.T, src string) {
+		n := strings.Count(src, "\n") + 1
+		for k, l := range scanKeyLines(src) {
+			if l < 1 || l > n {
+				t.Fatalf("key %q at line %d of %d", k, l, n)
+			}
+		}
+	})
+}
