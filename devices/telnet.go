@@ -48,7 +48,7 @@ type telnetDevice struct {
 	done   chan struct{}  // closed by Close
 	wg     sync.WaitGroup // the writer goroutine
 	once   sync.Once      // Close
-	pendMu sync.Mutex     // guards pending
+	pendMu sync.Mutex     // guards pend
 	pend   []byte         // guarded by pendMu: negotiation replies not yet sent
 	werr   error          // owned by the writer: sticky write error
 }
