@@ -97,7 +97,10 @@ func (p *Peer) start() {
 		p.prep()
 	}
 	cmd := exec.Command(p.argv[0], p.argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Own process group (Stop kills socat's forked children too), and
+	// SIGKILL if the test binary dies without running its cleanups
+	// (a -timeout panic).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Stdout = p.out
 	cmd.Stderr = p.out
 	cmd.Dir = p.t.TempDir()
