@@ -107,7 +107,7 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 	l := &link{
 		b:       b,
 		target:  t,
-		key:     t.String(),
+		key:     t.Key(),
 		trusted: trusted,
 		initial: initial,
 		vm:      vm,

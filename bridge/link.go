@@ -55,7 +55,10 @@ func (l *link) run(ctx context.Context) {
 	wait := l.minWait
 	for attempt := 0; ; attempt++ {
 		l.setState("connecting", "")
-		opts := devices.Options{Initial: l.currentSettings(), Logger: l.log, DialTimeout: l.dialTO}
+		// Initial is the route's settings (for tcp/telnet kinds: what the
+		// device server is configured to); the guest's own settings are
+		// re-applied once the device is open.
+		opts := devices.Options{Initial: l.initial, Logger: l.log, DialTimeout: l.dialTO}
 		if !l.trusted {
 			opts.Dial = l.b.policyDial
 		}
@@ -75,6 +78,13 @@ func (l *link) run(ctx context.Context) {
 			}
 			wait = min(2*wait, l.maxWait)
 			continue
+		}
+		if guest := l.guestSettings(); guest != (rfc2217.Settings{}) {
+			sctx, cancel := context.WithTimeout(ctx, l.dialTO)
+			if _, err := dev.SetSettings(sctx, guest); err != nil {
+				l.log.Warn("re-applying the guest's line settings after reconnect", "settings", guest.String(), "err", err)
+			}
+			cancel()
 		}
 		if !l.up(dev) {
 			dev.Close()
@@ -246,10 +256,12 @@ func (l *link) setState(st, err string) {
 	l.mu.Unlock()
 }
 
-func (l *link) currentSettings() rfc2217.Settings {
+// guestSettings returns what the guest set through RFC 2217 (zero fields:
+// never set).
+func (l *link) guestSettings() rfc2217.Settings {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.settings.Merge(l.initial)
+	return l.settings
 }
 
 // Status describes the link for status reports.

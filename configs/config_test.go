@@ -322,7 +322,6 @@ func TestParseErrors(t *testing.T) {
 		{"route not tables", "route = 1\n" + listen, []string{"1: route: want an array of tables"}},
 		{"route no matcher no device", listen + "[[route]]\nname = \"x\"\n", []string{"3: route[0]: needs at least one matcher", "3: route[0].device: required"}},
 		{"route bad glob", listen + "[[route]]\nservice = \"[\"\ndevice = \"/dev/ttyS0\"\n", []string{`4: route[0].service: bad pattern "["`}},
-		{"route settings on tcp", listen + "[[route]]\nservice = \"a\"\ndevice = \"tcp://h:1\"\nsettings = \"9600 8N1\"\n", []string{"6: route[0].settings: has no effect on tcp:// devices"}},
 		{"route flow twice", listen + "[[route]]\nservice = \"a\"\ndevice = \"/dev/ttyS0\"\nsettings = \"9600 8N1 rtscts\"\nflow = \"none\"\n", []string{"7: route[0].flow: flow control is also given in settings"}},
 		{"route bad flow", listen + "[[route]]\nservice = \"a\"\ndevice = \"/dev/ttyS0\"\nflow = \"hw\"\n", []string{`6: route[0].flow: invalid flow control "hw"`}},
 		{"route query and settings", listen + "[[route]]\nservice = \"a\"\ndevice = \"serial:///dev/ttyS0?baud=115200\"\nsettings = \"9600 8N1\"\n", []string{"5: route[0].device: line settings are given both"}},

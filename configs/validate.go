@@ -28,6 +28,7 @@ func (d *decoder) validate(c *Config) {
 	c.allow = d.validatePolicy(&c.Policy)
 	d.validateLog(&c.Log)
 	d.validateRoutes(c.Routes)
+	d.validateRemote(&c.Remote, c.Users)
 }
 
 func (d *decoder) positive(key string, v Duration) {
@@ -280,13 +281,9 @@ func (d *decoder) validateDevice(rk string, r *Route) {
 			d.fail(rk+".device", err) // not reached: parseTarget checked the query
 		}
 	}
-	if t.Kind == TargetTCP || t.Kind == TargetTelnet {
-		for _, k := range []struct{ key, val string }{{"settings", r.SettingsText}, {"flow", r.FlowText}} {
-			if k.val != "" {
-				d.errorf(rk+"."+k.key, "has no effect on %s:// devices; line settings apply to rfc2217:// and serial devices", t.Kind)
-			}
-		}
-	}
+	// On tcp:// (NPort TCP Server mode) and telnet:// devices settings
+	// cannot travel: they record what the device server is configured to,
+	// which is what the guest is told is in effect (issue 4).
 	r.settings = l
 }
 

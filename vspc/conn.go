@@ -83,14 +83,15 @@ func newConn(s *Server, nc net.Conn) *vmConn {
 	}
 	c.dec.MaxSubnegotiation = s.cfg.MaxSubnegotiation
 	// What we agree to when the VM asks (RFC 1143 policy). Everything else
-	// — AUTHENTICATION (37) and, until RFC 2217 is on, COM-PORT-OPTION
-	// (44) included — gets DONT/WONT from the zero-value null policy.
+	// — AUTHENTICATION (37) included — gets DONT/WONT from the zero-value
+	// null policy.
 	c.opts.Accept(telnet.Remote, telnet.VMwareExt, true)
 	c.opts.Accept(telnet.Remote, telnet.Binary, true)
 	c.opts.Accept(telnet.Remote, telnet.SuppressGA, true)
 	c.opts.Accept(telnet.Local, telnet.Binary, true)
 	c.opts.Accept(telnet.Local, telnet.SuppressGA, true)
 	c.opts.Accept(telnet.Local, telnet.Echo, true)
+	c.opts.Accept(telnet.Remote, telnet.ComPort, true) // we are an RFC 2217 access server
 	return c
 }
 
@@ -255,6 +256,16 @@ func (c *vmConn) handle(ev telnet.Event) error {
 		switch ev.Option {
 		case telnet.VMwareExt:
 			return c.ext(ev.Data)
+		case telnet.ComPort:
+			p := c.port.Load()
+			if p == nil || !c.opts.Enabled(telnet.Remote, telnet.ComPort) {
+				c.log.Info("COM-PORT-OPTION request before the port is set up or without WILL 44; ignored", "len", len(ev.Data))
+				return nil
+			}
+			if err := c.flush(); err != nil {
+				return err
+			}
+			c.out = append(c.out, p.comRequest(ev.Data)...)
 		default:
 			c.log.Debug("ignoring subnegotiation of a refused option", "option", ev.Option.String(), "len", len(ev.Data))
 		}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
 )
 
@@ -31,6 +32,11 @@ type Port struct {
 
 	bytesToVM   atomic.Int64
 	bytesFromVM atomic.Int64
+	done        chan struct{} // closed by close
+
+	comMu   sync.Mutex            // guards com and polling; held across device calls
+	com     *rfc2217.AccessServer // RFC 2217 state toward the VM; nil until it negotiates
+	polling bool                  // the modem-state poller runs
 
 	mu       sync.Mutex // guards everything below
 	cond     sync.Cond  // signalled when queue space frees or the port closes
@@ -40,6 +46,7 @@ type Port struct {
 	head     int     // q[head:] is still to be written
 	limit    int     // bytes of q[head:] the writer may write; -1 = all
 	writing  bool    // a writer goroutine runs
+	suspend  bool    // the VM sent FLOWCONTROL-SUSPEND (RFC 2217)
 	closed   bool
 	mig      *migration
 	grace    *time.Timer
@@ -78,6 +85,7 @@ func newPort(s *Server, key portKey, req Request) *Port {
 		req:   req,
 		limit: -1,
 		since: time.Now(),
+		done:  make(chan struct{}),
 		log:   s.log.With("vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI),
 	}
 	p.cond.L = &p.mu
@@ -202,6 +210,9 @@ func (p *Port) kickLocked() {
 }
 
 func (p *Port) writableLocked() int {
+	if p.suspend {
+		return 0
+	}
 	n := len(p.q) - p.head
 	if p.limit >= 0 && p.limit < n {
 		n = p.limit
@@ -419,6 +430,7 @@ func (p *Port) close(reason string) {
 		return
 	}
 	p.closed = true
+	close(p.done)
 	if p.grace != nil {
 		p.grace.Stop()
 	}

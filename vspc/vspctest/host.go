@@ -14,6 +14,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
@@ -66,6 +67,11 @@ type Conn struct {
 
 	wmu sync.Mutex // serialises writes
 
+	optsMu sync.Mutex // guards opts between readLoop and EnableComPort
+
+	com    chan []byte // COM-PORT-OPTION subnegotiations from the proxy
+	breaks atomic.Int64
+
 	mu      sync.Mutex
 	ext     chan vspc.Ext // extension messages from the proxy
 	readErr error
@@ -80,7 +86,7 @@ type Options struct {
 
 func newConn(nc net.Conn, vm VM) *Conn {
 	pr, pw := io.Pipe()
-	c := &Conn{nc: nc, vm: vm, pr: pr, pw: pw, ext: make(chan vspc.Ext, 64), done: make(chan struct{})}
+	c := &Conn{nc: nc, vm: vm, pr: pr, pw: pw, ext: make(chan vspc.Ext, 64), com: make(chan []byte, 64), done: make(chan struct{})}
 	// What ESXi agrees to: BINARY and SGA both ways, ECHO from the proxy,
 	// and the VMware extension.
 	c.opts.Accept(telnet.Remote, telnet.Binary, true)
@@ -89,6 +95,7 @@ func newConn(nc net.Conn, vm VM) *Conn {
 	c.opts.Accept(telnet.Local, telnet.Binary, true)
 	c.opts.Accept(telnet.Local, telnet.SuppressGA, true)
 	c.opts.Accept(telnet.Local, telnet.VMwareExt, true)
+	c.opts.Accept(telnet.Local, telnet.ComPort, true)
 	// ESXi's first bytes: WILL AUTHENTICATION, then it offers WILL 232.
 	// (Computed before the reader starts: opts belongs to it afterwards.)
 	c.hello = telnet.AppendNegotiation(nil, telnet.WILL, telnet.Authentication)
@@ -198,13 +205,26 @@ func (c *Conn) readLoop() {
 					if _, err := c.pw.Write(ev.Data); err != nil {
 						return err
 					}
+				case telnet.EventCommand:
+					if ev.Command == telnet.BRK {
+						c.breaks.Add(1)
+					}
 				case telnet.EventNegotiation:
 					var ch *telnet.Change
+					c.optsMu.Lock()
 					replies, ch = c.opts.Receive(replies, ev.Command, ev.Option)
+					c.optsMu.Unlock()
 					if ch != nil && ch.Option == telnet.Binary && ch.Side == telnet.Remote {
 						dec.Binary = ch.Enabled
 					}
 				case telnet.EventSubnegotiation:
+					if ev.Option == telnet.ComPort {
+						select {
+						case c.com <- append([]byte(nil), ev.Data...):
+						default: // nobody listens: drop (notifications)
+						}
+						return nil
+					}
 					if ev.Option != telnet.VMwareExt {
 						return nil
 					}
@@ -362,3 +382,45 @@ func (c *Conn) WaitClosed(d time.Duration) bool {
 		return false
 	}
 }
+
+// EnableComPort sends WILL COM-PORT-OPTION, as ESXi does once the proxy
+// session is up.
+func (c *Conn) EnableComPort() error {
+	c.optsMu.Lock()
+	out := c.opts.Enable(nil, telnet.Local, telnet.ComPort)
+	c.optsMu.Unlock()
+	return c.write(out)
+}
+
+// ComPort sends one COM-PORT-OPTION request (payload = code and value,
+// unescaped) and returns the next COM-PORT-OPTION message from the proxy
+// whose code is the request's +100.
+func (c *Conn) ComPort(ctx context.Context, payload []byte) ([]byte, error) {
+	if err := c.write(telnet.AppendSubnegotiation(nil, telnet.ComPort, payload)); err != nil {
+		return nil, err
+	}
+	for {
+		m, err := c.NextCom(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(payload) > 0 && len(m) > 0 && m[0] == payload[0]+100 {
+			return m, nil
+		}
+	}
+}
+
+// NextCom returns the next COM-PORT-OPTION message from the proxy.
+func (c *Conn) NextCom(ctx context.Context) ([]byte, error) {
+	select {
+	case m := <-c.com:
+		return m, nil
+	case <-c.done:
+		return nil, errors.New("vspctest: connection closed")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Breaks is the number of telnet BREAKs the proxy sent to the VM.
+func (c *Conn) Breaks() int64 { return c.breaks.Load() }

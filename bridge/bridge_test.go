@@ -1,0 +1,287 @@
+package bridge_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/bridge"
+	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
+	"github.com/vspc-bridge/vspc-bridge/rfc2217"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
+)
+
+// start runs a vspc server with the real bridge on config text.
+func start(t *testing.T, toml string) (addr string, srv *vspc.Server) {
+	t.Helper()
+	cfg, err := configs.Parse("test.toml", []byte(toml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := devicetest.Logger(t)
+	br := bridge.New(cfg, log)
+	srv = vspc.NewServer(vspc.Config{Bridger: br, Logger: log, GracePeriod: 5 * time.Second})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done; srv.Close(); br.Close() })
+	return ln.Addr().String(), srv
+}
+
+func vm(name, service string, dir vspc.Direction) vspctest.VM {
+	return vspctest.VM{Name: name, VCUUID: "50112233-4455-6677-8899-aabbccddeeff", Direction: dir, ServiceURI: service}
+}
+
+// baud is SET-BAUDRATE with a 4-byte value.
+func baud(b uint32) []byte {
+	p := []byte{byte(rfc2217.SetBaudrate), 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(p[1:], b)
+	return p
+}
+
+func readFull(t *testing.T, r io.Reader, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	done := make(chan error, 1)
+	go func() { _, err := io.ReadFull(r, b); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("read %d bytes: timed out", n)
+	}
+	return b
+}
+
+// TestGuestSettingsReachLocalTTY: a route joins the VM to a local tty (one
+// end of a socat pty pair); the guest's SET-BAUDRATE and SET-STOPSIZE
+// through COM-PORT-OPTION are really on the tty, and data flows both ways
+// 8-bit clean.
+func TestGuestSettingsReachLocalTTY(t *testing.T) {
+	pty := devicetest.StartSocatPTY(t)
+	addr, _ := start(t, fmt.Sprintf(`
+[vspc]
+listen = "127.0.0.1:0"
+[[route]]
+name = "lab-router-3"
+service = "lab-router-*"
+device = "serial://%s"
+settings = "115200 8N1"
+`, pty.A))
+	ctx := t.Context()
+	c, err := vspctest.Dial(ctx, addr, vm("router", "lab-router-3", vspc.DirServer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.EnableComPort(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // route's device opens in the background
+	reply, err := c.ComPort(ctx, baud(57600))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.BigEndian.Uint32(reply[1:]); got != 57600 {
+		t.Fatalf("SET-BAUDRATE reply %d", got)
+	}
+	if reply, err = c.ComPort(ctx, []byte{byte(rfc2217.SetStopsize), 2}); err != nil || reply[1] != 2 {
+		t.Fatalf("SET-STOPSIZE reply % x, %v", reply, err)
+	}
+	st := devicetest.TTY(t, pty.A)
+	if st.Speed != 57600 || st.StopBits != 2 {
+		t.Fatalf("tty has %+v, want 57600 with 2 stop bits", st)
+	}
+	// Data both ways, with 255s.
+	other, err := os.OpenFile(pty.B, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	msg := []byte("to the router \xff\x00\x11\x13\xff")
+	c.Write(msg)
+	if got := readFull(t, other, len(msg)); !bytes.Equal(got, msg) {
+		t.Fatalf("tty got % x", got)
+	}
+	back := []byte("router> \xff\xff\r\n")
+	other.Write(back)
+	if got := readFull(t, c, len(back)); !bytes.Equal(got, back) {
+		t.Fatalf("VM got % x", got)
+	}
+	// Then 115200, and the tty follows.
+	if _, err := c.ComPort(ctx, baud(115200)); err != nil {
+		t.Fatal(err)
+	}
+	if st := devicetest.TTY(t, pty.A); st.Speed != 115200 {
+		t.Fatalf("tty speed %d after 115200", st.Speed)
+	}
+}
+
+// TestGuestModemLinesThroughRFC2217: a route to pyserial's RFC 2217 server
+// on loop:// (CTS follows RTS, DSR follows DTR): the guest's DTR/RTS
+// changes come back to the VM as NOTIFY-MODEMSTATE.
+func TestGuestModemLinesThroughRFC2217(t *testing.T) {
+	dev := devicetest.PyRFC2217Server(t)
+	addr, _ := start(t, fmt.Sprintf(`
+[vspc]
+listen = "127.0.0.1:0"
+[[route]]
+service = "modem-lab"
+device = "rfc2217://%s"
+settings = "9600 8N1"
+`, dev))
+	ctx := t.Context()
+	c, err := vspctest.Dial(ctx, addr, vm("modem", "modem-lab", vspc.DirServer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.EnableComPort()
+	// Wait for the device link to come up: data echoes on loop://.
+	c.Write([]byte("ping"))
+	if got := readFull(t, c, 4); string(got) != "ping" {
+		t.Fatalf("loop:// echo %q", got)
+	}
+	if _, err := c.ComPort(ctx, []byte{byte(rfc2217.SetModemstateMask), 0xff}); err != nil {
+		t.Fatal(err)
+	}
+	waitModem := func(want func(rfc2217.ModemState) bool, what string) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case <-deadline:
+				t.Fatalf("no NOTIFY-MODEMSTATE with %s", what)
+			default:
+			}
+			m, err := c.NextCom(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(m) == 2 && m[0] == byte(rfc2217.NotifyModemstate)+100 && want(rfc2217.ModemState(m[1])) {
+				return
+			}
+		}
+	}
+	c.ComPort(ctx, []byte{byte(rfc2217.SetControl), byte(rfc2217.ControlDTROff)})
+	c.ComPort(ctx, []byte{byte(rfc2217.SetControl), byte(rfc2217.ControlRTSOff)})
+	waitModem(func(m rfc2217.ModemState) bool { return m&(rfc2217.ModemDSR|rfc2217.ModemCTS) == 0 }, "DSR and CTS off")
+	c.ComPort(ctx, []byte{byte(rfc2217.SetControl), byte(rfc2217.ControlDTROn)})
+	c.ComPort(ctx, []byte{byte(rfc2217.SetControl), byte(rfc2217.ControlRTSOn)})
+	waitModem(func(m rfc2217.ModemState) bool {
+		return m&(rfc2217.ModemDSR|rfc2217.ModemCTS) == rfc2217.ModemDSR|rfc2217.ModemCTS
+	}, "DSR and CTS on")
+}
+
+// TestNPortSettingsAndOwnership: a Moxa-like raw TCP port (socat
+// TCP-LISTEN ↔ pty) configured 115200 8N1 answers the guest's 9600 with
+// the settings in effect; a second VM asking for the same device is
+// refused (WONT-PROXY); data flows.
+func TestNPortSettingsAndOwnership(t *testing.T) {
+	pty := devicetest.StartSocatPTY(t)
+	nport := devicetest.SocatTCPServer(t, pty.B)
+	addr, _ := start(t, fmt.Sprintf(`
+[vspc]
+listen = "127.0.0.1:0"
+[[route]]
+service = "pdu-*"
+device = "nport://%s"
+settings = "115200 8N1"
+`, nport))
+	ctx := t.Context()
+	c, err := vspctest.Dial(ctx, addr, vm("pdu", "pdu-1", vspc.DirServer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.EnableComPort()
+	reply, err := c.ComPort(ctx, baud(9600))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.BigEndian.Uint32(reply[1:]); got != 115200 {
+		t.Fatalf("NPort port answered baud %d, want the configured 115200", got)
+	}
+	other := vm("pdu-twin", "pdu-2", vspc.DirServer)
+	other.VCUUID = "50000000-0000-0000-0000-00000000beef"
+	if _, err := vspctest.Dial(ctx, addr, other); !errors.Is(err, vspctest.ErrWontProxy) {
+		t.Fatalf("second VM on the same device: %v, want WONT-PROXY", err)
+	}
+	tty, err := os.OpenFile(pty.A, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	time.Sleep(200 * time.Millisecond)
+	c.Write([]byte("status\r"))
+	if got := readFull(t, tty, 7); string(got) != "status\r" {
+		t.Fatalf("device got %q", got)
+	}
+	tty.Write([]byte("ok\xff"))
+	if got := readFull(t, c, 3); string(got) != "ok\xff" {
+		t.Fatalf("VM got %q", got)
+	}
+}
+
+// TestDeviceKilledAndRestarted: ser2net (raw accepter on a pty) is killed
+// mid-stream and restarted; the VM session survives and data flows again,
+// including what the VM sent while the device was away.
+func TestDeviceKilledAndRestarted(t *testing.T) {
+	pty := devicetest.StartSocatPTY(t)
+	s2n := devicetest.StartSer2net(t, "tcp", pty.B)
+	addr, _ := start(t, fmt.Sprintf(`
+[vspc]
+listen = "127.0.0.1:0"
+[policy]
+reconnect_min = "50ms"
+reconnect_max = "200ms"
+[[route]]
+service = "console-1"
+device = "tcp://%s"
+`, s2n.Addr))
+	ctx := t.Context()
+	c, err := vspctest.Dial(ctx, addr, vm("con", "console-1", vspc.DirServer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tty, err := os.OpenFile(pty.A, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	time.Sleep(300 * time.Millisecond)
+	c.Write([]byte("one"))
+	if got := readFull(t, tty, 3); string(got) != "one" {
+		t.Fatalf("device got %q", got)
+	}
+	s2n.Stop()
+	time.Sleep(300 * time.Millisecond)
+	c.Write([]byte("two"))
+	s2n.Restart(t)
+	if got := readFull(t, tty, 3); string(got) != "two" {
+		t.Fatalf("after restart device got %q", got)
+	}
+	tty.Write([]byte("back"))
+	if got := readFull(t, c, 4); string(got) != "back" {
+		t.Fatalf("VM got %q", got)
+	}
+	if c.WaitClosed(0) {
+		t.Fatal("VM connection closed")
+	}
+}
