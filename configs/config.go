@@ -38,7 +38,9 @@ type Config struct {
 	Policy  Policy  `toml:"policy"`
 	Log     Log     `toml:"log"`
 	Routes  []Route `toml:"route"`
-	Source  string  `toml:"-"` // file name the config came from
+	Remote  Remote  `toml:"remote"` // remote console access (remote.go)
+	Users   []User  `toml:"user"`   // remote console users (remote.go)
+	Source  string  `toml:"-"`      // file name the config came from
 
 	allow *Allow // parsed Policy.ConnectAllow
 }
@@ -168,7 +170,8 @@ func defaults() Config {
 			ReconnectMax: Duration{30 * time.Second},
 			DialTimeout:  Duration{5 * time.Second},
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Log:    Log{Level: "info", Format: "text"},
+		Remote: defaultRemote(),
 	}
 }
 
