@@ -630,3 +630,92 @@ func TestRemoteDownKeepsVMAndReconnects(t *testing.T) {
 		t.Fatal("VM connection was closed")
 	}
 }
+
+// TestWontExtensionAndRenegotiation: the VM turns option 232 off (WONT);
+// data keeps flowing; it turns it on again and gets DO 232 and
+// KNOWN-SUBOPTIONS-2 again.
+func TestWontExtensionAndRenegotiation(t *testing.T) {
+	e := newEnv(t, allowLoopback, nil)
+	raddr, conns := rawRemote(t)
+	c := rawConn(t, e.addr)
+	var hello []byte
+	hello = append(hello, 0xff, 0xfb, 0x25, 0xff, 0xfb, 0xe8)
+	hello = append(hello, ext(vspc.KnownSuboptions1, []byte{0, 1, 2, 3, 0x46, 0x47, 0x49, 0x50, 0x51, 0x52, 0x53})...)
+	hello = append(hello, ext(vspc.DoProxy, []byte("Ctcp://"+raddr))...)
+	hello = append(hello, ext(vspc.VMVCUUID, []byte("50 11 22 33 44 55 66 77-88 99 aa bb cc dd ee ff"))...)
+	hello = append(hello, ext(vspc.VMName, []byte("renego"))...)
+	c.Write(hello)
+	if got, ok := readUntil(c, ext(vspc.WillProxy), 3*time.Second); !ok {
+		t.Fatalf("no WILL-PROXY: % x", got)
+	}
+	remote := accept(t, conns)
+	c.Write([]byte{0xff, 0xfc, 0xe8}) // WONT 232
+	if got, ok := readUntil(c, []byte{0xff, 0xfe, 0xe8}, 3*time.Second); !ok {
+		t.Fatalf("no DONT 232: % x", got)
+	}
+	c.Write([]byte("data \xff\xff after WONT"))
+	got := make([]byte, len("data \xff after WONT"))
+	remote.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(remote, got); err != nil || string(got) != "data \xff after WONT" {
+		t.Fatalf("remote got %q %v", got, err)
+	}
+	c.Write([]byte{0xff, 0xfb, 0xe8}) // WILL 232 again
+	want := append([]byte{0xff, 0xfd, 0xe8}, vspc.AppendKnownSuboptions2(nil)...)
+	if got, ok := readUntil(c, want, 3*time.Second); !ok {
+		t.Fatalf("no DO 232 + KNOWN-SUBOPTIONS-2 after renegotiation: % x", got)
+	}
+}
+
+func TestMaxSessions(t *testing.T) {
+	e := newEnv(t, allowLoopback, func(c *vspc.Config) { c.MaxSessions = 2 })
+	a, b := rawConn(t, e.addr), rawConn(t, e.addr)
+	readUntil(a, []byte{0xff, 0xfd, 0xe8}, 2*time.Second)
+	readUntil(b, []byte{0xff, 0xfd, 0xe8}, 2*time.Second)
+	c := rawConn(t, e.addr)
+	if !closedByPeer(c, 2*time.Second) {
+		t.Fatal("third connection over max_sessions not closed")
+	}
+	if closedByPeer(a, 100*time.Millisecond) {
+		t.Fatal("an existing session was closed")
+	}
+}
+
+// TestShutdownFlushes: data already queued for a VM is delivered before
+// the server closes on shutdown.
+func TestShutdownFlushes(t *testing.T) {
+	br := &recBridger{}
+	srv := vspc.NewServer(vspc.Config{Bridger: br, Logger: testLogger(t)})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(context.Background(), ln)
+	vm, err := vspctest.Dial(t.Context(), ln.Addr().String(), vmNamed(9, vspc.DirServer, "console"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	br.mu.Lock()
+	sink := br.sinks[0]
+	br.mu.Unlock()
+	data := randomData(11, 256<<10)
+	if err := sink.Send(data); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- srv.Shutdown(ctx)
+	}()
+	got, err := io.ReadAll(vm)
+	if !bytes.Equal(got, data) {
+		t.Fatalf("VM got %d of %d bytes before close (%v)", len(got), len(data), err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Send([]byte("late")); !errors.Is(err, vspc.ErrPortClosed) {
+		t.Fatalf("Send after shutdown: %v", err)
+	}
+}
