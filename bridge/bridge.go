@@ -32,8 +32,9 @@ type Bridge struct {
 	log *slog.Logger
 	wg  sync.WaitGroup
 
-	mu     sync.Mutex // guards cfg and owners
-	cfg    *configs.Config
+	mu       sync.Mutex // guards cfg, consoles and owners
+	cfg      *configs.Config
+	consoles Consoles
 	owners map[string]*link // device key → the link that holds it
 	closed bool
 
@@ -48,6 +49,21 @@ func New(cfg *configs.Config, log *slog.Logger) *Bridge {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Bridge{cfg: cfg, log: log, owners: make(map[string]*link), resolver: net.DefaultResolver}
+}
+
+// Consoles opens the backend of a direction-server port that no route
+// joins to a device: remote users attach to the VM's console (package
+// remote implements it).
+type Consoles interface {
+	Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Backend, error)
+}
+
+// SetConsoles enables remote access for direction-server ports without a
+// route; nil disables it.
+func (b *Bridge) SetConsoles(c Consoles) {
+	b.mu.Lock()
+	b.consoles = c
+	b.mu.Unlock()
 }
 
 // SetConfig makes cfg apply to ports opened from now on.
@@ -87,7 +103,18 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 		via = "route " + r.Name
 	} else {
 		if req.Direction != vspc.DirClient {
-			return nil, fmt.Errorf("no [[route]] matches service URI %q (VM %q), and remote access to direction-server ports is not configured", req.ServiceURI, req.VMName)
+			b.mu.Lock()
+			consoles := b.consoles
+			b.mu.Unlock()
+			if consoles == nil {
+				return nil, fmt.Errorf("no [[route]] matches service URI %q (VM %q), and remote access to direction-server ports is not configured", req.ServiceURI, req.VMName)
+			}
+			be, err := consoles.Open(ctx, req, vm)
+			if err != nil {
+				return nil, fmt.Errorf("remote access: %w", err)
+			}
+			b.log.Info("port joined", "via", "remote access", "vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI)
+			return be, nil
 		}
 		var err error
 		t, err = devices.ParseURI(req.ServiceURI)
