@@ -368,6 +368,13 @@ func (c *vmConn) vmotionComplete(seq []byte) error {
 	p.log.Info("vMotion complete: traffic moved to the new connection",
 		"src", addr(m.src), "dst", c.nc.RemoteAddr().String(), "duration", dur.Round(time.Millisecond), "buffered", queued,
 		"seq", hex.EncodeToString(seq))
+	if len(c.pending) > 0 {
+		// Data the destination sent before COMPLETE (ESXi sends none):
+		// after the source's last bytes, before anything newer.
+		pend := c.pending
+		c.pending = nil
+		return p.fromVM(c, pend)
+	}
 	return nil
 }
 
