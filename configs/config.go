@@ -42,6 +42,11 @@ type Config struct {
 	Users   []User  `toml:"user"`   // remote console users (remote.go)
 	Source  string  `toml:"-"`      // file name the config came from
 
+	// Operating: the admin endpoint and console alerts (admin.go).
+	Admin      Admin       `toml:"admin"`
+	Alerts     Alerts      `toml:"alerts"`
+	AlertRules []AlertRule `toml:"alert"`
+
 	allow *Allow // parsed Policy.ConnectAllow
 }
 
@@ -172,6 +177,8 @@ func defaults() Config {
 		},
 		Log:    Log{Level: "info", Format: "text"},
 		Remote: defaultRemote(),
+		Admin:  adminDefaults(),
+		Alerts: alertsDefaults(),
 	}
 }
 

@@ -29,6 +29,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateLog(&c.Log)
 	d.validateRoutes(c.Routes)
 	d.validateRemote(&c.Remote, c.Users)
+	d.validateAdmin(c)
 }
 
 func (d *decoder) positive(key string, v Duration) {
