@@ -133,6 +133,7 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 	}
 	l := &link{
 		b:       b,
+		req:     req,
 		target:  t,
 		key:     t.Key(),
 		trusted: trusted,
@@ -156,7 +157,6 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 	}
 	b.owners[l.key] = l
 	b.mu.Unlock()
-	l.req = req
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel
 	b.wg.Add(1)
