@@ -35,8 +35,8 @@ type Bridge struct {
 	mu       sync.Mutex // guards cfg, consoles and owners
 	cfg      *configs.Config
 	consoles Consoles
-	owners map[string]*link // device key → the link that holds it
-	closed bool
+	owners   map[string]*link // device key → the link that holds it
+	closed   bool
 
 	// Resolver resolves host names for connect_allow checks; nil uses
 	// net.DefaultResolver.

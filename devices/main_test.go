@@ -1,42 +1,11 @@
 package devices
 
 import (
-	"fmt"
-	"os"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/internal/leaktest"
 )
 
-// TestMain fails the run if goroutines started by this package outlive
-// the tests (a Device that was not closed, a writer that did not stop).
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaks := waitForLeaks(2 * time.Second); leaks != "" {
-			fmt.Fprintf(os.Stderr, "leaked goroutines:\n%s\n", leaks)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func waitForLeaks(d time.Duration) string {
-	deadline := time.Now().Add(d)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaks []string
-		for g := range strings.SplitSeq(string(buf), "\n\n") {
-			if strings.Contains(g, "vspc-bridge/devices") && !strings.Contains(g, "devices.TestMain") &&
-				!strings.Contains(g, "devices.waitForLeaks") {
-				leaks = append(leaks, g)
-			}
-		}
-		if len(leaks) == 0 || time.Now().After(deadline) {
-			return strings.Join(leaks, "\n\n")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// TestMain fails the run if goroutines started by the tests outlive them.
+func TestMain(m *testing.M) { leaktest.Main(m, 2*time.Second) }
