@@ -1,18 +1,22 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
 
+	"github.com/vspc-bridge/vspc-bridge/cmd/vspc-bridge/internal/vc"
 	"github.com/vspc-bridge/vspc-bridge/configs"
 )
 
-func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
+func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	audit := fs.Bool("audit", false, "also run \"vc audit\" against vCenter with this config (connection from GOVC_URL, GOVC_USERNAME, GOVC_PASSWORD, GOVC_INSECURE)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: vspc-bridge check-config FILE\n\nReports every problem in FILE at once, with line numbers; exit status 1 if there is any.\n")
+		fmt.Fprintf(fs.Output(), "usage: vspc-bridge check-config [-audit] FILE\n\nReports every problem in FILE at once, with line numbers; exit status 1 if there is any.\n\n")
+		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -27,5 +31,10 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s is not valid", fs.Arg(0))
 	}
 	fmt.Fprintf(stdout, "%s: OK (listen %s, %d routes, connect_allow %v)\n", fs.Arg(0), cfg.VSPC.Listen, len(cfg.Routes), cfg.Policy.ConnectAllow)
+	if *audit {
+		if code := vc.Run(ctx, []string{"audit", "-config", fs.Arg(0)}, stdout, stderr); code != 0 {
+			return fmt.Errorf("vc audit found problems (exit status %d)", code)
+		}
+	}
 	return nil
 }

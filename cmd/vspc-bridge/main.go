@@ -28,7 +28,7 @@ const usage = `vspc-bridge: a virtual serial port concentrator for VMware ESXi
 
 Usage:
   vspc-bridge serve [-config FILE] [-log-format text|json] [-log-level LEVEL]
-  vspc-bridge check-config FILE
+  vspc-bridge check-config [-audit] FILE
   vspc-bridge simulate-vm -proxy telnet://HOST:PORT -service URI -direction client|server [-name N -uuid U]
   vspc-bridge vc audit|provision|preflight ...   (vCenter helpers; vspc-bridge vc -h)
   vspc-bridge version
@@ -48,7 +48,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "serve":
 		err = cmdServe(ctx, rest, stdout, stderr)
 	case "check-config":
-		err = cmdCheckConfig(rest, stdout, stderr)
+		err = cmdCheckConfig(ctx, rest, stdout, stderr)
 	case "simulate-vm":
 		err = cmdSimulateVM(ctx, rest, stdin, stdout, stderr)
 	case "vc":
