@@ -1,0 +1,561 @@
+// Command vspc-load measures vspc-bridge at scale on one machine, over
+// loopback only. It builds and starts the bridge as a separate process
+// (so its RSS and CPU can be read from /proc), simulates ESXi hosts with
+// vspc/vspctest and the remote systems with raw TCP listeners, and
+// measures a plain Go TCP relay (io.Copy both ways, a subprocess) on the
+// same traffic. It prints a table of figures, targets and ratios.
+//
+// Phases (each with a fresh bridge process):
+//
+//	idle    N VMs whose remote is unreachable (one descriptor per port):
+//	        a burst of -burst VMs at once, then the rest; RSS per port;
+//	        CPU while idle; CPU while -pending hand-overs wait for PEER.
+//	remote  -remote VMs each joined to a remote: RSS per port; latency
+//	        at -lat sessions; throughput through one session and through
+//	        -agg sessions; a vMotion storm of -vmotion-vms VMs.
+//	relay   the same traffic through the plain relay.
+//	direct  the latency test with no relay at all (the added-latency base).
+//
+// Usage: go run ./cmd/vspc-load [flags]   (from the module root)
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "relay" {
+		err = runRelay(os.Args[2:])
+	} else {
+		err = run(ctx, os.Args[1:], os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	bridgeBin  string
+	phases     string
+	idle       int
+	burst      int
+	remote     int
+	conc       int
+	pendingN   int
+	lat        int
+	latRate    int
+	latDur     time.Duration
+	agg        int
+	tputDur    time.Duration
+	vmotionVMs int
+	vmotionDur time.Duration
+	dataEvery  time.Duration
+	cpuDur     time.Duration
+	settle     time.Duration
+	timeout    time.Duration
+}
+
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	var o options
+	fs := flag.NewFlagSet("vspc-load", flag.ContinueOnError)
+	fs.StringVar(&o.bridgeBin, "bridge-bin", "", "vspc-bridge binary; default: go build ./cmd/vspc-bridge into a temp dir")
+	fs.StringVar(&o.phases, "phases", "idle,remote,relay,direct", "phases to run, comma-separated")
+	fs.IntVar(&o.idle, "idle", 18000, "idle VM ports (no remote) to establish")
+	fs.IntVar(&o.burst, "burst", 1000, "VMs connecting at once, first of the idle ones")
+	fs.IntVar(&o.remote, "remote", 9000, "VM ports each joined to a remote")
+	fs.IntVar(&o.conc, "conc", 128, "connections being set up at once after the burst")
+	fs.IntVar(&o.pendingN, "pending", 1000, "idle ports left with a vMotion pending (GOAHEAD answered, no PEER)")
+	fs.IntVar(&o.lat, "lat", 1000, "sessions pinging at once in the latency test")
+	fs.IntVar(&o.latRate, "lat-rate", 10, "pings per second per session")
+	fs.DurationVar(&o.latDur, "lat-dur", 3*time.Second, "latency test length")
+	fs.IntVar(&o.agg, "agg", 64, "sessions streaming at once (both ways) in the aggregate throughput test")
+	fs.DurationVar(&o.tputDur, "tput-dur", 3*time.Second, "length of each throughput test")
+	fs.IntVar(&o.vmotionVMs, "vmotion-vms", 100, "VMs migrating back to back in the vMotion storm")
+	fs.DurationVar(&o.vmotionDur, "vmotion-dur", 5*time.Second, "vMotion storm length")
+	fs.DurationVar(&o.dataEvery, "vmotion-data-every", time.Millisecond, "during the storm each side writes 4..256 bytes this often")
+	fs.DurationVar(&o.cpuDur, "cpu-dur", 5*time.Second, "CPU sampling window for idle and pending figures")
+	fs.DurationVar(&o.settle, "settle", 2*time.Second, "wait before reading RSS and CPU")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "the whole run is cancelled after this")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	limit := raiseOwnLimit()
+	logf("vspc-load: open-file limit %d; GOMAXPROCS from %d CPUs", limit, numCPU())
+
+	dir, err := os.MkdirTemp("", "vspc-load-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if o.bridgeBin == "" {
+		logf("building ./cmd/vspc-bridge")
+		if o.bridgeBin, err = buildBridge(ctx, dir); err != nil {
+			return err
+		}
+	}
+	l := &loader{o: o, dir: dir, run: mrand.Uint32(), r: &report{agg: o.agg, latN: o.lat, latRate: o.latRate, cpuWindow: o.cpuDur}}
+	l.net8 = 100 + mrand.IntN(100) // 127.<net8>.0.0/16 for this run's targets
+	phases := strings.Split(o.phases, ",")
+	for _, ph := range phases {
+		var err error
+		switch strings.TrimSpace(ph) {
+		case "idle":
+			err = l.phaseIdle(ctx)
+		case "remote":
+			err = l.phaseRemote(ctx)
+		case "relay":
+			err = l.phaseRelay(ctx)
+		case "direct":
+			err = l.phaseDirect(ctx)
+		case "":
+		default:
+			err = fmt.Errorf("vspc-load: unknown phase %q", ph)
+		}
+		if err != nil {
+			l.r.print(stdout)
+			return err
+		}
+	}
+	l.r.print(stdout)
+	if l.r.lostAny {
+		return fmt.Errorf("vspc-load: bytes were lost, duplicated or corrupted")
+	}
+	return nil
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
+}
+
+type loader struct {
+	o    options
+	dir  string
+	run  uint32
+	net8 int
+	r    *report
+	// figures kept for the relay ratios and the added latency
+	bridgeLat, relayLat, directLat durations
+}
+
+const remotePort = 21000 // remote listeners: 127.<net8+1>.x.y:21000
+
+func (l *loader) phaseIdle(ctx context.Context) error {
+	o := l.o
+	br, err := startBridge(ctx, l.o.bridgeBin, l.dir, "idle", "1h", "1h")
+	if err != nil {
+		return err
+	}
+	defer br.stop()
+	pid := br.pid()
+	l.r.fileLimit = openFileLimit(pid)
+	time.Sleep(200 * time.Millisecond)
+	rss0, _ := rssKiB(pid)
+	logf("idle: bridge pid %d on %s, open-file limit %d, RSS %d KiB", pid, br.addr, l.r.fileLimit, rss0)
+
+	n := o.idle
+	conns := make([]*vspctest.Conn, n)
+	dial := func(i int) (*pair, time.Duration, error) {
+		vm := vmIdent(l.run, i, fmt.Sprintf("tcp://%s:1", hostIP(l.net8, i)))
+		c, d, err := dialVM(ctx, br.addr, vm)
+		if err != nil {
+			return nil, 0, err
+		}
+		conns[i] = c
+		return &pair{vm: c, sim: c, ident: vm}, d, nil
+	}
+	// The burst: every VM dials at the same instant.
+	burst := min(o.burst, n)
+	start := time.Now()
+	bp, btimes, berr := establish(ctx, burst, burst, dial)
+	wall := time.Since(start)
+	l.r.burstN, l.r.burstOK, l.r.burstWall = burst, countOK(bp), wall
+	l.r.burstP50, l.r.burstP99, l.r.burstMax = btimes.pct(.5), btimes.pct(.99), btimes.max()
+	logf("idle: burst of %d: %d past WILL-PROXY in %v (p50 %v p99 %v) err=%v", burst, l.r.burstOK, wall, btimes.pct(.5), btimes.pct(.99), berr)
+	// The rest, conc at a time.
+	rest, rtimes, rerr := establish(ctx, n-burst, o.conc, func(i int) (*pair, time.Duration, error) { return dial(burst + i) })
+	all := append(bp, rest...)
+	defer func() {
+		br.stop()
+		closeAll(all)
+	}()
+	l.r.idleN, l.r.idleOK = n, countOK(all)
+	l.r.hsP50, l.r.hsP99 = rtimes.pct(.5), rtimes.pct(.99)
+	logf("idle: %d of %d ports established (handshake at %d in flight: p50 %v p99 %v) err=%v", l.r.idleOK, n, o.conc, rtimes.pct(.5), rtimes.pct(.99), rerr)
+	time.Sleep(o.settle)
+	rss1, _ := rssKiB(pid)
+	l.r.rssIdleBase, l.r.rssIdle = rss0, rss1
+	if l.r.idleOK > 0 {
+		l.r.rssPerIdle = float64(rss1-rss0) / float64(l.r.idleOK)
+	}
+	logf("idle: bridge RSS %d KiB → %.2f KiB per idle port", rss1, l.r.rssPerIdle)
+	l.r.cpuIdle, _ = cpuOver(pid, o.cpuDur)
+	logf("idle: CPU with %d idle ports: %.2f%% of a core", l.r.idleOK, 100*l.r.cpuIdle)
+
+	var pend []*vspctest.Conn
+	for _, c := range conns {
+		if c != nil && len(pend) < o.pendingN {
+			pend = append(pend, c)
+		}
+	}
+	np, perr := pending(ctx, pend)
+	l.r.pendingN = np
+	time.Sleep(o.settle / 2)
+	l.r.cpuPending, _ = cpuOver(pid, o.cpuDur)
+	logf("idle: CPU with %d vMotions pending (and %d idle ports): %.2f%% of a core (err=%v)", np, l.r.idleOK, 100*l.r.cpuPending, perr)
+	if l.r.idleOK == 0 {
+		return fmt.Errorf("vspc-load: no idle port established: %v", cmp(berr, rerr))
+	}
+	return nil
+}
+
+func (l *loader) phaseRemote(ctx context.Context) error {
+	o := l.o
+	br, err := startBridge(ctx, l.o.bridgeBin, l.dir, "remote", "200ms", "30s")
+	if err != nil {
+		return err
+	}
+	defer br.stop()
+	pid := br.pid()
+	time.Sleep(200 * time.Millisecond)
+	rss0, _ := rssKiB(pid)
+	ps, times, err := establish(ctx, o.remote, o.conc, func(i int) (*pair, time.Duration, error) {
+		return dialBridgePair(ctx, br.addr, l.run, l.net8+1, remotePort, i)
+	})
+	defer func() {
+		br.stop()
+		closeAll(ps)
+	}()
+	ok := okPairs(ps)
+	l.r.remoteN, l.r.remoteOK = o.remote, len(ok)
+	logf("remote: %d of %d ports joined to a remote (handshake p50 %v p99 %v) err=%v", len(ok), o.remote, times.pct(.5), times.pct(.99), err)
+	time.Sleep(o.settle)
+	rss1, _ := rssKiB(pid)
+	if len(ok) > 0 {
+		l.r.rssPerRemote = float64(rss1-rss0) / float64(len(ok))
+	}
+	logf("remote: bridge RSS %d KiB → %.2f KiB per port with a remote", rss1, l.r.rssPerRemote)
+	l.r.cpuIdleRemote, _ = cpuOver(pid, o.cpuDur)
+	logf("remote: CPU with %d idle joined ports: %.2f%% of a core", len(ok), 100*l.r.cpuIdleRemote)
+
+	tr, err := l.traffic(ctx, "bridge", ok, pid)
+	l.r.bridge = tr
+	if err != nil {
+		return err
+	}
+	// vMotion storm on pairs not used yet.
+	used := o.lat + 2 + 2*o.agg
+	var movers []*mover
+	for i := used; i < len(ok) && len(movers) < o.vmotionVMs; i++ {
+		movers = append(movers, newMover(br.addr, ok[i]))
+	}
+	if len(movers) > 0 {
+		logf("remote: vMotion storm: %d VMs migrating back to back for %v with data flowing", len(movers), o.vmotionDur)
+		t0, _ := cpuTicks(pid)
+		st := storm(ctx, movers, o.vmotionDur, o.dataEvery)
+		t1, _ := cpuTicks(pid)
+		l.r.storm = &st
+		l.r.stormCPU = float64(t1-t0) / clkTck / st.elapsed.Seconds()
+		l.r.account(st.toVM, "vMotion storm, remote→VM")
+		l.r.account(st.toRemote, "vMotion storm, VM→remote")
+		logf("remote: %d migrations in %v (%.0f/s); switch-over p50 %v p99 %v; hand-over p50 %v p99 %v; err=%v",
+			st.migrations, st.elapsed, float64(st.migrations)/st.elapsed.Seconds(), st.switches.pct(.5), st.switches.pct(.99),
+			st.handovers.pct(.5), st.handovers.pct(.99), st.firstErr)
+		for _, m := range movers {
+			m.mu.Lock()
+			m.cur.Close()
+			m.mu.Unlock()
+			close(m.epochs)
+		}
+	}
+	return nil
+}
+
+// trafficFigures are the figures measured the same way on the bridge and
+// on the relay.
+type trafficFigures struct {
+	pairs                      int
+	rtt                        durations
+	oneToVM, oneToRem          flowStats
+	aggToVM, aggToRem          flowStats
+	cpuOneToVM, cpuOneToRem    float64
+	cpuAgg                     float64
+	rssPerPair                 float64
+	ran                        bool
+	latErr                     error
+	tputToVMErr, tputToRemErrr error
+}
+
+// traffic runs latency and throughput on ps (disjoint slices of it).
+func (l *loader) traffic(ctx context.Context, name string, ps []*pair, pid int) (*trafficFigures, error) {
+	o := l.o
+	tf := &trafficFigures{pairs: len(ps), ran: true}
+	need := o.lat + 2 + 2*o.agg
+	if len(ps) < need {
+		return tf, fmt.Errorf("vspc-load: %s: %d pairs, need %d for latency and throughput", name, len(ps), need)
+	}
+	rtt, err := latency(ps[:o.lat], o.latRate, o.latDur)
+	tf.rtt, tf.latErr = rtt, err
+	logf("%s: RTT at %d sessions × %d/s: %d samples, p50 %v p99 %v err=%v", name, o.lat, o.latRate, len(rtt), rtt.pct(.5), rtt.pct(.99), err)
+	if err != nil {
+		l.r.lostAny = true
+		l.r.notes = append(l.r.notes, fmt.Sprintf("%s latency: %v", name, err))
+	}
+	ps = ps[o.lat:]
+
+	one := func(p *pair, toVM bool) (flowStats, float64) {
+		f := &flow{w: p.vm, r: p.remote}
+		if toVM {
+			f.w, f.r = p.remote, p.vm
+		}
+		t0, _ := cpuTicks(pid)
+		st := throughput([]*flow{f}, o.tputDur, 10*time.Second)
+		t1, _ := cpuTicks(pid)
+		return st, float64(t1-t0) / clkTck / st.elapsed.Seconds()
+	}
+	tf.oneToVM, tf.cpuOneToVM = one(ps[0], true)
+	l.r.account(tf.oneToVM, name+" one session remote→VM")
+	logf("%s: one session remote→VM %.1f MiB/s (CPU %.0f%%)", name, tf.oneToVM.rate()/(1<<20), 100*tf.cpuOneToVM)
+	tf.oneToRem, tf.cpuOneToRem = one(ps[1], false)
+	l.r.account(tf.oneToRem, name+" one session VM→remote")
+	logf("%s: one session VM→remote %.1f MiB/s (CPU %.0f%%)", name, tf.oneToRem.rate()/(1<<20), 100*tf.cpuOneToRem)
+	ps = ps[2:]
+
+	var toVM, toRem []*flow
+	for _, p := range ps[:o.agg] {
+		toVM = append(toVM, &flow{w: p.remote, r: p.vm})
+		toRem = append(toRem, &flow{w: p.vm, r: p.remote})
+	}
+	t0, _ := cpuTicks(pid)
+	done := make(chan flowStats, 1)
+	go func() { done <- throughput(toVM, o.tputDur, 10*time.Second) }()
+	tf.aggToRem = throughput(toRem, o.tputDur, 10*time.Second)
+	tf.aggToVM = <-done
+	t1, _ := cpuTicks(pid)
+	tf.cpuAgg = float64(t1-t0) / clkTck / max(tf.aggToVM.elapsed, tf.aggToRem.elapsed).Seconds()
+	l.r.account(tf.aggToVM, name+" aggregate remote→VM")
+	l.r.account(tf.aggToRem, name+" aggregate VM→remote")
+	logf("%s: %d sessions both ways at once: remote→VM %.1f MiB/s, VM→remote %.1f MiB/s (CPU %.0f%%)", name, o.agg,
+		tf.aggToVM.rate()/(1<<20), tf.aggToRem.rate()/(1<<20), 100*tf.cpuAgg)
+	return tf, nil
+}
+
+func (l *loader) phaseRelay(ctx context.Context) error {
+	o := l.o
+	m, err := newIDMatcher()
+	if err != nil {
+		return err
+	}
+	defer m.close()
+	rl, err := startRelay(ctx, m.ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	defer rl.stop()
+	pid := rl.pid()
+	time.Sleep(200 * time.Millisecond)
+	rss0, _ := rssKiB(pid)
+	ps, times, err := establish(ctx, o.remote, o.conc, func(i int) (*pair, time.Duration, error) {
+		return m.dialIDPair(ctx, rl.addr, uint64(i))
+	})
+	defer func() {
+		rl.stop()
+		closeAll(ps)
+	}()
+	ok := okPairs(ps)
+	logf("relay: %d of %d relayed connections (connect p50 %v p99 %v) err=%v", len(ok), o.remote, times.pct(.5), times.pct(.99), err)
+	time.Sleep(o.settle)
+	rss1, _ := rssKiB(pid)
+	perPair := 0.0
+	if len(ok) > 0 {
+		perPair = float64(rss1-rss0) / float64(len(ok))
+	}
+	cpu, _ := cpuOver(pid, o.cpuDur)
+	l.r.relayCPUIdle = cpu
+	logf("relay: RSS %d KiB → %.2f KiB per relayed connection; idle CPU %.2f%%", rss1, perPair, 100*cpu)
+	tr, err := l.traffic(ctx, "relay", ok, pid)
+	tr.rssPerPair = perPair
+	l.r.relay = tr
+	return err
+}
+
+func (l *loader) phaseDirect(ctx context.Context) error {
+	o := l.o
+	m, err := newIDMatcher()
+	if err != nil {
+		return err
+	}
+	defer m.close()
+	ps, _, err := establish(ctx, o.lat, o.conc, func(i int) (*pair, time.Duration, error) {
+		return m.dialIDPair(ctx, m.ln.Addr().String(), uint64(i))
+	})
+	defer closeAll(ps)
+	ok := okPairs(ps)
+	if len(ok) == 0 {
+		return fmt.Errorf("vspc-load: direct: no connection: %v", err)
+	}
+	rtt, lerr := latency(ok, o.latRate, o.latDur)
+	l.r.directRTT = rtt
+	logf("direct: RTT at %d sessions × %d/s: p50 %v p99 %v err=%v", len(ok), o.latRate, rtt.pct(.5), rtt.pct(.99), lerr)
+	return nil
+}
+
+func numCPU() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), "processor\t:")
+}
+
+// report collects every figure and prints the table.
+type report struct {
+	fileLimit                               int64
+	burstN, burstOK                         int
+	burstWall, burstP50, burstP99, burstMax time.Duration
+	idleN, idleOK                           int
+	hsP50, hsP99                            time.Duration
+	rssIdleBase, rssIdle                    int64
+	rssPerIdle                              float64
+	cpuIdle, cpuPending, cpuIdleRemote      float64
+	pendingN                                int
+	remoteN, remoteOK                       int
+	rssPerRemote                            float64
+	bridge, relay                           *trafficFigures
+	relayCPUIdle                            float64
+	directRTT                               durations
+	storm                                   *stormStats
+	stormCPU                                float64
+	sent, got, junk, lost                   int64
+	lostAny                                 bool
+	notes                                   []string
+	agg, latN, latRate                      int
+	cpuWindow                               time.Duration
+}
+
+func (r *report) account(f flowStats, what string) {
+	r.sent += f.sent
+	r.got += f.got
+	r.junk += f.junk
+	r.lost += f.lost()
+	if f.lost() > 0 || f.junk > 0 || f.firstErr != nil {
+		r.lostAny = true
+		r.notes = append(r.notes, fmt.Sprintf("%s: sent %d, arrived intact %d, corrupt %d, missing %d: %v", what, f.sent, f.got, f.junk, f.lost(), f.firstErr))
+	}
+}
+
+func mibs(f flowStats) string { return fmt.Sprintf("%.1f MiB/s", f.rate()/(1<<20)) }
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
+func (r *report) print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "figure\tmeasured\ttarget\tplain relay\tratio to relay\tverdict")
+	row := func(fig, val, target, relay, rat, v string) {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", fig, val, target, relay, rat, v)
+	}
+	if r.idleN > 0 {
+		row("idle VM ports established", fmt.Sprintf("%d of %d (bridge file limit %d)", r.idleOK, r.idleN, r.fileLimit), "≥ 18000", "-", "-", verdict(r.idleOK >= 18000))
+		row(fmt.Sprintf("burst: %d VMs at once, all past WILL-PROXY", r.burstN), fmt.Sprintf("%d in %s", r.burstOK, ms(r.burstWall)), "all within 100 ms", "-", "-", verdict(r.burstOK == r.burstN && r.burstWall <= 100*time.Millisecond))
+		row("  handshake in the burst p50 / p99", ms(r.burstP50)+" / "+ms(r.burstP99), "-", "-", "-", "")
+		row("  handshake at 128 in flight p50 / p99", ms(r.hsP50)+" / "+ms(r.hsP99), "-", "-", "-", "")
+		relayPer, rat := "-", "-"
+		if r.relay != nil {
+			relayPer = fmt.Sprintf("%.1f KiB per relayed conn", r.relay.rssPerPair)
+			rat = ratio(r.rssPerIdle, r.relay.rssPerPair)
+		}
+		row("bridge RSS per idle VM port", fmt.Sprintf("%.2f KiB (%d → %d KiB)", r.rssPerIdle, r.rssIdleBase, r.rssIdle), "≤ 16 KiB", relayPer, rat, verdict(r.rssPerIdle <= 16))
+		row(fmt.Sprintf("CPU, %d idle ports, over %s", r.idleOK, r.cpuWindow), fmt.Sprintf("%.2f %% of a core", 100*r.cpuIdle), "~0", "-", "-", verdict(r.cpuIdle < 0.01))
+		row(fmt.Sprintf("CPU, %d vMotions pending (BEGIN answered, no PEER)", r.pendingN), fmt.Sprintf("%.2f %% of a core", 100*r.cpuPending), "~0", "-", "-", verdict(r.cpuPending < 0.01))
+	}
+	if r.remoteN > 0 {
+		relayPer, rat := "-", "-"
+		if r.relay != nil {
+			relayPer = fmt.Sprintf("%.1f KiB", r.relay.rssPerPair)
+			rat = ratio(r.rssPerRemote, r.relay.rssPerPair)
+		}
+		row("VM ports joined to a remote", fmt.Sprintf("%d of %d", r.remoteOK, r.remoteN), "≥ 9000", "-", "-", verdict(r.remoteOK >= 9000))
+		row("bridge RSS per port with a remote", fmt.Sprintf("%.2f KiB", r.rssPerRemote), "-", relayPer, rat, "")
+		relayCPU := "-"
+		if r.relay != nil {
+			relayCPU = fmt.Sprintf("%.2f %%", 100*r.relayCPUIdle)
+		}
+		row(fmt.Sprintf("CPU, %d idle joined ports", r.remoteOK), fmt.Sprintf("%.2f %% of a core", 100*r.cpuIdleRemote), "~0", relayCPU, "-", verdict(r.cpuIdleRemote < 0.01))
+	}
+	if b := r.bridge; b != nil {
+		rl := r.relay
+		cmpRate := func(fig string, f flowStats, rf func(*trafficFigures) flowStats, target string, ok func(bf, rf float64) bool) {
+			relay, rat := "-", "-"
+			rv := 0.0
+			if rl != nil {
+				rv = rf(rl).rate()
+				relay, rat = mibs(rf(rl)), ratio(f.rate(), rv)
+			}
+			row(fig, mibs(f), target, relay, rat, verdict(ok(f.rate(), rv)))
+		}
+		cmpRate("one session, remote→VM", b.oneToVM, func(t *trafficFigures) flowStats { return t.oneToVM }, "≥ 100 MiB/s",
+			func(bf, _ float64) bool { return bf >= 100<<20 })
+		cmpRate("one session, VM→remote", b.oneToRem, func(t *trafficFigures) flowStats { return t.oneToRem }, "≥ 100 MiB/s",
+			func(bf, _ float64) bool { return bf >= 100<<20 })
+		agg := fmt.Sprintf("aggregate, %d sessions both ways: ", r.agg)
+		cmpRate(agg+"remote→VM", b.aggToVM, func(t *trafficFigures) flowStats { return t.aggToVM }, "≥ 50 % of relay",
+			func(bf, rf float64) bool { return rf > 0 && bf >= rf/2 })
+		cmpRate(agg+"VM→remote", b.aggToRem, func(t *trafficFigures) flowStats { return t.aggToRem }, "≥ 50 % of relay",
+			func(bf, rf float64) bool { return rf > 0 && bf >= rf/2 })
+		if len(b.rtt) > 0 {
+			base50, base99 := r.directRTT.pct(.5), r.directRTT.pct(.99)
+			add50, add99 := b.rtt.pct(.5)-base50, b.rtt.pct(.99)-base99
+			relay, rat := "-", "-"
+			if rl != nil && len(rl.rtt) > 0 {
+				r50, r99 := rl.rtt.pct(.5)-base50, rl.rtt.pct(.99)-base99
+				relay = ms(r50) + " / " + ms(r99)
+				rat = ratio(float64(add99), float64(r99))
+			}
+			row(fmt.Sprintf("added round trip, %d sessions × %d/s, p50 / p99", r.latN, r.latRate),
+				ms(add50)+" / "+ms(add99), "p99 < 1 ms", relay, rat, verdict(len(r.directRTT) > 0 && add99 < time.Millisecond))
+			row("  raw round trip bridge / direct, p50 / p99", fmt.Sprintf("%s / %s ; %s / %s", ms(b.rtt.pct(.5)), ms(b.rtt.pct(.99)), ms(base50), ms(base99)), "-", "-", "-", "")
+		}
+	}
+	if st := r.storm; st != nil {
+		rate := float64(st.migrations) / st.elapsed.Seconds()
+		row("vMotions per second with data flowing", fmt.Sprintf("%.0f/s (%d in %s)", rate, st.migrations, st.elapsed.Round(time.Millisecond)), "≥ 500/s", "-", "-", verdict(rate >= 500))
+		row("vMotion switch-over p50 / p99 (COMPLETE → first byte)", ms(st.switches.pct(.5))+" / "+ms(st.switches.pct(.99)), "p99 < 10 ms", "-", "-", verdict(len(st.switches) > 0 && st.switches.pct(.99) < 10*time.Millisecond))
+		row("  whole hand-over p50 / p99 (BEGIN → COMPLETE sent)", ms(st.handovers.pct(.5))+" / "+ms(st.handovers.pct(.99)), "-", "-", "-", "")
+	}
+	if r.sent > 0 {
+		row("bytes lost / duplicated or corrupted", fmt.Sprintf("%d / %d of %d", r.lost, r.junk, r.sent), "0", "-", "-", verdict(!r.lostAny))
+	}
+	tw.Flush()
+	for _, n := range r.notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+}
