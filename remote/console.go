@@ -1,0 +1,363 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+)
+
+// Mode is how a client is attached to a console (the lock modes of
+// console servers).
+type Mode uint8
+
+// Attach modes.
+const (
+	// ModeShared: read-write, shared with other writers.
+	ModeShared Mode = iota + 1
+	// ModeReadOnly: watch only.
+	ModeReadOnly
+	// ModeExclusive: the only client; nobody else may attach meanwhile.
+	ModeExclusive
+	// ModeExclusiveWrite: the only writer; others may attach read-only.
+	ModeExclusiveWrite
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeShared:
+		return "read-write"
+	case ModeReadOnly:
+		return "read-only"
+	case ModeExclusive:
+		return "exclusive"
+	case ModeExclusiveWrite:
+		return "exclusive-write"
+	}
+	return fmt.Sprintf("Mode(%d)", uint8(m))
+}
+
+func (m Mode) writes() bool { return m != ModeReadOnly }
+
+// ParseMode accepts rw, ro, x and xw and the long names of String.
+func ParseMode(s string) (Mode, bool) {
+	switch strings.ToLower(s) {
+	case "rw", "read-write", "shared":
+		return ModeShared, true
+	case "ro", "read-only", "spy":
+		return ModeReadOnly, true
+	case "x", "exclusive":
+		return ModeExclusive, true
+	case "xw", "exclusive-write":
+		return ModeExclusiveWrite, true
+	}
+	return 0, false
+}
+
+// Errors from attaching to a console.
+var (
+	ErrConsoleClosed = errors.New("remote: console closed")
+	ErrConsoleBusy   = errors.New("remote: console busy")
+	ErrReadOnly      = errors.New("remote: read-only")
+)
+
+// attachment is one client attached to a console.
+type attachment struct {
+	user        string
+	mode        Mode
+	peer        string
+	via         string
+	since       time.Time
+	interactive bool // gets notices
+	out         *outQueue
+	enc         func(dst, p []byte) []byte
+}
+
+func (a *attachment) String() string {
+	return fmt.Sprintf("%s (%s, %s from %s)", a.user, a.mode, a.via, a.peer)
+}
+
+// console is the Backend of one direction-server VM serial port: it fans
+// the VM's output out to the attached clients, the scrollback and the
+// log, and takes input from clients allowed to write.
+type console struct {
+	h       *Hub
+	req     vspc.Request
+	vm      vspc.Sink
+	key     string // VC UUID (or "name:"+VM name) + " " + service URI
+	log     *slog.Logger
+	ctx     context.Context // cancelled by close: ends the listener and sessions
+	cancel  context.CancelFunc
+	ln      net.Listener // per-VM listener; nil if none
+	lnURL   string       // "telnet://127.0.0.1:7001"; "" if none
+	logw    *logWriter   // nil without log_dir
+	created time.Time
+	dropMsg string // the last words to a client that fell behind
+
+	mu      sync.Mutex // guards the fields below
+	closed  bool
+	sb      ring
+	clients []*attachment // in attach order
+	excl    *attachment   // holds ModeExclusive
+	xwrite  *attachment   // holds ModeExclusiveWrite
+}
+
+// ring keeps the last len(buf) bytes written.
+type ring struct {
+	buf  []byte
+	next int  // index of the oldest byte once full
+	full bool // buf has wrapped
+}
+
+func (r *ring) write(p []byte) {
+	n := len(r.buf)
+	if n == 0 {
+		return
+	}
+	if len(p) >= n {
+		copy(r.buf, p[len(p)-n:])
+		r.next, r.full = 0, true
+		return
+	}
+	c := copy(r.buf[r.next:], p)
+	if c < len(p) {
+		copy(r.buf, p[c:])
+		r.full = true
+	}
+	r.next = (r.next + len(p)) % n
+	if r.next == 0 && len(p) > 0 {
+		r.full = true
+	}
+}
+
+// appendTo appends the kept bytes, oldest first.
+func (r *ring) appendTo(dst []byte) []byte {
+	if !r.full {
+		return append(dst, r.buf[:r.next]...)
+	}
+	dst = append(dst, r.buf[r.next:]...)
+	return append(dst, r.buf[:r.next]...)
+}
+
+// Write implements vspc.Backend: output from the VM. It never blocks on
+// clients or the disk.
+func (c *console) Write(p []byte) (int, error) {
+	var dropped []*attachment
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return 0, ErrConsoleClosed
+	}
+	c.sb.write(p)
+	for _, a := range c.clients {
+		if !a.out.data(p, a.enc, c.dropMsg) {
+			dropped = append(dropped, a)
+		}
+	}
+	c.mu.Unlock()
+	if c.logw != nil {
+		c.logw.write(p)
+	}
+	for _, a := range dropped {
+		c.log.Warn("remote client dropped: too slow", "user", a.user, "peer", a.peer, "via", a.via, "client_queue", int64(c.h.cfg.Remote.ClientQueue))
+		c.detach(a, "dropped: too slow")
+	}
+	return len(p), nil
+}
+
+// Close implements vspc.Backend: the VM port is gone (grace period over
+// or shutdown). It closes the per-VM listener and disconnects clients.
+func (c *console) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	clients := c.clients
+	c.clients, c.excl, c.xwrite = nil, nil, nil
+	c.mu.Unlock()
+	c.cancel()
+	if c.ln != nil {
+		c.ln.Close()
+	}
+	for _, a := range clients {
+		a.out.close(fmt.Sprintf("\r\n[vspc-bridge: the serial port of %s is gone]\r\n", c.req.VMName))
+	}
+	if c.logw != nil {
+		c.logw.close()
+	}
+	c.h.removeConsole(c)
+	c.log.Info("remote console closed")
+	return nil
+}
+
+// attach adds a to the clients, after checking the lock modes, and
+// queues the scrollback for it first.
+func (c *console) attach(a *attachment) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closed:
+		return ErrConsoleClosed
+	case len(c.clients) >= c.h.cfg.Remote.MaxClients:
+		return fmt.Errorf("%w: %d clients attached (the limit)", ErrConsoleBusy, len(c.clients))
+	case c.excl != nil:
+		return fmt.Errorf("%w: %s holds it exclusively since %s", ErrConsoleBusy, c.excl.user, c.excl.since.Format(time.TimeOnly))
+	case a.mode == ModeExclusive && len(c.clients) > 0:
+		return fmt.Errorf("%w: cannot attach exclusively while others are attached: %s", ErrConsoleBusy, c.whoLocked())
+	case a.mode == ModeExclusiveWrite && c.xwrite != nil:
+		return fmt.Errorf("%w: %s holds write access exclusively", ErrConsoleBusy, c.xwrite.user)
+	case a.mode == ModeExclusiveWrite:
+		for _, o := range c.clients {
+			if o.mode.writes() {
+				return fmt.Errorf("%w: %s is attached read-write; exclusive write needs no other writer", ErrConsoleBusy, o.user)
+			}
+		}
+	}
+	var note string
+	if a.mode == ModeShared && c.xwrite != nil {
+		a.mode = ModeReadOnly
+		note = fmt.Sprintf("[vspc-bridge: %s holds write access exclusively; you are read-only]\r\n", c.xwrite.user)
+	}
+	switch a.mode {
+	case ModeExclusive:
+		c.excl = a
+	case ModeExclusiveWrite:
+		c.xwrite = a
+	}
+	if a.interactive {
+		a.out.control([]byte(fmt.Sprintf("[vspc-bridge: attached to %s (%s); escape %s, then ? for help]\r\n%s",
+			c.req.VMName, a.mode, escapeName(c.h.escape), note)))
+	}
+	if sb := c.sb.appendTo(nil); len(sb) > 0 {
+		a.out.data(sb, a.enc, "")
+	}
+	c.notifyLocked(a, fmt.Sprintf("%s joined (%s, %s from %s); %d attached", a.user, a.mode, a.via, a.peer, len(c.clients)+1))
+	c.clients = append(c.clients, a)
+	c.log.Info("remote client attached", "user", a.user, "mode", a.mode.String(), "peer", a.peer, "via", a.via, "attached", len(c.clients))
+	return nil
+}
+
+// detach removes a (no-op if it is not attached) and tells the others.
+func (c *console) detach(a *attachment, why string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i := slices.Index(c.clients, a)
+	if i < 0 {
+		return
+	}
+	c.clients = slices.Delete(c.clients, i, i+1)
+	if c.excl == a {
+		c.excl = nil
+	}
+	if c.xwrite == a {
+		c.xwrite = nil
+	}
+	c.notifyLocked(a, fmt.Sprintf("%s left (%s); %d attached", a.user, why, len(c.clients)))
+	c.log.Info("remote client detached", "user", a.user, "peer", a.peer, "via", a.via, "why", why, "attached", len(c.clients))
+}
+
+// notifyLocked tells the interactive clients other than a. c.mu held.
+func (c *console) notifyLocked(a *attachment, msg string) {
+	b := []byte("\r\n[vspc-bridge: " + msg + "]\r\n")
+	for _, o := range c.clients {
+		if o != a && o.interactive {
+			o.out.control(b)
+		}
+	}
+}
+
+func (c *console) whoLocked() string {
+	var parts []string
+	for _, o := range c.clients {
+		parts = append(parts, fmt.Sprintf("%s (%s, %s from %s, since %s)", o.user, o.mode, o.via, o.peer, o.since.Format(time.TimeOnly)))
+	}
+	if len(parts) == 0 {
+		return "nobody"
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (c *console) who() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.whoLocked()
+}
+
+// input sends data typed by a to the VM. It blocks while the VM's queue
+// is full (back-pressure to this client only).
+func (c *console) input(a *attachment, p []byte) error {
+	if !a.mode.writes() {
+		return ErrReadOnly
+	}
+	if err := c.vm.Send(p); err != nil {
+		return fmt.Errorf("remote: console of %s: %w", c.req.VMName, err)
+	}
+	return nil
+}
+
+// sendBreak sends a BREAK to the VM on behalf of a.
+func (c *console) sendBreak(a *attachment) error {
+	if !a.mode.writes() {
+		return ErrReadOnly
+	}
+	c.log.Info("remote client sent BREAK", "user", a.user, "peer", a.peer)
+	if err := c.vm.SendBreak(); err != nil {
+		return fmt.Errorf("remote: console of %s: %w", c.req.VMName, err)
+	}
+	return nil
+}
+
+// portInfoer is what a vspc.Sink offers for status (a *vspc.Port does).
+type portInfoer interface{ Info() vspc.PortInfo }
+
+// state is the VM port's state (attached, detached, vmotion) if known.
+func (c *console) state() string {
+	if pi, ok := c.vm.(portInfoer); ok {
+		return pi.Info().State
+	}
+	return "attached"
+}
+
+// ConsoleInfo describes a console for status.
+type ConsoleInfo struct {
+	VMName, VCUUID, ServiceURI string
+	Listen                     string // per-VM listener as a URI ("telnet://127.0.0.1:7001"); "" if none
+	State                      string // the VM port's state: attached, detached, vmotion
+	Since                      time.Time
+	Clients                    []ClientInfo
+	LogFile                    string // "" without log_dir
+	LogLost                    int64  // bytes of output lost from the log (slow disk)
+}
+
+// ClientInfo describes an attached client.
+type ClientInfo struct {
+	User   string
+	Mode   string // read-write, read-only, exclusive, exclusive-write
+	Peer   string
+	Via    string // telnet, telnets, tcp, ssh
+	Since  time.Time
+	Queued int // output bytes waiting for it
+}
+
+func (c *console) info() ConsoleInfo {
+	ci := ConsoleInfo{VMName: c.req.VMName, VCUUID: c.req.VCUUID, ServiceURI: c.req.ServiceURI, Listen: c.lnURL, State: c.state(), Since: c.created}
+	if c.logw != nil {
+		ci.LogFile = c.logw.path
+		ci.LogLost = c.logw.lostTotal.Load()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, a := range c.clients {
+		ci.Clients = append(ci.Clients, ClientInfo{User: a.user, Mode: a.mode.String(), Peer: a.peer, Via: a.via, Since: a.since, Queued: a.out.queued()})
+	}
+	return ci
+}

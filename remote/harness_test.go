@@ -1,0 +1,300 @@
+package remote_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
+	"github.com/vspc-bridge/vspc-bridge/remote"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
+)
+
+// Test users: alice may write to every console, bob may only watch web-*,
+// carol has rights to db-* only, dave logs in by SSH key only.
+const (
+	alicePW = "alice-secret"
+	bobPW   = "bob-secret"
+	carolPW = "carol-secret"
+)
+
+// bridger opens every VM port through the hub, as the bridge does for a
+// direction-server port without a [[route]].
+type bridger struct{ h *remote.Hub }
+
+func (b bridger) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Backend, error) {
+	return b.h.Open(ctx, req, vm)
+}
+
+type harness struct {
+	t          *testing.T
+	cfg        *configs.Config
+	hub        *remote.Hub
+	srv        *vspc.Server
+	vspcAddr   string
+	telnetAddr string
+	sshAddr    string
+	keyFile    string // dave's (and alice's) SSH private key
+	dir        string
+}
+
+func hash(t testing.TB, pw string) string {
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(h)
+}
+
+// newHarness starts a vspc server whose direction-server ports go to a
+// hub, with the telnet and SSH front doors on 127.0.0.1. extra is TOML
+// added to the [remote] table.
+func newHarness(t *testing.T, extra string) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "test key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "id_ed25519")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authKey := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
+	toml := fmt.Sprintf(`
+[vspc]
+listen = "127.0.0.1:0"
+[remote]
+enabled = true
+ssh_host_keys = [%q]
+login_delay = "10ms"
+%s
+
+[[user]]
+name = "alice"
+password = %q
+ssh_keys = [%q]
+access = [{vm = "*", mode = "rw"}]
+
+[[user]]
+name = "bob"
+password = %q
+access = [{vm = "web-*", mode = "ro"}]
+
+[[user]]
+name = "carol"
+password = %q
+access = [{vm = "db-*", mode = "rw"}]
+
+[[user]]
+name = "dave"
+ssh_keys = [%q]
+access = [{vm = "web-*", mode = "rw"}]
+`, filepath.Join(dir, "hostkeys", "ssh_host_ed25519_key"), extra, hash(t, alicePW), authKey, hash(t, bobPW), hash(t, carolPW), authKey)
+	cfg, err := configs.Parse("test.toml", []byte(toml))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, toml)
+	}
+	log := devicetest.Logger(t)
+	hub, err := remote.New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, cfg: cfg, hub: hub, keyFile: keyFile, dir: dir}
+	h.srv = vspc.NewServer(vspc.Config{Bridger: bridger{hub}, Logger: log, GracePeriod: 5 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	listen := func() net.Listener {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln
+	}
+	vln, tln, sln := listen(), listen(), listen()
+	h.vspcAddr, h.telnetAddr, h.sshAddr = vln.Addr().String(), tln.Addr().String(), sln.Addr().String()
+	wg.Go(func() { h.srv.Serve(ctx, vln) })
+	wg.Go(func() { hub.ServeTelnet(ctx, tln) })
+	wg.Go(func() { hub.ServeSSH(ctx, sln) })
+	t.Cleanup(func() {
+		cancel()
+		h.srv.Close()
+		hub.Close()
+		wg.Wait()
+	})
+	return h
+}
+
+// vm connects a simulated ESXi host for a direction-server VM port.
+func (h *harness) vm(name, uuid, service string) *vspctest.Conn {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(h.t.Context(), 10*time.Second)
+	defer cancel()
+	c, err := vspctest.Dial(ctx, h.vspcAddr, vspctest.VM{Name: name, VCUUID: uuid, BIOSUUID: uuid, LocUUID: uuid, Direction: vspc.DirServer, ServiceURI: service})
+	if err != nil {
+		h.t.Fatalf("VM %s: %v", name, err)
+	}
+	h.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// console waits for the hub's console of VM name and returns its info.
+func (h *harness) console(name string) remote.ConsoleInfo {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, ci := range h.hub.Consoles() {
+			if ci.VMName == name {
+				return ci
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.t.Fatalf("no console for VM %s", name)
+	return remote.ConsoleInfo{}
+}
+
+// waitClients waits until the console of VM name has n clients.
+func (h *harness) waitClients(name string, n int) remote.ConsoleInfo {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var ci remote.ConsoleInfo
+	for time.Now().Before(deadline) {
+		ci = h.console(name)
+		if len(ci.Clients) == n {
+			return ci
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.t.Fatalf("console %s: %d clients, want %d: %+v", name, len(ci.Clients), n, ci.Clients)
+	return ci
+}
+
+// hostPort returns the host:port of a "telnet://host:port" listen URI.
+func hostPort(t testing.TB, uri string) string {
+	t.Helper()
+	_, hp, ok := strings.Cut(uri, "://")
+	if !ok {
+		t.Fatalf("listen URI %q", uri)
+	}
+	return hp
+}
+
+// readVM reads from the VM until it has got want (exactly, as a prefix
+// of what arrives) or times out.
+func readVM(t testing.TB, vm io.Reader, want []byte) {
+	t.Helper()
+	got := make([]byte, 0, len(want))
+	buf := make([]byte, 64<<10)
+	done := make(chan error, 1)
+	go func() {
+		for len(got) < len(want) {
+			n, err := vm.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("VM read: %v after %q", err, got)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("VM got %d bytes, want %d: %q", len(got), len(want), tail(got))
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("VM got %q, want %q", tail(got), tail(want))
+	}
+}
+
+func tail(b []byte) []byte {
+	if len(b) > 200 {
+		return b[len(b)-200:]
+	}
+	return b
+}
+
+// tmux drives an interactive program (the telnet client) in a detached
+// tmux session on its own server socket.
+type tmux struct {
+	t    testing.TB
+	sock string
+}
+
+func startTmux(t testing.TB, argv ...string) *tmux {
+	t.Helper()
+	devicetest.Require(t, "tmux")
+	devicetest.Require(t, argv[0])
+	m := &tmux{t: t, sock: filepath.Join(t.TempDir(), "tmux.sock")}
+	args := append([]string{"new-session", "-d", "-s", "s", "-x", "200", "-y", "50"}, argv...)
+	m.run(args...)
+	t.Cleanup(func() { exec.Command("tmux", "-S", m.sock, "kill-server").Run() })
+	return m
+}
+
+func (m *tmux) run(args ...string) string {
+	m.t.Helper()
+	cmd := exec.Command("tmux", append([]string{"-S", m.sock}, args...)...)
+	cmd.Env = append(os.Environ(), "TMUX=")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		m.t.Fatalf("tmux %v: %v: %s", args, err, out)
+	}
+	return string(out)
+}
+
+// typeText types s literally; typeEnter presses Enter.
+func (m *tmux) typeText(s string) { m.run("send-keys", "-t", "s", "-l", s) }
+func (m *tmux) typeEnter()        { m.run("send-keys", "-t", "s", "Enter") }
+func (m *tmux) typeKey(k string)  { m.run("send-keys", "-t", "s", k) }
+
+func (m *tmux) screen() string { return m.run("capture-pane", "-p", "-t", "s", "-S", "-200") }
+
+// waitFor waits until the screen shows s.
+func (m *tmux) waitFor(s string) string {
+	m.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var scr string
+	want := strings.TrimRight(s, " ") // capture-pane drops trailing spaces
+	for time.Now().Before(deadline) {
+		scr = m.screen()
+		if strings.Contains(scr, want) {
+			return scr
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	m.t.Fatalf("screen never showed %q:\n%s", s, scr)
+	return ""
+}
+
+// freePort returns a port on 127.0.0.1 that was free a moment ago.
+func freePort(t testing.TB) int { return devicetest.FreePort(t) }

@@ -1,0 +1,431 @@
+package remote
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+)
+
+// killGrace is how long a connection's writer may take to deliver its
+// last words (a farewell, the "you fell behind" notice) before the
+// connection is closed under it.
+const killGrace = 2 * time.Second
+
+// ErrDisabled is returned by Open when [remote] enabled is false.
+var ErrDisabled = errors.New("remote: remote console access is off ([remote] enabled = false)")
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("remote: hub closed")
+
+// Hub gives remote users access to the consoles of direction-server VM
+// serial ports: it is the vspc.Backend of each such port (Open), runs a
+// per-VM listener for it, and the front doors (Serve). It is safe for
+// concurrent use.
+type Hub struct {
+	cfg     *configs.Config
+	log     *slog.Logger
+	auth    *authenticator
+	ports   *portStore
+	tlsConf *tls.Config       // nil without [remote] tls_cert
+	sshConf *ssh.ServerConfig // nil without ssh_host_keys; copied per connection
+	escape  []byte
+
+	ctx    context.Context // cancelled by Close: every session and per-VM listener
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the hub starts
+	sem    chan struct{}  // one token per remote connection (max_sessions)
+
+	mu        sync.Mutex // guards the fields below
+	closed    bool
+	consoles  map[*console]struct{}
+	byPort    map[int]*console // per-VM listener port → console
+	listeners map[net.Listener]struct{}
+}
+
+// New returns a Hub for cfg. With remote access enabled it loads (or on
+// first start generates) the SSH host keys, the TLS certificate and the
+// persisted port assignments. Call Serve to run the front doors, and Close
+// when done.
+func New(cfg *configs.Config, log *slog.Logger) (*Hub, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &cfg.Remote
+	h := &Hub{
+		cfg:       cfg,
+		log:       log,
+		escape:    r.EscapeBytes(),
+		sem:       make(chan struct{}, max(r.MaxSessions, 1)),
+		consoles:  map[*console]struct{}{},
+		byPort:    map[int]*console{},
+		listeners: map[net.Listener]struct{}{},
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	if !r.Enabled {
+		return h, nil
+	}
+	h.auth = newAuthenticator(cfg, log, time.Now)
+	lo, hi := r.PortRangeBounds()
+	var err error
+	if h.ports, err = loadPortStore(r.StateFile, lo, hi); err != nil {
+		return nil, err
+	}
+	if r.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(r.TLSCert, r.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("remote: tls_cert/tls_key: %w", err)
+		}
+		h.tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if len(r.SSHHostKeys) > 0 {
+		conf := &ssh.ServerConfig{ServerVersion: "SSH-2.0-vspc-bridge", MaxAuthTries: 6}
+		for _, path := range r.SSHHostKeys {
+			signer, generated, err := loadHostKey(path)
+			if err != nil {
+				return nil, err
+			}
+			if generated {
+				log.Info("generated SSH host key", "path", path, "type", signer.PublicKey().Type(), "fingerprint", ssh.FingerprintSHA256(signer.PublicKey()))
+			}
+			conf.AddHostKey(signer)
+		}
+		h.sshConf = conf
+	}
+	return h, nil
+}
+
+// portKey identifies a VM serial port the way package vspc does: VC UUID
+// (or VM name) and service URI.
+func portKey(req vspc.Request) string {
+	id := req.VCUUID
+	if id == "" {
+		id = "name:" + req.VMName
+	}
+	return id + " " + req.ServiceURI
+}
+
+// Open implements vspc.Bridger for direction-server ports: it returns the
+// console of the VM serial port and starts its per-VM listener (on the
+// port its service URI names, or one from port_range kept for it). It
+// refuses a port that cannot get its listener. The console lives until the
+// vspc server closes it (grace period over, shutdown): across vMotion and
+// reconnects.
+func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Backend, error) {
+	r := &h.cfg.Remote
+	if !r.Enabled {
+		return nil, ErrDisabled
+	}
+	spec, err := parseServiceURI(req.ServiceURI, r.PortScheme)
+	if err != nil {
+		return nil, err
+	}
+	if spec.scheme == schemeTelnets && h.tlsConf == nil {
+		return nil, fmt.Errorf("remote: service URI %q asks for telnets, but [remote] tls_cert is not set", req.ServiceURI)
+	}
+	c := &console{
+		h:       h,
+		req:     req,
+		vm:      vm,
+		key:     portKey(req),
+		log:     h.log.With("vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI),
+		created: time.Now(),
+		dropMsg: fmt.Sprintf("\r\n[vspc-bridge: you fell more than %s behind the console of %s; disconnecting]\r\n", r.ClientQueue, req.VMName),
+	}
+	c.sb.buf = make([]byte, r.Scrollback)
+	bind := func(port int) (net.Listener, error) {
+		h.mu.Lock()
+		o := h.byPort[port]
+		h.mu.Unlock()
+		if o != nil {
+			return nil, fmt.Errorf("port %d is the console port of VM %q (%s, service URI %q)", port, o.req.VMName, o.req.VCUUID, o.req.ServiceURI)
+		}
+		return net.Listen("tcp", net.JoinHostPort(r.Bind, strconv.Itoa(port)))
+	}
+	var ln net.Listener
+	if spec.port != 0 {
+		if ln, err = bind(spec.port); err != nil {
+			return nil, fmt.Errorf("remote: VM %q asks for console port %d (service URI %q): %w", req.VMName, spec.port, req.ServiceURI, err)
+		}
+	} else {
+		ln, err = h.ports.assign(c.key, req.VMName, req.ServiceURI, bind)
+		switch {
+		case errors.Is(err, ErrNoPortRange):
+			ln = nil // reachable through the front doors only
+		case err != nil:
+			return nil, fmt.Errorf("remote: VM %q (service URI %q): %w", req.VMName, req.ServiceURI, err)
+		}
+	}
+	port := 0
+	if ln != nil {
+		c.lnURL = spec.scheme + "://" + ln.Addr().String()
+		port = ln.Addr().(*net.TCPAddr).Port
+		if spec.scheme == schemeTelnets {
+			ln = tls.NewListener(ln, h.tlsConf)
+		}
+		c.ln = ln
+	}
+	if r.LogDir != "" {
+		path := filepath.Join(r.LogDir, logFileName(req.VMName, req.VCUUID, req.ServiceURI))
+		if c.logw, err = newLogWriter(path, int64(r.LogMaxSize), r.LogMaxFiles, int(r.LogBuffer)); err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			return nil, err
+		}
+	}
+	c.ctx, c.cancel = context.WithCancel(h.ctx)
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		c.cancel()
+		if ln != nil {
+			ln.Close()
+		}
+		if c.logw != nil {
+			c.logw.f.Close()
+		}
+		return nil, ErrClosed
+	}
+	h.consoles[c] = struct{}{}
+	if port != 0 {
+		h.byPort[port] = c
+	}
+	if c.logw != nil {
+		h.wg.Go(func() {
+			if err := c.logw.run(); err != nil {
+				c.log.Error("console log stopped", "err", err)
+			}
+		})
+	}
+	if ln != nil {
+		raw := spec.scheme == schemeTCP
+		h.wg.Go(func() {
+			h.acceptLoop(c.ctx, ln, func(ctx context.Context, nc net.Conn) { h.serveTelnet(ctx, nc, raw, c) })
+		})
+	}
+	h.mu.Unlock()
+	logPath := ""
+	if c.logw != nil {
+		logPath = c.logw.path
+	}
+	c.log.Info("remote console open", "listen", c.lnURL, "log", logPath)
+	return c, nil
+}
+
+func (h *Hub) removeConsole(c *console) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.consoles, c)
+	for p, o := range h.byPort {
+		if o == c {
+			delete(h.byPort, p)
+		}
+	}
+}
+
+// Consoles returns a snapshot of the consoles, sorted by VM name.
+func (h *Hub) Consoles() []ConsoleInfo {
+	list := h.consoleList()
+	out := make([]ConsoleInfo, 0, len(list))
+	for _, c := range list {
+		out = append(out, c.info())
+	}
+	return out
+}
+
+// Serve listens on the configured front doors (telnet_listen,
+// telnets_listen, ssh_listen) and serves them until ctx is done or Close
+// is called; then it returns ctx.Err() (or ErrClosed). A listener that
+// cannot be opened is an error at once.
+func (h *Hub) Serve(ctx context.Context) error {
+	r := &h.cfg.Remote
+	if !r.Enabled {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	type front struct {
+		key, addr string
+		serve     func(context.Context, net.Listener) error
+		tls       bool
+	}
+	var fronts []front
+	if r.TelnetListen != "" {
+		fronts = append(fronts, front{"telnet_listen", r.TelnetListen, h.ServeTelnet, false})
+	}
+	if r.TelnetsListen != "" {
+		fronts = append(fronts, front{"telnets_listen", r.TelnetsListen, h.ServeTelnet, true})
+	}
+	if r.SSHListen != "" {
+		fronts = append(fronts, front{"ssh_listen", r.SSHListen, h.ServeSSH, false})
+	}
+	var lns []net.Listener
+	for _, f := range fronts {
+		ln, err := net.Listen("tcp", f.addr)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("remote: [remote] %s %s: %w", f.key, f.addr, err)
+		}
+		if f.tls {
+			if h.tlsConf == nil {
+				ln.Close()
+				return fmt.Errorf("remote: [remote] %s needs tls_cert", f.key)
+			}
+			ln = tls.NewListener(ln, h.tlsConf)
+		}
+		h.log.Info("remote front door listening", "kind", f.key, "addr", ln.Addr().String())
+		lns = append(lns, ln)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(lns))
+	for i, ln := range lns {
+		go func() { errc <- fronts[i].serve(ctx, ln) }()
+	}
+	var first error
+	for range lns {
+		err := <-errc
+		if first == nil && err != nil && ctx.Err() == nil {
+			first = err
+			cancel()
+		}
+	}
+	if first != nil {
+		return first
+	}
+	if len(lns) == 0 {
+		select {
+		case <-ctx.Done():
+		case <-h.ctx.Done():
+			return ErrClosed
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return ErrClosed
+}
+
+// ServeTelnet serves the telnet front door on ln (wrap ln with
+// tls.NewListener for telnets) until ctx is done or Close. It closes ln.
+func (h *Hub) ServeTelnet(ctx context.Context, ln net.Listener) error {
+	return h.acceptLoop(ctx, ln, func(ctx context.Context, nc net.Conn) { h.serveTelnet(ctx, nc, false, nil) })
+}
+
+// ServeSSH serves the SSH front door on ln until ctx is done or Close. It
+// closes ln.
+func (h *Hub) ServeSSH(ctx context.Context, ln net.Listener) error {
+	if h.sshConf == nil {
+		ln.Close()
+		return errors.New("remote: SSH needs [remote] ssh_host_keys")
+	}
+	return h.acceptLoop(ctx, ln, h.serveSSH)
+}
+
+// acceptLoop accepts on ln and runs handle for each connection in a
+// goroutine owned by the hub, with a context that ends with ctx or the
+// hub. It closes ln and returns when either ends (ctx.Err() or ErrClosed).
+func (h *Hub) acceptLoop(ctx context.Context, ln net.Listener, handle func(context.Context, net.Conn)) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		ln.Close()
+		return ErrClosed
+	}
+	h.listeners[ln] = struct{}{}
+	h.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopHub := context.AfterFunc(h.ctx, cancel)
+	defer stopHub()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer func() {
+		h.mu.Lock()
+		delete(h.listeners, ln)
+		h.mu.Unlock()
+		ln.Close()
+	}()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if h.ctx.Err() != nil {
+				return ErrClosed
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return ErrClosed
+			}
+			if sleep(ctx, 50*time.Millisecond) != nil {
+				return ctx.Err()
+			}
+			continue
+		}
+		select {
+		case h.sem <- struct{}{}:
+		default:
+			h.log.Warn("remote connection refused: max_sessions reached", "peer", nc.RemoteAddr().String(), "max_sessions", cap(h.sem))
+			nc.SetWriteDeadline(time.Now().Add(time.Second))
+			nc.Write([]byte("vspc-bridge: too many sessions; try again later\r\n"))
+			nc.Close()
+			continue
+		}
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			<-h.sem
+			nc.Close()
+			return ErrClosed
+		}
+		h.wg.Go(func() {
+			defer func() { <-h.sem }()
+			handle(ctx, nc)
+		})
+		h.mu.Unlock()
+	}
+}
+
+// Close stops the front doors and per-VM listeners, disconnects every
+// client (telling them), closes the console logs and waits for every
+// goroutine. It is idempotent.
+func (h *Hub) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	var cons []*console
+	for c := range h.consoles {
+		cons = append(cons, c)
+	}
+	for ln := range h.listeners {
+		ln.Close()
+	}
+	h.mu.Unlock()
+	h.cancel()
+	for _, c := range cons {
+		c.Close()
+	}
+	h.wg.Wait()
+	return nil
+}

@@ -1,0 +1,425 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/configs"
+)
+
+// inputEvent is one unit of user input: data, or a BREAK.
+type inputEvent struct {
+	data []byte // owned by the receiver
+	brk  bool
+}
+
+// inputSource is where a session reads user input: a telnet or raw TCP
+// connection, or an SSH channel. readInput blocks; it fails once the
+// connection is gone.
+type inputSource interface {
+	readInput() (inputEvent, error)
+}
+
+// errAbort: the user typed Ctrl-C or Ctrl-D at a prompt.
+var errAbort = errors.New("remote: aborted at a prompt")
+
+// session is one remote connection after transport setup: login, the
+// front door menu, and attachments to consoles. It runs on the
+// connection's goroutine, which is its only reader; output goes through
+// out, whose writer goroutine the connection handler owns.
+type session struct {
+	h           *Hub
+	log         *slog.Logger
+	peer, ip    string
+	via         string // telnet, telnets, tcp, ssh
+	in          inputSource
+	out         *outQueue
+	enc         func(dst, p []byte) []byte
+	interactive bool // escapes, banners, notices
+	echo        bool // we echo at prompts (telnet with WILL ECHO, SSH with a pty)
+	trusted     func()
+
+	user     *configs.User // nil on an open listener
+	userName string
+	pend     []byte // input read but not consumed yet
+	skipLF   bool   // a CR ended the last line: drop a following LF or NUL
+}
+
+func appendRaw(dst, p []byte) []byte { return append(dst, p...) }
+
+func (s *session) print(str string) { s.out.control([]byte(str)) }
+
+// readLine reads one line at a prompt, with minimal editing (BS/DEL,
+// Ctrl-U). Ctrl-C and Ctrl-D abort. echo false hides the input.
+func (s *session) readLine(prompt string, echo bool) (string, error) {
+	s.print(prompt)
+	echo = echo && s.echo
+	var line []byte
+	for {
+		if len(s.pend) == 0 {
+			ev, err := s.in.readInput()
+			if err != nil {
+				return "", err
+			}
+			s.pend = ev.data
+		}
+		for i := 0; i < len(s.pend); i++ {
+			b := s.pend[i]
+			if s.skipLF {
+				s.skipLF = false
+				if b == '\n' || b == 0 {
+					continue
+				}
+			}
+			switch {
+			case b == '\r' || b == '\n':
+				s.skipLF = b == '\r'
+				s.pend = s.pend[i+1:]
+				if s.echo {
+					s.print("\r\n")
+				}
+				return string(line), nil
+			case b == 0x7f || b == 0x08:
+				if len(line) > 0 {
+					line = line[:len(line)-1]
+					if echo {
+						s.print("\b \b")
+					}
+				}
+			case b == 0x15: // Ctrl-U
+				if echo {
+					s.print(strings.Repeat("\b \b", len(line)))
+				}
+				line = line[:0]
+			case b == 0x03 || b == 0x04:
+				s.pend = nil
+				return "", errAbort
+			case b >= 0x20 && len(line) < 256:
+				line = append(line, b)
+				if echo {
+					s.print(string(b))
+				}
+			}
+		}
+		s.pend = nil
+	}
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// maxLoginAttempts per connection.
+const maxLoginAttempts = 3
+
+// login asks for a user name and password until one is right, up to
+// maxLoginAttempts times.
+func (s *session) login(ctx context.Context) error {
+	for range maxLoginAttempts {
+		name, err := s.readLine("login: ", true)
+		if err != nil {
+			return err
+		}
+		if name == "" {
+			continue
+		}
+		pw, err := s.readLine("password: ", false)
+		if err != nil {
+			return err
+		}
+		u, err := s.h.auth.password(s.ip, name, s.via, []byte(pw))
+		if err == nil {
+			s.user, s.userName = u, name
+			s.log = s.log.With("user", name)
+			s.log.Info("remote login")
+			return nil
+		}
+		if errors.Is(err, ErrLoginBlocked) {
+			s.print("Too many failed logins; try again later.\r\n")
+			return err
+		}
+		if err := sleep(ctx, s.h.cfg.Remote.LoginDelay.Duration); err != nil {
+			return err
+		}
+		s.print("Login incorrect\r\n")
+	}
+	return ErrLoginFailed
+}
+
+// right is the user's access to c: "rw", "ro", or false.
+func (s *session) right(c *console) (string, bool) {
+	if s.user == nil {
+		return configs.AccessRW, true // open listener
+	}
+	return s.user.Right(c.req.VMName, c.req.VCUUID)
+}
+
+// modeFor picks the attach mode: the one asked for (if the right allows
+// it), else read-write for "rw" rights and read-only for "ro".
+func modeFor(right string, asked string) (Mode, error) {
+	def := ModeShared
+	if right != configs.AccessRW {
+		def = ModeReadOnly
+	}
+	if asked == "" {
+		return def, nil
+	}
+	m, ok := ParseMode(asked)
+	if !ok {
+		return 0, fmt.Errorf("unknown mode %q: want rw, ro, x (exclusive) or xw (exclusive-write)", asked)
+	}
+	if m.writes() && right != configs.AccessRW {
+		return 0, fmt.Errorf("you have read-only access to this console")
+	}
+	return m, nil
+}
+
+// attach joins the session to c until the user detaches (nil), the
+// console or connection goes away, or the client is dropped (error). A
+// refused attach is told to the user and returns nil.
+func (s *session) attach(ctx context.Context, c *console, mode Mode) error {
+	a := &attachment{user: s.userName, mode: mode, peer: s.peer, via: s.via, since: time.Now(), interactive: s.interactive, out: s.out, enc: s.enc}
+	if err := c.attach(a); err != nil {
+		s.print("[vspc-bridge: " + strings.TrimPrefix(err.Error(), "remote: ") + "]\r\n")
+		return nil
+	}
+	why := "detached"
+	defer func() { c.detach(a, why) }()
+	var esc escaper
+	if s.interactive {
+		esc.seq = s.h.escape
+	}
+	warnedRO := false
+	for {
+		data := s.pend
+		s.pend = nil
+		if len(data) == 0 {
+			ev, err := s.in.readInput()
+			if err != nil {
+				why = "disconnected"
+				if s.out.isDropped() {
+					why = "dropped: too slow"
+				}
+				return err
+			}
+			if ev.brk {
+				if err := c.sendBreak(a); errors.Is(err, ErrReadOnly) {
+					s.print("\r\n[vspc-bridge: read-only: BREAK not sent]\r\n")
+				} else if err != nil {
+					why = "console closed"
+					return err
+				}
+			}
+			data = ev.data
+		}
+		if s.skipLF && len(data) > 0 && (data[0] == '\n' || data[0] == 0) {
+			data = data[1:]
+		}
+		s.skipLF = false
+		var stop error
+		detach := false
+		esc.feed(data, func(d []byte) {
+			if stop != nil || detach {
+				return
+			}
+			if err := c.input(a, d); errors.Is(err, ErrReadOnly) {
+				if !warnedRO {
+					warnedRO = true
+					s.print("\r\n[vspc-bridge: you are read-only; input is not sent]\r\n")
+				}
+			} else if err != nil {
+				stop = err
+			}
+		}, func(cmd byte) bool {
+			switch cmd {
+			case cmdDetach:
+				detach = true
+				return false
+			case cmdBreak:
+				if err := c.sendBreak(a); errors.Is(err, ErrReadOnly) {
+					s.print("\r\n[vspc-bridge: read-only: BREAK not sent]\r\n")
+				} else if err != nil {
+					stop = err
+					return false
+				} else {
+					s.print("\r\n[vspc-bridge: BREAK sent]\r\n")
+				}
+			case cmdWho:
+				s.print("\r\n[vspc-bridge: attached: " + c.who() + "]\r\n")
+			default:
+				s.print(s.escapeHelp())
+			}
+			return true
+		})
+		if stop != nil {
+			why = "console closed"
+			return stop
+		}
+		if detach {
+			s.print(fmt.Sprintf("\r\n[vspc-bridge: detached from %s]\r\n", c.req.VMName))
+			return nil
+		}
+	}
+}
+
+func (s *session) escapeHelp() string {
+	e := escapeName(s.h.escape)
+	last := escapeName(s.h.escape[len(s.h.escape)-1:])
+	return fmt.Sprintf("\r\n[vspc-bridge: escape commands: %s. detach, %sb send BREAK, %sw who is attached, %s%s send %s itself, %s? this help]\r\n", e, e, e, e, last, e, e)
+}
+
+// reachable lists the consoles the session's user may reach, by VM name.
+func (s *session) reachable() []*console {
+	var out []*console
+	for _, c := range s.h.consoleList() {
+		if _, ok := s.right(c); ok {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// find picks a reachable console by number (1-based, of list), VM name,
+// VC UUID, or "name/service".
+func find(list []*console, what string) (*console, error) {
+	if n, err := strconv.Atoi(what); err == nil && n >= 1 && n <= len(list) {
+		return list[n-1], nil
+	}
+	var hits []*console
+	for _, c := range list {
+		if c.req.VMName == what || strings.EqualFold(c.req.VCUUID, what) || c.req.VMName+"/"+c.req.ServiceURI == what {
+			hits = append(hits, c)
+		}
+	}
+	switch len(hits) {
+	case 0:
+		return nil, fmt.Errorf("no console %q that you may reach", what)
+	case 1:
+		return hits[0], nil
+	}
+	return nil, fmt.Errorf("%q names %d serial ports; pick one by number or as name/service", what, len(hits))
+}
+
+func (s *session) printMenu(list []*console) {
+	var b strings.Builder
+	if len(list) == 0 {
+		b.WriteString("No consoles you may reach right now. Press Enter to look again, q to quit.\r\n")
+		s.print(b.String())
+		return
+	}
+	fmt.Fprintf(&b, "%3s  %-24s %-36s %-9s %-22s %s\r\n", "#", "VM", "VC UUID", "STATE", "PORT", "ATTACHED")
+	for i, c := range list {
+		name := c.req.VMName
+		if name == "" {
+			name = "(unnamed)"
+		}
+		if svc := c.req.ServiceURI; svc != "" {
+			name += "/" + svc
+		}
+		ci := c.info()
+		listen := ci.Listen
+		if listen == "" {
+			listen = "-"
+		}
+		users := make([]string, 0, len(ci.Clients))
+		for _, cl := range ci.Clients {
+			users = append(users, cl.User)
+		}
+		right, _ := s.right(c)
+		fmt.Fprintf(&b, "%3d  %-24s %-36s %-9s %-22s %d %s [%s]\r\n", i+1, name, c.req.VCUUID, ci.State, listen, len(users), strings.Join(users, ","), right)
+	}
+	s.print(b.String())
+}
+
+// frontDoor runs the menu: list, pick, attach, back to the list.
+func (s *session) frontDoor(ctx context.Context) error {
+	s.print(fmt.Sprintf("Welcome %s. Pick a console by number or VM name, optionally followed by a mode\r\n(rw, ro, x = exclusive, xw = exclusive-write); q quits. Escape: %s\r\n", s.userName, escapeName(s.h.escape)))
+	for ctx.Err() == nil {
+		list := s.reachable()
+		s.printMenu(list)
+		line, err := s.readLine("console> ", true)
+		if err != nil {
+			if errors.Is(err, errAbort) {
+				s.print("bye\r\n")
+				return nil
+			}
+			return err
+		}
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		switch strings.ToLower(f[0]) {
+		case "q", "quit", "exit", "logout":
+			s.print("bye\r\n")
+			return nil
+		case "?", "help":
+			s.print(s.escapeHelp())
+			continue
+		}
+		c, err := find(list, f[0])
+		if err != nil {
+			s.print(err.Error() + "\r\n")
+			continue
+		}
+		if err := s.attachChecked(ctx, c, f[1:]); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// attachChecked checks the user's right to c and the mode asked for
+// (args: [] or [mode]) and attaches.
+func (s *session) attachChecked(ctx context.Context, c *console, args []string) error {
+	right, ok := s.right(c)
+	if !ok {
+		s.log.Warn("remote access denied", "vm", c.req.VMName, "vc_uuid", c.req.VCUUID)
+		s.print(fmt.Sprintf("[vspc-bridge: %s has no access to the console of %s]\r\n", s.userName, c.req.VMName))
+		return ErrNoAccess
+	}
+	asked := ""
+	if len(args) > 0 {
+		asked = args[0]
+	}
+	mode, err := modeFor(right, asked)
+	if err != nil {
+		s.print("[vspc-bridge: " + err.Error() + "]\r\n")
+		return nil
+	}
+	return s.attach(ctx, c, mode)
+}
+
+// consoleList returns the open consoles sorted by VM name and service.
+func (h *Hub) consoleList() []*console {
+	h.mu.Lock()
+	list := make([]*console, 0, len(h.consoles))
+	for c := range h.consoles {
+		list = append(list, c)
+	}
+	h.mu.Unlock()
+	slices.SortFunc(list, func(a, b *console) int {
+		if r := strings.Compare(a.req.VMName, b.req.VMName); r != 0 {
+			return r
+		}
+		return strings.Compare(a.req.ServiceURI, b.req.ServiceURI)
+	})
+	return list
+}

@@ -1,0 +1,168 @@
+package remote
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+)
+
+// telnetIn reads a remote user's telnet connection: it decodes the
+// stream, answers option negotiation (through the connection's output
+// queue, never writing itself), and turns IAC BRK into BREAK. With raw
+// set (tcp:// listeners) every byte is data.
+type telnetIn struct {
+	nc     net.Conn
+	out    *outQueue
+	raw    bool
+	dec    telnet.Decoder
+	opts   telnet.Options
+	binOut atomic.Bool // the user accepted our WILL BINARY: send 8-bit data, not NVT text
+	buf    []byte
+	evs    []inputEvent
+}
+
+// greeting is what we ask for at connect: we echo and suppress go-ahead
+// (character mode), BINARY both ways.
+func (t *telnetIn) greeting() []byte {
+	var b []byte
+	b = t.opts.Enable(b, telnet.Local, telnet.Echo)
+	b = t.opts.Enable(b, telnet.Local, telnet.SuppressGA)
+	b = t.opts.Enable(b, telnet.Remote, telnet.SuppressGA)
+	b = t.opts.Enable(b, telnet.Local, telnet.Binary)
+	b = t.opts.Enable(b, telnet.Remote, telnet.Binary)
+	return b
+}
+
+// encode turns console output into telnet data for this user.
+func (t *telnetIn) encode(dst, p []byte) []byte {
+	if t.raw {
+		return append(dst, p...)
+	}
+	if t.binOut.Load() {
+		return telnet.AppendData(dst, p)
+	}
+	return telnet.AppendText(dst, p)
+}
+
+func (t *telnetIn) addData(p []byte) {
+	if n := len(t.evs); n > 0 && !t.evs[n-1].brk {
+		t.evs[n-1].data = append(t.evs[n-1].data, p...)
+		return
+	}
+	t.evs = append(t.evs, inputEvent{data: append([]byte(nil), p...)})
+}
+
+func (t *telnetIn) readInput() (inputEvent, error) {
+	for len(t.evs) == 0 {
+		n, err := t.nc.Read(t.buf)
+		if n > 0 {
+			if t.raw {
+				return inputEvent{data: append([]byte(nil), t.buf[:n]...)}, nil
+			}
+			var replies []byte
+			derr := t.dec.Decode(t.buf[:n], func(ev telnet.Event) error {
+				switch ev.Kind {
+				case telnet.EventData:
+					t.addData(ev.Data)
+				case telnet.EventCommand:
+					switch ev.Command {
+					case telnet.BRK:
+						t.evs = append(t.evs, inputEvent{brk: true})
+					case telnet.IP:
+						t.addData([]byte{0x03}) // interrupt: the VM's Ctrl-C
+					case telnet.EC:
+						t.addData([]byte{0x7f})
+					case telnet.EL:
+						t.addData([]byte{0x15})
+					case telnet.AYT:
+						replies = append(replies, "\r\n[vspc-bridge: yes]\r\n"...)
+					}
+				case telnet.EventNegotiation:
+					var ch *telnet.Change
+					replies, ch = t.opts.Receive(replies, ev.Command, ev.Option)
+					if ch != nil && ch.Option == telnet.Binary {
+						if ch.Side == telnet.Remote {
+							t.dec.Binary = ch.Enabled
+						} else {
+							t.binOut.Store(ch.Enabled)
+						}
+					}
+				}
+				return nil
+			})
+			t.out.control(replies)
+			if derr != nil {
+				return inputEvent{}, fmt.Errorf("remote: telnet: %w", derr)
+			}
+		}
+		if err != nil && len(t.evs) == 0 {
+			return inputEvent{}, err
+		}
+	}
+	ev := t.evs[0]
+	t.evs = t.evs[1:]
+	return ev, nil
+}
+
+// serveTelnet runs one telnet (or raw tcp, or telnets) connection: the
+// front door when con is nil, else the per-VM port of con.
+func (h *Hub) serveTelnet(ctx context.Context, nc net.Conn, raw bool, con *console) {
+	via := "telnet"
+	if raw {
+		via = "tcp"
+	}
+	if _, ok := nc.(*tls.Conn); ok {
+		via = "telnets"
+	}
+	out := newOutQueue(int(h.cfg.Remote.ClientQueue), func() { nc.Close() })
+	t := &telnetIn{nc: nc, out: out, raw: raw, buf: make([]byte, 4096)}
+	peer := nc.RemoteAddr().String()
+	s := &session{
+		h: h, log: h.log.With("peer", peer, "via", via), peer: peer, ip: hostOf(nc.RemoteAddr()), via: via,
+		in: t, out: out, enc: t.encode, interactive: !raw, echo: !raw,
+		trusted: func() { nc.SetReadDeadline(time.Time{}) },
+	}
+	if con != nil {
+		s.log = s.log.With("vm", con.req.VMName)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		out.run(nc)
+		nc.Close()
+	})
+	stop := context.AfterFunc(ctx, func() { out.close("\r\n[vspc-bridge: closing]\r\n") })
+	if !raw {
+		out.control(t.greeting())
+	}
+	nc.SetReadDeadline(time.Now().Add(h.cfg.Remote.LoginTimeout.Duration))
+	err := s.run(ctx, con)
+	stop()
+	out.close("")
+	wg.Wait()
+	s.log.Debug("remote session ended", "err", err)
+}
+
+// run is a telnet or tcp session after connect.
+func (s *session) run(ctx context.Context, con *console) error {
+	if con != nil {
+		s.print(fmt.Sprintf("vspc-bridge: console of %s (%s)\r\n", con.req.VMName, con.req.VCUUID))
+	} else {
+		s.print("vspc-bridge console server\r\n")
+	}
+	if s.h.cfg.Remote.Open {
+		s.userName = "open@" + s.ip
+	} else if err := s.login(ctx); err != nil {
+		return err
+	}
+	s.trusted()
+	if con == nil {
+		return s.frontDoor(ctx)
+	}
+	return s.attachChecked(ctx, con, nil)
+}
