@@ -2,7 +2,11 @@ package bridge
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
+
+	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/devices"
 )
 
 // DeviceStatus is a snapshot of one link: the VM serial port it belongs
@@ -56,10 +60,62 @@ func (l *link) deviceStatus() DeviceStatus {
 		ServiceURI: l.req.ServiceURI,
 		Direction:  l.req.Direction.String(),
 		Route:      l.trusted,
-		Device:     st.Device,
+		Device:     l.target.String(),
 		State:      st.State,
 		LastErr:    st.LastErr,
 		Connects:   st.Connects,
 		Backlog:    st.Backlog,
 	}
+}
+
+// Closer is what ApplyConfig needs of a link's VM side to end a port: a
+// *vspc.Port has it.
+type Closer interface{ Close(reason string) }
+
+// ApplyConfig makes cfg apply to ports opened from now on (as SetConfig)
+// and closes the ports whose route was removed: a port joined through a
+// [[route]] is closed when cfg has no route with the name of the route
+// that joined it, unless a route of cfg still joins its VM to the same
+// device. Every other port keeps its device connection: changed routes,
+// limits and policy apply when the VM next connects. The port's VM
+// connection is closed with the reason logged; ESXi reconnects and the VM
+// gets whatever cfg gives it. It returns the links it closed.
+func (b *Bridge) ApplyConfig(cfg *configs.Config) []DeviceStatus {
+	b.mu.Lock()
+	old := b.cfg
+	b.cfg = cfg
+	links := make([]*link, 0, len(b.owners))
+	for _, l := range b.owners {
+		if l.trusted {
+			links = append(links, l)
+		}
+	}
+	b.mu.Unlock()
+	names := make(map[string]bool, len(cfg.Routes))
+	for _, r := range cfg.Routes {
+		names[r.Name] = true
+	}
+	var closed []DeviceStatus
+	for _, l := range links {
+		q := configs.RouteQuery{ServiceURI: l.req.ServiceURI, VMName: l.req.VMName, VCUUID: l.req.VCUUID}
+		was, ok := old.MatchRoute(q)
+		if !ok || names[was.Name] {
+			continue
+		}
+		if r, ok := cfg.MatchRoute(q); ok {
+			if t, err := devices.ParseURI(r.Device); err == nil && t.Key() == l.key {
+				continue // renamed, same device
+			}
+		}
+		st := l.deviceStatus()
+		reason := fmt.Sprintf("route %q was removed from the config", was.Name)
+		l.log.Info("config reload: closing the port of a removed route", "route", was.Name, "service_uri", l.req.ServiceURI)
+		if c, ok := l.vm.(Closer); ok {
+			c.Close(reason)
+		} else {
+			l.Close()
+		}
+		closed = append(closed, st)
+	}
+	return closed
 }

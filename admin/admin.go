@@ -1,0 +1,270 @@
+// Package admin is the bridge's HTTP admin endpoint: status as JSON,
+// Prometheus metrics, health checks and config reload.
+//
+//	GET  /healthz            200 "ok" while the process serves HTTP (no token needed)
+//	GET  /readyz             200 when the VM listeners are up, else 503 (no token needed)
+//	GET  /api/v1/status      the bridge: version, listeners and proxy URIs, counters, reloads
+//	GET  /api/v1/sessions    every VM serial port (?vm=NAME or UUID selects one VM)
+//	GET  /api/v1/devices     every device or remote system link
+//	POST /api/v1/reload      re-read the config file; 200 with the changes, 422 with the errors
+//	GET  /metrics            Prometheus text format (see Collector)
+//
+// Every path except /healthz and /readyz needs "Authorization: Bearer
+// TOKEN" when a token is configured. Snapshots are taken at request time
+// from the server and the bridge; nothing is cached. Client is the Go
+// client the status command uses.
+package admin
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vspc-bridge/vspc-bridge/alerts"
+	"github.com/vspc-bridge/vspc-bridge/bridge"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+)
+
+// Server is what the endpoint reads from the VM side (a *vspc.Server).
+type Server interface {
+	Ports() []vspc.PortInfo
+	Counters() vspc.Counters
+	Sessions() int
+}
+
+// Config wires the endpoint to the daemon. Only Server is required; nil
+// functions leave their part out.
+type Config struct {
+	Server  Server
+	Devices func() []bridge.DeviceStatus // a *bridge.Bridge's Devices
+	// RemoteUsers returns the remote users attached to each console,
+	// keyed by {VC UUID, VM name, service URI} of the port.
+	RemoteUsers func() map[[3]string][]RemoteUser
+	Alerts      func() alerts.Stats
+	// Status fills in the bridge-wide part of /api/v1/status (version,
+	// listeners, reloads); the handler adds ports, counters and time.
+	Status func() Status
+	// Ready reports why the bridge is not ready (nil: ready).
+	Ready func() error
+	// Reload re-reads the config (POST /api/v1/reload); nil: 404.
+	Reload func(ctx context.Context) ReloadResult
+	// Token returns the bearer token in force ("" none). It is called on
+	// every request, so a reload can change it.
+	Token func() string
+
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Handler serves the admin API. Create it with New.
+type Handler struct {
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+// New returns the admin handler with its own Prometheus registry: the
+// bridge Collector plus the Go runtime and process collectors.
+func New(cfg Config) *Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(cfg), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPromLogger{h.log}, Timeout: 10 * time.Second})
+
+	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	h.mux.HandleFunc("GET /readyz", h.readyz)
+	h.mux.Handle("GET /metrics", h.auth(metrics))
+	h.mux.Handle("GET /api/v1/status", h.auth(http.HandlerFunc(h.status)))
+	h.mux.Handle("GET /api/v1/sessions", h.auth(http.HandlerFunc(h.sessions)))
+	h.mux.Handle("GET /api/v1/devices", h.auth(http.HandlerFunc(h.devices)))
+	h.mux.Handle("POST /api/v1/reload", h.auth(http.HandlerFunc(h.reload)))
+	h.mux.Handle("/", h.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, ErrorBody{"admin: no such endpoint: " + r.Method + " " + r.URL.Path})
+	})))
+	return h
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// Serve serves the handler on ln until ctx is done, then shuts the HTTP
+// server down (in-flight requests get up to 5 s). It closes ln. It
+// returns nil after ctx is done.
+func (h *Handler) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
+	}
+	done := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(done)
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+	})
+	err := srv.Serve(ln)
+	if stop() {
+		return err // Serve failed on its own
+	}
+	<-done
+	return nil
+}
+
+// auth checks the bearer token.
+func (h *Handler) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h.cfg.Token != nil {
+			if want := h.cfg.Token(); want != "" {
+				got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+				a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+				if !ok || subtle.ConstantTimeCompare(a[:], b[:]) != 1 {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="vspc-bridge"`)
+					writeJSON(w, http.StatusUnauthorized, ErrorBody{"admin: missing or wrong bearer token"})
+					return
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Ready != nil {
+		if err := h.cfg.Ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ready\n"))
+}
+
+func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
+	var st Status
+	if h.cfg.Status != nil {
+		st = h.cfg.Status()
+	}
+	st.Time = h.cfg.Now()
+	st.Ports = len(h.cfg.Server.Ports())
+	st.Conns = h.cfg.Server.Sessions()
+	st.Counters = countersFrom(h.cfg.Server.Counters())
+	if st.Listeners == nil {
+		st.Listeners = []Listener{}
+	}
+	if st.Alerts == nil {
+		st.Alerts = []string{}
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// Sessions returns every port joined with its device and remote users,
+// sorted by VM name and service URI. vm, when not empty, selects the
+// ports of the VM with that name or VC UUID.
+func (h *Handler) Sessions(vm string) []Session {
+	devs := map[string]*Device{}
+	if h.cfg.Devices != nil {
+		for _, d := range h.cfg.Devices() {
+			dv := deviceFrom(d)
+			devs[portKey(d.VCUUID, d.VMName, d.ServiceURI)] = &dv
+		}
+	}
+	var users map[[3]string][]RemoteUser
+	if h.cfg.RemoteUsers != nil {
+		users = h.cfg.RemoteUsers()
+	}
+	out := []Session{}
+	for _, p := range h.cfg.Server.Ports() {
+		if vm != "" && p.VMName != vm && !strings.EqualFold(p.VCUUID, vm) {
+			continue
+		}
+		s := sessionFrom(p)
+		s.Device = devs[portKey(p.VCUUID, p.VMName, p.ServiceURI)]
+		if u := users[[3]string{p.VCUUID, p.VMName, p.ServiceURI}]; u != nil {
+			s.RemoteUsers = u
+		}
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b Session) int {
+		return cmp.Or(cmp.Compare(a.VM, b.VM), cmp.Compare(a.ServiceURI, b.ServiceURI), a.Since.Compare(b.Since))
+	})
+	return out
+}
+
+func (h *Handler) sessions(w http.ResponseWriter, r *http.Request) {
+	vm := r.URL.Query().Get("vm")
+	list := SessionList{Time: h.cfg.Now(), Sessions: h.Sessions(vm)}
+	if vm != "" && len(list.Sessions) == 0 {
+		writeJSON(w, http.StatusNotFound, ErrorBody{"admin: no VM named " + vm + " has a serial port on this bridge"})
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (h *Handler) devices(w http.ResponseWriter, r *http.Request) {
+	list := DeviceList{Time: h.cfg.Now(), Devices: []Device{}}
+	if h.cfg.Devices != nil {
+		for _, d := range h.cfg.Devices() {
+			list.Devices = append(list.Devices, deviceFrom(d))
+		}
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (h *Handler) reload(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Reload == nil {
+		writeJSON(w, http.StatusNotFound, ErrorBody{"admin: reload is not available (no config file)"})
+		return
+	}
+	h.log.Info("config reload requested over the admin API", "peer", r.RemoteAddr)
+	res := h.cfg.Reload(r.Context())
+	code := http.StatusOK
+	if !res.OK {
+		code = http.StatusUnprocessableEntity
+	}
+	writeJSON(w, code, res)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// slogPromLogger adapts slog to promhttp's error logger.
+type slogPromLogger struct{ log *slog.Logger }
+
+func (l slogPromLogger) Println(v ...any) {
+	l.log.Warn("metrics: " + strings.TrimSpace(fmt.Sprintln(v...)))
+}

@@ -1,0 +1,428 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/vspc-bridge/vspc-bridge/alerts"
+	"github.com/vspc-bridge/vspc-bridge/bridge"
+	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/internal/leaktest"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
+)
+
+func TestMain(m *testing.M) { leaktest.Main(m, 3*time.Second) }
+
+// rig is a bridge and VM server on 127.0.0.1 with the admin handler in
+// front, and a raw TCP "remote system" the VMs dial through connect_allow.
+type rig struct {
+	t    *testing.T
+	addr string // VM listener
+	srv  *vspc.Server
+	br   *bridge.Bridge
+	api  *httptest.Server
+	h    *Handler
+}
+
+const token = "t0ken"
+
+func newRig(t *testing.T, extra Config) *rig {
+	t.Helper()
+	cfg, err := configs.Parse("t.toml", []byte("[vspc]\nlisten = \"127.0.0.1:0\"\n[policy]\nconnect_allow = [\"127.0.0.0/8\"]\nreconnect_min = \"20ms\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t}
+	r.br = bridge.New(cfg, nil)
+	r.srv = vspc.NewServer(vspc.Config{Bridger: r.br, GracePeriod: time.Millisecond})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = ln.Addr().String()
+	served := make(chan struct{})
+	go func() { defer close(served); r.srv.Serve(context.Background(), ln) }()
+	extra.Server = r.srv
+	extra.Devices = r.br.Devices
+	extra.Token = func() string { return token }
+	r.h = New(extra)
+	r.api = httptest.NewServer(r.h)
+	t.Cleanup(func() {
+		r.api.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		r.srv.Shutdown(ctx)
+		<-served
+		r.br.Close()
+	})
+	return r
+}
+
+func (r *rig) client() *Client { return &Client{Base: r.api.URL, Token: token} }
+
+// vm dials a simulated VM in the client direction to a new remote of its
+// own (a device is owned by one VM at a time) and returns it with the
+// remote listener and the remote's side of its connection.
+func (r *rig) vm(name, uuid string) (*vspctest.Conn, net.Listener, net.Conn) {
+	r.t.Helper()
+	remote, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	c, err := vspctest.Dial(r.t.Context(), r.addr, vspctest.VM{Name: name, VCUUID: uuid, Direction: vspc.DirClient, ServiceURI: "tcp://" + remote.Addr().String()})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	rc := accept(r.t, remote)
+	r.t.Cleanup(func() { c.Close(); rc.Close(); remote.Close() })
+	return c, remote, rc
+}
+
+func accept(t *testing.T, ln net.Listener) net.Conn {
+	t.Helper()
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func readN(t *testing.T, rd io.Reader, n int) string {
+	t.Helper()
+	if c, ok := rd.(net.Conn); ok {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	}
+	buf := make([]byte, n)
+	done := make(chan error, 1)
+	go func() { _, err := io.ReadFull(rd, buf); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("read timed out")
+	}
+	return string(buf)
+}
+
+// metrics scrapes /metrics like Prometheus does.
+func (r *rig) metrics() map[string]*dto.MetricFamily {
+	r.t.Helper()
+	req, _ := http.NewRequest("GET", r.api.URL+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		r.t.Fatalf("/metrics: %s", resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return fams
+}
+
+// value returns the sample of family name whose labels include want
+// ("k=v" pairs); -1 if there is none.
+func value(fams map[string]*dto.MetricFamily, name string, want ...string) float64 {
+	f := fams[name]
+	if f == nil {
+		return -1
+	}
+next:
+	for _, m := range f.GetMetric() {
+		for _, w := range want {
+			k, v, _ := strings.Cut(w, "=")
+			found := false
+			for _, l := range m.GetLabel() {
+				if l.GetName() == k && l.GetValue() == v {
+					found = true
+				}
+			}
+			if !found {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		}
+	}
+	return -1
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// TestSessionsAndMetricsDuringVMotion runs two simulated VMs through the
+// bridge, migrates one, and checks /api/v1/sessions, /api/v1/devices and
+// /metrics against what the test did.
+func TestSessionsAndMetricsDuringVMotion(t *testing.T) {
+	r := newRig(t, Config{})
+	ctx := t.Context()
+	const u1, u2 = "50000000-0000-0000-0000-0000000000a1", "50000000-0000-0000-0000-0000000000a2"
+	vm1, remote1, rc1 := r.vm("web-1", u1)
+	vm2, remote2, rc2 := r.vm("db-1", u2)
+
+	vm1.Write([]byte("hello"))      // 5 bytes from the VM
+	readN(t, rc1, 5)                //
+	rc1.Write([]byte("world\xff!")) // 7 bytes to the VM, 8 on the wire (IAC doubled)
+	readN(t, vm1, 7)
+	vm2.Write([]byte("abc"))
+	readN(t, rc2, 3)
+
+	fams := r.metrics()
+	if v := value(fams, "vspc_bridge_ports", "state=attached"); v != 2 {
+		t.Errorf("ports attached = %v, want 2", v)
+	}
+	if v := value(fams, "vspc_bridge_vm_connections"); v != 2 {
+		t.Errorf("vm_connections = %v, want 2", v)
+	}
+
+	// vMotion web-1 to a "destination host".
+	dst, err := vspctest.Migrate(ctx, vm1, r.addr, []byte("seq-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	rc1.Write([]byte("after"))
+	if got := readN(t, dst, 5); got != "after" {
+		t.Fatalf("destination got %q", got)
+	}
+	dst.Write([]byte("xy"))
+	readN(t, rc1, 2)
+
+	// db-1 starts a hand-over and aborts it.
+	if _, err := vm2.Begin(ctx, []byte("seq-2")); err != nil {
+		t.Fatal(err)
+	}
+	vm2.Abort()
+	waitFor(t, "abort counted", func() bool { return r.srv.Counters().VMotionsAborted == 1 })
+	waitFor(t, "web-1 attached to its destination", func() bool {
+		l, err := r.client().Sessions(ctx, "web-1")
+		return err == nil && len(l.Sessions) == 1 && l.Sessions[0].State == "attached" && l.Sessions[0].Peer == dst.LocalAddr().String()
+	})
+
+	l, err := r.client().Sessions(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Sessions) != 2 {
+		t.Fatalf("%d sessions, want 2: %+v", len(l.Sessions), l.Sessions)
+	}
+	db, web := l.Sessions[0], l.Sessions[1] // sorted by VM name
+	if web.VM != "web-1" || web.VCUUID != u1 || web.Direction != "client" || web.ServiceURI != "tcp://"+remote1.Addr().String() {
+		t.Errorf("web-1 identity: %+v", web)
+	}
+	if web.BytesFromVM != 7 || web.BytesToVM != 8+5 {
+		t.Errorf("web-1 bytes from VM %d (want 7), to VM %d (want 13)", web.BytesFromVM, web.BytesToVM)
+	}
+	if web.VMotions != 1 || web.LastHandOver == nil || web.LastHandOver.Outcome != "completed" || web.LastHandOver.To != dst.LocalAddr().String() {
+		t.Errorf("web-1 hand-over: %d %+v", web.VMotions, web.LastHandOver)
+	}
+	if web.Device == nil || web.Device.State != "up" || web.Device.URI != "tcp://"+remote1.Addr().String() || web.Device.Via != "connect_allow" || web.Device.Connects != 1 {
+		t.Errorf("web-1 device: %+v", web.Device)
+	}
+	if web.RemoteUsers == nil || web.Since.IsZero() || web.Since.After(time.Now()) {
+		t.Errorf("web-1 remote users %v, since %v", web.RemoteUsers, web.Since)
+	}
+	if db.VM != "db-1" || db.BytesFromVM != 3 || db.VMotions != 0 || db.LastHandOver == nil || db.LastHandOver.Outcome != "aborted" {
+		t.Errorf("db-1: %+v %+v", db, db.LastHandOver)
+	}
+
+	fams = r.metrics()
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"vspc_bridge_vmotions_total", []string{"outcome=completed"}, 1},
+		{"vspc_bridge_vmotions_total", []string{"outcome=aborted"}, 1},
+		{"vspc_bridge_vmotions_total", []string{"outcome=notnow"}, 0},
+		{"vspc_bridge_vmotions_total", []string{"outcome=bad_secret"}, 0},
+		{"vspc_bridge_vmotions_total", []string{"outcome=timed_out"}, 0},
+		{"vspc_bridge_port_bytes_total", []string{"direction=from_vm"}, 7 + 3},
+		{"vspc_bridge_port_bytes_total", []string{"direction=to_vm"}, 13},
+		{"vspc_bridge_ports", []string{"state=attached"}, 2},
+		{"vspc_bridge_ports", []string{"state=vmotion"}, 0},
+		{"vspc_bridge_devices", []string{"state=up"}, 2},
+		{"vspc_bridge_device_reconnects_total", nil, 0},
+		{"vspc_bridge_connections_accepted_total", nil, 3},
+		{"vspc_bridge_handshake_failures_total", nil, 0},
+		{"vspc_bridge_queued_bytes", nil, 0},
+		{"vspc_bridge_device_backlog_bytes", nil, 0},
+	} {
+		if got := value(fams, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	if fams["go_goroutines"] == nil {
+		t.Error("no Go runtime metrics")
+	}
+
+	// The remote of db-1 drops: the link reconnects; db-1 then goes away
+	// and its bytes stay counted.
+	rc2.Close()
+	rc2b := accept(t, remote2)
+	defer rc2b.Close()
+	waitFor(t, "device reconnect", func() bool { return value(r.metrics(), "vspc_bridge_device_reconnects_total") == 1 })
+	vm2.Close()
+	waitFor(t, "db-1 gone", func() bool { return value(r.metrics(), "vspc_bridge_ports", "state=attached") == 1 })
+	fams = r.metrics()
+	if v := value(fams, "vspc_bridge_port_bytes_total", "direction=from_vm"); v != 10 {
+		t.Errorf("from_vm after db-1 closed = %v, want 10", v)
+	}
+	if v := value(fams, "vspc_bridge_device_reconnects_total"); v != 1 {
+		t.Errorf("device reconnects after db-1 closed = %v, want 1", v)
+	}
+
+	d, err := r.client().Devices(ctx)
+	if err != nil || len(d.Devices) != 1 || d.Devices[0].VM != "web-1" {
+		t.Errorf("devices: %+v %v", d, err)
+	}
+}
+
+func TestAuthAndHealth(t *testing.T) {
+	ready := fmt.Errorf("listeners not bound yet")
+	r := newRig(t, Config{Ready: func() error { return ready }})
+	get := func(path, tok string) (int, string) {
+		req, _ := http.NewRequest("GET", r.api.URL+path, nil)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, p := range []string{"/metrics", "/api/v1/sessions", "/api/v1/devices", "/api/v1/status", "/nope"} {
+		if code, _ := get(p, ""); code != 401 {
+			t.Errorf("%s without token: %d", p, code)
+		}
+		if code, _ := get(p, "wrong"); code != 401 {
+			t.Errorf("%s with a wrong token: %d", p, code)
+		}
+	}
+	if code, body := get("/healthz", ""); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := get("/readyz", ""); code != 503 || !strings.Contains(body, "listeners not bound yet") {
+		t.Errorf("/readyz not ready: %d %q", code, body)
+	}
+	ready = nil
+	if code, _ := get("/readyz", ""); code != 200 {
+		t.Errorf("/readyz ready: %d", code)
+	}
+	if code, body := get("/nope", token); code != 404 || !strings.Contains(body, "no such endpoint") {
+		t.Errorf("/nope: %d %q", code, body)
+	}
+	_, err := (&Client{Base: r.api.URL, Token: "bad"}).Status(t.Context())
+	var se *StatusError
+	if !errorsAs(err, &se) || se.Code != 401 || !strings.Contains(err.Error(), "missing or wrong bearer token") {
+		t.Errorf("client with a bad token: %v", err)
+	}
+	if _, err := r.client().Sessions(t.Context(), "no-such-vm"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("unknown VM: %v", err)
+	}
+	if res, err := r.client().Reload(t.Context()); err == nil {
+		t.Errorf("reload without a Reload func: %+v", res)
+	}
+}
+
+func TestReloadAndStatus(t *testing.T) {
+	calls := 0
+	m := alerts.New(alerts.Config{Rules: []alerts.Rule{{Name: "panic", Pattern: regexpMust("panic")}}})
+	r := newRig(t, Config{
+		Reload: func(ctx context.Context) ReloadResult {
+			calls++
+			if calls == 1 {
+				return ReloadResult{OK: true, Changes: []string{"route x added"}}
+			}
+			return ReloadResult{Errors: []string{"configs: a.toml:3: vspc.listen: bad"}}
+		},
+		Status: func() Status {
+			return Status{Version: "v9", Listeners: []Listener{{Kind: "vspc-tls", Addr: "127.0.0.1:1", URI: "telnets://h:1#thumbprint=AA", CertNotAfter: time.Unix(2000000000, 0)}}, Reloads: Reloads{OK: 1, Rejected: 2}}
+		},
+		Alerts: m.Stats,
+	})
+	res, err := r.client().Reload(t.Context())
+	if err != nil || !res.OK || res.Changes[0] != "route x added" {
+		t.Errorf("reload 1: %+v %v", res, err)
+	}
+	res, err = r.client().Reload(t.Context())
+	if err != nil || res.OK || len(res.Errors) != 1 {
+		t.Errorf("reload 2 (rejected): %+v %v", res, err)
+	}
+	st, err := r.client().Status(t.Context())
+	if err != nil || st.Version != "v9" || st.Listeners[0].URI != "telnets://h:1#thumbprint=AA" || st.Time.IsZero() {
+		t.Errorf("status: %+v %v", st, err)
+	}
+	fams := r.metrics()
+	for _, c := range []struct {
+		name  string
+		label string
+		want  float64
+	}{
+		{"vspc_bridge_config_reloads_total", "result=ok", 1},
+		{"vspc_bridge_config_reloads_total", "result=rejected", 2},
+		{"vspc_bridge_tls_cert_expiry_timestamp_seconds", "listener=vspc-tls", 2000000000},
+		{"vspc_bridge_build_info", "version=v9", 1},
+		{"vspc_bridge_alert_webhook_total", "result=sent", 0},
+	} {
+		if got := value(fams, c.name, c.label); got != c.want {
+			t.Errorf("%s{%s} = %v, want %v", c.name, c.label, got, c.want)
+		}
+	}
+	// The JSON field names are a contract.
+	raw := map[string]any{}
+	req, _ := http.NewRequest("GET", r.api.URL+"/api/v1/status", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&raw)
+	resp.Body.Close()
+	for _, k := range []string{"version", "listeners", "reloads", "ports", "vm_connections", "counters", "alert_rules"} {
+		if _, ok := raw[k]; !ok {
+			t.Errorf("status JSON lacks %q", k)
+		}
+	}
+}
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+func regexpMust(s string) *regexp.Regexp { return regexp.MustCompile(s) }

@@ -1,0 +1,181 @@
+package admin
+
+import (
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/bridge"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+)
+
+// The JSON documents of the API. Field names are a contract with scripts
+// and the status command: add fields, never rename them.
+
+// SessionList is the body of GET /api/v1/sessions.
+type SessionList struct {
+	Time     time.Time `json:"time"`
+	Sessions []Session `json:"sessions"`
+}
+
+// Session is one VM serial port.
+type Session struct {
+	VM           string    `json:"vm"`
+	VCUUID       string    `json:"vc_uuid"`
+	BIOSUUID     string    `json:"bios_uuid,omitempty"`
+	LocationUUID string    `json:"location_uuid,omitempty"`
+	Direction    string    `json:"direction"`   // client or server
+	ServiceURI   string    `json:"service_uri"` // from DO-PROXY
+	State        string    `json:"state"`       // attached, detached, vmotion, closed
+	Peer         string    `json:"peer"`        // the ESXi host connection carrying it; "" when detached
+	Since        time.Time `json:"since"`       // when the port was opened (it survives vMotion and reconnects)
+	BytesToVM    int64     `json:"bytes_to_vm"` // telnet-escaped bytes written to the VM
+	BytesFromVM  int64     `json:"bytes_from_vm"`
+	Queued       int       `json:"queued"` // bytes waiting for the VM (buffer occupancy)
+	VMotions     int       `json:"vmotions"`
+	LastHandOver *HandOver `json:"last_handover"`
+	// Device is the device or remote system the port is joined to; nil
+	// for ports with no device (remote console access).
+	Device *Device `json:"device"`
+	// RemoteUsers are the users attached to a direction-server port's
+	// console (remote access); empty otherwise.
+	RemoteUsers []RemoteUser `json:"remote_users"`
+}
+
+// HandOver is a finished vMotion hand-over.
+type HandOver struct {
+	Outcome    string    `json:"outcome"` // completed, aborted, timed out, failed
+	From       string    `json:"from"`
+	To         string    `json:"to"`
+	At         time.Time `json:"at"`
+	Duration   string    `json:"duration"`
+	DurationMS int64     `json:"duration_ms"`
+	Buffered   int       `json:"buffered"`
+}
+
+// DeviceList is the body of GET /api/v1/devices.
+type DeviceList struct {
+	Time    time.Time `json:"time"`
+	Devices []Device  `json:"devices"`
+}
+
+// Device is the far side of a port.
+type Device struct {
+	VM         string `json:"vm"`
+	VCUUID     string `json:"vc_uuid"`
+	ServiceURI string `json:"service_uri"`
+	URI        string `json:"uri"`        // tcp://…, rfc2217://…, serial:///dev/…
+	Via        string `json:"via"`        // route or connect_allow
+	State      string `json:"state"`      // connecting, up, down
+	LastError  string `json:"last_error"` // why it is down
+	Connects   int    `json:"connects"`
+	Reconnects int    `json:"reconnects"`
+	Backlog    int    `json:"backlog"` // bytes from the VM waiting for the device
+}
+
+// RemoteUser is a remote client attached to a VM console.
+type RemoteUser struct {
+	User  string    `json:"user"`
+	Mode  string    `json:"mode"`
+	Peer  string    `json:"peer"`
+	Via   string    `json:"via"`
+	Since time.Time `json:"since"`
+}
+
+// Status is the body of GET /api/v1/status: the bridge as a whole.
+type Status struct {
+	Time      time.Time  `json:"time"`
+	Version   string     `json:"version"`
+	Started   time.Time  `json:"started"`
+	Config    string     `json:"config"` // the file the config came from
+	Listeners []Listener `json:"listeners"`
+	Reloads   Reloads    `json:"reloads"`
+	Ports     int        `json:"ports"`          // VM serial ports (attached or not)
+	Conns     int        `json:"vm_connections"` // open ESXi connections
+	Counters  Counters   `json:"counters"`
+	Alerts    []string   `json:"alert_rules"`
+}
+
+// Listener is one listening socket of the bridge.
+type Listener struct {
+	Kind string `json:"kind"` // vspc (telnet), vspc-tls (telnets), admin
+	Addr string `json:"addr"` // the bound address
+	// URI is what ESXi is given as the proxy URI for this listener; for a
+	// TLS listener it carries the certificate's thumbprint
+	// (telnets://host:port#thumbprint=AB:CD:…, the form OpenStack Nova
+	// uses). For admin it is the base URL.
+	URI          string    `json:"uri"`
+	Thumbprint   string    `json:"thumbprint,omitempty"` // SHA-1 of the certificate, colon-separated
+	CertNotAfter time.Time `json:"cert_not_after,omitzero"`
+}
+
+// Reloads summarises configuration reloads.
+type Reloads struct {
+	OK        int64     `json:"ok"`
+	Rejected  int64     `json:"rejected"`
+	Last      time.Time `json:"last,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
+}
+
+// Counters are the VM-side event counters (vspc.Counters).
+type Counters struct {
+	Accepted          int64 `json:"accepted"`
+	Refused           int64 `json:"refused"`
+	HandshakeFailures int64 `json:"handshake_failures"`
+	VMotionsCompleted int64 `json:"vmotions_completed"`
+	VMotionsAborted   int64 `json:"vmotions_aborted"`
+	VMotionsNotNow    int64 `json:"vmotions_notnow"`
+	VMotionsBadSecret int64 `json:"vmotions_bad_secret"`
+	VMotionsTimedOut  int64 `json:"vmotions_timed_out"`
+	Reconnects        int64 `json:"reconnects"`
+}
+
+// ReloadResult is the body of POST /api/v1/reload.
+type ReloadResult struct {
+	OK      bool     `json:"ok"`
+	Errors  []string `json:"errors,omitempty"`  // why the new config was rejected
+	Changes []string `json:"changes,omitempty"` // what the reload changed
+}
+
+// ErrorBody is the body of an error answer.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+func countersFrom(c vspc.Counters) Counters {
+	return Counters{
+		Accepted: c.Accepted, Refused: c.Refused, HandshakeFailures: c.HandshakeFailures,
+		VMotionsCompleted: c.VMotionsCompleted, VMotionsAborted: c.VMotionsAborted, VMotionsNotNow: c.VMotionsNotNow,
+		VMotionsBadSecret: c.VMotionsBadSecret, VMotionsTimedOut: c.VMotionsTimedOut, Reconnects: c.Reconnects,
+	}
+}
+
+func deviceFrom(d bridge.DeviceStatus) Device {
+	via := "connect_allow"
+	if d.Route {
+		via = "route"
+	}
+	return Device{
+		VM: d.VMName, VCUUID: d.VCUUID, ServiceURI: d.ServiceURI, URI: d.Device, Via: via,
+		State: d.State, LastError: d.LastErr, Connects: d.Connects, Reconnects: d.Reconnects(), Backlog: d.Backlog,
+	}
+}
+
+func sessionFrom(p vspc.PortInfo) Session {
+	s := Session{
+		VM: p.VMName, VCUUID: p.VCUUID, BIOSUUID: p.BIOSUUID, LocationUUID: p.LocationUUID,
+		Direction: p.Direction, ServiceURI: p.ServiceURI, State: p.State, Peer: p.Peer, Since: p.Since,
+		BytesToVM: p.BytesToVM, BytesFromVM: p.BytesFromVM, Queued: p.Queued, VMotions: p.VMotions,
+		RemoteUsers: []RemoteUser{},
+	}
+	if h := p.LastHandOver; h != nil {
+		s.LastHandOver = &HandOver{Outcome: h.Outcome, From: h.From, To: h.To, At: h.At, Duration: h.Duration.String(), DurationMS: h.Duration.Milliseconds(), Buffered: h.Buffered}
+	}
+	return s
+}
+
+// portKey joins ports, devices and consoles: what vspc keys a port by.
+func portKey(vcUUID, vmName, service string) string {
+	if vcUUID == "" {
+		return "name:" + vmName + "\x00" + service
+	}
+	return vcUUID + "\x00" + service
+}
