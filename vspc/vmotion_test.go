@@ -67,20 +67,26 @@ type streamVM struct {
 	mu  sync.Mutex // held while the guest writes; a migration takes it (the VM is stunned)
 	cur *vspctest.Conn
 
-	conns    chan *vspctest.Conn // to the reader: each new connection
-	toVM     atomic.Uint32       // words the remote sent
-	atVM     atomic.Uint32       // words the VM received
-	toRemote atomic.Uint32
-	atRemote atomic.Uint32
-	errc     chan error
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	switches []time.Duration // COMPLETE sent → first byte on the new connection
-	swMu     sync.Mutex
-	firstAt  chan time.Time
+	conns     chan *vspctest.Conn // to the reader: each new connection
+	toVM      atomic.Uint32       // words the remote sent
+	atVM      atomic.Uint32       // words the VM received
+	toRemote  atomic.Uint32
+	atRemote  atomic.Uint32
+	errc      chan error
+	readSize  int
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	readDelay atomic.Int64    // a slow guest: pause after each read (ns)
+	switches  []time.Duration // COMPLETE sent → first byte on the new connection
+	swMu      sync.Mutex
+	firstAt   chan time.Time
 }
 
 func startStreamVM(t *testing.T, e *env, i int, rate time.Duration) *streamVM {
+	return startStreamVMOpts(t, e, i, rate, 0, 16<<10)
+}
+
+func startStreamVMOpts(t *testing.T, e *env, i int, rate, readDelay time.Duration, readSize int) *streamVM {
 	t.Helper()
 	raddr, rconns := rawRemote(t)
 	vm := vmNamed(i, vspc.DirClient, "tcp://"+raddr)
@@ -89,7 +95,8 @@ func startStreamVM(t *testing.T, e *env, i int, rate time.Duration) *streamVM {
 		t.Fatal(err)
 	}
 	s := &streamVM{t: t, addr: e.addr, vm: vm, cur: c, conns: make(chan *vspctest.Conn, 1),
-		errc: make(chan error, 8), stop: make(chan struct{}), firstAt: make(chan time.Time, 1)}
+		errc: make(chan error, 8), stop: make(chan struct{}), firstAt: make(chan time.Time, 1), readSize: readSize}
+	s.readDelay.Store(int64(readDelay))
 	s.remote = accept(t, rconns)
 	s.conns <- c
 	s.wg.Add(4)
@@ -110,7 +117,7 @@ func (s *streamVM) fail(err error) {
 func (s *streamVM) vmReader() {
 	defer s.wg.Done()
 	var cr counterReader
-	buf := make([]byte, 16<<10)
+	buf := make([]byte, s.readSize)
 	for c := range s.conns {
 		first := true
 		for {
@@ -128,6 +135,9 @@ func (s *streamVM) vmReader() {
 					return
 				}
 				s.atVM.Store(cr.next)
+				if d := s.readDelay.Load(); d > 0 {
+					time.Sleep(time.Duration(d))
+				}
 			}
 			if err != nil {
 				break // the source went away: go on with the next connection
@@ -522,4 +532,45 @@ func TestVMotionEdgeCases(t *testing.T) {
 			t.Fatal("no answer to BEGIN")
 		}
 	})
+}
+
+// TestVMotionSlowGuestBackPressure: a slow guest and a small buffer, so
+// the remote is back-pressured during hand-overs; nothing is lost.
+func TestVMotionSlowGuestBackPressure(t *testing.T) {
+	e := newEnv(t, allowLoopback, func(c *vspc.Config) { c.Logger = quietLogger(); c.Buffer = 8 << 10 })
+	var streams []*streamVM
+	for i := range 3 {
+		streams = append(streams, startStreamVMOpts(t, e, 200+i, 100*time.Microsecond, 2*time.Millisecond, 512))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(streams))
+	for _, s := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range 20 {
+				time.Sleep(time.Duration(mrand.IntN(20)) * time.Millisecond)
+				if err := s.migrate(t.Context()); err != nil {
+					errs <- fmt.Errorf("%s migration %d: %w", s.vm.Name, k, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, p := range e.srv.Ports() {
+		if p.VMotions != 20 {
+			t.Errorf("port %s: %d vMotions", p.VMName, p.VMotions)
+		}
+	}
+	for _, s := range streams {
+		s.readDelay.Store(0)
+	}
+	for _, s := range streams {
+		s.finish()
+	}
 }
