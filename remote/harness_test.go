@@ -255,8 +255,9 @@ func startTmux(t testing.TB, argv ...string) *tmux {
 	devicetest.Require(t, "tmux")
 	devicetest.Require(t, argv[0])
 	m := &tmux{t: t, sock: filepath.Join(t.TempDir(), "tmux.sock")}
-	args := append([]string{"new-session", "-d", "-s", "s", "-x", "200", "-y", "50"}, argv...)
-	m.run(args...)
+	args := append([]string{"-f", "/dev/null", "new-session", "-d", "-s", "s", "-x", "200", "-y", "50"}, argv...)
+	// Keep the pane (and its last screen) after the client exits.
+	m.run(append(args, ";", "set-option", "-g", "remain-on-exit", "on")...)
 	t.Cleanup(func() { exec.Command("tmux", "-S", m.sock, "kill-server").Run() })
 	return m
 }

@@ -26,6 +26,12 @@ type inputSource interface {
 	readInput() (inputEvent, error)
 }
 
+// refusal is an attach that was refused (busy, mode not allowed); the
+// user was told, and the front door carries on.
+type refusal struct{ error }
+
+func (r refusal) Unwrap() error { return r.error }
+
 // errAbort: the user typed Ctrl-C or Ctrl-D at a prompt.
 var errAbort = errors.New("remote: aborted at a prompt")
 
@@ -44,6 +50,7 @@ type session struct {
 	interactive bool // escapes, banners, notices
 	echo        bool // we echo at prompts (telnet with WILL ECHO, SSH with a pty)
 	trusted     func()
+	errOut      func(string) // where refusals go when not interactive (SSH stderr); nil: print
 
 	user     *configs.User // nil on an open listener
 	userName string
@@ -54,6 +61,24 @@ type session struct {
 func appendRaw(dst, p []byte) []byte { return append(dst, p...) }
 
 func (s *session) print(str string) { s.out.control([]byte(str)) }
+
+// notice tells an interactive user something; a non-interactive session
+// (a clean 8-bit pipe) gets only console output.
+func (s *session) notice(str string) {
+	if s.interactive {
+		s.print(str)
+	}
+}
+
+// refuse tells the user why something was refused: on SSH without a pty
+// on stderr, else inline.
+func (s *session) refuse(str string) {
+	if s.errOut != nil {
+		s.errOut(str)
+		return
+	}
+	s.print(str)
+}
 
 // readLine reads one line at a prompt, with minimal editing (BS/DEL,
 // Ctrl-U). Ctrl-C and Ctrl-D abort. echo false hides the input.
@@ -197,8 +222,8 @@ func modeFor(right string, asked string) (Mode, error) {
 func (s *session) attach(ctx context.Context, c *console, mode Mode) error {
 	a := &attachment{user: s.userName, mode: mode, peer: s.peer, via: s.via, since: time.Now(), interactive: s.interactive, out: s.out, enc: s.enc}
 	if err := c.attach(a); err != nil {
-		s.print("[vspc-bridge: " + strings.TrimPrefix(err.Error(), "remote: ") + "]\r\n")
-		return nil
+		s.refuse("[vspc-bridge: " + strings.TrimPrefix(err.Error(), "remote: ") + "]\r\n")
+		return refusal{err}
 	}
 	why := "detached"
 	defer func() { c.detach(a, why) }()
@@ -221,7 +246,7 @@ func (s *session) attach(ctx context.Context, c *console, mode Mode) error {
 			}
 			if ev.brk {
 				if err := c.sendBreak(a); errors.Is(err, ErrReadOnly) {
-					s.print("\r\n[vspc-bridge: read-only: BREAK not sent]\r\n")
+					s.notice("\r\n[vspc-bridge: read-only: BREAK not sent]\r\n")
 				} else if err != nil {
 					why = "console closed"
 					return err
@@ -242,7 +267,7 @@ func (s *session) attach(ctx context.Context, c *console, mode Mode) error {
 			if err := c.input(a, d); errors.Is(err, ErrReadOnly) {
 				if !warnedRO {
 					warnedRO = true
-					s.print("\r\n[vspc-bridge: you are read-only; input is not sent]\r\n")
+					s.notice("\r\n[vspc-bridge: you are read-only; input is not sent]\r\n")
 				}
 			} else if err != nil {
 				stop = err
@@ -254,7 +279,7 @@ func (s *session) attach(ctx context.Context, c *console, mode Mode) error {
 				return false
 			case cmdBreak:
 				if err := c.sendBreak(a); errors.Is(err, ErrReadOnly) {
-					s.print("\r\n[vspc-bridge: read-only: BREAK not sent]\r\n")
+					s.notice("\r\n[vspc-bridge: read-only: BREAK not sent]\r\n")
 				} else if err != nil {
 					stop = err
 					return false
@@ -273,7 +298,7 @@ func (s *session) attach(ctx context.Context, c *console, mode Mode) error {
 			return stop
 		}
 		if detach {
-			s.print(fmt.Sprintf("\r\n[vspc-bridge: detached from %s]\r\n", c.req.VMName))
+			s.notice(fmt.Sprintf("\r\n[vspc-bridge: detached from %s]\r\n", c.req.VMName))
 			return nil
 		}
 	}
@@ -379,7 +404,8 @@ func (s *session) frontDoor(ctx context.Context) error {
 			s.print(err.Error() + "\r\n")
 			continue
 		}
-		if err := s.attachChecked(ctx, c, f[1:]); err != nil {
+		var r refusal
+		if err := s.attachChecked(ctx, c, f[1:]); err != nil && !errors.As(err, &r) {
 			return err
 		}
 	}
@@ -392,7 +418,7 @@ func (s *session) attachChecked(ctx context.Context, c *console, args []string) 
 	right, ok := s.right(c)
 	if !ok {
 		s.log.Warn("remote access denied", "vm", c.req.VMName, "vc_uuid", c.req.VCUUID)
-		s.print(fmt.Sprintf("[vspc-bridge: %s has no access to the console of %s]\r\n", s.userName, c.req.VMName))
+		s.refuse(fmt.Sprintf("[vspc-bridge: %s has no access to the console of %s]\r\n", s.userName, c.req.VMName))
 		return ErrNoAccess
 	}
 	asked := ""
@@ -401,8 +427,8 @@ func (s *session) attachChecked(ctx context.Context, c *console, args []string) 
 	}
 	mode, err := modeFor(right, asked)
 	if err != nil {
-		s.print("[vspc-bridge: " + err.Error() + "]\r\n")
-		return nil
+		s.refuse("[vspc-bridge: " + err.Error() + "]\r\n")
+		return refusal{err}
 	}
 	return s.attach(ctx, c, mode)
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -269,8 +270,12 @@ func (h *Hub) sshSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.R
 	out := newOutQueue(int(h.cfg.Remote.ClientQueue), func() { ch.Close() })
 	s.in, s.out = in, out
 	s.interactive, s.echo = st.pty, st.pty
+	if !st.pty {
+		s.errOut = func(m string) { ch.Stderr().Write([]byte(m)) }
+	}
 	var status atomic.Uint32
-	wg.Go(func() {
+	var writer sync.WaitGroup
+	writer.Go(func() {
 		if out.run(ch) == nil {
 			ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{status.Load()}))
 		}
@@ -278,11 +283,12 @@ func (h *Hub) sshSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.R
 	})
 	stop := context.AfterFunc(ctx, func() { out.close("\r\n[vspc-bridge: closing]\r\n") })
 	err := s.sshRun(ctx, target, st.cmd)
-	if err != nil {
+	if err != nil && !errors.Is(err, io.EOF) { // EOF: the client closed its input, a normal end
 		status.Store(1)
 	}
 	stop()
 	out.close("")
+	writer.Wait() // bounded: out's kill timer closes a stuck channel
 	s.log.Debug("ssh session ended", "err", err)
 }
 
@@ -300,7 +306,7 @@ func (s *session) sshRun(ctx context.Context, target, cmd string) error {
 	c, err := find(s.reachable(), target)
 	if err != nil {
 		s.log.Warn("remote access denied", "console", target, "err", err)
-		s.print("vspc-bridge: " + err.Error() + "\r\n")
+		s.refuse("vspc-bridge: " + err.Error() + "\r\n")
 		return ErrNoAccess
 	}
 	return s.attachChecked(ctx, c, args)
