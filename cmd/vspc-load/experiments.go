@@ -227,6 +227,7 @@ type mover struct {
 type epoch struct {
 	c          *vspctest.Conn
 	completeAt time.Time
+	target     int64 // bytes the remote had written when COMPLETE was sent
 }
 
 func newMover(addr string, p *pair) *mover {
@@ -239,18 +240,21 @@ func newMover(addr string, p *pair) *mover {
 func (m *mover) vmReader() {
 	buf := make([]byte, 16<<10)
 	for ep := range m.epochs {
-		first := !ep.completeAt.IsZero()
+		// Switch-over: COMPLETE sent → the VM has everything the remote
+		// wrote before it (data held during the hand-over included).
+		// Hand-overs with nothing outstanding give no sample.
+		waiting := !ep.completeAt.IsZero() && m.vmR.got.Load()+m.vmR.junk.Load() < ep.target
 		for {
 			n, err := ep.c.Read(buf)
 			if n > 0 {
-				if first {
+				m.vmR.check(buf[:n])
+				if waiting && m.vmR.got.Load()+m.vmR.junk.Load() >= ep.target {
 					d := time.Since(ep.completeAt)
 					m.swMu.Lock()
 					m.switches = append(m.switches, d)
 					m.swMu.Unlock()
-					first = false
+					waiting = false
 				}
-				m.vmR.check(buf[:n])
 			}
 			if err != nil {
 				break
@@ -325,11 +329,12 @@ func (m *mover) migrate(ctx context.Context) error {
 	}
 	old := m.cur
 	go old.Close() // the source host lets go at the same moment…
+	target := m.toVM.Load()
 	at := time.Now()
 	if err := dst.Complete(seq); err != nil { // …as COMPLETE arrives
 		return err
 	}
-	m.epochs <- epoch{c: dst, completeAt: at}
+	m.epochs <- epoch{c: dst, completeAt: at, target: target}
 	m.cur = dst
 	m.swMu.Lock()
 	m.handovers = append(m.handovers, at.Sub(t0))
@@ -339,6 +344,8 @@ func (m *mover) migrate(ctx context.Context) error {
 }
 
 type stormStats struct {
+	vms                 int
+	paced, cpu          float64
 	migrations          int
 	elapsed             time.Duration
 	switches, handovers durations
@@ -346,9 +353,10 @@ type stormStats struct {
 	firstErr            error
 }
 
-// storm runs the movers for dur, each migrating back to back, with data
-// flowing; then it stops the data and checks every byte arrived once.
-func storm(ctx context.Context, movers []*mover, dur, every time.Duration) stormStats {
+// storm runs the movers for dur with data flowing, migrating back to back
+// (rate 0) or rate times a second in total; then it stops the data and
+// checks every byte arrived once.
+func storm(ctx context.Context, movers []*mover, dur, every time.Duration, rate float64) stormStats {
 	stop := make(chan struct{})
 	var wwg, mwg sync.WaitGroup
 	for _, m := range movers {
@@ -360,7 +368,20 @@ func storm(ctx context.Context, movers []*mover, dur, every time.Duration) storm
 	deadline := start.Add(dur)
 	for _, m := range movers {
 		mwg.Go(func() {
-			for time.Now().Before(deadline) && ctx.Err() == nil {
+			var interval time.Duration
+			next := time.Now()
+			if rate > 0 {
+				interval = time.Duration(float64(len(movers)) / rate * float64(time.Second))
+				next = next.Add(time.Duration(mrand.Int64N(int64(interval))))
+			}
+			for ctx.Err() == nil {
+				if rate > 0 {
+					time.Sleep(time.Until(next))
+					next = next.Add(interval)
+				}
+				if !time.Now().Before(deadline) {
+					return
+				}
 				if err := m.migrate(ctx); err != nil {
 					m.err = err
 					return
@@ -387,6 +408,7 @@ func storm(ctx context.Context, movers []*mover, dur, every time.Duration) storm
 	}
 	var st stormStats
 	st.elapsed = elapsed
+	st.vms = len(movers)
 	for _, m := range movers {
 		st.migrations += m.done
 		st.switches = append(st.switches, m.switches...)

@@ -51,31 +51,32 @@ func main() {
 }
 
 type options struct {
-	bridgeBin  string
-	phases     string
-	idle       int
-	burst      int
-	remote     int
-	conc       int
-	pendingN   int
-	lat        int
-	latRate    int
-	latDur     time.Duration
-	agg        int
-	tputDur    time.Duration
-	vmotionVMs int
-	vmotionDur time.Duration
-	dataEvery  time.Duration
-	cpuDur     time.Duration
-	settle     time.Duration
-	timeout    time.Duration
+	bridgeBin   string
+	phases      string
+	idle        int
+	burst       int
+	remote      int
+	conc        int
+	pendingN    int
+	lat         int
+	latRate     int
+	latDur      time.Duration
+	agg         int
+	tputDur     time.Duration
+	vmotionVMs  int
+	vmotionDur  time.Duration
+	vmotionRate float64
+	dataEvery   time.Duration
+	cpuDur      time.Duration
+	settle      time.Duration
+	timeout     time.Duration
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	var o options
 	fs := flag.NewFlagSet("vspc-load", flag.ContinueOnError)
 	fs.StringVar(&o.bridgeBin, "bridge-bin", "", "vspc-bridge binary; default: go build ./cmd/vspc-bridge into a temp dir")
-	fs.StringVar(&o.phases, "phases", "idle,remote,relay,direct", "phases to run, comma-separated")
+	fs.StringVar(&o.phases, "phases", "idle,remote,relay,splice,direct", "phases to run, comma-separated")
 	fs.IntVar(&o.idle, "idle", 18000, "idle VM ports (no remote) to establish")
 	fs.IntVar(&o.burst, "burst", 1000, "VMs connecting at once, first of the idle ones")
 	fs.IntVar(&o.remote, "remote", 9000, "VM ports each joined to a remote")
@@ -87,8 +88,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.agg, "agg", 64, "sessions streaming at once (both ways) in the aggregate throughput test")
 	fs.DurationVar(&o.tputDur, "tput-dur", 3*time.Second, "length of each throughput test")
 	fs.IntVar(&o.vmotionVMs, "vmotion-vms", 100, "VMs migrating back to back in the vMotion storm")
-	fs.DurationVar(&o.vmotionDur, "vmotion-dur", 5*time.Second, "vMotion storm length")
-	fs.DurationVar(&o.dataEvery, "vmotion-data-every", time.Millisecond, "during the storm each side writes 4..256 bytes this often")
+	fs.DurationVar(&o.vmotionDur, "vmotion-dur", 5*time.Second, "length of each vMotion storm")
+	fs.Float64Var(&o.vmotionRate, "vmotion-rate", 1000, "vMotions per second attempted in the paced storm (the second storm is back to back)")
+	fs.DurationVar(&o.dataEvery, "vmotion-data-every", 10*time.Millisecond, "during a storm each side of each VM writes 4..256 bytes this often (10ms: about a 115200-baud console)")
 	fs.DurationVar(&o.cpuDur, "cpu-dur", 5*time.Second, "CPU sampling window for idle and pending figures")
 	fs.DurationVar(&o.settle, "settle", 2*time.Second, "wait before reading RSS and CPU")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "the whole run is cancelled after this")
@@ -116,13 +118,16 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	phases := strings.Split(o.phases, ",")
 	for _, ph := range phases {
 		var err error
+		logf("phase %s: this process holds %d descriptors", ph, openFDs())
 		switch strings.TrimSpace(ph) {
 		case "idle":
 			err = l.phaseIdle(ctx)
 		case "remote":
 			err = l.phaseRemote(ctx)
 		case "relay":
-			err = l.phaseRelay(ctx)
+			err = l.phaseRelay(ctx, false)
+		case "splice":
+			err = l.phaseRelay(ctx, true)
 		case "direct":
 			err = l.phaseDirect(ctx)
 		case "":
@@ -174,21 +179,27 @@ func (l *loader) phaseIdle(ctx context.Context) error {
 	conns := make([]*vspctest.Conn, n)
 	dial := func(i int) (*pair, time.Duration, error) {
 		vm := vmIdent(l.run, i, fmt.Sprintf("tcp://%s:1", hostIP(l.net8, i)))
-		c, d, err := dialVM(ctx, br.addr, vm)
+		c, nc, d, err := dialVM(ctx, br.addr, vm)
 		if err != nil {
 			return nil, 0, err
 		}
 		conns[i] = c
-		return &pair{vm: c, sim: c, ident: vm}, d, nil
+		return &pair{vm: c, sim: c, nc: nc, ident: vm}, d, nil
 	}
 	// The burst: every VM dials at the same instant.
 	burst := min(o.burst, n)
+	bt0, _ := cpuTicks(pid)
+	st0, _ := cpuTicks(os.Getpid())
 	start := time.Now()
 	bp, btimes, berr := establish(ctx, burst, burst, dial)
 	wall := time.Since(start)
+	bt1, _ := cpuTicks(pid)
+	st1, _ := cpuTicks(os.Getpid())
+	l.r.burstCPUBridge = time.Duration(bt1-bt0) * time.Second / clkTck
+	l.r.burstCPUSelf = time.Duration(st1-st0) * time.Second / clkTck
 	l.r.burstN, l.r.burstOK, l.r.burstWall = burst, countOK(bp), wall
 	l.r.burstP50, l.r.burstP99, l.r.burstMax = btimes.pct(.5), btimes.pct(.99), btimes.max()
-	logf("idle: burst of %d: %d past WILL-PROXY in %v (p50 %v p99 %v) err=%v", burst, l.r.burstOK, wall, btimes.pct(.5), btimes.pct(.99), berr)
+	logf("idle: burst of %d: %d past WILL-PROXY in %v (p50 %v p99 %v; CPU bridge %v, load tool %v) err=%v", burst, l.r.burstOK, wall, btimes.pct(.5), btimes.pct(.99), l.r.burstCPUBridge, l.r.burstCPUSelf, berr)
 	// The rest, conc at a time.
 	rest, rtimes, rerr := establish(ctx, n-burst, o.conc, func(i int) (*pair, time.Duration, error) { return dial(burst + i) })
 	all := append(bp, rest...)
@@ -255,29 +266,42 @@ func (l *loader) phaseRemote(ctx context.Context) error {
 	l.r.cpuIdleRemote, _ = cpuOver(pid, o.cpuDur)
 	logf("remote: CPU with %d idle joined ports: %.2f%% of a core", len(ok), 100*l.r.cpuIdleRemote)
 
+	if err := detachPairs(ok[:min(len(ok), o.lat+2+2*o.agg)]); err != nil {
+		return err
+	}
 	tr, err := l.traffic(ctx, "bridge", ok, pid)
 	l.r.bridge = tr
 	if err != nil {
 		return err
 	}
-	// vMotion storm on pairs not used yet.
+	// vMotion storms on pairs not used yet: one paced at -vmotion-rate,
+	// one back to back (the peak rate).
 	used := o.lat + 2 + 2*o.agg
-	var movers []*mover
-	for i := used; i < len(ok) && len(movers) < o.vmotionVMs; i++ {
-		movers = append(movers, newMover(br.addr, ok[i]))
-	}
-	if len(movers) > 0 {
-		logf("remote: vMotion storm: %d VMs migrating back to back for %v with data flowing", len(movers), o.vmotionDur)
+	rest := ok[min(used, len(ok)):]
+	for k, rate := range []float64{o.vmotionRate, 0} {
+		var movers []*mover
+		for len(rest) > 0 && len(movers) < o.vmotionVMs {
+			movers = append(movers, newMover(br.addr, rest[0]))
+			rest = rest[1:]
+		}
+		if len(movers) == 0 {
+			break
+		}
+		logf("remote: vMotion storm %d: %d VMs, %.0f/s in total (0: back to back) for %v with data flowing", k+1, len(movers), rate, o.vmotionDur)
 		t0, _ := cpuTicks(pid)
-		st := storm(ctx, movers, o.vmotionDur, o.dataEvery)
+		st := storm(ctx, movers, o.vmotionDur, o.dataEvery, rate)
 		t1, _ := cpuTicks(pid)
-		l.r.storm = &st
-		l.r.stormCPU = float64(t1-t0) / clkTck / st.elapsed.Seconds()
+		st.cpu = float64(t1-t0) / clkTck / st.elapsed.Seconds()
+		st.paced = rate
+		l.r.storms = append(l.r.storms, &st)
 		l.r.account(st.toVM, "vMotion storm, remote→VM")
 		l.r.account(st.toRemote, "vMotion storm, VM→remote")
-		logf("remote: %d migrations in %v (%.0f/s); switch-over p50 %v p99 %v; hand-over p50 %v p99 %v; err=%v",
+		logf("remote: %d migrations in %v (%.0f/s); switch-over p50 %v p99 %v; hand-over p50 %v p99 %v; bridge CPU %.0f%%; err=%v",
 			st.migrations, st.elapsed, float64(st.migrations)/st.elapsed.Seconds(), st.switches.pct(.5), st.switches.pct(.99),
-			st.handovers.pct(.5), st.handovers.pct(.99), st.firstErr)
+			st.handovers.pct(.5), st.handovers.pct(.99), 100*st.cpu, st.firstErr)
+		if st.firstErr != nil {
+			l.r.notes = append(l.r.notes, fmt.Sprintf("vMotion storm %d: %v", k+1, st.firstErr))
+		}
 		for _, m := range movers {
 			m.mu.Lock()
 			m.cur.Close()
@@ -357,14 +381,19 @@ func (l *loader) traffic(ctx context.Context, name string, ps []*pair, pid int) 
 	return tf, nil
 }
 
-func (l *loader) phaseRelay(ctx context.Context) error {
+func (l *loader) phaseRelay(ctx context.Context, splice bool) error {
 	o := l.o
+	name, n := "relay", o.remote
+	if splice {
+		// A splicing relay holds 6 descriptors per relayed connection.
+		name, n = "splice relay", min(o.remote, o.lat+2+2*o.agg)
+	}
 	m, err := newIDMatcher()
 	if err != nil {
 		return err
 	}
 	defer m.close()
-	rl, err := startRelay(ctx, m.ln.Addr().String())
+	rl, err := startRelay(ctx, m.ln.Addr().String(), splice)
 	if err != nil {
 		return err
 	}
@@ -372,7 +401,7 @@ func (l *loader) phaseRelay(ctx context.Context) error {
 	pid := rl.pid()
 	time.Sleep(200 * time.Millisecond)
 	rss0, _ := rssKiB(pid)
-	ps, times, err := establish(ctx, o.remote, o.conc, func(i int) (*pair, time.Duration, error) {
+	ps, times, err := establish(ctx, n, o.conc, func(i int) (*pair, time.Duration, error) {
 		return m.dialIDPair(ctx, rl.addr, uint64(i))
 	})
 	defer func() {
@@ -380,7 +409,7 @@ func (l *loader) phaseRelay(ctx context.Context) error {
 		closeAll(ps)
 	}()
 	ok := okPairs(ps)
-	logf("relay: %d of %d relayed connections (connect p50 %v p99 %v) err=%v", len(ok), o.remote, times.pct(.5), times.pct(.99), err)
+	logf("%s: %d of %d relayed connections (connect p50 %v p99 %v) err=%v", name, len(ok), n, times.pct(.5), times.pct(.99), err)
 	time.Sleep(o.settle)
 	rss1, _ := rssKiB(pid)
 	perPair := 0.0
@@ -388,11 +417,15 @@ func (l *loader) phaseRelay(ctx context.Context) error {
 		perPair = float64(rss1-rss0) / float64(len(ok))
 	}
 	cpu, _ := cpuOver(pid, o.cpuDur)
-	l.r.relayCPUIdle = cpu
-	logf("relay: RSS %d KiB → %.2f KiB per relayed connection; idle CPU %.2f%%", rss1, perPair, 100*cpu)
-	tr, err := l.traffic(ctx, "relay", ok, pid)
+	logf("%s: RSS %d KiB → %.2f KiB per relayed connection; idle CPU %.2f%%", name, rss1, perPair, 100*cpu)
+	tr, err := l.traffic(ctx, name, ok, pid)
 	tr.rssPerPair = perPair
-	l.r.relay = tr
+	if splice {
+		l.r.splice = tr
+	} else {
+		l.r.relayCPUIdle = cpu
+		l.r.relay = tr
+	}
 	return err
 }
 
@@ -417,6 +450,11 @@ func (l *loader) phaseDirect(ctx context.Context) error {
 	return nil
 }
 
+func openFDs() int {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	return len(ents)
+}
+
 func numCPU() int {
 	b, err := os.ReadFile("/proc/cpuinfo")
 	if err != nil {
@@ -438,14 +476,14 @@ type report struct {
 	pendingN                                int
 	remoteN, remoteOK                       int
 	rssPerRemote                            float64
-	bridge, relay                           *trafficFigures
+	bridge, relay, splice                   *trafficFigures
 	relayCPUIdle                            float64
 	directRTT                               durations
-	storm                                   *stormStats
-	stormCPU                                float64
+	storms                                  []*stormStats
 	sent, got, junk, lost                   int64
 	lostAny                                 bool
 	notes                                   []string
+	burstCPUBridge, burstCPUSelf            time.Duration
 	agg, latN, latRate                      int
 	cpuWindow                               time.Duration
 }
@@ -487,6 +525,7 @@ func (r *report) print(w io.Writer) {
 		row("idle VM ports established", fmt.Sprintf("%d of %d (bridge file limit %d)", r.idleOK, r.idleN, r.fileLimit), "≥ 18000", "-", "-", verdict(r.idleOK >= 18000))
 		row(fmt.Sprintf("burst: %d VMs at once, all past WILL-PROXY", r.burstN), fmt.Sprintf("%d in %s", r.burstOK, ms(r.burstWall)), "all within 100 ms", "-", "-", verdict(r.burstOK == r.burstN && r.burstWall <= 100*time.Millisecond))
 		row("  handshake in the burst p50 / p99", ms(r.burstP50)+" / "+ms(r.burstP99), "-", "-", "-", "")
+		row("  CPU for the burst: bridge / load tool", fmt.Sprintf("%v / %v (10 ms ticks)", r.burstCPUBridge, r.burstCPUSelf), "-", "-", "-", "")
 		row("  handshake at 128 in flight p50 / p99", ms(r.hsP50)+" / "+ms(r.hsP99), "-", "-", "-", "")
 		relayPer, rat := "-", "-"
 		if r.relay != nil {
@@ -531,6 +570,12 @@ func (r *report) print(w io.Writer) {
 			func(bf, rf float64) bool { return rf > 0 && bf >= rf/2 })
 		cmpRate(agg+"VM→remote", b.aggToRem, func(t *trafficFigures) flowStats { return t.aggToRem }, "≥ 50 % of relay",
 			func(bf, rf float64) bool { return rf > 0 && bf >= rf/2 })
+		if sp := r.splice; sp != nil {
+			row("  splice relay (io.Copy on the TCPConns): one session each way", mibs(sp.oneToVM)+" / "+mibs(sp.oneToRem), "-", "-",
+				ratio(b.oneToVM.rate(), sp.oneToVM.rate())+" / "+ratio(b.oneToRem.rate(), sp.oneToRem.rate()), "")
+			row("  splice relay: aggregate each way", mibs(sp.aggToVM)+" / "+mibs(sp.aggToRem), "-", "-",
+				ratio(b.aggToVM.rate(), sp.aggToVM.rate())+" / "+ratio(b.aggToRem.rate(), sp.aggToRem.rate()), "")
+		}
 		if len(b.rtt) > 0 {
 			base50, base99 := r.directRTT.pct(.5), r.directRTT.pct(.99)
 			add50, add99 := b.rtt.pct(.5)-base50, b.rtt.pct(.99)-base99
@@ -545,10 +590,14 @@ func (r *report) print(w io.Writer) {
 			row("  raw round trip bridge / direct, p50 / p99", fmt.Sprintf("%s / %s ; %s / %s", ms(b.rtt.pct(.5)), ms(b.rtt.pct(.99)), ms(base50), ms(base99)), "-", "-", "-", "")
 		}
 	}
-	if st := r.storm; st != nil {
+	for _, st := range r.storms {
 		rate := float64(st.migrations) / st.elapsed.Seconds()
-		row("vMotions per second with data flowing", fmt.Sprintf("%.0f/s (%d in %s)", rate, st.migrations, st.elapsed.Round(time.Millisecond)), "≥ 500/s", "-", "-", verdict(rate >= 500))
-		row("vMotion switch-over p50 / p99 (COMPLETE → first byte)", ms(st.switches.pct(.5))+" / "+ms(st.switches.pct(.99)), "p99 < 10 ms", "-", "-", verdict(len(st.switches) > 0 && st.switches.pct(.99) < 10*time.Millisecond))
+		how := fmt.Sprintf("paced at %.0f/s", st.paced)
+		if st.paced == 0 {
+			how = "back to back"
+		}
+		row(fmt.Sprintf("vMotions/s with data flowing (%d VMs, %s)", st.vms, how), fmt.Sprintf("%.0f/s (%d in %s, bridge CPU %.0f %%)", rate, st.migrations, st.elapsed.Round(time.Millisecond), 100*st.cpu), "≥ 500/s", "-", "-", verdict(rate >= 500))
+		row(fmt.Sprintf("  switch-over p50 / p99 (COMPLETE → VM caught up; %d with data held)", len(st.switches)), ms(st.switches.pct(.5))+" / "+ms(st.switches.pct(.99)), "p99 < 10 ms", "-", "-", verdict(len(st.switches) > 0 && st.switches.pct(.99) < 10*time.Millisecond))
 		row("  whole hand-over p50 / p99 (BEGIN → COMPLETE sent)", ms(st.handovers.pct(.5))+" / "+ms(st.handovers.pct(.99)), "-", "-", "-", "")
 	}
 	if r.sent > 0 {

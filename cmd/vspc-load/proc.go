@@ -213,10 +213,10 @@ func startBridge(ctx context.Context, bin, dir, name, reconnectMin, reconnectMax
 var relayAddrRE = regexp.MustCompile(`^relay listening on (\S+)`)
 
 // startRelay re-executes this program as the plain relay toward target.
-func startRelay(ctx context.Context, target string) (*child, error) {
+func startRelay(ctx context.Context, target string, splice bool) (*child, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	return startChild(ctx, "relay", []string{self, "relay", "-target", target}, relayAddrRE, os.Stderr)
+	return startChild(ctx, "relay", []string{self, "relay", "-target", target, fmt.Sprintf("-splice=%v", splice)}, relayAddrRE, os.Stderr)
 }
