@@ -3,6 +3,7 @@ package remote_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -299,3 +300,5 @@ func (m *tmux) waitFor(s string) string {
 
 // freePort returns a port on 127.0.0.1 that was free a moment ago.
 func freePort(t testing.TB) int { return devicetest.FreePort(t) }
+
+func errorAs(err error, target any) bool { return errors.As(err, target) }
