@@ -29,6 +29,10 @@ const usage = `vspc-bridge: a virtual serial port concentrator for VMware ESXi
 Usage:
   vspc-bridge serve [-config FILE] [-log-format text|json] [-log-level LEVEL]
   vspc-bridge check-config [-audit] FILE
+  vspc-bridge status [-json] [-addr ADDR] [-config FILE]   (the running bridge, over its admin API)
+  vspc-bridge sessions [-json] [-addr ADDR] [-config FILE] VM
+  vspc-bridge reload [-addr ADDR] [-config FILE]           (re-read the config file; SIGHUP does too)
+  vspc-bridge gen-cert [-host NAME,IP] [-port 13371]       (self-signed telnets certificate for labs)
   vspc-bridge simulate-vm -proxy telnet://HOST:PORT -service URI -direction client|server [-name N -uuid U]
   vspc-bridge vc audit|provision|preflight ...   (vCenter helpers; vspc-bridge vc -h)
   vspc-bridge version
@@ -51,6 +55,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = cmdCheckConfig(ctx, rest, stdout, stderr)
 	case "simulate-vm":
 		err = cmdSimulateVM(ctx, rest, stdin, stdout, stderr)
+	case "status":
+		err = cmdStatus(ctx, rest, stdout, stderr)
+	case "sessions":
+		err = cmdSessions(ctx, rest, stdout, stderr)
+	case "reload":
+		err = cmdReload(ctx, rest, stdout, stderr)
+	case "gen-cert":
+		err = cmdGenCert(rest, stdout, stderr)
 	case "vc":
 		return cmdVC(ctx, rest, stdout, stderr)
 	case "version":
@@ -68,6 +80,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return 0
 	case errors.Is(err, errUsage):
 		return 2
+	case errors.Is(err, errReported):
+		return 1
 	default:
 		fmt.Fprintf(stderr, "vspc-bridge %s: %v\n", cmd, err)
 		return 1

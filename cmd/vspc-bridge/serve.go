@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"syscall"
 	"time"
@@ -40,14 +37,17 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	log, err := newLogger(stderr, cfg.Log, *format, *level)
+	lv := new(slog.LevelVar)
+	log, err := newLogger(stderr, cfg.Log, *format, *level, lv)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, log, stdout)
+	return serve(ctx, cfg, log, stdout, serveOptions{path: *path, level: lv, levelFixed: *level != ""})
 }
 
-func newLogger(w io.Writer, lc configs.Log, format, level string) (*slog.Logger, error) {
+// newLogger builds the logger; its level is lvar, which a reload may
+// change.
+func newLogger(w io.Writer, lc configs.Log, format, level string, lvar *slog.LevelVar) (*slog.Logger, error) {
 	if format == "" {
 		format = lc.Format
 	}
@@ -58,7 +58,8 @@ func newLogger(w io.Writer, lc configs.Log, format, level string) (*slog.Logger,
 	if err := lv.UnmarshalText([]byte(lc.Level)); err != nil {
 		return nil, fmt.Errorf("log level %q: %w", lc.Level, err)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	lvar.Set(lv)
+	opts := &slog.HandlerOptions{Level: lvar}
 	switch format {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
@@ -105,64 +106,47 @@ func vspcConfig(cfg *configs.Config, br vspc.Bridger, log *slog.Logger) vspc.Con
 	return vc
 }
 
-func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io.Writer) error {
+func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io.Writer, opts serveOptions) error {
 	limit := raiseFileLimit(log)
 	br := bridge.New(cfg, log)
 	srv := vspc.NewServer(vspcConfig(cfg, br, log))
 
-	var listeners []net.Listener
-	closeAll := func() {
-		for _, ln := range listeners {
-			ln.Close()
+	// The daemon binds the VM listeners ([vspc] listen, tls_listen), the
+	// admin endpoint and runs the alert matcher; it applies reloads
+	// (SIGHUP, POST /api/v1/reload) to all of them (daemon.go).
+	if opts.version == "" {
+		opts.version = version
+	}
+	d := newDaemon(cfg, log, br, srv, opts)
+	if err := d.start(); err != nil {
+		return err
+	}
+	st := d.status()
+	var vmAddr string
+	for _, l := range st.Listeners {
+		switch l.Kind {
+		case kindAdmin:
+			log.Info("admin endpoint", "url", l.URI, "token", d.cfg.Admin.Token != "" || d.cfg.Admin.TokenFile != "")
+		case kindVSPCTLS:
+			log.Info("listening for ESXi VMs over TLS", "addr", l.Addr, "proxy_uri", l.URI, "max_sessions", cfg.VSPC.MaxSessions, "open_file_limit", limit)
+		default:
+			log.Info("listening for ESXi VMs", "addr", l.Addr, "max_sessions", cfg.VSPC.MaxSessions, "open_file_limit", limit)
+		}
+		if vmAddr == "" && l.Kind != kindAdmin {
+			vmAddr = l.Addr
 		}
 	}
-	if cfg.VSPC.Listen != "" {
-		ln, err := net.Listen("tcp", cfg.VSPC.Listen)
-		if err != nil {
-			return fmt.Errorf("[vspc] listen %s: %w", cfg.VSPC.Listen, err)
-		}
-		listeners = append(listeners, ln)
-	}
-	if cfg.VSPC.TLSListen != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.VSPC.TLSCert, cfg.VSPC.TLSKey)
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("[vspc] tls_cert/tls_key: %w", err)
-		}
-		ln, err := tls.Listen("tcp", cfg.VSPC.TLSListen, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("[vspc] tls_listen %s: %w", cfg.VSPC.TLSListen, err)
-		}
-		listeners = append(listeners, ln)
-	}
-	if len(listeners) == 0 {
-		return errors.New("no listener configured ([vspc] listen or tls_listen)")
-	}
-	for _, ln := range listeners {
-		log.Info("listening for ESXi VMs", "addr", ln.Addr().String(), "max_sessions", cfg.VSPC.MaxSessions, "open_file_limit", limit)
-	}
-	printHints(stdout, cfg, listeners[0].Addr().String())
+	printHints(stdout, cfg, vmAddr)
 
-	errc := make(chan error, len(listeners))
-	for _, ln := range listeners {
-		go func() { errc <- srv.Serve(ctx, ln) }()
-	}
-	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-errc:
-	}
+	serveErr := d.run(ctx)
 	log.Info("shutting down: no new connections; flushing data in flight")
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
 	br.Close()
+	d.shutdown()
 	log.Info("stopped")
-	if serveErr != nil && !errors.Is(serveErr, context.Canceled) && !errors.Is(serveErr, vspc.ErrServerClosed) {
-		return serveErr
-	}
-	return nil
+	return serveErr
 }
 
 // raiseFileLimit lifts RLIMIT_NOFILE to its hard limit: each VM port needs

@@ -1,0 +1,617 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+
+	"github.com/vspc-bridge/vspc-bridge/admin"
+	"github.com/vspc-bridge/vspc-bridge/alerts"
+	"github.com/vspc-bridge/vspc-bridge/bridge"
+	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+)
+
+// Listener kinds, as shown by status and in metrics labels.
+const (
+	kindVSPC    = "vspc"     // [vspc] listen: telnet
+	kindVSPCTLS = "vspc-tls" // [vspc] tls_listen: telnets
+	kindAdmin   = "admin"    // [admin] listen: HTTP or HTTPS
+)
+
+// serveOptions are what serve needs beyond the parsed config to reload it.
+type serveOptions struct {
+	path       string           // config file; "" is the embedded example
+	level      *slog.LevelVar   // the logger's level; reload sets it from [log] level
+	levelFixed bool             // -log-level was given: the config's level is ignored
+	version    string           // build version for status
+	ready      chan<- *daemon   // tests: receives the daemon once its listeners are up
+	sighup     <-chan os.Signal // tests: a fake SIGHUP source; nil uses the process's
+}
+
+// daemon owns the listeners, the admin endpoint and the alert matcher of
+// a running serve, and applies config reloads (SIGHUP or POST
+// /api/v1/reload) to them, to the bridge and to the TLS certificates.
+type daemon struct {
+	opts    serveOptions
+	log     *slog.Logger
+	br      *bridge.Bridge
+	srv     *vspc.Server
+	alerts  *alerts.Matcher
+	admin   *admin.Handler
+	started time.Time
+
+	vspcCert  atomic.Pointer[tls.Certificate] // served by the telnets listener (GetCertificate)
+	adminCert atomic.Pointer[tls.Certificate]
+	token     atomic.Pointer[string]
+	closing   atomic.Bool
+
+	mu      sync.Mutex // guards the fields below; held for a whole reload
+	cfg     *configs.Config
+	lns     map[string]*boundListener // by kind
+	reloads admin.Reloads
+
+	fatal chan error     // a listener failed on its own
+	wg    sync.WaitGroup // listener and matcher goroutines
+}
+
+// boundListener is one listening socket and the goroutine serving it.
+type boundListener struct {
+	kind   string
+	addr   string // as configured
+	tls    bool
+	ln     net.Listener
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (b *boundListener) stop() {
+	if b.cancel != nil {
+		b.cancel()
+		<-b.done
+	} else {
+		b.ln.Close()
+	}
+}
+
+func newDaemon(cfg *configs.Config, log *slog.Logger, br *bridge.Bridge, srv *vspc.Server, opts serveOptions) *daemon {
+	d := &daemon{opts: opts, log: log, br: br, srv: srv, cfg: cfg, lns: map[string]*boundListener{}, started: time.Now(), fatal: make(chan error, 4)}
+	ac := alerts.FromConfig(cfg)
+	ac.Logger = log
+	d.alerts = alerts.New(ac)
+	d.admin = admin.New(admin.Config{
+		Server:  srv,
+		Devices: br.Devices,
+		Alerts:  d.alerts.Stats,
+		Status:  d.status,
+		Ready:   d.ready,
+		Reload:  d.reload,
+		Token:   func() string { return *d.token.Load() },
+		Logger:  log.With("component", "admin"),
+	})
+	return d
+}
+
+// start loads the certificates and token and binds every configured
+// listener; on error nothing is left open. An admin endpoint that cannot
+// be bound is logged and left out (VMs matter more; a reload retries it).
+func (d *daemon) start() error {
+	p, err := d.prepare(d.cfg)
+	if err != nil {
+		return err
+	}
+	vmOnly := *p.cfg
+	vmOnly.Admin.Listen = ""
+	vm := &prepared{cfg: &vmOnly}
+	if err := d.bind(vm, nil); err != nil {
+		return err
+	}
+	p.bound = vm.bound
+	if d.cfg.Admin.Listen != "" {
+		admOnly := *p.cfg
+		admOnly.VSPC.Listen, admOnly.VSPC.TLSListen = "", ""
+		adm := &prepared{cfg: &admOnly}
+		if err := d.bind(adm, nil); err != nil {
+			d.log.Error("admin endpoint not started; VMs are served without it (fix [admin] listen and reload)", "err", err)
+		}
+		p.bound = append(p.bound, adm.bound...)
+	}
+	d.commitSecrets(p)
+	for _, b := range p.bound {
+		d.lns[b.kind] = b
+		d.serveListener(b)
+	}
+	return nil
+}
+
+// run serves until ctx is done or a listener fails, reloading on SIGHUP.
+func (d *daemon) run(ctx context.Context) error {
+	actx, cancel := context.WithCancel(context.Background())
+	d.wg.Go(func() { d.alerts.Run(actx) })
+	defer cancel()
+	hup := d.opts.sighup
+	if hup == nil {
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, syscall.SIGHUP)
+		defer signal.Stop(ch)
+		hup = ch
+	}
+	if d.opts.ready != nil {
+		d.opts.ready <- d
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-d.fatal:
+			return err
+		case <-hup:
+			d.log.Info("SIGHUP: reloading the config", "config", d.source())
+			d.reload(ctx)
+		}
+	}
+}
+
+// shutdown stops the listeners that are left (the VM listeners are closed
+// by the server's Shutdown first) and waits for every goroutine.
+func (d *daemon) shutdown() {
+	d.closing.Store(true)
+	d.mu.Lock()
+	for k, b := range d.lns {
+		b.stop()
+		delete(d.lns, k)
+	}
+	d.mu.Unlock()
+	d.wg.Wait()
+}
+
+func (d *daemon) serveListener(b *boundListener) {
+	ctx, cancel := context.WithCancel(context.Background())
+	b.cancel, b.done = cancel, make(chan struct{})
+	ln := b.ln
+	switch {
+	case b.kind == kindVSPCTLS:
+		ln = tls.NewListener(ln, d.tlsConfig(&d.vspcCert))
+	case b.kind == kindAdmin && b.tls:
+		ln = tls.NewListener(ln, d.tlsConfig(&d.adminCert))
+	}
+	d.wg.Go(func() {
+		defer close(b.done)
+		var err error
+		if b.kind == kindAdmin {
+			err = d.admin.Serve(ctx, ln)
+		} else {
+			err = d.srv.Serve(ctx, ln)
+		}
+		if ctx.Err() == nil && err != nil && !errors.Is(err, vspc.ErrServerClosed) && !d.closing.Load() {
+			select {
+			case d.fatal <- fmt.Errorf("%s listener %s: %w", b.kind, b.addr, err):
+			default:
+			}
+		}
+	})
+}
+
+// tlsConfig serves whatever certificate cert holds at handshake time, so
+// a reload swaps it without touching the listener.
+func (d *daemon) tlsConfig(cert *atomic.Pointer[tls.Certificate]) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if c := cert.Load(); c != nil {
+				return c, nil
+			}
+			return nil, errors.New("no certificate configured")
+		},
+	}
+}
+
+// prepared is a config with its files read and listeners bound, ready to
+// be committed.
+type prepared struct {
+	cfg       *configs.Config
+	vspcCert  *tls.Certificate
+	adminCert *tls.Certificate
+	token     string
+	bound     []*boundListener // new listeners, not yet served
+	replaced  []*boundListener // old listeners they replace (stopped when committed)
+	removed   []*boundListener // old listeners no longer configured
+	rollback  []func()         // undo the binds (and re-open what they displaced)
+}
+
+// prepare reads the files a config names: the certificates and the token.
+func (d *daemon) prepare(cfg *configs.Config) (*prepared, error) {
+	p := &prepared{cfg: cfg}
+	var errs []error
+	if cfg.VSPC.TLSListen != "" {
+		c, err := loadKeyPair(cfg.VSPC.TLSCert, cfg.VSPC.TLSKey)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("[vspc] tls_cert/tls_key: %w", err))
+		}
+		p.vspcCert = c
+	}
+	if cfg.Admin.Listen != "" && cfg.Admin.TLSCert != "" {
+		c, err := loadKeyPair(cfg.Admin.TLSCert, cfg.Admin.TLSKey)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("[admin] tls_cert/tls_key: %w", err))
+		}
+		p.adminCert = c
+	}
+	tok, err := cfg.Admin.ReadToken()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	p.token = tok
+	if len(errs) > 0 {
+		return nil, &multierror.Error{Errors: errs, ErrorFormat: oneErrorPerLine}
+	}
+	return p, nil
+}
+
+func loadKeyPair(certFile, keyFile string) (*tls.Certificate, error) {
+	c, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	if c.Leaf == nil {
+		if c.Leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+			return nil, err
+		}
+	}
+	return &c, nil
+}
+
+func oneErrorPerLine(errs []error) string {
+	s := make([]string, len(errs))
+	for i, e := range errs {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "\n")
+}
+
+// wanted lists the listeners cfg asks for.
+func wanted(cfg *configs.Config) []*boundListener {
+	var w []*boundListener
+	if cfg.VSPC.Listen != "" {
+		w = append(w, &boundListener{kind: kindVSPC, addr: cfg.VSPC.Listen})
+	}
+	if cfg.VSPC.TLSListen != "" {
+		w = append(w, &boundListener{kind: kindVSPCTLS, addr: cfg.VSPC.TLSListen, tls: true})
+	}
+	if cfg.Admin.Listen != "" {
+		w = append(w, &boundListener{kind: kindAdmin, addr: cfg.Admin.Listen, tls: cfg.Admin.TLSCert != ""})
+	}
+	return w
+}
+
+// bind opens the listeners of p.cfg whose address (or TLS mode) differs
+// from the running ones in old. A new address on the port an old listener
+// holds is bound after closing the old one. On error every step is undone.
+func (d *daemon) bind(p *prepared, old map[string]*boundListener) error {
+	var errs []error
+	keep := map[string]bool{}
+	for _, w := range wanted(p.cfg) {
+		o := old[w.kind]
+		if o != nil && o.addr == w.addr && o.tls == w.tls {
+			keep[w.kind] = true
+			continue
+		}
+		ln, err := net.Listen("tcp", w.addr)
+		if err != nil && o != nil && samePort(o.addr, w.addr) {
+			// The old listener holds the port: let go of it first.
+			o.stop()
+			ln, err = net.Listen("tcp", w.addr)
+			if err != nil {
+				if back, err2 := net.Listen("tcp", o.addr); err2 == nil {
+					o.ln, o.cancel = back, nil
+					d.serveListener(o)
+				} else {
+					d.log.Error("listener lost: cannot re-open it after a failed reload", "kind", o.kind, "addr", o.addr, "err", err2)
+				}
+			} else {
+				p.rollback = append(p.rollback, func() {
+					if back, err2 := net.Listen("tcp", o.addr); err2 == nil {
+						o.ln, o.cancel = back, nil
+						d.serveListener(o)
+					}
+				})
+				keep[w.kind] = true // already stopped; nothing to replace later
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", listenKey(w.kind), err))
+			continue
+		}
+		w.ln = ln
+		p.bound = append(p.bound, w)
+		if o != nil && !keep[w.kind] {
+			p.replaced = append(p.replaced, o)
+		}
+	}
+	for kind, o := range old {
+		if !slices.ContainsFunc(wanted(p.cfg), func(w *boundListener) bool { return w.kind == kind }) {
+			p.removed = append(p.removed, o)
+		}
+	}
+	if len(errs) > 0 {
+		for _, b := range p.bound {
+			b.ln.Close()
+		}
+		for _, f := range p.rollback {
+			f()
+		}
+		return &multierror.Error{Errors: errs, ErrorFormat: oneErrorPerLine}
+	}
+	return nil
+}
+
+func listenKey(kind string) string {
+	switch kind {
+	case kindVSPC:
+		return "[vspc] listen"
+	case kindVSPCTLS:
+		return "[vspc] tls_listen"
+	}
+	return "[admin] listen"
+}
+
+func samePort(a, b string) bool {
+	_, pa, _ := net.SplitHostPort(a)
+	_, pb, _ := net.SplitHostPort(b)
+	return pa != "" && pa != "0" && pa == pb
+}
+
+func (d *daemon) commitSecrets(p *prepared) {
+	d.vspcCert.Store(p.vspcCert)
+	d.adminCert.Store(p.adminCert)
+	tok := p.token
+	d.token.Store(&tok)
+}
+
+func (d *daemon) source() string {
+	if d.opts.path == "" {
+		return "built-in example.toml"
+	}
+	return d.opts.path
+}
+
+// reload re-reads the config file and applies it: all of it, or nothing
+// when it is invalid, a file it names cannot be read or a new listener
+// cannot be bound. Every problem is logged.
+func (d *daemon) reload(ctx context.Context) admin.ReloadResult {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.reloads.Last = time.Now()
+	reject := func(err error) admin.ReloadResult {
+		var lines []string
+		var me *multierror.Error
+		if errors.As(err, &me) {
+			for _, e := range me.Errors {
+				lines = append(lines, e.Error())
+			}
+		} else {
+			lines = []string{err.Error()}
+		}
+		for _, l := range lines {
+			d.log.Error("config reload rejected; the running config stays in force", "config", d.source(), "problem", l)
+		}
+		d.reloads.Rejected++
+		d.reloads.LastError = strings.Join(lines, "\n")
+		return admin.ReloadResult{Errors: lines}
+	}
+	if d.closing.Load() {
+		return reject(errors.New("shutting down"))
+	}
+	var cfg *configs.Config
+	if d.opts.path == "" {
+		cfg = configs.Default()
+	} else {
+		var err error
+		if cfg, err = configs.Load(d.opts.path); err != nil {
+			return reject(err)
+		}
+	}
+	p, err := d.prepare(cfg)
+	if err != nil {
+		return reject(err)
+	}
+	if err := d.bind(p, d.lns); err != nil {
+		return reject(err)
+	}
+
+	// Commit: nothing below fails.
+	old := d.cfg
+	changes := describeChanges(old, cfg)
+	oldThumb := configs.LeafThumbprint(d.vspcCert.Load())
+	d.commitSecrets(p)
+	if nt := configs.LeafThumbprint(p.vspcCert); p.vspcCert != nil && nt != oldThumb {
+		changes = append(changes, "telnets certificate: thumbprint "+nt)
+		if oldThumb != "" {
+			d.log.Warn("the telnets certificate changed: VMs whose proxy URI pins the old thumbprint cannot reconnect until it is updated (vspc-bridge vc provision)",
+				"old_thumbprint", oldThumb, "new_thumbprint", nt, "proxy_uri", d.telnetsURI(cfg, d.lns[kindVSPCTLS]))
+		}
+	}
+	for _, st := range d.br.ApplyConfig(cfg) {
+		changes = append(changes, fmt.Sprintf("closed VM %s port %s: its route was removed", st.VMName, st.ServiceURI))
+	}
+	ac := alerts.FromConfig(cfg)
+	ac.Logger = d.log
+	d.alerts.SetConfig(ac)
+	if d.opts.level != nil && !d.opts.levelFixed {
+		d.opts.level.Set(cfg.Log.SlogLevel())
+	}
+	for _, o := range append(p.replaced, p.removed...) {
+		o.stop()
+		delete(d.lns, o.kind)
+		changes = append(changes, fmt.Sprintf("closed %s listener %s", o.kind, o.addr))
+	}
+	for _, b := range p.bound {
+		d.lns[b.kind] = b
+		d.serveListener(b)
+		d.log.Info("listening", "kind", b.kind, "addr", b.ln.Addr().String())
+		changes = append(changes, fmt.Sprintf("%s listening on %s", b.kind, b.ln.Addr()))
+	}
+	if restart := needsRestart(old, cfg); len(restart) > 0 {
+		d.log.Warn("config reload: these settings changed but apply only after a restart", "keys", strings.Join(restart, ", "))
+		changes = append(changes, "needs a restart to apply: "+strings.Join(restart, ", "))
+	}
+	d.cfg = cfg
+	d.reloads.OK++
+	d.reloads.LastError = ""
+	if len(changes) == 0 {
+		changes = []string{"no changes"}
+	}
+	d.log.Info("config reloaded", "config", d.source(), "changes", strings.Join(changes, "; "))
+	return admin.ReloadResult{OK: true, Changes: changes}
+}
+
+// describeChanges lists what a reload changes, for the log and the API.
+func describeChanges(old, cfg *configs.Config) []string {
+	var out []string
+	oldR := map[string]configs.Route{}
+	for _, r := range old.Routes {
+		oldR[r.Name] = r
+	}
+	newR := map[string]bool{}
+	for _, r := range cfg.Routes {
+		newR[r.Name] = true
+		o, ok := oldR[r.Name]
+		switch {
+		case !ok:
+			out = append(out, fmt.Sprintf("route %q added (device %s)", r.Name, r.Device))
+		case o.Device != r.Device || o.Service != r.Service || o.VM != r.VM || o.UUID != r.UUID || o.SettingsText != r.SettingsText || o.FlowText != r.FlowText:
+			out = append(out, fmt.Sprintf("route %q changed (applies when its VMs next connect)", r.Name))
+		}
+	}
+	for _, r := range old.Routes {
+		if !newR[r.Name] {
+			out = append(out, fmt.Sprintf("route %q removed", r.Name))
+		}
+	}
+	if !slices.Equal(old.Policy.ConnectAllow, cfg.Policy.ConnectAllow) {
+		out = append(out, "policy.connect_allow changed")
+	}
+	if old.Policy.ReconnectMin != cfg.Policy.ReconnectMin || old.Policy.ReconnectMax != cfg.Policy.ReconnectMax || old.Policy.DialTimeout != cfg.Policy.DialTimeout {
+		out = append(out, "policy reconnect/dial limits changed (new links)")
+	}
+	if !reflect.DeepEqual(old.AlertRules, cfg.AlertRules) || old.Alerts != cfg.Alerts {
+		out = append(out, fmt.Sprintf("alerts: %d rules", len(cfg.AlertRules)))
+	}
+	if old.Admin.Token != cfg.Admin.Token || old.Admin.TokenFile != cfg.Admin.TokenFile {
+		out = append(out, "admin token changed")
+	}
+	if old.Log.Level != cfg.Log.Level {
+		out = append(out, "log.level "+cfg.Log.Level)
+	}
+	return out
+}
+
+// needsRestart lists the keys that changed but that a running server
+// cannot take on (the VM server's limits are fixed at start).
+func needsRestart(old, cfg *configs.Config) []string {
+	var out []string
+	ov, nv := old.VSPC, cfg.VSPC
+	for _, k := range []struct {
+		key     string
+		changed bool
+	}{
+		{"vspc.handshake_timeout", ov.HandshakeTimeout != nv.HandshakeTimeout},
+		{"vspc.identify_timeout", ov.IdentifyTimeout != nv.IdentifyTimeout},
+		{"vspc.max_sessions", ov.MaxSessions != nv.MaxSessions},
+		{"vspc.max_subnegotiation", ov.MaxSubnegotiation != nv.MaxSubnegotiation},
+		{"vspc.grace_period", ov.GracePeriod != nv.GracePeriod},
+		{"vspc.keepalive", ov.Keepalive != nv.Keepalive},
+		{"vmotion", old.VMotion != cfg.VMotion},
+		{"policy.directions", !slices.Equal(old.Policy.Directions, cfg.Policy.Directions)},
+		{"log.format", old.Log.Format != cfg.Log.Format},
+		{"alerts.queue", old.Alerts.Queue != cfg.Alerts.Queue},
+		{"remote, user", !reflect.DeepEqual(old.Remote, cfg.Remote) || !reflect.DeepEqual(old.Users, cfg.Users)},
+	} {
+		if k.changed {
+			out = append(out, k.key)
+		}
+	}
+	return out
+}
+
+// ready is nil when every configured VM listener is serving.
+func (d *daemon) ready() error {
+	if d.closing.Load() {
+		return errors.New("shutting down")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, w := range wanted(d.cfg) {
+		if w.kind != kindAdmin && d.lns[w.kind] == nil {
+			return fmt.Errorf("%s is not listening", listenKey(w.kind))
+		}
+	}
+	return nil
+}
+
+// status is the bridge-wide part of /api/v1/status.
+func (d *daemon) status() admin.Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := admin.Status{Version: d.opts.version, Started: d.started, Config: d.source(), Reloads: d.reloads, Alerts: d.alerts.Rules()}
+	for _, kind := range []string{kindVSPC, kindVSPCTLS, kindAdmin} {
+		b := d.lns[kind]
+		if b == nil {
+			continue
+		}
+		l := admin.Listener{Kind: kind, Addr: b.ln.Addr().String()}
+		switch kind {
+		case kindVSPC:
+			l.URI = "telnet://" + advertised(d.cfg.VSPC.ProxyURI, "telnet", b.ln.Addr().String())
+		case kindVSPCTLS:
+			c := d.vspcCert.Load()
+			l.Thumbprint = configs.LeafThumbprint(c)
+			l.URI = d.telnetsURI(d.cfg, b)
+			if c != nil && c.Leaf != nil {
+				l.CertNotAfter = c.Leaf.NotAfter
+			}
+		case kindAdmin:
+			l.URI = admin.BaseURL(b.ln.Addr().String(), b.tls)
+			if c := d.adminCert.Load(); b.tls && c != nil && c.Leaf != nil {
+				l.CertNotAfter = c.Leaf.NotAfter
+				l.Thumbprint = configs.LeafThumbprint(c)
+			}
+		}
+		st.Listeners = append(st.Listeners, l)
+	}
+	return st
+}
+
+// telnetsURI is the proxy URI that pins the telnets certificate.
+func (d *daemon) telnetsURI(cfg *configs.Config, b *boundListener) string {
+	addr := cfg.VSPC.TLSListen
+	if b != nil {
+		addr = b.ln.Addr().String()
+	}
+	return configs.TelnetsURI(advertised(cfg.VSPC.ProxyURI, "telnets", addr), configs.LeafThumbprint(d.vspcCert.Load()))
+}
+
+// advertised is the host:port VMs are told for a listener: the proxy_uri's
+// when it has the listener's scheme, else the bound address.
+func advertised(proxyURI, scheme, bound string) string {
+	if u, err := url.Parse(proxyURI); err == nil && strings.EqualFold(u.Scheme, scheme) && u.Host != "" {
+		return u.Host
+	}
+	return bound
+}

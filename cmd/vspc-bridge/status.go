@@ -1,0 +1,545 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/admin"
+	"github.com/vspc-bridge/vspc-bridge/configs"
+)
+
+// adminFlags are the flags shared by the commands that call the admin API.
+type adminFlags struct {
+	addr, config, tokenFile, cacert string
+	insecure                        bool
+	timeout                         time.Duration
+}
+
+func (a *adminFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&a.addr, "addr", "", "admin endpoint: host:port or URL (default: [admin] listen of -config, else "+configs.DefaultAdminListen+") [VSPC_BRIDGE_ADMIN]")
+	fs.StringVar(&a.config, "config", "", "the bridge's config file: the admin address, token and TLS certificate are read from its [admin] table")
+	fs.StringVar(&a.tokenFile, "token-file", "", "file holding the bearer token (default: [admin] token/token_file of -config) [VSPC_BRIDGE_TOKEN holds the token itself]")
+	fs.StringVar(&a.cacert, "cacert", "", "PEM certificate(s) to trust for an https:// endpoint (default: [admin] tls_cert of -config, else the system roots)")
+	fs.BoolVar(&a.insecure, "insecure", false, "do not verify the endpoint's TLS certificate")
+	fs.DurationVar(&a.timeout, "timeout", 10*time.Second, "time limit for the request")
+}
+
+// client builds the admin API client the flags describe.
+func (a *adminFlags) client() (*admin.Client, error) {
+	var ac configs.Admin
+	if a.config != "" {
+		cfg, err := configs.Load(a.config)
+		if err != nil {
+			return nil, err
+		}
+		ac = cfg.Admin
+		if ac.Listen == "" && a.addr == "" {
+			return nil, fmt.Errorf("%s: [admin] listen is off; give -addr", a.config)
+		}
+	}
+	addr := cmpOr(a.addr, os.Getenv("VSPC_BRIDGE_ADMIN"), dialable(ac.Listen), configs.DefaultAdminListen)
+	useTLS := ac.TLSCert != ""
+	base := admin.BaseURL(addr, useTLS)
+	c := &admin.Client{Base: base}
+	switch {
+	case a.tokenFile != "":
+		tok, err := (&configs.Admin{TokenFile: a.tokenFile}).ReadToken()
+		if err != nil {
+			return nil, err
+		}
+		c.Token = tok
+	case os.Getenv("VSPC_BRIDGE_TOKEN") != "":
+		c.Token = os.Getenv("VSPC_BRIDGE_TOKEN")
+	default:
+		tok, err := ac.ReadToken()
+		if err != nil {
+			return nil, err
+		}
+		c.Token = tok
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if strings.HasPrefix(base, "https://") {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: a.insecure}
+		ca := cmpOr(a.cacert, ac.TLSCert)
+		if ca != "" && !a.insecure {
+			pemData, err := os.ReadFile(ca)
+			if err != nil {
+				return nil, err
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pemData) {
+				return nil, fmt.Errorf("%s: no PEM certificate", ca)
+			}
+			tc.RootCAs = pool
+			if ac.TLSCert != "" && a.cacert == "" {
+				// The bridge's own (often self-signed) certificate: pin it
+				// whatever name it was issued for.
+				tc.InsecureSkipVerify = true
+				tc.VerifyPeerCertificate = pinned(pemData)
+			}
+		}
+		tr.TLSClientConfig = tc
+	}
+	c.HTTP = &http.Client{Transport: tr, Timeout: a.timeout}
+	return c, nil
+}
+
+// pinned accepts exactly the certificates in pemData.
+func pinned(pemData []byte) func([][]byte, [][]*x509.Certificate) error {
+	var want [][]byte
+	for rest := pemData; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type == "CERTIFICATE" {
+			want = append(want, b.Bytes)
+		}
+	}
+	return func(raw [][]byte, _ [][]*x509.Certificate) error {
+		for _, w := range want {
+			if len(raw) > 0 && string(raw[0]) == string(w) {
+				return nil
+			}
+		}
+		return errors.New("the admin endpoint's certificate is not [admin] tls_cert")
+	}
+}
+
+// dialable turns a listen address into one a client can dial: an
+// unspecified host becomes loopback.
+func dialable(listen string) string {
+	if listen == "" {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func cmpOr(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// cmdStatus prints the bridge's listeners, counters and every VM session.
+func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var af adminFlags
+	af.register(fs)
+	asJSON := fs.Bool("json", false, "print the status and sessions as JSON")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: vspc-bridge status [-json] [-addr ADDR] [-config FILE] [-token-file FILE]\n\nShows the running bridge: its listeners and proxy URIs (with the telnets thumbprint), counters, and one line per VM serial port.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "vspc-bridge status: unexpected argument %q\n", fs.Arg(0))
+		return errUsage
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, af.timeout)
+	defer cancel()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return err
+	}
+	l, err := c.Sessions(ctx, "")
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Status   admin.Status    `json:"status"`
+			Sessions []admin.Session `json:"sessions"`
+		}{st, l.Sessions})
+	}
+	printStatus(stdout, st, l.Sessions)
+	return nil
+}
+
+func printStatus(w io.Writer, st admin.Status, sessions []admin.Session) {
+	fmt.Fprintf(w, "vspc-bridge %s, up %s, config %s\n", st.Version, roundDur(st.Time.Sub(st.Started)), st.Config)
+	r := st.Reloads
+	if r.OK+r.Rejected > 0 {
+		fmt.Fprintf(w, "reloads: %d applied, %d rejected, last %s", r.OK, r.Rejected, r.Last.Local().Format(time.DateTime))
+		if r.LastError != "" {
+			fmt.Fprintf(w, " (rejected: %s)", firstLine(r.LastError))
+		}
+		fmt.Fprintln(w)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nLISTENER\tADDRESS\tURI\tCERT EXPIRES")
+	for _, l := range st.Listeners {
+		exp := "-"
+		if !l.CertNotAfter.IsZero() {
+			exp = l.CertNotAfter.Local().Format(time.DateOnly)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.Kind, l.Addr, l.URI, exp)
+	}
+	tw.Flush()
+	k := st.Counters
+	fmt.Fprintf(w, "\n%d VM connections, %d ports. vMotions: %d completed, %d aborted, %d notnow, %d bad secret, %d timed out. Handshake failures %d, refused %d, VM reconnects %d.\n",
+		st.Conns, st.Ports, k.VMotionsCompleted, k.VMotionsAborted, k.VMotionsNotNow, k.VMotionsBadSecret, k.VMotionsTimedOut, k.HandshakeFailures, k.Refused, k.Reconnects)
+	if len(st.Alerts) > 0 {
+		fmt.Fprintf(w, "Alert rules: %s\n", strings.Join(st.Alerts, ", "))
+	}
+	if len(sessions) == 0 {
+		fmt.Fprintln(w, "\nNo VM serial ports.")
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VM\tSERVICE URI\tDIR\tSTATE\tDEVICE\tDEVICE STATE\tTO VM\tFROM VM\tQUEUED\tVMOTIONS\tSINCE")
+	for _, s := range sessions {
+		dev, dst := "-", "-"
+		if s.Device != nil {
+			dev, dst = s.Device.URI, s.Device.State
+			if s.Device.Reconnects > 0 {
+				dst += fmt.Sprintf(" (%d reconnects)", s.Device.Reconnects)
+			}
+		} else if len(s.RemoteUsers) > 0 {
+			dev, dst = "remote console", fmt.Sprintf("%d users", len(s.RemoteUsers))
+		}
+		vmo := strconv.Itoa(s.VMotions)
+		if h := s.LastHandOver; h != nil && h.Outcome != "completed" {
+			vmo += " (last " + h.Outcome + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cmpOr(s.VM, "?"), s.ServiceURI, s.Direction, s.State, dev, dst,
+			bytesStr(s.BytesToVM), bytesStr(s.BytesFromVM), bytesStr(int64(s.Queued)), vmo, ago(st.Time, s.Since))
+	}
+	tw.Flush()
+}
+
+// cmdSessions prints one VM's serial ports in detail.
+func cmdSessions(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sessions", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var af adminFlags
+	af.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: vspc-bridge sessions [-json] [-addr ADDR] [-config FILE] VM\n\nShows every serial port of VM (a VM name or VC UUID) in detail.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "vspc-bridge sessions: want exactly one VM name or VC UUID")
+		fs.Usage()
+		return errUsage
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, af.timeout)
+	defer cancel()
+	l, err := c.Sessions(ctx, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(l)
+	}
+	for i, s := range l.Sessions {
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		printSession(stdout, l.Time, s)
+	}
+	return nil
+}
+
+func printSession(w io.Writer, now time.Time, s admin.Session) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, f string, a ...any) { fmt.Fprintf(tw, "  %s\t%s\n", k, fmt.Sprintf(f, a...)) }
+	fmt.Fprintf(tw, "VM %s\n", s.VM)
+	row("VC UUID", "%s", cmpOr(s.VCUUID, "-"))
+	if s.BIOSUUID != "" || s.LocationUUID != "" {
+		row("BIOS / location UUID", "%s / %s", cmpOr(s.BIOSUUID, "-"), cmpOr(s.LocationUUID, "-"))
+	}
+	row("service URI", "%s (direction %s)", s.ServiceURI, s.Direction)
+	row("state", "%s, since %s (%s)", s.State, s.Since.Local().Format(time.DateTime), ago(now, s.Since))
+	row("ESXi connection", "%s", cmpOr(s.Peer, "none (detached: waiting for the VM within the grace period)"))
+	row("bytes", "%s to the VM, %s from the VM, %s queued for the VM", bytesStr(s.BytesToVM), bytesStr(s.BytesFromVM), bytesStr(int64(s.Queued)))
+	if h := s.LastHandOver; h != nil {
+		row("vMotions", "%d; last %s %s -> %s at %s, took %s, %s held", s.VMotions, h.Outcome, h.From, cmpOr(h.To, "-"), h.At.Local().Format(time.DateTime), h.Duration, bytesStr(int64(h.Buffered)))
+	} else {
+		row("vMotions", "%d", s.VMotions)
+	}
+	if d := s.Device; d != nil {
+		row("device", "%s (via %s)", d.URI, d.Via)
+		row("device state", "%s; %d connects (%d reconnects); %s from the VM waiting for it", d.State, d.Connects, d.Reconnects, bytesStr(int64(d.Backlog)))
+		if d.LastError != "" {
+			row("device error", "%s", d.LastError)
+		}
+	} else {
+		row("device", "none")
+	}
+	if len(s.RemoteUsers) == 0 {
+		row("remote users", "none")
+	}
+	for _, u := range s.RemoteUsers {
+		row("remote user", "%s (%s) from %s via %s since %s", u.User, u.Mode, u.Peer, u.Via, u.Since.Local().Format(time.DateTime))
+	}
+	tw.Flush()
+}
+
+// cmdReload asks the running bridge to re-read its config file through
+// the admin API (POST /api/v1/reload), and prints what changed or why
+// the new config was rejected. (kill -HUP does the same without output.)
+func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("reload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var af adminFlags
+	af.register(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: vspc-bridge reload [-addr ADDR] [-config FILE] [-token-file FILE]\n\nAsks the running bridge to re-read its config file (POST /api/v1/reload) and prints the changes, or every problem when the new config is rejected (the running config then stays in force). Exit status 1 when rejected. SIGHUP reloads too.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "vspc-bridge reload: unexpected argument %q\n", fs.Arg(0))
+		return errUsage
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, af.timeout)
+	defer cancel()
+	res, err := c.Reload(ctx)
+	if err != nil {
+		return err
+	}
+	if !res.OK {
+		fmt.Fprintln(stdout, "config rejected; the running config stays in force:")
+		for _, e := range res.Errors {
+			fmt.Fprintln(stdout, "  "+e)
+		}
+		return errReported
+	}
+	fmt.Fprintln(stdout, "config reloaded:")
+	for _, ch := range res.Changes {
+		fmt.Fprintln(stdout, "  "+ch)
+	}
+	return nil
+}
+
+// errReported is an error whose details were already printed.
+var errReported = errors.New("see above")
+
+// cmdGenCert writes a self-signed ECDSA certificate and key for a lab
+// telnets:// listener and prints the pinned proxy URI.
+func cmdGenCert(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gen-cert", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	certFile := fs.String("cert", "vspc-bridge.crt", "certificate file to write (PEM)")
+	keyFile := fs.String("key", "vspc-bridge.key", "private key file to write (PEM, mode 0600)")
+	hosts := fs.String("host", "", "comma-separated DNS names and IP addresses for the certificate; the first is used in the proxy URI (default: this host's name)")
+	port := fs.Int("port", 13371, "the tls_listen port, for the proxy URI")
+	days := fs.Int("days", 825, "validity in days")
+	force := fs.Bool("force", false, "overwrite existing files")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: vspc-bridge gen-cert [-host NAME,IP,...] [-port 13371] [-cert FILE] [-key FILE] [-days N] [-force]\n\nWrites a self-signed ECDSA P-256 certificate and key for a lab telnets:// listener and prints the proxy URI that pins it, telnets://HOST:PORT#thumbprint=<SHA-1, colon-separated hex> (the form OpenStack Nova configures).\n\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 || *port < 1 || *port > 65535 || *days < 1 {
+		fs.Usage()
+		return errUsage
+	}
+	names := strings.FieldsFunc(*hosts, func(r rune) bool { return r == ',' || r == ' ' })
+	if len(names) == 0 {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("no -host given and no host name: %w", err)
+		}
+		names = []string{h}
+	}
+	if !*force {
+		for _, f := range []string{*certFile, *keyFile} {
+			if _, err := os.Stat(f); err == nil {
+				return fmt.Errorf("%s exists; use -force to overwrite it", f)
+			}
+		}
+	}
+	der, key, notAfter, err := selfSigned(names, time.Duration(*days)*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(*keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(*certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return err
+	}
+	absCert, _ := filepath.Abs(*certFile)
+	absKey, _ := filepath.Abs(*keyFile)
+	tp := configs.Thumbprint(der)
+	uri := configs.TelnetsURI(net.JoinHostPort(names[0], strconv.Itoa(*port)), tp)
+	fmt.Fprintf(stdout, `wrote %s and %s (ECDSA P-256, self-signed, for %s, valid until %s)
+SHA-1 thumbprint: %s
+
+Proxy URI for ESXi (telnets, certificate pinned by thumbprint):
+  %s
+
+In the bridge config:
+  [vspc]
+  tls_listen = ":%d"
+  tls_cert = %q
+  tls_key = %q
+  proxy_uri = %q
+
+For a VM (govc): govc device.serial.connect -vm VM -vspc-proxy '%s' SERVICE
+For OpenStack Nova: [vmware] serial_port_proxy_uri = %s
+`, *certFile, *keyFile, strings.Join(names, ", "), notAfter.Format(time.DateOnly), tp, uri, *port, absCert, absKey, uri, uri, uri)
+	return nil
+}
+
+// selfSigned makes a self-signed ECDSA P-256 server certificate for names
+// (DNS names or IP addresses). It returns the certificate and the PKCS #8
+// key, both DER.
+func selfSigned(names []string, valid time.Duration) (cert, key []byte, notAfter time.Time, err error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: names[0], Organization: []string{"vspc-bridge lab"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(valid),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
+	cert, err = x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	key, err = x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	return cert, key, tmpl.NotAfter, nil
+}
+
+// writeFileAtomic writes data to a temporary file beside name and renames
+// it, so a bridge reloading at that moment never reads half a file.
+func writeFileAtomic(name string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), name)
+}
+
+func bytesStr(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fGiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fKiB", float64(n)/(1<<10))
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func roundDur(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Hour:
+		return d.Round(time.Minute)
+	case d >= time.Minute:
+		return d.Round(time.Second)
+	}
+	return d.Round(time.Millisecond)
+}
+
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return roundDur(now.Sub(t)).String() + " ago"
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
+}
