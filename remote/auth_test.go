@@ -18,6 +18,8 @@ type lineClient struct {
 	sb strings.Builder // everything read so far
 }
 
+func newReader(nc net.Conn) *bufio.Reader { return bufio.NewReader(nc) }
+
 func dialLine(t *testing.T, addr string) *lineClient {
 	t.Helper()
 	nc, err := net.Dial("tcp", addr)

@@ -91,7 +91,9 @@ func (l *logWriter) write(p []byte) {
 	if l.closing {
 		return
 	}
-	if len(l.q)+len(p) > l.limit {
+	// Once output is lost, everything is lost until the writer has taken
+	// the queue, so the loss is one run that the marker after it covers.
+	if l.lost > 0 || len(l.q)+len(p) > l.limit {
 		l.lost += int64(len(p))
 		l.lostTotal.Add(int64(len(p)))
 		return
@@ -123,10 +125,10 @@ func (l *logWriter) run() error {
 		cur, lost, closing := l.q, l.lost, l.closing
 		l.q, l.lost = spare[:0], 0
 		l.mu.Unlock()
+		l.put(cur)
 		if lost > 0 {
 			l.put(fmt.Appendf(nil, "\r\n[vspc-bridge: %d bytes of console output lost from this log: disk too slow]\r\n", lost))
 		}
-		l.put(cur)
 		spare = cur
 		if len(cur) == 0 && lost == 0 && closing {
 			return l.err

@@ -1,0 +1,186 @@
+package remote
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestEscaper: the escape sequence split anywhere, partial sequences
+// that turn out to be data, and the literal escape.
+func TestEscaper(t *testing.T) {
+	seq := []byte{0x05, 'c'} // ^Ec
+	tests := []struct {
+		name   string
+		chunks []string
+		data   string
+		cmds   string
+	}{
+		{"plain", []string{"hello"}, "hello", ""},
+		{"detach", []string{"ab\x05c.cd"}, "ab", "."},
+		{"split", []string{"ab\x05", "c", "b", "xy"}, "abxy", "b"},
+		{"partial is data", []string{"a\x05", "d"}, "a\x05d", ""},
+		{"partial then seq", []string{"\x05\x05cw"}, "\x05", "w"},
+		{"literal", []string{"\x05cc"}, "\x05c", ""},
+		{"two commands", []string{"\x05cw\x05c?z"}, "z", "w?"},
+		{"held at end", []string{"x\x05"}, "x", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := escaper{seq: seq}
+			var data, cmds []byte
+			for _, ch := range tt.chunks {
+				e.feed([]byte(ch), func(p []byte) { data = append(data, p...) }, func(c byte) bool {
+					cmds = append(cmds, c)
+					return c != '.'
+				})
+			}
+			if string(data) != tt.data || string(cmds) != tt.cmds {
+				t.Fatalf("data %q cmds %q, want %q %q", data, cmds, tt.data, tt.cmds)
+			}
+		})
+	}
+}
+
+// FuzzEscaper: without the full sequence, input comes out unchanged; and
+// the escaper never loses or invents bytes beyond the commands.
+func FuzzEscaper(f *testing.F) {
+	f.Add([]byte("ab\x05c.cd"), 3)
+	f.Add([]byte("\x05\x05\x05cc"), 1)
+	f.Fuzz(func(t *testing.T, in []byte, split int) {
+		e := escaper{seq: []byte{0x05, 'c'}}
+		var out []byte
+		ncmd := 0
+		if split < 0 || split > len(in) {
+			split = len(in) / 2
+		}
+		for _, ch := range [][]byte{in[:split], in[split:]} {
+			e.feed(ch, func(p []byte) { out = append(out, p...) }, func(byte) bool { ncmd++; return true })
+		}
+		held := e.n
+		if e.cmd {
+			held = 2
+		}
+		if !bytes.Contains(in, []byte{0x05, 'c'}) && !bytes.Equal(append(out, in[len(in)-held:]...), in) {
+			t.Fatalf("in %q out %q held %d", in, out, held)
+		}
+		if len(out) > len(in) {
+			t.Fatalf("out %q longer than in %q", out, in)
+		}
+	})
+}
+
+func TestRing(t *testing.T) {
+	r := ring{buf: make([]byte, 8)}
+	r.write([]byte("abc"))
+	if got := string(r.appendTo(nil)); got != "abc" {
+		t.Fatal(got)
+	}
+	r.write([]byte("defgh"))
+	if got := string(r.appendTo(nil)); got != "abcdefgh" {
+		t.Fatal(got)
+	}
+	r.write([]byte("ij"))
+	if got := string(r.appendTo(nil)); got != "cdefghij" {
+		t.Fatal(got)
+	}
+	r.write([]byte("0123456789"))
+	if got := string(r.appendTo(nil)); got != "23456789" {
+		t.Fatal(got)
+	}
+	var z ring
+	z.write([]byte("x"))
+	if len(z.appendTo(nil)) != 0 {
+		t.Fatal("zero ring kept data")
+	}
+}
+
+// TestLogWriterLosesNotBlocks: with the writer stalled (a slow disk),
+// output beyond log_buffer is counted as lost, and the file marks it.
+func TestLogWriterLosesNotBlocks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.log")
+	l, err := newLogWriter(path, 1<<20, 2, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := bytes.Repeat([]byte("a"), 60<<10)
+	l.write(first)                             // fits
+	l.write(bytes.Repeat([]byte("b"), 10<<10)) // does not: lost
+	if got := l.lostTotal.Load(); got != 10<<10 {
+		t.Fatalf("lost %d", got)
+	}
+	l.close()
+	if err := l.run(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(b, first) || !strings.Contains(string(b[len(first):]), "10240 bytes of console output lost from this log") {
+		t.Fatalf("file: %q…", b[len(first):])
+	}
+}
+
+// TestOutQueueDrops: output past the limit drops the client with the
+// message in place of the queued output.
+func TestOutQueueDrops(t *testing.T) {
+	o := newOutQueue(10, nil)
+	if !o.data([]byte("12345"), appendRaw, "bye") || !o.data([]byte("67890"), appendRaw, "bye") {
+		t.Fatal("dropped within the limit")
+	}
+	if o.data([]byte("x"), appendRaw, "bye") || !o.isDropped() {
+		t.Fatal("not dropped past the limit")
+	}
+	var w bytes.Buffer
+	if err := o.run(&w); err != nil || w.String() != "bye" {
+		t.Fatalf("wrote %q, %v", w.String(), err)
+	}
+}
+
+func TestParseServiceURI(t *testing.T) {
+	for _, tt := range []struct {
+		uri    string
+		scheme string
+		port   int
+	}{
+		{"telnet://bridge:7001", "telnet", 7001},
+		{"telnets://bridge.example:7002", "telnets", 7002},
+		{"tcp://10.0.0.1:7003", "tcp", 7003},
+		{"vSPC.py", "telnet", 0},
+		{"web-1?port=com2", "telnet", 0},
+		{"telnet://bridge", "telnet", 0},
+	} {
+		got, err := parseServiceURI(tt.uri, "telnet")
+		if err != nil || got.scheme != tt.scheme || got.port != tt.port {
+			t.Errorf("%q: %+v %v", tt.uri, got, err)
+		}
+	}
+	if _, err := parseServiceURI("telnet://h:99999", "telnet"); err == nil {
+		t.Error("port 99999 accepted")
+	}
+}
+
+func TestModeFor(t *testing.T) {
+	for _, tt := range []struct {
+		right, asked string
+		want         Mode
+		err          bool
+	}{
+		{"rw", "", ModeShared, false},
+		{"ro", "", ModeReadOnly, false},
+		{"rw", "xw", ModeExclusiveWrite, false},
+		{"rw", "x", ModeExclusive, false},
+		{"ro", "rw", 0, true},
+		{"ro", "x", 0, true},
+		{"ro", "ro", ModeReadOnly, false},
+		{"rw", "sideways", 0, true},
+	} {
+		m, err := modeFor(tt.right, tt.asked)
+		if m != tt.want || (err != nil) != tt.err {
+			t.Errorf("modeFor(%q, %q) = %v, %v", tt.right, tt.asked, m, err)
+		}
+	}
+}

@@ -1,0 +1,76 @@
+package remote_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestSlowClientDropped: a client that never reads falls behind by more
+// than client_queue and is told and dropped, while the VM keeps sending
+// at full pace and another client gets every byte.
+func TestSlowClientDropped(t *testing.T) {
+	h := newHarness(t, `client_queue = "64KiB"`)
+	port := freePort(t)
+	vm := h.vm("web-5", "42100000-0000-0000-0000-00000000a005", fmt.Sprintf("telnet://127.0.0.1:%d", port))
+	h.console("web-5")
+
+	// The slow client: a small receive buffer, logs in, then stops reading.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	nc, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	slow := &lineClient{t: t, nc: nc, r: newReader(nc)}
+	slow.login("alice", alicePW)
+	slow.expect("attached to web-5")
+
+	witness := h.ssh(t, "dave+web-5")
+	h.waitClients("web-5", 2)
+
+	const total = 4 << 20
+	want := bytes.Repeat([]byte("0123456789abcdef"), total/16)
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(witness.stdout, total))
+		got <- b
+	}()
+	start := time.Now()
+	for off := 0; off < total; off += 16 << 10 {
+		if _, err := vm.Write(want[off : off+16<<10]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond) // a fast console (8 MB/s), which the witness keeps up with
+	}
+	t.Logf("VM sent %d MiB in %v", total>>20, time.Since(start))
+
+	ci := h.waitClients("web-5", 1)
+	if ci.Clients[0].User != "dave" {
+		t.Fatalf("the wrong client was dropped: %+v", ci.Clients)
+	}
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, want) {
+			t.Fatalf("witness got %d bytes, not what the VM sent", len(b))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("witness did not get everything")
+	}
+	// The slow client now reads: old output, the notice, then EOF.
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rest, err := io.ReadAll(slow.r)
+	if err != nil {
+		t.Fatalf("slow client: %v", err)
+	}
+	if !strings.Contains(string(rest), "you fell more than 64KiB behind the console of web-5; disconnecting") {
+		t.Fatalf("slow client was not told; last bytes %q", tail(rest))
+	}
+}
