@@ -1,0 +1,322 @@
+package remote_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
+	"github.com/vspc-bridge/vspc-bridge/remote"
+	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+)
+
+// fakeSink stands in for a vspc.Port: it records what clients send to
+// the VM, and BREAKs.
+type fakeSink struct {
+	mu     sync.Mutex
+	data   bytes.Buffer
+	breaks int
+}
+
+func (s *fakeSink) Send(p []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.data.Write(p)
+	return nil
+}
+
+func (s *fakeSink) SendBreak() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.breaks++
+	return nil
+}
+
+func (s *fakeSink) waitBreaks(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		b := s.breaks
+		s.mu.Unlock()
+		if b == n {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("breaks: want %d", n)
+}
+
+func (s *fakeSink) waitData(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		got := s.data.String()
+		s.mu.Unlock()
+		if got == want {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t.Fatalf("VM got %q, want %q", s.data.String(), want)
+}
+
+func openConsole(t *testing.T, hub *remote.Hub, name, uuid, service string) (vspc.Backend, *fakeSink) {
+	t.Helper()
+	sink := &fakeSink{}
+	b, err := hub.Open(t.Context(), vspc.Request{Direction: vspc.DirServer, ServiceURI: service, VMName: name, VCUUID: uuid}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b, sink
+}
+
+func listenPort(t *testing.T, uri string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(hostPort(t, uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// TestBreak: IAC BRK from a telnet user and the escape command b both
+// reach the VM as BREAK; a read-only user's BREAK does not.
+func TestBreak(t *testing.T) {
+	h := newHarness(t, "")
+	_, sink := openConsole(t, h.hub, "web-7", "42100000-0000-0000-0000-00000000a007", fmt.Sprintf("telnet://127.0.0.1:%d", freePort(t)))
+	addr := hostPort(t, h.console("web-7").Listen)
+
+	c := dialLine(t, addr)
+	c.login("alice", alicePW)
+	c.expect("attached to web-7")
+	c.nc.Write(telnet.AppendCommand(nil, telnet.BRK))
+	sink.waitBreaks(t, 1)
+	c.nc.Write([]byte("x\x05cby"))
+	c.expect("BREAK sent")
+	sink.waitBreaks(t, 2)
+	sink.waitData(t, "xy")
+
+	r := dialLine(t, addr)
+	r.login("bob", bobPW)
+	r.expect("attached to web-7 (read-only)")
+	r.nc.Write(telnet.AppendCommand(nil, telnet.BRK))
+	r.expect("read-only: BREAK not sent")
+	sink.waitBreaks(t, 2)
+}
+
+// TestSSHPtyEscapes: OpenSSH with a pty (in tmux): the console escape
+// detaches, and OpenSSH's own ~B sends BREAK (RFC 4335).
+func TestSSHPtyEscapes(t *testing.T) {
+	h := newHarness(t, "")
+	_, sink := openConsole(t, h.hub, "web-8", "42100000-0000-0000-0000-00000000a008", "web-8")
+	_, port, _ := net.SplitHostPort(h.sshAddr)
+	m := startTmux(t, "ssh", "-F", "/dev/null", "-tt", "-i", h.keyFile, "-p", port, "-o", "StrictHostKeyChecking=no",
+		"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+		"-o", "EscapeChar=~", "alice+web-8@127.0.0.1")
+	m.waitFor("attached to web-8 (read-write); escape ^Ec")
+	m.typeText("typed")
+	sink.waitData(t, "typed")
+	m.typeEnter()
+	m.typeText("~B")
+	sink.waitBreaks(t, 1)
+	m.typeKey("C-e")
+	m.typeText("c?")
+	m.waitFor("escape commands: ^Ec. detach")
+	m.typeKey("C-e")
+	m.typeText("c.")
+	m.waitFor("detached from web-8")
+	h.waitClients("web-8", 0)
+}
+
+// TestPortAssignmentPersists: name-only service URIs get ports from
+// port_range, kept in the state file across a restart of the hub.
+func TestPortAssignmentPersists(t *testing.T) {
+	dir := t.TempDir()
+	lo := freePort(t)
+	if lo > 65000 {
+		lo = 40000
+	}
+	conf := fmt.Sprintf(`[vspc]
+listen = "127.0.0.1:0"
+[remote]
+enabled = true
+port_range = "%d-%d"
+state_file = %q
+[[user]]
+name = "alice"
+password = %q
+access = [{vm = "*", mode = "rw"}]
+`, lo, lo+20, filepath.Join(dir, "state", "ports.json"), hash(t, alicePW))
+	cfg, err := configs.Parse("test.toml", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func() *remote.Hub {
+		hub, err := remote.New(cfg, devicetest.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hub
+	}
+	hub := start()
+	b1, _ := openConsole(t, hub, "web-1", "42100000-0000-0000-0000-0000000000e1", "vSPC.py")
+	b2, _ := openConsole(t, hub, "web-2", "42100000-0000-0000-0000-0000000000e2", "vSPC.py")
+	ports := map[string]int{}
+	for _, ci := range hub.Consoles() {
+		ports[ci.VMName] = listenPort(t, ci.Listen)
+	}
+	if p := ports["web-1"]; p < lo || p > lo+20 || ports["web-2"] == p {
+		t.Fatalf("ports %v, range %d-%d", ports, lo, lo+20)
+	}
+	// A VM naming web-1's port explicitly is refused, naming web-1.
+	_, err = hub.Open(t.Context(), vspc.Request{Direction: vspc.DirServer, VMName: "intruder", ServiceURI: fmt.Sprintf("telnet://h:%d", ports["web-1"])}, &fakeSink{})
+	if err == nil || !strings.Contains(err.Error(), `console port of VM "web-1"`) {
+		t.Fatalf("conflict: %v", err)
+	}
+	b1.Close()
+	b2.Close()
+	hub.Close()
+
+	hub = start() // restart: web-2 comes back first and still gets its port
+	defer hub.Close()
+	openConsole(t, hub, "web-2", "42100000-0000-0000-0000-0000000000e2", "vSPC.py")
+	openConsole(t, hub, "web-1", "42100000-0000-0000-0000-0000000000e1", "vSPC.py")
+	for _, ci := range hub.Consoles() {
+		if got := listenPort(t, ci.Listen); got != ports[ci.VMName] {
+			t.Fatalf("%s: port %d after restart, was %d", ci.VMName, got, ports[ci.VMName])
+		}
+	}
+	// A port held by another program is reported with the OS error.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	busy := ln.Addr().(*net.TCPAddr).Port
+	_, err = hub.Open(t.Context(), vspc.Request{Direction: vspc.DirServer, VMName: "web-3", ServiceURI: fmt.Sprintf("telnet://h:%d", busy)}, &fakeSink{})
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf(`VM "web-3" asks for console port %d`, busy)) || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("busy port: %v", err)
+	}
+}
+
+// selfSigned writes a certificate and key for 127.0.0.1.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "vspc-bridge test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	return certFile, keyFile
+}
+
+// TestTelnetsPerVMPort: a telnets:// service URI gets a TLS listener.
+func TestTelnetsPerVMPort(t *testing.T) {
+	cert, key := selfSigned(t, t.TempDir())
+	h := newHarness(t, fmt.Sprintf("tls_cert = %q\ntls_key = %q", cert, key))
+	_, sink := openConsole(t, h.hub, "web-9", "42100000-0000-0000-0000-00000000a009", fmt.Sprintf("telnets://127.0.0.1:%d", freePort(t)))
+	ci := h.console("web-9")
+	if !strings.HasPrefix(ci.Listen, "telnets://") {
+		t.Fatalf("listen %q", ci.Listen)
+	}
+	tc, err := tls.Dial("tcp", hostPort(t, ci.Listen), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &lineClient{t: t, nc: tc, r: newReader(tc)}
+	t.Cleanup(func() { tc.Close() })
+	c.login("alice", alicePW)
+	c.expect("attached to web-9")
+	c.send("over tls")
+	sink.waitData(t, "over tls\r\n")
+	if cl := h.console("web-9").Clients; len(cl) != 1 || cl[0].Via != "telnets" {
+		t.Fatalf("clients %+v", cl)
+	}
+}
+
+// TestOpenListener: with open = true on loopback, a per-VM port needs no
+// login.
+func TestOpenListener(t *testing.T) {
+	h := newHarness(t, "open = true")
+	_, sink := openConsole(t, h.hub, "web-10", "42100000-0000-0000-0000-00000000a010", fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t)))
+	c := dialLine(t, hostPort(t, h.console("web-10").Listen))
+	c.nc.Write([]byte("raw\xff bytes"))
+	sink.waitData(t, "raw\xff bytes")
+	if cl := h.console("web-10").Clients; len(cl) != 1 || cl[0].Via != "tcp" || !strings.HasPrefix(cl[0].User, "open@127.0.0.1") {
+		t.Fatalf("clients %+v", cl)
+	}
+}
+
+// TestServeReportsPortConflict: a front door that cannot listen is an
+// error from Serve at once, naming the key.
+func TestServeReportsPortConflict(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg, err := configs.Parse("t.toml", []byte(fmt.Sprintf("[vspc]\nlisten = \"127.0.0.1:0\"\n[remote]\nenabled = true\ntelnet_listen = %q\n", ln.Addr().String())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub, err := remote.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	err = hub.Serve(ctx)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "telnet_listen "+ln.Addr().String()) {
+		t.Fatalf("Serve: %v", err)
+	}
+}
+
+// TestDisabled: with [remote] enabled = false Open refuses, so the VM
+// gets WONT-PROXY as before.
+func TestDisabled(t *testing.T) {
+	hub, err := remote.New(configs.Default(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	if _, err := hub.Open(t.Context(), vspc.Request{Direction: vspc.DirServer, ServiceURI: "x"}, &fakeSink{}); !errors.Is(err, remote.ErrDisabled) {
+		t.Fatalf("Open: %v", err)
+	}
+}
