@@ -283,15 +283,14 @@ func (d *decoder) validateRemote(r *Remote, users []User) {
 	if r.TelnetsListen != "" && r.TLSCert == "" && !d.bad["remote.tls_cert"] {
 		d.errorf("remote.telnets_listen", "needs tls_cert and tls_key")
 	}
-	if (r.TLSCert == "") != (r.TLSKey == "") {
-		key := "remote.tls_key"
-		if r.TLSCert == "" {
-			key = "remote.tls_cert"
-		}
-		d.errorf(key, "tls_cert and tls_key go together")
+	switch {
+	case r.TLSCert != "" && r.TLSKey == "" && !d.bad["remote.tls_key"]:
+		d.errorf("remote.tls_cert", "tls_key is missing: tls_cert and tls_key go together")
+	case r.TLSCert == "" && r.TLSKey != "" && !d.bad["remote.tls_cert"]:
+		d.errorf("remote.tls_key", "tls_cert is missing: tls_cert and tls_key go together")
 	}
 	if r.SSHListen != "" && len(r.SSHHostKeys) == 0 && !d.bad["remote.ssh_host_keys"] {
-		d.errorf("remote.ssh_host_keys", `required with ssh_listen: private key file(s), generated on first start if missing, such as ["/var/lib/vspc-bridge/ssh_host_ed25519_key"]`)
+		d.errorf("remote.ssh_listen", `needs ssh_host_keys: private key file(s), generated on first start if missing, such as ["/var/lib/vspc-bridge/ssh_host_ed25519_key"]`)
 	}
 	for i, k := range r.SSHHostKeys {
 		if k == "" && !d.bad[indexKey("remote.ssh_host_keys", i)] {

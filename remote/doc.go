@@ -1,0 +1,69 @@
+// Package remote gives operators out-of-band access to the serial
+// consoles of direction-server VM serial ports: the "proxy as a virtual
+// serial port concentrator" of the vSphere proxy guide (seed
+// 000_922e70095bebb4dc, "Proxy as a Virtual Serial Port Concentrator" and
+// "Network Connections Between a Virtual Machine, a Proxy, and a Remote
+// System"): the proxy listens for remote systems on behalf of the VM,
+// presents the choice of VMs, and is the point of authentication.
+//
+// A Hub is the vspc.Backend of every such port (Hub.Open). For each it
+// keeps a console: the fan-out of the VM's output to the attached
+// clients, a scrollback ring, and an optional log file; and a per-VM
+// listener on the port the service URI names (telnet://h:p, telnets://h:p,
+// tcp://h:p, bound to [remote] bind), or on a port from [remote]
+// port_range kept for that VM serial port in the state file when the URI
+// is a plain name ("vSPC.py", "web-1?port=com2"). A console lives as long
+// as the vspc.Port does: across vMotion and reconnects, until the grace
+// period after the VM is gone.
+//
+// Front doors (Hub.Serve): telnet (and telnets) with a login and a menu
+// of the consoles the user may reach, and SSH (golang.org/x/crypto/ssh),
+// where "ssh -p PORT user+vm@bridge" lands on the console of vm and
+// "ssh user@bridge VM [MODE]" does the same by command.
+//
+// # Protocol flow
+//
+//	remote user                         Hub                               VM (vspc.Port)
+//	telnet connect  ──────────────────► IAC WILL ECHO, WILL SGA, DO SGA,
+//	                                    WILL BINARY, DO BINARY
+//	                ◄── "login: " / "password: " (bcrypt; failures
+//	                    rate-limited per address and per user name)
+//	(front door)    ◄── menu: #, VM/service, VC UUID, state, port, attached
+//	"2 ro"          ──► attach in a mode (rw, ro, x, xw)
+//	                ◄── banner, scrollback (last [remote] scrollback bytes)
+//	data            ──────────────────────────────────────────────────► Sink.Send
+//	IAC BRK, ^Ecb   ──────────────────────────────────────────────────► Sink.SendBreak
+//	                ◄── output (also to other clients, scrollback, log) ◄ Backend.Write
+//	^Ec.            ──► detach (front door: back to the menu)
+//
+// # Lock modes
+//
+// read-write (shared), read-only, exclusive (nobody else may attach),
+// exclusive-write (the only writer; a read-write request is downgraded to
+// read-only while it is held). Users' access lists ([[user]] access, first
+// match on VM name or VC UUID) grant "ro" or "rw". Interactive clients
+// (telnet, SSH with a pty) are told when someone joins or leaves; an SSH
+// session without a pty is a clean 8-bit pipe: no banners, notices or
+// escapes, refusals on stderr.
+//
+// # Escape commands
+//
+// In interactive sessions the escape sequence ([remote] escape, default
+// "^Ec", Ctrl-E then c, as conserver) is followed by a command:
+//
+//	.  detach            b  send BREAK to the VM
+//	w  who is attached   ?  help
+//	c  (the sequence's last byte) sends the sequence itself
+//
+// # Flow control and ownership
+//
+// The VM is never held up by clients or the disk: Backend.Write appends
+// to each client's bounded queue (client_queue) and to the log's bounded
+// buffer (log_buffer). A client that falls further behind is told and
+// dropped; a log that falls behind loses output (counted in
+// ConsoleInfo.LogLost and marked in the file), never console bytes. Each
+// connection has one reader (its session goroutine) and one writer (the
+// queue's); the hub owns and waits for every goroutine it starts, and
+// Close shuts everything down: listeners first, then sessions (with a
+// farewell, closed after 2 s if the client does not read), then logs.
+package remote
