@@ -73,20 +73,29 @@ type daemon struct {
 
 // boundListener is one listening socket and the goroutine serving it.
 type boundListener struct {
-	kind   string
-	addr   string // as configured
-	tls    bool
-	ln     net.Listener
-	cancel context.CancelFunc
-	done   chan struct{}
+	kind    string
+	addr    string // as configured
+	tls     bool
+	ln      net.Listener
+	cancel  context.CancelFunc
+	done    chan struct{}
+	retired atomic.Bool // closed on purpose: its serve error is not fatal
 }
 
-func (b *boundListener) stop() {
+// retire closes the socket at once (freeing its port) and ends its
+// server: a VM listener's accepted connections live on in the vspc
+// server; an admin listener finishes its requests in flight. With wait
+// it returns when the serving goroutine has ended; without (an admin
+// listener may be retiring from inside its own reload request) the
+// daemon's WaitGroup still tracks it.
+func (b *boundListener) retire(wait bool) {
+	b.retired.Store(true)
+	b.ln.Close()
 	if b.cancel != nil {
 		b.cancel()
-		<-b.done
-	} else {
-		b.ln.Close()
+		if wait {
+			<-b.done
+		}
 	}
 }
 
@@ -174,7 +183,7 @@ func (d *daemon) shutdown() {
 	d.closing.Store(true)
 	d.mu.Lock()
 	for k, b := range d.lns {
-		b.stop()
+		b.retire(true)
 		delete(d.lns, k)
 	}
 	d.mu.Unlock()
@@ -199,7 +208,7 @@ func (d *daemon) serveListener(b *boundListener) {
 		} else {
 			err = d.srv.Serve(ctx, ln)
 		}
-		if ctx.Err() == nil && err != nil && !errors.Is(err, vspc.ErrServerClosed) && !d.closing.Load() {
+		if ctx.Err() == nil && err != nil && !b.retired.Load() && !errors.Is(err, vspc.ErrServerClosed) && !d.closing.Load() {
 			select {
 			case d.fatal <- fmt.Errorf("%s listener %s: %w", b.kind, b.addr, err):
 			default:
@@ -314,24 +323,26 @@ func (d *daemon) bind(p *prepared, old map[string]*boundListener) error {
 		}
 		ln, err := net.Listen("tcp", w.addr)
 		if err != nil && o != nil && samePort(o.addr, w.addr) {
-			// The old listener holds the port: let go of it first.
-			o.stop()
-			ln, err = net.Listen("tcp", w.addr)
-			if err != nil {
-				if back, err2 := net.Listen("tcp", o.addr); err2 == nil {
-					o.ln, o.cancel = back, nil
-					d.serveListener(o)
-				} else {
-					d.log.Error("listener lost: cannot re-open it after a failed reload", "kind", o.kind, "addr", o.addr, "err", err2)
+			// The old listener holds the port: let go of it first, and
+			// take it back if the new address cannot be bound or the
+			// reload is rejected later.
+			o.retire(o.kind != kindAdmin)
+			reopen := func() {
+				back, err := net.Listen("tcp", o.addr)
+				if err != nil {
+					d.log.Error("listener lost: cannot re-open it after a rejected reload", "kind", o.kind, "addr", o.addr, "err", err)
+					delete(d.lns, o.kind)
+					return
 				}
+				nb := &boundListener{kind: o.kind, addr: o.addr, tls: o.tls, ln: back}
+				d.lns[o.kind] = nb
+				d.serveListener(nb)
+			}
+			if ln, err = net.Listen("tcp", w.addr); err != nil {
+				reopen()
 			} else {
-				p.rollback = append(p.rollback, func() {
-					if back, err2 := net.Listen("tcp", o.addr); err2 == nil {
-						o.ln, o.cancel = back, nil
-						d.serveListener(o)
-					}
-				})
-				keep[w.kind] = true // already stopped; nothing to replace later
+				p.rollback = append(p.rollback, reopen)
+				keep[w.kind] = true // already retired; nothing to replace later
 			}
 		}
 		if err != nil {
@@ -457,7 +468,7 @@ func (d *daemon) reload(ctx context.Context) admin.ReloadResult {
 		d.opts.level.Set(cfg.Log.SlogLevel())
 	}
 	for _, o := range append(p.replaced, p.removed...) {
-		o.stop()
+		o.retire(o.kind != kindAdmin) // this reload may be a request on that admin listener
 		delete(d.lns, o.kind)
 		changes = append(changes, fmt.Sprintf("closed %s listener %s", o.kind, o.addr))
 	}
