@@ -284,6 +284,14 @@ func (m *Matcher) ObserveStream(s Stream, p []byte) {
 	}
 }
 
+// ObserveConsole is ObserveStream with plain arguments, so that the
+// forwarding code can declare its own one-method interface for it:
+// p is what the VM wrote (fromDevice false) or what its device or remote
+// sent to it (fromDevice true); route is the [[route]] name, "" if none.
+func (m *Matcher) ObserveConsole(vm, route string, fromDevice bool, p []byte) {
+	m.ObserveStream(Stream{VM: vm, Route: route, FromDevice: fromDevice}, p)
+}
+
 // Stats returns a copy of the counters.
 func (m *Matcher) Stats() Stats {
 	m.mu.Lock()

@@ -119,7 +119,7 @@ func TestScope(t *testing.T) {
 	}})
 	m.Observe("web-1", []byte("ERR\n"))
 	m.Observe("db-1", []byte("ERR\n"))
-	m.ObserveStream(Stream{VM: "db-1", Route: "switch", FromDevice: true}, []byte("ERR\n"))
+	m.ObserveConsole("db-1", "switch", true, []byte("ERR\n"))
 	m.ObserveStream(Stream{VM: "db-2", FromDevice: true}, []byte("ERR\n"))
 	m.Flush()
 	want := "web-1|web|ERR web-1|any|ERR db-1|any|ERR db-1|sw|ERR db-1|any|ERR db-2|any|ERR"

@@ -118,6 +118,9 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 		opts.version = version
 	}
 	d := newDaemon(cfg, log, br, srv, opts)
+	// Console alerts: d.alerts matches what it is fed. The forwarding path
+	// feeds it through alerts.Matcher.ObserveConsole (VM→device in the
+	// link's Write, device→VM in its pump) once the bridge has the hook.
 	if err := d.start(); err != nil {
 		return err
 	}
