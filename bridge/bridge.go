@@ -143,7 +143,6 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 		minWait: cfg.Policy.ReconnectMin.Duration,
 		maxWait: cfg.Policy.ReconnectMax.Duration,
 		dialTO:  cfg.Policy.DialTimeout.Duration,
-		log:     b.log.With("vm", req.VMName, "vc_uuid", req.VCUUID, "device", t.String()),
 	}
 	l.cond.L = &l.mu
 	b.mu.Lock()
@@ -164,7 +163,7 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 		defer b.wg.Done()
 		l.run(ctx)
 	}()
-	l.log.Info("port joined", "via", via, "direction", req.Direction.String())
+	l.logger().Info("port joined", "via", via, "direction", req.Direction.String())
 	return l, nil
 }
 

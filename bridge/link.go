@@ -30,7 +30,6 @@ type link struct {
 	minWait time.Duration
 	maxWait time.Duration
 	dialTO  time.Duration
-	log     *slog.Logger
 	cancel  context.CancelFunc
 
 	wmu sync.Mutex // serialises writes to the device (VM data and the backlog flush)
@@ -58,7 +57,7 @@ func (l *link) run(ctx context.Context) {
 		// Initial is the route's settings (for tcp/telnet kinds: what the
 		// device server is configured to); the guest's own settings are
 		// re-applied once the device is open.
-		opts := devices.Options{Initial: l.initial, Logger: l.log, DialTimeout: l.dialTO}
+		opts := devices.Options{Initial: l.initial, Logger: l.logger(), DialTimeout: l.dialTO}
 		if !l.trusted {
 			opts.Dial = l.b.policyDial
 		}
@@ -69,9 +68,9 @@ func (l *link) run(ctx context.Context) {
 			}
 			l.setState("down", err.Error())
 			if attempt == 0 || wait >= l.maxWait {
-				l.log.Warn("cannot reach device; VM session stays up, retrying", "err", err, "retry_in", wait)
+				l.logger().Warn("cannot reach device; VM session stays up, retrying", "err", err, "retry_in", wait)
 			} else {
-				l.log.Debug("device still unreachable", "err", err, "retry_in", wait)
+				l.logger().Debug("device still unreachable", "err", err, "retry_in", wait)
 			}
 			if !sleep(ctx, jitter(wait)) {
 				return
@@ -82,7 +81,7 @@ func (l *link) run(ctx context.Context) {
 		if guest := l.guestSettings(); guest != (rfc2217.Settings{}) {
 			sctx, cancel := context.WithTimeout(ctx, l.dialTO)
 			if _, err := dev.SetSettings(sctx, guest); err != nil {
-				l.log.Warn("re-applying the guest's line settings after reconnect", "settings", guest.String(), "err", err)
+				l.logger().Warn("re-applying the guest's line settings after reconnect", "settings", guest.String(), "err", err)
 			}
 			cancel()
 		}
@@ -91,9 +90,9 @@ func (l *link) run(ctx context.Context) {
 			return
 		}
 		if l.connects > 1 {
-			l.log.Info("device reconnected", "connects", l.connects)
+			l.logger().Info("device reconnected", "connects", l.connects)
 		} else {
-			l.log.Info("device connected")
+			l.logger().Info("device connected")
 		}
 		wait = l.minWait
 		err = l.pump(dev)
@@ -101,7 +100,7 @@ func (l *link) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		l.log.Warn("device connection lost; VM session stays up, reconnecting", "err", err)
+		l.logger().Warn("device connection lost; VM session stays up, reconnecting", "err", err)
 		l.setState("down", errString(err))
 		if !sleep(ctx, jitter(l.minWait)) {
 			return
@@ -128,7 +127,7 @@ func (l *link) up(dev devices.Device) bool {
 			l.mu.Unlock()
 			return true // pump will fail at once and we retry
 		}
-		l.log.Info("delivered data the VM sent while the device was away", "bytes", len(backlog))
+		l.logger().Info("delivered data the VM sent while the device was away", "bytes", len(backlog))
 	}
 	l.mu.Lock()
 	l.dev = dev
@@ -245,7 +244,7 @@ func (l *link) release() {
 	l.b.mu.Unlock()
 	l.mu.Lock()
 	if n := len(l.backlog); n > 0 {
-		l.log.Warn("port closed with VM data the device never received", "bytes", n)
+		l.logger().Warn("port closed with VM data the device never received", "bytes", n)
 	}
 	l.mu.Unlock()
 }
@@ -304,4 +303,10 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// logger returns the bridge's logger with this link's VM and device,
+// built on demand so that an idle link holds none.
+func (l *link) logger() *slog.Logger {
+	return l.b.log.With("vm", l.req.VMName, "vc_uuid", l.req.VCUUID, "device", l.key)
 }

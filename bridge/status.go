@@ -109,7 +109,7 @@ func (b *Bridge) ApplyConfig(cfg *configs.Config) []DeviceStatus {
 		}
 		st := l.deviceStatus()
 		reason := fmt.Sprintf("route %q was removed from the config", was.Name)
-		l.log.Info("config reload: closing the port of a removed route", "route", was.Name, "service_uri", l.req.ServiceURI)
+		l.logger().Info("config reload: closing the port of a removed route", "route", was.Name, "service_uri", l.req.ServiceURI)
 		if c, ok := l.vm.(Closer); ok {
 			c.Close(reason)
 		} else {

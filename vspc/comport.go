@@ -63,16 +63,16 @@ func (p *Port) comRequest(payload []byte) []byte {
 	defer cancel()
 	reply, err := p.com.Handle(ctx, payload, p.line())
 	if err != nil && !errors.Is(err, rfc2217.ErrNotSupported) {
-		p.log.Warn("COM-PORT-OPTION request from the guest", "err", err)
+		p.logger().Warn("COM-PORT-OPTION request from the guest", "err", err)
 	} else if err != nil {
-		p.log.Debug("COM-PORT-OPTION request the device cannot do", "err", err)
+		p.logger().Debug("COM-PORT-OPTION request the device cannot do", "err", err)
 	}
 	suspended := p.com.Suspended()
 	p.startModemPoll()
 	p.mu.Lock()
 	if p.suspend != suspended {
 		p.suspend = suspended
-		p.log.Info("guest flow control", "suspended", suspended)
+		p.logger().Info("guest flow control", "suspended", suspended)
 		p.kickLocked()
 	}
 	p.mu.Unlock()

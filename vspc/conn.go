@@ -36,7 +36,6 @@ const maxPending = 64 << 10
 type vmConn struct {
 	srv *Server
 	nc  net.Conn
-	log *slog.Logger
 
 	dec  telnet.Decoder
 	opts telnet.Options
@@ -78,7 +77,6 @@ func newConn(s *Server, nc net.Conn) *vmConn {
 	c := &vmConn{
 		srv:  s,
 		nc:   nc,
-		log:  s.log.With("peer", nc.RemoteAddr().String()),
 		done: make(chan struct{}),
 	}
 	c.dec.MaxSubnegotiation = s.cfg.MaxSubnegotiation
@@ -121,7 +119,7 @@ func (c *vmConn) run(ctx context.Context) {
 	c.nc.SetReadDeadline(c.hsBy)
 	c.out = c.openingOffers(c.out[:0])
 	if err := c.flush(); err != nil {
-		c.log.Debug("VM connection lost during handshake", "err", err)
+		c.logger().Debug("VM connection lost during handshake", "err", err)
 		c.srv.count(func(k *Counters) { k.HandshakeFailures++ })
 		return
 	}
@@ -164,7 +162,7 @@ func (c *vmConn) run(ctx context.Context) {
 func (c *vmConn) onDeadline() bool {
 	now := time.Now()
 	if !c.identBy.IsZero() && !now.Before(c.identBy) {
-		c.log.Info("VM did not answer every identification query in time; deciding with what it sent",
+		c.logger().Info("VM did not answer every identification query in time; deciding with what it sent",
 			"identify_timeout", c.srv.cfg.IdentifyTimeout, "vm", c.ident.name, "vc_uuid", c.ident.vcUUID)
 		if err := c.decide(); err != nil {
 			c.flush()
@@ -185,7 +183,7 @@ func (c *vmConn) onDeadline() bool {
 		if c.req != nil {
 			what = "DO-PROXY not completed"
 		}
-		c.log.Warn("handshake timeout: closing VM connection", "reason", what, "handshake_timeout", c.srv.cfg.HandshakeTimeout)
+		c.logger().Warn("handshake timeout: closing VM connection", "reason", what, "handshake_timeout", c.srv.cfg.HandshakeTimeout)
 		c.srv.count(func(k *Counters) { k.HandshakeFailures++ })
 		c.ended(nil)
 		return false
@@ -222,7 +220,7 @@ func (c *vmConn) fail(err error) {
 		c.ended(nil)
 		return
 	}
-	c.log.Warn("closing VM connection: protocol error", "vm", c.ident.name, "vc_uuid", c.ident.vcUUID, "err", err)
+	c.logger().Warn("closing VM connection: protocol error", "vm", c.ident.name, "vc_uuid", c.ident.vcUUID, "err", err)
 	if c.port.Load() == nil {
 		c.srv.count(func(k *Counters) { k.HandshakeFailures++ })
 	}
@@ -232,12 +230,12 @@ func (c *vmConn) fail(err error) {
 // ended detaches the connection from its port, if any.
 func (c *vmConn) ended(err error) {
 	if opt, ok := c.dec.InSubnegotiation(); ok && err != nil {
-		c.log.Warn("VM connection ended inside a subnegotiation (truncated SB)", "option", opt.String(), "err", err)
+		c.logger().Warn("VM connection ended inside a subnegotiation (truncated SB)", "option", opt.String(), "err", err)
 	}
 	if p := c.port.Load(); p != nil {
 		p.connGone(c, err)
 	} else if c.req == nil && err != nil && !errors.Is(err, net.ErrClosed) {
-		c.log.Debug("VM connection ended before DO-PROXY", "err", err)
+		c.logger().Debug("VM connection ended before DO-PROXY", "err", err)
 	}
 }
 
@@ -259,7 +257,7 @@ func (c *vmConn) handle(ev telnet.Event) error {
 		case telnet.ComPort:
 			p := c.port.Load()
 			if p == nil || !c.opts.Enabled(telnet.Remote, telnet.ComPort) {
-				c.log.Info("COM-PORT-OPTION request before the port is set up or without WILL 44; ignored", "len", len(ev.Data))
+				c.logger().Info("COM-PORT-OPTION request before the port is set up or without WILL 44; ignored", "len", len(ev.Data))
 				return nil
 			}
 			if err := c.flush(); err != nil {
@@ -267,10 +265,10 @@ func (c *vmConn) handle(ev telnet.Event) error {
 			}
 			c.out = append(c.out, p.comRequest(ev.Data)...)
 		default:
-			c.log.Debug("ignoring subnegotiation of a refused option", "option", ev.Option.String(), "len", len(ev.Data))
+			c.logger().Debug("ignoring subnegotiation of a refused option", "option", ev.Option.String(), "len", len(ev.Data))
 		}
 	case telnet.EventCommand:
-		c.log.Debug("telnet command from VM", "command", ev.Command.String())
+		c.logger().Debug("telnet command from VM", "command", ev.Command.String())
 	}
 	return nil
 }
@@ -289,7 +287,7 @@ func (c *vmConn) optionChanged(ch telnet.Change) {
 			c.out = AppendKnownSuboptions2(c.out)
 		} else {
 			c.ksSent = false
-			c.log.Info("VM turned the VMware telnet extension off (WONT 232); data keeps flowing", "vm", c.ident.name)
+			c.logger().Info("VM turned the VMware telnet extension off (WONT 232); data keeps flowing", "vm", c.ident.name)
 		}
 	}
 }
@@ -317,7 +315,7 @@ func (c *vmConn) data(p []byte) error {
 		return nil
 	}
 	if len(c.pending)+len(p) > maxPending {
-		c.log.Warn("VM sent too much data before the proxy session was set up; closing", "limit", maxPending)
+		c.logger().Warn("VM sent too much data before the proxy session was set up; closing", "limit", maxPending)
 		return errClose
 	}
 	c.pending = append(c.pending, p...)
@@ -328,7 +326,7 @@ func (c *vmConn) data(p []byte) error {
 func (c *vmConn) ext(payload []byte) error {
 	m, err := ParseExt(payload)
 	if err != nil {
-		c.log.Warn("empty VMWARE-TELNET-EXT subnegotiation ignored")
+		c.logger().Warn("empty VMWARE-TELNET-EXT subnegotiation ignored")
 		return nil
 	}
 	switch m.Cmd {
@@ -346,7 +344,7 @@ func (c *vmConn) ext(payload []byte) error {
 		if len(m.Payload) > 0 {
 			code = int(m.Payload[0])
 		}
-		c.log.Warn("VM did not understand a suboption we sent", "code", code)
+		c.logger().Warn("VM did not understand a suboption we sent", "code", code)
 	case DoProxy:
 		return c.doProxy(m.Payload)
 	case VMVCUUID, VMName, VMBIOSUUID, VMLocationUUID:
@@ -361,7 +359,7 @@ func (c *vmConn) ext(payload []byte) error {
 		return c.vmotionAbort()
 	default:
 		// Unknown, or a proxy-to-VM message the VM has no business sending.
-		c.log.Info("unknown VMWARE-TELNET-EXT suboption; answering UNKNOWN-SUBOPTION-RCVD-2", "code", int(m.Cmd))
+		c.logger().Info("unknown VMWARE-TELNET-EXT suboption; answering UNKNOWN-SUBOPTION-RCVD-2", "code", int(m.Cmd))
 		c.out = AppendExt(c.out, UnknownSuboptionRcvd2, []byte{byte(m.Cmd)})
 	}
 	return nil
@@ -402,16 +400,15 @@ func (c *vmConn) askIdentity() askSet {
 
 func (c *vmConn) doProxy(payload []byte) error {
 	if c.req != nil || c.port.Load() != nil {
-		c.log.Warn("repeated DO-PROXY ignored", "vm", c.ident.name)
+		c.logger().Warn("repeated DO-PROXY ignored", "vm", c.ident.name)
 		return nil
 	}
 	req, err := ParseDoProxy(payload)
 	if err != nil {
-		c.log.Warn("malformed DO-PROXY: answering WONT-PROXY", "err", err, "payload", fmt.Sprintf("%q", payload))
+		c.logger().Warn("malformed DO-PROXY: answering WONT-PROXY", "err", err, "payload", fmt.Sprintf("%q", payload))
 		return c.refuse()
 	}
 	c.req = &req
-	c.log = c.log.With("direction", req.Direction.String(), "service_uri", req.ServiceURI)
 	c.asked = c.askIdentity()
 	if c.asked == 0 {
 		return c.decide()
@@ -446,15 +443,9 @@ func (c *vmConn) identification(cmd Subopt, p []byte) error {
 	}
 	v, err := identValue(cmd, p)
 	if err != nil {
-		c.log.Warn("bad identification from VM ignored", "suboption", cmd.String(), "err", err)
+		c.logger().Warn("bad identification from VM ignored", "suboption", cmd.String(), "err", err)
 	} else {
 		*field = v
-	}
-	switch cmd {
-	case VMName:
-		c.log = c.log.With("vm", v)
-	case VMVCUUID:
-		c.log = c.log.With("vc_uuid", v)
 	}
 	if port := c.port.Load(); port != nil {
 		port.updateIdentity(c.ident)
@@ -495,12 +486,12 @@ func (c *vmConn) decide() error {
 		Peer:         c.nc.RemoteAddr(),
 	}
 	if !c.srv.directionAllowed(req.Direction) {
-		c.log.Warn("refusing DO-PROXY: direction not allowed by [policy] directions", "direction", req.Direction.String())
+		c.logger().Warn("refusing DO-PROXY: direction not allowed by [policy] directions", "direction", req.Direction.String())
 		return c.refuse()
 	}
 	p, reconnect, err := c.srv.attach(c, req)
 	if err != nil {
-		c.log.Warn("refusing DO-PROXY: WONT-PROXY", "reason", err.Error())
+		c.logger().Warn("refusing DO-PROXY: WONT-PROXY", "reason", err.Error())
 		return c.refuse()
 	}
 	// Trusted from here on: no handshake deadline, only keepalive.
@@ -511,9 +502,9 @@ func (c *vmConn) decide() error {
 		return err
 	}
 	if reconnect {
-		c.log.Info("VM reconnected; re-attached to its port", "buffered", p.queued())
+		c.logger().Info("VM reconnected; re-attached to its port", "buffered", p.queued())
 	} else {
-		c.log.Info("VM attached: WILL-PROXY")
+		c.logger().Info("VM attached: WILL-PROXY")
 	}
 	if len(c.pending) > 0 {
 		pend := c.pending
@@ -556,4 +547,25 @@ func (r *readBuf) release() {
 		r.pool.Put(r.big)
 		r.big = nil
 	}
+}
+
+// logger returns the server's logger with this connection's context. It
+// is built when something is logged, so an idle connection holds no
+// logger. Call it on the connection's reader goroutine only.
+func (c *vmConn) logger() *slog.Logger {
+	if p := c.port.Load(); p != nil {
+		return p.logger().With("peer", c.nc.RemoteAddr().String())
+	}
+	args := make([]any, 0, 10)
+	args = append(args, "peer", c.nc.RemoteAddr().String())
+	if c.req != nil {
+		args = append(args, "direction", c.req.Direction.String(), "service_uri", c.req.ServiceURI)
+	}
+	if c.ident.name != "" {
+		args = append(args, "vm", c.ident.name)
+	}
+	if c.ident.vcUUID != "" {
+		args = append(args, "vc_uuid", c.ident.vcUUID)
+	}
+	return c.srv.log.With(args...)
 }

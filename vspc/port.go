@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,8 +27,8 @@ type portKey struct {
 type Port struct {
 	srv     *Server
 	key     portKey
-	backend Backend      // set before the port is published
-	log     *slog.Logger // immutable
+	backend Backend // set before the port is published
+	vmName  string  // as first identified; immutable (for logs)
 	since   time.Time
 
 	bytesToVM   atomic.Int64
@@ -80,13 +81,13 @@ type PortInfo struct {
 
 func newPort(s *Server, key portKey, req Request) *Port {
 	p := &Port{
-		srv:   s,
-		key:   key,
-		req:   req,
-		limit: -1,
-		since: time.Now(),
-		done:  make(chan struct{}),
-		log:   s.log.With("vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI),
+		srv:    s,
+		key:    key,
+		req:    req,
+		limit:  -1,
+		since:  time.Now(),
+		done:   make(chan struct{}),
+		vmName: req.VMName,
 	}
 	p.cond.L = &p.mu
 	return p
@@ -149,7 +150,7 @@ func (p *Port) updateIdentity(id identity) {
 		p.req.LocationUUID = id.locUUID
 	}
 	if id.vcUUID != "" && p.req.VCUUID != "" && id.vcUUID != p.req.VCUUID {
-		p.log.Warn("VM connection reports a different VC UUID than its port", "got", id.vcUUID)
+		p.logger().Warn("VM connection reports a different VC UUID than its port", "got", id.vcUUID)
 	}
 }
 
@@ -269,7 +270,7 @@ func (p *Port) writer() {
 		if err != nil {
 			p.writing = false
 			p.mu.Unlock()
-			p.log.Info("write to VM failed; data stays queued for the next connection", "peer", addr(c), "err", err, "queued", p.queued())
+			p.logger().Info("write to VM failed; data stays queued for the next connection", "peer", addr(c), "err", err, "queued", p.queued())
 			c.nc.Close() // the reader notices and detaches the port
 			return
 		}
@@ -374,7 +375,7 @@ func (p *Port) connGone(c *vmConn, err error) {
 	case m != nil && m.dst == c:
 		// Destination dropped before COMPLETE: wait for another PEER
 		// (or ABORT on the source) until the peer timeout.
-		p.log.Warn("vMotion destination connection dropped before VMOTION-COMPLETE; waiting for the VM", "dst", c.nc.RemoteAddr().String(), "err", err)
+		p.logger().Warn("vMotion destination connection dropped before VMOTION-COMPLETE; waiting for the VM", "dst", c.nc.RemoteAddr().String(), "err", err)
 		m.dst = nil
 		m.state = migGoahead
 		m.armLocked(p.srv.cfg.PeerTimeout)
@@ -385,11 +386,11 @@ func (p *Port) connGone(c *vmConn, err error) {
 	p.active = nil
 	if m != nil && m.src == c {
 		if m.state == migFlushing {
-			p.log.Warn("VM connection dropped during VMOTION-BEGIN; hand-over abandoned", "err", err)
+			p.logger().Warn("VM connection dropped during VMOTION-BEGIN; hand-over abandoned", "err", err)
 			p.endMigrationLocked(m, "failed")
 		} else {
 			// Normal: the source host lets go once the VM runs elsewhere.
-			p.log.Info("vMotion source connection closed; waiting for VMOTION-COMPLETE on the destination", "queued", len(p.q)-p.head)
+			p.logger().Info("vMotion source connection closed; waiting for VMOTION-COMPLETE on the destination", "queued", len(p.q)-p.head)
 			return
 		}
 	}
@@ -402,7 +403,7 @@ func (p *Port) detachLocked(err error) {
 		return
 	}
 	grace := p.srv.cfg.GracePeriod
-	p.log.Info("VM connection lost; keeping its port and remote for the grace period", "grace_period", grace, "err", err, "queued", len(p.q)-p.head)
+	p.logger().Info("VM connection lost; keeping its port and remote for the grace period", "grace_period", grace, "err", err, "queued", len(p.q)-p.head)
 	if p.grace != nil {
 		p.grace.Stop()
 	}
@@ -457,8 +458,22 @@ func (p *Port) close(reason string) {
 	if lost > 0 {
 		level = slog.LevelWarn
 	}
-	p.log.Log(context.Background(), level, "port closed", "reason", reason, "undelivered", lost)
+	p.logger().Log(context.Background(), level, "port closed", "reason", reason, "undelivered", lost)
 	if err := p.backend.Close(); err != nil {
-		p.log.Debug("closing backend", "err", err)
+		p.logger().Debug("closing backend", "err", err)
 	}
+}
+
+// logger returns the server's logger with this port's identity, built on
+// demand so that an idle port holds none.
+func (p *Port) logger() *slog.Logger {
+	return p.srv.log.With("vm", p.vmName, "vc_uuid", p.req0UUID(), "service_uri", p.key.service)
+}
+
+// req0UUID is the VC UUID the port is keyed by ("" when the VM sent none).
+func (p *Port) req0UUID() string {
+	if strings.HasPrefix(p.key.vm, "name:") || strings.HasPrefix(p.key.vm, "anon:") {
+		return ""
+	}
+	return p.key.vm
 }

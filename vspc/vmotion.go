@@ -64,7 +64,7 @@ func (m *migration) armLocked(d time.Duration) {
 func (c *vmConn) vmotionBegin(seq []byte) error {
 	p := c.port.Load()
 	notnow := func(why string) error {
-		c.log.Info("VMOTION-BEGIN answered VMOTION-NOTNOW", "reason", why, "seq", hex.EncodeToString(seq))
+		c.logger().Info("VMOTION-BEGIN answered VMOTION-NOTNOW", "reason", why, "seq", hex.EncodeToString(seq))
 		c.srv.count(func(k *Counters) { k.VMotionsNotNow++ })
 		c.out = AppendExt(c.out, VMotionNotNow, seq)
 		return nil
@@ -102,7 +102,7 @@ func (c *vmConn) vmotionBegin(seq []byte) error {
 		ready = p.barrierReachedLocked()
 	}
 	p.mu.Unlock()
-	p.log.Info("VMOTION-BEGIN", "seq", hex.EncodeToString(seq), "src", c.nc.RemoteAddr().String(), "to_flush", p.limitSnapshot())
+	p.logger().Info("VMOTION-BEGIN", "seq", hex.EncodeToString(seq), "src", c.nc.RemoteAddr().String(), "to_flush", p.limitSnapshot())
 	if ready != nil {
 		p.goahead(ready)
 	}
@@ -132,7 +132,7 @@ func (p *Port) barrierReachedLocked() *migration {
 func (p *Port) goahead(m *migration) {
 	secret := make([]byte, secretLen)
 	if _, err := io.ReadFull(p.srv.cfg.Rand, secret); err != nil {
-		p.log.Error("cannot generate a vMotion secret; answering NOTNOW", "err", err)
+		p.logger().Error("cannot generate a vMotion secret; answering NOTNOW", "err", err)
 		p.mu.Lock()
 		p.endMigrationLocked(m, "")
 		p.mu.Unlock()
@@ -156,10 +156,10 @@ func (p *Port) goahead(m *migration) {
 	p.srv.mu.Unlock()
 	msg := AppendExt(nil, VMotionGoahead, m.seq, secret)
 	if _, err := m.src.nc.Write(msg); err != nil {
-		p.log.Warn("writing VMOTION-GOAHEAD failed", "err", err)
+		p.logger().Warn("writing VMOTION-GOAHEAD failed", "err", err)
 		return
 	}
-	p.log.Info("VMOTION-GOAHEAD sent; holding data for the VM", "seq", hex.EncodeToString(m.seq),
+	p.logger().Info("VMOTION-GOAHEAD sent; holding data for the VM", "seq", hex.EncodeToString(m.seq),
 		"flush_time", time.Since(m.begun).Round(time.Microsecond))
 }
 
@@ -175,12 +175,12 @@ func (p *Port) migTimeout(m *migration, state migState) {
 	var notnow, closeDst *vmConn
 	switch state {
 	case migFlushing:
-		p.log.Warn("data for the VM could not be flushed in time; VMOTION-NOTNOW", "flush_timeout", p.srv.cfg.FlushTimeout, "seq", hex.EncodeToString(m.seq))
+		p.logger().Warn("data for the VM could not be flushed in time; VMOTION-NOTNOW", "flush_timeout", p.srv.cfg.FlushTimeout, "seq", hex.EncodeToString(m.seq))
 		notnow = m.src
 		p.srv.counters.VMotionsNotNow++
 		p.endMigrationLocked(m, "")
 	case migGoahead:
-		p.log.Warn("no VMOTION-PEER within the peer timeout; hand-over abandoned", "peer_timeout", p.srv.cfg.PeerTimeout, "seq", hex.EncodeToString(m.seq))
+		p.logger().Warn("no VMOTION-PEER within the peer timeout; hand-over abandoned", "peer_timeout", p.srv.cfg.PeerTimeout, "seq", hex.EncodeToString(m.seq))
 		p.srv.counters.VMotionsTimedOut++
 		p.forgetMigrationLocked(m)
 		p.endMigrationLocked(m, "timed out")
@@ -188,7 +188,7 @@ func (p *Port) migTimeout(m *migration, state migState) {
 			p.detachLocked(nil)
 		}
 	case migPeerOK:
-		p.log.Warn("no VMOTION-COMPLETE within the complete timeout; dropping the destination connection", "complete_timeout", p.srv.cfg.CompleteTimeout)
+		p.logger().Warn("no VMOTION-COMPLETE within the complete timeout; dropping the destination connection", "complete_timeout", p.srv.cfg.CompleteTimeout)
 		closeDst = m.dst
 	}
 	p.mu.Unlock()
@@ -274,7 +274,7 @@ func (s *Server) lookupPeerLocked(payload []byte) (m *migration, seqOnly *migrat
 // the destination host (instead of DO-PROXY).
 func (c *vmConn) vmotionPeer(payload []byte) error {
 	if c.port.Load() != nil || c.req != nil {
-		c.log.Warn("VMOTION-PEER on a connection that already carries a port; closing", "vm", c.ident.name)
+		c.logger().Warn("VMOTION-PEER on a connection that already carries a port; closing", "vm", c.ident.name)
 		return c.refuseQuietly()
 	}
 	s := c.srv
@@ -286,9 +286,9 @@ func (c *vmConn) vmotionPeer(payload []byte) error {
 		attrs := []any{"security", true, "new_peer", c.nc.RemoteAddr().String(), "len", len(payload)}
 		if seqOnly != nil {
 			attrs = append(attrs, "vm", seqOnly.port.Request().VMName, "vm_peer", addr(seqOnly.src), "seq", hex.EncodeToString(seqOnly.seq))
-			c.log.Warn("SECURITY: VMOTION-PEER with a wrong secret; closing the new connection, the VM's session is untouched", attrs...)
+			c.logger().Warn("SECURITY: VMOTION-PEER with a wrong secret; closing the new connection, the VM's session is untouched", attrs...)
 		} else {
-			c.log.Warn("SECURITY: VMOTION-PEER with an unknown sequence; closing the new connection", attrs...)
+			c.logger().Warn("SECURITY: VMOTION-PEER with an unknown sequence; closing the new connection", attrs...)
 		}
 		return c.refuseQuietly()
 	}
@@ -298,7 +298,7 @@ func (c *vmConn) vmotionPeer(payload []byte) error {
 		busy := m.dst != nil
 		p.mu.Unlock()
 		s.mu.Unlock()
-		c.log.Warn("VMOTION-PEER for a hand-over that is not waiting for a peer; closing", "busy", busy)
+		c.logger().Warn("VMOTION-PEER for a hand-over that is not waiting for a peer; closing", "busy", busy)
 		return c.refuseQuietly()
 	}
 	m.dst = c
@@ -311,10 +311,9 @@ func (c *vmConn) vmotionPeer(payload []byte) error {
 	src := addr(m.src)
 	p.mu.Unlock()
 	s.mu.Unlock()
-	c.log = p.log.With("peer", c.nc.RemoteAddr().String())
 	c.out = AppendExt(c.out, VMotionPeerOK, m.seq)
 	c.askIdentity()
-	c.log.Info("VMOTION-PEER accepted: PEER-OK", "seq", hex.EncodeToString(m.seq), "src", src)
+	c.logger().Info("VMOTION-PEER accepted: PEER-OK", "seq", hex.EncodeToString(m.seq), "src", src)
 	return nil
 }
 
@@ -329,7 +328,7 @@ func (c *vmConn) refuseQuietly() error {
 func (c *vmConn) vmotionComplete(seq []byte) error {
 	p := c.port.Load()
 	if p == nil || connRole(c.role.Load()) != roleDest {
-		c.log.Warn("VMOTION-COMPLETE without an accepted VMOTION-PEER ignored", "seq", hex.EncodeToString(seq))
+		c.logger().Warn("VMOTION-COMPLETE without an accepted VMOTION-PEER ignored", "seq", hex.EncodeToString(seq))
 		return nil
 	}
 	if err := c.flush(); err != nil {
@@ -342,7 +341,7 @@ func (c *vmConn) vmotionComplete(seq []byte) error {
 	if m == nil || m.dst != c || string(m.seq) != string(seq) {
 		p.mu.Unlock()
 		s.mu.Unlock()
-		c.log.Warn("VMOTION-COMPLETE with a sequence that does not match; ignored", "seq", hex.EncodeToString(seq))
+		c.logger().Warn("VMOTION-COMPLETE with a sequence that does not match; ignored", "seq", hex.EncodeToString(seq))
 		return nil
 	}
 	old := p.active
@@ -365,7 +364,7 @@ func (c *vmConn) vmotionComplete(seq []byte) error {
 		// then close it; its reader forwards them before the new ones.
 		old.nc.SetReadDeadline(time.Now().Add(s.cfg.DrainTimeout))
 	}
-	p.log.Info("vMotion complete: traffic moved to the new connection",
+	p.logger().Info("vMotion complete: traffic moved to the new connection",
 		"src", addr(m.src), "dst", c.nc.RemoteAddr().String(), "duration", dur.Round(time.Millisecond), "buffered", queued,
 		"seq", hex.EncodeToString(seq))
 	if len(c.pending) > 0 {
@@ -391,7 +390,7 @@ func (c *vmConn) vmotionAbort() error {
 	if m == nil || m.src != c {
 		p.mu.Unlock()
 		s.mu.Unlock()
-		c.log.Info("VMOTION-ABORT without a hand-over in flight ignored")
+		c.logger().Info("VMOTION-ABORT without a hand-over in flight ignored")
 		return nil
 	}
 	dst := m.dst
@@ -404,7 +403,7 @@ func (c *vmConn) vmotionAbort() error {
 	if dst != nil {
 		dst.nc.Close()
 	}
-	p.log.Info("VMOTION-ABORT: resuming on the source connection", "buffered", queued, "seq", hex.EncodeToString(m.seq))
+	p.logger().Info("VMOTION-ABORT: resuming on the source connection", "buffered", queued, "seq", hex.EncodeToString(m.seq))
 	return nil
 }
 
@@ -436,7 +435,7 @@ func (s *Server) attach(c *vmConn, req Request) (p *Port, reconnect bool, err er
 			if old != nil && old != c {
 				old.role.Store(uint32(roleRetired))
 				defer old.nc.Close()
-				p.log.Info("new connection for this VM serial port replaces the old one", "old_peer", addr(old))
+				p.logger().Info("new connection for this VM serial port replaces the old one", "old_peer", addr(old))
 			}
 			p.attachLocked(c)
 			s.counters.Reconnects++

@@ -33,11 +33,66 @@ const (
 // Options is RFC 1143 option negotiation state for one connection, and the
 // policy of which options we accept. The zero value refuses everything,
 // which is the null-object answer for unknown options: negotiation can
-// never loop. Options is a plain value (512 bytes); it is not safe for
+// never loop. Options is a small plain value (about 120 bytes: only
+// options whose state is not NO on both sides take a slot, and only
+// options we accept or enable can leave NO); it is not safe for
 // concurrent use.
 type Options struct {
-	st     [2][256]qState
+	ent    [maxTracked]optEntry
 	accept [2][4]uint64 // bitsets: accept[side] has bit opt
+}
+
+// maxTracked bounds the options that can be in a state other than NO at
+// once. Only options we accept or ask for get there, so a peer cannot
+// exhaust it; should our own policy ever exceed it, further options are
+// refused.
+const maxTracked = 16
+
+type optEntry struct {
+	opt  Option
+	st   [2]qState
+	used bool
+}
+
+func (o *Options) find(opt Option) *optEntry {
+	for i := range o.ent {
+		if o.ent[i].used && o.ent[i].opt == opt {
+			return &o.ent[i]
+		}
+	}
+	return nil
+}
+
+func (o *Options) get(side Side, opt Option) qState {
+	if e := o.find(opt); e != nil {
+		return e.st[side]
+	}
+	return qNo
+}
+
+// set records a state; it reports false when no slot is free.
+func (o *Options) set(side Side, opt Option, s qState) bool {
+	e := o.find(opt)
+	if e == nil {
+		if s == qNo {
+			return true
+		}
+		for i := range o.ent {
+			if !o.ent[i].used {
+				e = &o.ent[i]
+				*e = optEntry{opt: opt, used: true}
+				break
+			}
+		}
+		if e == nil {
+			return false
+		}
+	}
+	e.st[side] = s
+	if e.st[0] == qNo && e.st[1] == qNo {
+		e.used = false
+	}
+	return true
 }
 
 // Change reports an option that became enabled or disabled.
@@ -63,12 +118,12 @@ func (o *Options) accepts(side Side, opt Option) bool {
 
 // Enabled reports whether opt is on for side.
 func (o *Options) Enabled(side Side, opt Option) bool {
-	return o.st[side][opt]&qStateMask == qYes
+	return o.get(side, opt)&qStateMask == qYes
 }
 
 // Pending reports whether we are waiting for the peer's answer on opt.
 func (o *Options) Pending(side Side, opt Option) bool {
-	s := o.st[side][opt] & qStateMask
+	s := o.get(side, opt) & qStateMask
 	return s == qWantNo || s == qWantYes
 }
 
@@ -99,15 +154,14 @@ func (o *Options) Receive(dst []byte, verb Command, opt Option) ([]byte, *Change
 		return dst, nil
 	}
 	yesVerb, noVerb := verbs(side)
-	cur := o.st[side][opt]
+	cur := o.get(side, opt)
 	q := cur & qOpposite
-	set := func(s qState) { o.st[side][opt] = s }
+	set := func(s qState) { o.set(side, opt, s) }
 	was := cur&qStateMask == qYes
 	if asksYes {
 		switch cur & qStateMask {
 		case qNo:
-			if o.accepts(side, opt) {
-				set(qYes)
+			if o.accepts(side, opt) && o.set(side, opt, qYes) {
 				dst = AppendNegotiation(dst, yesVerb, opt)
 			} else {
 				dst = AppendNegotiation(dst, noVerb, opt)
@@ -160,15 +214,16 @@ func (o *Options) Receive(dst []byte, verb Command, opt Option) ([]byte, *Change
 func (o *Options) Enable(dst []byte, side Side, opt Option) []byte {
 	o.Accept(side, opt, true)
 	yesVerb, _ := verbs(side)
-	cur := o.st[side][opt]
+	cur := o.get(side, opt)
 	switch cur & qStateMask {
 	case qNo:
-		o.st[side][opt] = qWantYes
-		dst = AppendNegotiation(dst, yesVerb, opt)
+		if o.set(side, opt, qWantYes) {
+			dst = AppendNegotiation(dst, yesVerb, opt)
+		}
 	case qWantNo:
-		o.st[side][opt] = qWantNo | qOpposite
+		o.set(side, opt, qWantNo|qOpposite)
 	case qWantYes:
-		o.st[side][opt] = qWantYes // cancel a queued disable
+		o.set(side, opt, qWantYes) // cancel a queued disable
 	}
 	return dst
 }
@@ -178,15 +233,15 @@ func (o *Options) Enable(dst []byte, side Side, opt Option) []byte {
 func (o *Options) Disable(dst []byte, side Side, opt Option) []byte {
 	o.Accept(side, opt, false)
 	_, noVerb := verbs(side)
-	cur := o.st[side][opt]
+	cur := o.get(side, opt)
 	switch cur & qStateMask {
 	case qYes:
-		o.st[side][opt] = qWantNo
+		o.set(side, opt, qWantNo)
 		dst = AppendNegotiation(dst, noVerb, opt)
 	case qWantNo:
-		o.st[side][opt] = qWantNo // cancel a queued enable
+		o.set(side, opt, qWantNo) // cancel a queued enable
 	case qWantYes:
-		o.st[side][opt] = qWantYes | qOpposite
+		o.set(side, opt, qWantYes|qOpposite)
 	}
 	return dst
 }

@@ -474,3 +474,38 @@ func BenchmarkAppendData(b *testing.B) {
 		dst = AppendData(dst[:0], raw)
 	}
 }
+
+// TestOptionsBounded: a peer offering every option takes no state for the
+// refused ones; past the slot bound even accepted options are refused, so
+// memory stays bounded and negotiation still never loops.
+func TestOptionsBounded(t *testing.T) {
+	var o Options
+	for opt := range 256 {
+		out, ch := o.Receive(nil, WILL, Option(opt))
+		if ch != nil || !bytes.Equal(out, []byte{0xff, byte(DONT), byte(opt)}) {
+			t.Fatalf("WILL %d: % x", opt, out)
+		}
+	}
+	for opt := range 20 {
+		o.Accept(Remote, Option(opt), true)
+	}
+	agreed := 0
+	for opt := range 20 {
+		out, _ := o.Receive(nil, WILL, Option(opt))
+		switch {
+		case bytes.Equal(out, []byte{0xff, byte(DO), byte(opt)}):
+			agreed++
+		case bytes.Equal(out, []byte{0xff, byte(DONT), byte(opt)}):
+		default:
+			t.Fatalf("WILL %d: % x", opt, out)
+		}
+	}
+	if agreed != maxTracked {
+		t.Fatalf("agreed to %d options, want %d", agreed, maxTracked)
+	}
+	// Switching one off frees its slot for another.
+	o.Receive(nil, WONT, 0)
+	if out, _ := o.Receive(nil, WILL, 19); !bytes.Equal(out, []byte{0xff, byte(DO), 19}) {
+		t.Fatalf("after a slot was freed: % x", out)
+	}
+}
