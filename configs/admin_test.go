@@ -188,3 +188,30 @@ func TestThumbprint(t *testing.T) {
 }
 
 func typeOf(v any) reflect.Type { return reflect.TypeOf(v) }
+
+// TestSystemdUnit checks the packaged unit for what the README promises:
+// an unprivileged user with only the tty group, restart on failure, a
+// config check before start, reload by SIGHUP, and the hardening options.
+func TestSystemdUnit(t *testing.T) {
+	data, err := os.ReadFile("vspc-bridge.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string][]string{}
+	for _, l := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok && !strings.HasPrefix(l, "#") {
+			keys[k] = append(keys[k], v)
+		}
+	}
+	for k, want := range map[string]string{
+		"User": "vspc-bridge", "Group": "vspc-bridge", "SupplementaryGroups": "dialout", "Restart": "on-failure",
+		"NoNewPrivileges": "yes", "CapabilityBoundingSet": "", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
+		"ExecReload": "/bin/kill -HUP $MAINPID", "DevicePolicy": "closed", "MemoryDenyWriteExecute": "yes",
+		"ExecStart":    "/usr/local/bin/vspc-bridge serve -config /etc/vspc-bridge/bridge.toml -log-format json",
+		"ExecStartPre": "/usr/local/bin/vspc-bridge check-config /etc/vspc-bridge/bridge.toml",
+	} {
+		if got := keys[k]; len(got) != 1 || got[0] != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+}
