@@ -176,6 +176,7 @@ func (c *Config) LookupUser(name string) (*User, bool) {
 func defaultRemote() Remote {
 	return Remote{
 		Bind:             "127.0.0.1",
+		SSHHostKeys:      []string{},
 		PortScheme:       "telnet",
 		Scrollback:       16 * KiB,
 		LogMaxSize:       10 * MiB,

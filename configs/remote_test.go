@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -166,6 +167,35 @@ func TestParseEscape(t *testing.T) {
 	for _, in := range []string{"^", "\x05", "^1", "^E^E^E^E^E"} {
 		if _, err := ParseEscape(in); err == nil {
 			t.Errorf("ParseEscape(%q) accepted", in)
+		}
+	}
+}
+
+// TestExampleDocumentsRemote: example.toml sets every [remote] key (after
+// a comment, checked by TestExampleDocumentsEveryKey's rules) and shows
+// every [[user]] and access key in its commented example.
+func TestExampleDocumentsRemote(t *testing.T) {
+	ex := string(ExampleTOML())
+	_, remote, ok := strings.Cut(ex, "\n[remote]\n")
+	if !ok {
+		t.Fatal("example.toml has no [remote] table")
+	}
+	if i := strings.Index(remote, "\n["); i >= 0 {
+		remote = remote[:i]
+	}
+	for _, k := range tableKeys(reflect.TypeOf(Remote{})) {
+		if !strings.Contains(remote, "\n"+k+" = ") {
+			t.Errorf("example.toml does not set remote.%s", k)
+		}
+	}
+	for _, k := range tableKeys(reflect.TypeOf(User{})) {
+		if !strings.Contains(ex, "\n# "+k+" = ") {
+			t.Errorf("example.toml does not show user.%s", k)
+		}
+	}
+	for _, k := range tableKeys(reflect.TypeOf(Access{})) {
+		if !strings.Contains(ex, k+" = ") {
+			t.Errorf("example.toml does not show access.%s", k)
 		}
 	}
 }
