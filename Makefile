@@ -54,8 +54,18 @@ fuzz:
 		else echo "fuzz: $$pkg $$name not present" >&2; exit 1; fi; \
 	done
 
+# Codec benchmarks, the in-process vspc benchmarks, the heavy fault tests,
+# then the load tool (cmd/vspc-load: the bridge as a separate process,
+# loopback only; about 3 minutes on 2 cores) with the issue's targets.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./rfc2217/telnet ./vspc
+	$(GO) test -run '^$$' -bench . -benchmem ./rfc2217/telnet
+	$(GO) test -run '^$$' -bench 'IdlePorts' -benchtime 2000x ./vspc
+	$(GO) test -run '^$$' -bench 'ThroughputOneSession|VMotionSwitchover' -benchtime 2s ./vspc
+	$(GO) test -run '^$$' -bench 'HandshakeBurst' -benchtime 5x ./vspc
+	VSPC_HEAVY=1 $(GO) test -count=1 -timeout 5m -run 'TestFault' ./vspc
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vspc-bridge
+	$(GO) build -o bin/vspc-load ./cmd/vspc-load
+	./bin/vspc-load -bridge-bin $(BIN) -idle 18000 -burst 1000 -remote 9000 -lat 1000 -vmotion-rate 1000
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go') $$(git ls-files --others --exclude-standard '*.go')); \
