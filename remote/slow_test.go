@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ import (
 // than client_queue and is told and dropped, while the VM keeps sending
 // at full pace and another client gets every byte.
 func TestSlowClientDropped(t *testing.T) {
-	h := newHarness(t, `client_queue = "64KiB"`)
+	h := newHarness(t, `client_queue = "128KiB"`)
 	port := freePort(t)
 	vm := h.vm("web-5", "42100000-0000-0000-0000-00000000a005", fmt.Sprintf("telnet://127.0.0.1:%d", port))
 	h.console("web-5")
@@ -36,19 +37,37 @@ func TestSlowClientDropped(t *testing.T) {
 	witness := h.ssh(t, "dave+web-5")
 	h.waitClients("web-5", 2)
 
+	// The witness reads everything; the VM never gets more than 32 KiB
+	// ahead of it (a fast console the witness keeps up with even on a
+	// loaded machine), while the slow client falls megabytes behind.
 	const total = 4 << 20
 	want := bytes.Repeat([]byte("0123456789abcdef"), total/16)
+	var read atomic.Int64
 	got := make(chan []byte, 1)
 	go func() {
-		b, _ := io.ReadAll(io.LimitReader(witness.stdout, total))
+		b := make([]byte, 0, total)
+		buf := make([]byte, 32<<10)
+		for len(b) < total {
+			n, err := witness.stdout.Read(buf)
+			b = append(b, buf[:n]...)
+			read.Store(int64(len(b)))
+			if err != nil {
+				break
+			}
+		}
 		got <- b
 	}()
 	start := time.Now()
 	for off := 0; off < total; off += 16 << 10 {
+		for read.Load() < int64(off-32<<10) {
+			if time.Since(start) > 30*time.Second {
+				t.Fatalf("witness stuck at %d bytes", read.Load())
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
 		if _, err := vm.Write(want[off : off+16<<10]); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(2 * time.Millisecond) // a fast console (8 MB/s), which the witness keeps up with
 	}
 	t.Logf("VM sent %d MiB in %v", total>>20, time.Since(start))
 
@@ -70,7 +89,7 @@ func TestSlowClientDropped(t *testing.T) {
 	if err != nil {
 		t.Fatalf("slow client: %v", err)
 	}
-	if !strings.Contains(string(rest), "you fell more than 64KiB behind the console of web-5; disconnecting") {
+	if !strings.Contains(string(rest), "you fell more than 128KiB behind the console of web-5; disconnecting") {
 		t.Fatalf("slow client was not told; last bytes %q", tail(rest))
 	}
 }
