@@ -50,10 +50,10 @@ type Server interface {
 type Config struct {
 	Server  Server
 	Devices func() []bridge.DeviceStatus // a *bridge.Bridge's Devices
-	// RemoteUsers returns the remote users attached to each console,
-	// keyed by {VC UUID, VM name, service URI} of the port.
-	RemoteUsers func() map[[3]string][]RemoteUser
-	Alerts      func() alerts.Stats
+	// Consoles lists the remote-access consoles of direction-server
+	// ports (package remote) with their attached users.
+	Consoles func() []Console
+	Alerts   func() alerts.Stats
 	// Status fills in the bridge-wide part of /api/v1/status (version,
 	// listeners, reloads); the handler adds ports, counters and time.
 	Status func() Status
@@ -197,9 +197,11 @@ func (h *Handler) Sessions(vm string) []Session {
 			devs[portKey(d.VCUUID, d.VMName, d.ServiceURI)] = &dv
 		}
 	}
-	var users map[[3]string][]RemoteUser
-	if h.cfg.RemoteUsers != nil {
-		users = h.cfg.RemoteUsers()
+	cons := map[string]Console{}
+	if h.cfg.Consoles != nil {
+		for _, c := range h.cfg.Consoles() {
+			cons[portKey(c.VCUUID, c.VMName, c.ServiceURI)] = c
+		}
 	}
 	out := []Session{}
 	for _, p := range h.cfg.Server.Ports() {
@@ -208,8 +210,11 @@ func (h *Handler) Sessions(vm string) []Session {
 		}
 		s := sessionFrom(p)
 		s.Device = devs[portKey(p.VCUUID, p.VMName, p.ServiceURI)]
-		if u := users[[3]string{p.VCUUID, p.VMName, p.ServiceURI}]; u != nil {
-			s.RemoteUsers = u
+		if c, ok := cons[portKey(p.VCUUID, p.VMName, p.ServiceURI)]; ok {
+			s.RemoteListen = c.Listen
+			if c.Users != nil {
+				s.RemoteUsers = c.Users
+			}
 		}
 		out = append(out, s)
 	}

@@ -426,3 +426,44 @@ func TestReloadAndStatus(t *testing.T) {
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
 
 func regexpMust(s string) *regexp.Regexp { return regexp.MustCompile(s) }
+
+// fakeServer is a Server with fixed ports.
+type fakeServer struct{ ports []vspc.PortInfo }
+
+func (f fakeServer) Ports() []vspc.PortInfo  { return f.ports }
+func (f fakeServer) Counters() vspc.Counters { return vspc.Counters{} }
+func (f fakeServer) Sessions() int           { return len(f.ports) }
+
+// TestSessionsJoinConsoles: a direction-server port with remote access
+// shows its console's listener and users; a port without a console has an
+// empty list, never null.
+func TestSessionsJoinConsoles(t *testing.T) {
+	since := time.Date(2026, 11, 25, 3, 0, 0, 0, time.UTC)
+	h := New(Config{
+		Server: fakeServer{[]vspc.PortInfo{
+			{VMName: "web-1", VCUUID: "u1", ServiceURI: "web-1", Direction: "server", State: "attached"},
+			{VMName: "db-1", VCUUID: "u2", ServiceURI: "tcp://x:1", Direction: "client", State: "detached"},
+		}},
+		Consoles: func() []Console {
+			return []Console{{VMName: "web-1", VCUUID: "u1", ServiceURI: "web-1", Listen: "telnet://127.0.0.1:7001",
+				Users: []RemoteUser{{User: "alice", Mode: "read-write", Peer: "10.0.0.9:5000", Via: "ssh", Since: since}}}}
+		},
+	})
+	s := h.Sessions("")
+	if len(s) != 2 || s[0].VM != "db-1" || s[1].VM != "web-1" {
+		t.Fatalf("sessions %+v", s)
+	}
+	if s[0].RemoteUsers == nil || len(s[0].RemoteUsers) != 0 || s[0].RemoteListen != "" || s[0].Device != nil {
+		t.Errorf("db-1: %+v", s[0])
+	}
+	if s[1].RemoteListen != "telnet://127.0.0.1:7001" || len(s[1].RemoteUsers) != 1 || s[1].RemoteUsers[0].User != "alice" {
+		t.Errorf("web-1: %+v", s[1])
+	}
+	if got := h.Sessions("U2"); len(got) != 1 || got[0].VM != "db-1" {
+		t.Errorf("select by UUID: %+v", got)
+	}
+	b, _ := json.Marshal(s[0])
+	if !strings.Contains(string(b), `"remote_users":[]`) || !strings.Contains(string(b), `"device":null`) {
+		t.Errorf("JSON %s", b)
+	}
+}

@@ -35,6 +35,9 @@ type Session struct {
 	// Device is the device or remote system the port is joined to; nil
 	// for ports with no device (remote console access).
 	Device *Device `json:"device"`
+	// RemoteListen is where remote users reach this port's console
+	// (telnet://127.0.0.1:7001); "" when it has no per-VM listener.
+	RemoteListen string `json:"remote_listen,omitempty"`
 	// RemoteUsers are the users attached to a direction-server port's
 	// console (remote access); empty otherwise.
 	RemoteUsers []RemoteUser `json:"remote_users"`
@@ -78,6 +81,14 @@ type RemoteUser struct {
 	Peer  string    `json:"peer"`
 	Via   string    `json:"via"`
 	Since time.Time `json:"since"`
+}
+
+// Console is a remote-access console of a VM serial port, for
+// Config.Consoles.
+type Console struct {
+	VMName, VCUUID, ServiceURI string
+	Listen                     string // per-VM listener URI; "" none
+	Users                      []RemoteUser
 }
 
 // Status is the body of GET /api/v1/status: the bridge as a whole.

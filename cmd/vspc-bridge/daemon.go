@@ -25,6 +25,7 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/alerts"
 	"github.com/vspc-bridge/vspc-bridge/bridge"
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/remote"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
@@ -66,6 +67,10 @@ type daemon struct {
 	cfg     *configs.Config
 	lns     map[string]*boundListener // by kind
 	reloads admin.Reloads
+
+	// consoles lists the remote-access consoles (a *remote.Hub's
+	// Consoles); set before start when remote access is wired in.
+	consoles func() []remote.ConsoleInfo
 
 	fatal chan error     // a listener failed on its own
 	wg    sync.WaitGroup // listener and matcher goroutines
@@ -112,7 +117,13 @@ func newDaemon(cfg *configs.Config, log *slog.Logger, br *bridge.Bridge, srv *vs
 		Ready:   d.ready,
 		Reload:  d.reload,
 		Token:   func() string { return *d.token.Load() },
-		Logger:  log.With("component", "admin"),
+		Consoles: func() []admin.Console {
+			if d.consoles == nil {
+				return nil
+			}
+			return consolesForAdmin(d.consoles())
+		},
+		Logger: log.With("component", "admin"),
 	})
 	return d
 }
@@ -625,4 +636,17 @@ func advertised(proxyURI, scheme, bound string) string {
 		return u.Host
 	}
 	return bound
+}
+
+// consolesForAdmin converts remote-access consoles for the admin API.
+func consolesForAdmin(list []remote.ConsoleInfo) []admin.Console {
+	out := make([]admin.Console, 0, len(list))
+	for _, c := range list {
+		ac := admin.Console{VMName: c.VMName, VCUUID: c.VCUUID, ServiceURI: c.ServiceURI, Listen: c.Listen, Users: []admin.RemoteUser{}}
+		for _, u := range c.Clients {
+			ac.Users = append(ac.Users, admin.RemoteUser{User: u.User, Mode: u.Mode, Peer: u.Peer, Via: u.Via, Since: u.Since})
+		}
+		out = append(out, ac)
+	}
+	return out
 }

@@ -239,8 +239,8 @@ func printStatus(w io.Writer, st admin.Status, sessions []admin.Session) {
 			if s.Device.Reconnects > 0 {
 				dst += fmt.Sprintf(" (%d reconnects)", s.Device.Reconnects)
 			}
-		} else if len(s.RemoteUsers) > 0 {
-			dev, dst = "remote console", fmt.Sprintf("%d users", len(s.RemoteUsers))
+		} else if s.RemoteListen != "" || len(s.RemoteUsers) > 0 {
+			dev, dst = cmpOr(s.RemoteListen, "remote console"), fmt.Sprintf("%d users", len(s.RemoteUsers))
 		}
 		vmo := strconv.Itoa(s.VMotions)
 		if h := s.LastHandOver; h != nil && h.Outcome != "completed" {
@@ -320,6 +320,9 @@ func printSession(w io.Writer, now time.Time, s admin.Session) {
 		}
 	} else {
 		row("device", "none")
+	}
+	if s.RemoteListen != "" {
+		row("remote console", "%s", s.RemoteListen)
 	}
 	if len(s.RemoteUsers) == 0 {
 		row("remote users", "none")
