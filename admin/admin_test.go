@@ -49,7 +49,7 @@ func newRig(t *testing.T, extra Config) *rig {
 	}
 	r := &rig{t: t}
 	r.br = bridge.New(cfg, nil)
-	r.srv = vspc.NewServer(vspc.Config{Bridger: r.br, GracePeriod: time.Millisecond})
+	r.srv = vspc.NewServer(vspc.Config{Bridger: r.br, GracePeriod: time.Millisecond, PeerTimeout: 500 * time.Millisecond})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -222,12 +222,33 @@ func TestSessionsAndMetricsDuringVMotion(t *testing.T) {
 	dst.Write([]byte("xy"))
 	readN(t, rc1, 2)
 
-	// db-1 starts a hand-over and aborts it.
-	if _, err := vm2.Begin(ctx, []byte("seq-2")); err != nil {
+	// db-1 goes through every other outcome: a hand-over in progress
+	// (ports{state="vmotion"}), a second BEGIN answered NOTNOW, a
+	// destination with a wrong secret, ABORT; then a hand-over whose
+	// destination never comes (timed out).
+	secret, err := vm2.Begin(ctx, []byte("seq-2"))
+	if err != nil {
 		t.Fatal(err)
 	}
+	fams = r.metrics()
+	if v := value(fams, "vspc_bridge_ports", "state=vmotion"); v != 1 {
+		t.Errorf("ports in vmotion during a hand-over = %v, want 1", v)
+	}
+	if _, err := vm2.Begin(ctx, []byte("seq-3")); !errors.Is(err, vspctest.ErrNotNow) {
+		t.Errorf("second BEGIN: %v, want NOTNOW", err)
+	}
+	wrong := append([]byte(nil), secret...)
+	wrong[0] ^= 1
+	if _, err := vspctest.DialPeer(ctx, r.addr, vspctest.VM{Name: "db-1", VCUUID: u2}, []byte("seq-2"), wrong); err == nil {
+		t.Error("PEER with a wrong secret was accepted")
+	}
+	waitFor(t, "bad secret counted", func() bool { return r.srv.Counters().VMotionsBadSecret == 1 })
 	vm2.Abort()
 	waitFor(t, "abort counted", func() bool { return r.srv.Counters().VMotionsAborted == 1 })
+	if _, err := vm2.Begin(ctx, []byte("seq-4")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "peer timeout", func() bool { return r.srv.Counters().VMotionsTimedOut == 1 })
 	waitFor(t, "web-1 attached to its destination", func() bool {
 		l, err := r.client().Sessions(ctx, "web-1")
 		return err == nil && len(l.Sessions) == 1 && l.Sessions[0].State == "attached" && l.Sessions[0].Peer == dst.LocalAddr().String()
@@ -256,7 +277,7 @@ func TestSessionsAndMetricsDuringVMotion(t *testing.T) {
 	if web.RemoteUsers == nil || web.Since.IsZero() || web.Since.After(time.Now()) {
 		t.Errorf("web-1 remote users %v, since %v", web.RemoteUsers, web.Since)
 	}
-	if db.VM != "db-1" || db.BytesFromVM != 3 || db.VMotions != 0 || db.LastHandOver == nil || db.LastHandOver.Outcome != "aborted" {
+	if db.VM != "db-1" || db.BytesFromVM != 3 || db.VMotions != 0 || db.LastHandOver == nil || db.LastHandOver.Outcome != "timed out" {
 		t.Errorf("db-1: %+v %+v", db, db.LastHandOver)
 	}
 
@@ -268,16 +289,16 @@ func TestSessionsAndMetricsDuringVMotion(t *testing.T) {
 	}{
 		{"vspc_bridge_vmotions_total", []string{"outcome=completed"}, 1},
 		{"vspc_bridge_vmotions_total", []string{"outcome=aborted"}, 1},
-		{"vspc_bridge_vmotions_total", []string{"outcome=notnow"}, 0},
-		{"vspc_bridge_vmotions_total", []string{"outcome=bad_secret"}, 0},
-		{"vspc_bridge_vmotions_total", []string{"outcome=timed_out"}, 0},
+		{"vspc_bridge_vmotions_total", []string{"outcome=notnow"}, 1},
+		{"vspc_bridge_vmotions_total", []string{"outcome=bad_secret"}, 1},
+		{"vspc_bridge_vmotions_total", []string{"outcome=timed_out"}, 1},
 		{"vspc_bridge_port_bytes_total", []string{"direction=from_vm"}, 7 + 3},
 		{"vspc_bridge_port_bytes_total", []string{"direction=to_vm"}, 13},
 		{"vspc_bridge_ports", []string{"state=attached"}, 2},
 		{"vspc_bridge_ports", []string{"state=vmotion"}, 0},
 		{"vspc_bridge_devices", []string{"state=up"}, 2},
 		{"vspc_bridge_device_reconnects_total", nil, 0},
-		{"vspc_bridge_connections_accepted_total", nil, 3},
+		{"vspc_bridge_connections_accepted_total", nil, 4}, // 2 VMs, 1 destination, 1 impostor
 		{"vspc_bridge_handshake_failures_total", nil, 0},
 		{"vspc_bridge_queued_bytes", nil, 0},
 		{"vspc_bridge_device_backlog_bytes", nil, 0},
