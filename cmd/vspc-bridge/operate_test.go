@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -500,3 +501,69 @@ func TestTLSAndListenerReload(t *testing.T) {
 	}
 	roundTrip(t, dst, dc, "tls4")
 }
+
+// TestStatusFromConfig: the CLI finds an HTTPS admin endpoint, its token
+// file and its self-signed certificate through -config alone.
+func TestStatusFromConfig(t *testing.T) {
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	if code := run(t.Context(), []string{"gen-cert", "-host", "127.0.0.1", "-cert", filepath.Join(dir, "admin.crt"), "-key", filepath.Join(dir, "admin.key")}, nil, &out, &errb); code != 0 {
+		t.Fatalf("gen-cert: %s", errb.String())
+	}
+	tok := tokenFile(t)
+	adminAddr := freeAddr(t)
+	dev := newDevice(t)
+	cfg := fmt.Sprintf("[vspc]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = %q\ntls_cert = %q\ntls_key = %q\ntoken_file = %q\n%s",
+		adminAddr, filepath.Join(dir, "admin.crt"), filepath.Join(dir, "admin.key"), tok, route("r", "svc-s", dev.uri()))
+	b := startBridge(t, cfg, false)
+	vm := dialVM(t, b.addr(kindVSPC), "vm-s", "svc-s")
+	roundTrip(t, vm, dev.accept(), "s1")
+
+	out.Reset()
+	if code := run(t.Context(), []string{"status", "-json", "-config", b.path}, nil, &out, &errb); code != 0 {
+		t.Fatalf("status -json -config: exit %d: %s", code, errb.String())
+	}
+	var got struct {
+		Status   admin.Status    `json:"status"`
+		Sessions []admin.Session `json:"sessions"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if len(got.Sessions) != 1 || got.Sessions[0].VM != "vm-s" || got.Sessions[0].Device == nil || got.Sessions[0].Device.State != "up" || got.Sessions[0].BytesFromVM != int64(len("to-dev-s1")) {
+		t.Errorf("sessions: %+v", got.Sessions)
+	}
+	var adminURI string
+	for _, l := range got.Status.Listeners {
+		if l.Kind == kindAdmin {
+			adminURI = l.URI
+		}
+	}
+	if adminURI != "https://"+adminAddr || got.Status.Version != "test" {
+		t.Errorf("status: %+v", got.Status)
+	}
+	out.Reset()
+	if code := run(t.Context(), []string{"sessions", "-config", b.path, "-json", "vm-s"}, nil, &out, &errb); code != 0 || !strings.Contains(out.String(), `"service_uri": "svc-s"`) {
+		t.Errorf("sessions -json: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	bad := filepath.Join(t.TempDir(), "bad")
+	os.WriteFile(bad, []byte("nope"), 0o600)
+	errb.Reset()
+	if code := run(t.Context(), []string{"status", "-config", b.path, "-token-file", bad}, nil, &out, &errb); code != 1 || !strings.Contains(errb.String(), "401") {
+		t.Errorf("wrong token: exit %d %s", code, errb.String())
+	}
+	errb.Reset()
+	if code := run(t.Context(), []string{"sessions", "-config", b.path, "no-such-vm"}, nil, &out, &errb); code != 1 || !strings.Contains(errb.String(), "404") {
+		t.Errorf("unknown VM: exit %d %s", code, errb.String())
+	}
+	if code := run(t.Context(), []string{"sessions", "-config", b.path}, nil, &out, &errb); code != 2 {
+		t.Errorf("sessions without a VM: exit %d", code)
+	}
+	for _, cmd := range []string{"status", "sessions", "reload", "gen-cert"} {
+		errb.Reset()
+		if code := run(t.Context(), []string{cmd, "-h"}, nil, &out, &errb); code != 0 || !strings.Contains(errb.String(), "usage: vspc-bridge "+cmd) {
+			t.Errorf("%s -h: exit %d, %q", cmd, code, errb.String())
+		}
+	}
+}
+
