@@ -29,15 +29,14 @@ const maxFailureKeys = 10000
 // authenticator checks logins against the [[user]] tables and rate-limits
 // failures per source address and per user name.
 type authenticator struct {
-	users   []configs.User
-	max     int
-	window  time.Duration
-	now     func() time.Time
-	log     *slog.Logger
-	dummy   []byte // bcrypt hash compared for unknown users (same timing)
-	fmu     sync.Mutex
-	failed  map[string][]time.Time // guarded by fmu: "ip 10.0.0.1" / "user alice" → failure times within window
-	blocked int64                  // guarded by fmu: attempts refused while blocked, for status
+	users  []configs.User
+	max    int
+	window time.Duration
+	now    func() time.Time
+	log    *slog.Logger
+	dummy  []byte // bcrypt hash compared for unknown users (same timing)
+	fmu    sync.Mutex
+	failed map[string][]time.Time // guarded by fmu: "ip 10.0.0.1" / "user alice" → failure times within window
 }
 
 func newAuthenticator(cfg *configs.Config, log *slog.Logger, now func() time.Time) *authenticator {
@@ -86,7 +85,6 @@ func (a *authenticator) isBlocked(ip, name string) bool {
 	now := a.now()
 	for _, k := range []string{"ip " + ip, "user " + name} {
 		if a.recent(k, now) >= a.max {
-			a.blocked++
 			return true
 		}
 	}

@@ -234,11 +234,19 @@ func (c *console) attach(a *attachment) error {
 		c.xwrite = a
 	}
 	if a.interactive {
-		a.out.control([]byte(fmt.Sprintf("[vspc-bridge: attached to %s (%s); escape %s, then ? for help]\r\n%s",
-			c.req.VMName, a.mode, escapeName(c.h.escape), note)))
+		esc := "escapes off"
+		if len(c.h.escape) > 0 {
+			esc = "escape " + escapeName(c.h.escape) + ", then ? for help"
+		}
+		a.out.control([]byte(fmt.Sprintf("[vspc-bridge: attached to %s (%s); %s]\r\n%s", c.req.VMName, a.mode, esc, note)))
 	}
 	if sb := c.sb.appendTo(nil); len(sb) > 0 {
-		a.out.data(sb, a.enc, "")
+		// At most half the client's queue (encoding may double it), so
+		// the scrollback never drops a client by itself.
+		if keep := a.out.limit / 2; len(sb) > keep {
+			sb = sb[len(sb)-keep:]
+		}
+		a.out.data(sb, a.enc, c.dropMsg)
 	}
 	c.notifyLocked(a, fmt.Sprintf("%s joined (%s, %s from %s); %d attached", a.user, a.mode, a.via, a.peer, len(c.clients)+1))
 	c.clients = append(c.clients, a)

@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
 	"github.com/vspc-bridge/vspc-bridge/remote"
@@ -319,4 +321,80 @@ func TestDisabled(t *testing.T) {
 	if _, err := hub.Open(t.Context(), vspc.Request{Direction: vspc.DirServer, ServiceURI: "x"}, &fakeSink{}); !errors.Is(err, remote.ErrDisabled) {
 		t.Fatalf("Open: %v", err)
 	}
+}
+
+// TestHostKeysGeneratedAndKept: missing host keys are generated with the
+// type their names ask for, mode 0600, and a restart keeps them.
+func TestHostKeysGeneratedAndKept(t *testing.T) {
+	dir := t.TempDir()
+	names := map[string]string{"ssh_host_ed25519_key": "ssh-ed25519", "ssh_host_ecdsa_key": "ecdsa-sha2-nistp256", "ssh_host_rsa_key": "ssh-rsa"}
+	var paths []string
+	for n := range names {
+		paths = append(paths, fmt.Sprintf("%q", filepath.Join(dir, "keys", n)))
+	}
+	cfg, err := configs.Parse("t.toml", []byte(fmt.Sprintf("[vspc]\nlisten = \"127.0.0.1:0\"\n[remote]\nenabled = true\nssh_host_keys = [%s]\n", strings.Join(paths, ", "))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func() map[string][]byte {
+		out := map[string][]byte{}
+		for n, typ := range names {
+			p := filepath.Join(dir, "keys", n)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, _ := os.Stat(p)
+			if st.Mode().Perm() != 0o600 {
+				t.Errorf("%s: mode %v", n, st.Mode().Perm())
+			}
+			s, err := ssh.ParsePrivateKey(b)
+			if err != nil || s.PublicKey().Type() != typ {
+				t.Fatalf("%s: %v, type %v", n, err, s)
+			}
+			out[n] = b
+		}
+		return out
+	}
+	for range 2 {
+		hub, err := remote.New(cfg, devicetest.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hub.Close()
+	}
+	first := read()
+	hub, err := remote.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub.Close()
+	for n, b := range read() {
+		if !bytes.Equal(b, first[n]) {
+			t.Errorf("%s changed on restart", n)
+		}
+	}
+}
+
+// TestClientVanishesMidStream: an SSH client killed while the VM is
+// sending does not disturb the VM or the other client.
+func TestClientVanishesMidStream(t *testing.T) {
+	h := newHarness(t, "")
+	vm := h.vm("web-11", "42100000-0000-0000-0000-00000000a011", "web-11")
+	h.console("web-11")
+	victim := h.ssh(t, "alice+web-11")
+	witness := h.ssh(t, "dave+web-11")
+	h.waitClients("web-11", 2)
+	want := allBytes(4096) // 1 MiB
+	streamWithWitness(t, vm, witness, want, func(off int) {
+		if off == len(want)/2 {
+			victim.cmd.Process.Kill()
+		}
+	})
+	ci := h.waitClients("web-11", 1)
+	if ci.Clients[0].User != "dave" {
+		t.Fatalf("clients %+v", ci.Clients)
+	}
+	witness.stdin.Write([]byte("still here"))
+	readVM(t, vm, []byte("still here"))
 }

@@ -47,8 +47,8 @@ type session struct {
 	in          inputSource
 	out         *outQueue
 	enc         func(dst, p []byte) []byte
-	interactive bool // escapes, banners, notices
-	echo        bool // we echo at prompts (telnet with WILL ECHO, SSH with a pty)
+	interactive bool        // escapes, banners, notices
+	echo        func() bool // we echo at prompts (telnet: while our ECHO is on; SSH: with a pty)
 	trusted     func()
 	errOut      func(string) // where refusals go when not interactive (SSH stderr); nil: print
 
@@ -84,7 +84,8 @@ func (s *session) refuse(str string) {
 // Ctrl-U). Ctrl-C and Ctrl-D abort. echo false hides the input.
 func (s *session) readLine(prompt string, echo bool) (string, error) {
 	s.print(prompt)
-	echo = echo && s.echo
+	echo = echo && s.echo()
+	eol := s.echo()
 	var line []byte
 	for {
 		if len(s.pend) == 0 {
@@ -106,7 +107,7 @@ func (s *session) readLine(prompt string, echo bool) (string, error) {
 			case b == '\r' || b == '\n':
 				s.skipLF = b == '\r'
 				s.pend = s.pend[i+1:]
-				if s.echo {
+				if eol {
 					s.print("\r\n")
 				}
 				return string(line), nil
@@ -305,6 +306,9 @@ func (s *session) attach(ctx context.Context, c *console, mode Mode) error {
 }
 
 func (s *session) escapeHelp() string {
+	if len(s.h.escape) == 0 {
+		return "\r\n[vspc-bridge: escapes are off ([remote] escape = \"\"); close the connection to detach]\r\n"
+	}
 	e := escapeName(s.h.escape)
 	last := escapeName(s.h.escape[len(s.h.escape)-1:])
 	return fmt.Sprintf("\r\n[vspc-bridge: escape commands: %s. detach, %sb send BREAK, %sw who is attached, %s%s send %s itself, %s? this help]\r\n", e, e, e, e, last, e, e)

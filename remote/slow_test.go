@@ -37,17 +37,37 @@ func TestSlowClientDropped(t *testing.T) {
 	witness := h.ssh(t, "dave+web-5")
 	h.waitClients("web-5", 2)
 
-	// The witness reads everything; the VM never gets more than 32 KiB
-	// ahead of it (a fast console the witness keeps up with even on a
-	// loaded machine), while the slow client falls megabytes behind.
-	const total = 4 << 20
-	want := bytes.Repeat([]byte("0123456789abcdef"), total/16)
+	start := time.Now()
+	streamWithWitness(t, vm, witness, bytes.Repeat([]byte("0123456789abcdef"), 4<<20/16), nil)
+	t.Logf("VM sent 4 MiB in %v", time.Since(start))
+
+	ci := h.waitClients("web-5", 1)
+	if ci.Clients[0].User != "dave" {
+		t.Fatalf("the wrong client was dropped: %+v", ci.Clients)
+	}
+	// The slow client now reads: old output, the notice, then EOF.
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rest, err := io.ReadAll(slow.r)
+	if err != nil {
+		t.Fatalf("slow client: %v", err)
+	}
+	if !strings.Contains(string(rest), "you fell more than 128KiB behind the console of web-5; disconnecting") {
+		t.Fatalf("slow client was not told; last bytes %q", tail(rest))
+	}
+}
+
+// streamWithWitness has the VM send want in 16 KiB writes, never more
+// than 32 KiB ahead of what the witness has read (a fast console the
+// witness keeps up with even on a loaded machine), calling during before
+// each write, and checks that the witness got exactly want.
+func streamWithWitness(t *testing.T, vm io.Writer, witness *sshClient, want []byte, during func(off int)) {
+	t.Helper()
 	var read atomic.Int64
 	got := make(chan []byte, 1)
 	go func() {
-		b := make([]byte, 0, total)
+		b := make([]byte, 0, len(want))
 		buf := make([]byte, 32<<10)
-		for len(b) < total {
+		for len(b) < len(want) {
 			n, err := witness.stdout.Read(buf)
 			b = append(b, buf[:n]...)
 			read.Store(int64(len(b)))
@@ -58,38 +78,26 @@ func TestSlowClientDropped(t *testing.T) {
 		got <- b
 	}()
 	start := time.Now()
-	for off := 0; off < total; off += 16 << 10 {
+	for off := 0; off < len(want); off += 16 << 10 {
 		for read.Load() < int64(off-32<<10) {
 			if time.Since(start) > 30*time.Second {
 				t.Fatalf("witness stuck at %d bytes", read.Load())
 			}
 			time.Sleep(100 * time.Microsecond)
 		}
-		if _, err := vm.Write(want[off : off+16<<10]); err != nil {
+		if during != nil {
+			during(off)
+		}
+		if _, err := vm.Write(want[off:min(off+16<<10, len(want))]); err != nil {
 			t.Fatal(err)
 		}
-	}
-	t.Logf("VM sent %d MiB in %v", total>>20, time.Since(start))
-
-	ci := h.waitClients("web-5", 1)
-	if ci.Clients[0].User != "dave" {
-		t.Fatalf("the wrong client was dropped: %+v", ci.Clients)
 	}
 	select {
 	case b := <-got:
 		if !bytes.Equal(b, want) {
-			t.Fatalf("witness got %d bytes, not what the VM sent", len(b))
+			t.Fatalf("witness got %d bytes, not the %d the VM sent", len(b), len(want))
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("witness did not get everything")
-	}
-	// The slow client now reads: old output, the notice, then EOF.
-	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	rest, err := io.ReadAll(slow.r)
-	if err != nil {
-		t.Fatalf("slow client: %v", err)
-	}
-	if !strings.Contains(string(rest), "you fell more than 128KiB behind the console of web-5; disconnecting") {
-		t.Fatalf("slow client was not told; last bytes %q", tail(rest))
 	}
 }

@@ -269,7 +269,7 @@ func (h *Hub) sshSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.R
 	})
 	out := newOutQueue(int(h.cfg.Remote.ClientQueue), func() { ch.Close() })
 	s.in, s.out = in, out
-	s.interactive, s.echo = st.pty, st.pty
+	s.interactive, s.echo = st.pty, func() bool { return st.pty }
 	if !st.pty {
 		s.errOut = func(m string) { ch.Stderr().Write([]byte(m)) }
 	}

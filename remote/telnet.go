@@ -125,7 +125,8 @@ func (h *Hub) serveTelnet(ctx context.Context, nc net.Conn, raw bool, con *conso
 	peer := nc.RemoteAddr().String()
 	s := &session{
 		h: h, log: h.log.With("peer", peer, "via", via), peer: peer, ip: hostOf(nc.RemoteAddr()), via: via,
-		in: t, out: out, enc: t.encode, interactive: !raw, echo: !raw,
+		in: t, out: out, enc: t.encode, interactive: !raw,
+		echo:    func() bool { return !raw && t.opts.Enabled(telnet.Local, telnet.Echo) }, // read on this goroutine only
 		trusted: func() { nc.SetReadDeadline(time.Time{}) },
 	}
 	if con != nil {
