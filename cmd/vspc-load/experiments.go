@@ -210,6 +210,7 @@ type mover struct {
 	cur *vspctest.Conn
 
 	epochs chan epoch
+	settle time.Duration // PEER-OK → COMPLETE
 	vmW    counterWriter
 	remW   counterWriter
 	vmR    counterReader // what the VM received
@@ -219,7 +220,7 @@ type mover struct {
 
 	swMu      sync.Mutex
 	switches  durations // COMPLETE sent → first byte on the new connection
-	handovers durations // BEGIN sent → COMPLETE sent
+	handovers durations // BEGIN sent → COMPLETE sent (settle included)
 	done      int
 	err       error
 }
@@ -230,8 +231,8 @@ type epoch struct {
 	target     int64 // bytes the remote had written when COMPLETE was sent
 }
 
-func newMover(addr string, p *pair) *mover {
-	m := &mover{addr: addr, ident: p.ident, remote: p.remote, cur: p.sim, epochs: make(chan epoch, 4)}
+func newMover(addr string, p *pair, settle time.Duration) *mover {
+	m := &mover{addr: addr, ident: p.ident, remote: p.remote, cur: p.sim, epochs: make(chan epoch, 4), settle: settle}
 	m.vmW.mask, m.remW.mask, m.vmR.mask, m.remR.mask = ffMask, ffMask, ffMask, ffMask
 	m.epochs <- epoch{c: p.sim}
 	return m
@@ -326,6 +327,12 @@ func (m *mover) migrate(ctx context.Context) error {
 	dst, err := vspctest.DialPeer(ctx, m.addr, m.ident, seq, secret)
 	if err != nil {
 		return fmt.Errorf("PEER: %w", err)
+	}
+	if m.settle > 0 {
+		// ESXi sends COMPLETE after the memory copy, never right after
+		// PEER-OK; vspctest may otherwise put COMPLETE on the wire ahead
+		// of its own DO BINARY (see the report's vMotion note).
+		time.Sleep(m.settle)
 	}
 	old := m.cur
 	go old.Close() // the source host lets go at the same moment…

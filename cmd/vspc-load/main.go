@@ -51,26 +51,27 @@ func main() {
 }
 
 type options struct {
-	bridgeBin   string
-	phases      string
-	idle        int
-	burst       int
-	remote      int
-	conc        int
-	pendingN    int
-	lat         int
-	latRate     int
-	latDur      time.Duration
-	agg         int
-	tputDur     time.Duration
-	vmotionVMs  int
-	vmotionDur  time.Duration
-	vmotionRate float64
-	dataEvery   time.Duration
-	cpuDur      time.Duration
-	settle      time.Duration
-	rssWait     time.Duration
-	timeout     time.Duration
+	bridgeBin     string
+	phases        string
+	idle          int
+	burst         int
+	remote        int
+	conc          int
+	pendingN      int
+	lat           int
+	latRate       int
+	latDur        time.Duration
+	agg           int
+	tputDur       time.Duration
+	vmotionVMs    int
+	vmotionDur    time.Duration
+	vmotionRate   float64
+	vmotionSettle time.Duration
+	dataEvery     time.Duration
+	cpuDur        time.Duration
+	settle        time.Duration
+	rssWait       time.Duration
+	timeout       time.Duration
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -90,6 +91,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.tputDur, "tput-dur", 3*time.Second, "length of each throughput test")
 	fs.IntVar(&o.vmotionVMs, "vmotion-vms", 100, "VMs migrating back to back in the vMotion storm")
 	fs.DurationVar(&o.vmotionDur, "vmotion-dur", 5*time.Second, "length of each vMotion storm")
+	fs.DurationVar(&o.vmotionSettle, "vmotion-settle", 2*time.Millisecond, "wait between PEER-OK and COMPLETE (ESXi copies memory there); 0 exposes a vspctest ordering race")
 	fs.Float64Var(&o.vmotionRate, "vmotion-rate", 1000, "vMotions per second attempted in the paced storm (the second storm is back to back)")
 	fs.DurationVar(&o.dataEvery, "vmotion-data-every", 10*time.Millisecond, "during a storm each side of each VM writes 4..256 bytes this often (10ms: about a 115200-baud console)")
 	fs.DurationVar(&o.cpuDur, "cpu-dur", 5*time.Second, "CPU sampling window for idle and pending figures")
@@ -295,7 +297,7 @@ func (l *loader) phaseRemote(ctx context.Context) error {
 	for k, rate := range []float64{o.vmotionRate, 0} {
 		var movers []*mover
 		for len(rest) > 0 && len(movers) < o.vmotionVMs {
-			movers = append(movers, newMover(br.addr, rest[0]))
+			movers = append(movers, newMover(br.addr, rest[0], o.vmotionSettle))
 			rest = rest[1:]
 		}
 		if len(movers) == 0 {
