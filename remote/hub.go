@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,8 +52,8 @@ type Hub struct {
 	mu        sync.Mutex // guards the fields below
 	closed    bool
 	consoles  map[*console]struct{}
-	byPort    map[int]*console // per-VM listener port → console
-	listeners map[net.Listener]struct{}
+	byPort    map[int]*console        // per-VM listener port → console
+	listeners map[net.Listener]string // open listeners → front door kind ("" for per-VM)
 }
 
 // New returns a Hub for cfg. With remote access enabled it loads (or on
@@ -70,7 +72,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Hub, error) {
 		sem:       make(chan struct{}, max(r.MaxSessions, 1)),
 		consoles:  map[*console]struct{}{},
 		byPort:    map[int]*console{},
-		listeners: map[net.Listener]struct{}{},
+		listeners: map[net.Listener]string{},
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	if !r.Enabled {
@@ -212,7 +214,7 @@ func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Ba
 	if ln != nil {
 		raw := spec.scheme == schemeTCP
 		h.wg.Go(func() {
-			h.acceptLoop(c.ctx, ln, func(ctx context.Context, nc net.Conn) { h.serveTelnet(ctx, nc, raw, c) })
+			h.acceptLoop(c.ctx, ln, "", func(ctx context.Context, nc net.Conn) { h.serveTelnet(ctx, nc, raw, c) })
 		})
 	}
 	h.mu.Unlock()
@@ -265,7 +267,9 @@ func (h *Hub) Serve(ctx context.Context) error {
 		fronts = append(fronts, front{"telnet_listen", r.TelnetListen, h.ServeTelnet, false})
 	}
 	if r.TelnetsListen != "" {
-		fronts = append(fronts, front{"telnets_listen", r.TelnetsListen, h.ServeTelnet, true})
+		fronts = append(fronts, front{"telnets_listen", r.TelnetsListen, func(ctx context.Context, ln net.Listener) error {
+			return h.acceptLoop(ctx, ln, "telnets", func(ctx context.Context, nc net.Conn) { h.serveTelnet(ctx, nc, false, nil) })
+		}, true})
 	}
 	if r.SSHListen != "" {
 		fronts = append(fronts, front{"ssh_listen", r.SSHListen, h.ServeSSH, false})
@@ -289,40 +293,55 @@ func (h *Hub) Serve(ctx context.Context) error {
 		h.log.Info("remote front door listening", "kind", f.key, "addr", ln.Addr().String())
 		lns = append(lns, ln)
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	stop := context.AfterFunc(h.ctx, cancel)
+	defer stop()
 	errc := make(chan error, len(lns))
 	for i, ln := range lns {
-		go func() { errc <- fronts[i].serve(ctx, ln) }()
+		go func() { errc <- fronts[i].serve(sctx, ln) }()
 	}
 	var first error
 	for range lns {
-		err := <-errc
-		if first == nil && err != nil && ctx.Err() == nil {
-			first = err
+		if err := <-errc; first == nil && sctx.Err() == nil {
+			first = err // a front door failed by itself: stop the others
 			cancel()
 		}
 	}
-	if first != nil {
+	<-sctx.Done() // with no front doors configured, wait here
+	switch {
+	case first != nil:
 		return first
-	}
-	if len(lns) == 0 {
-		select {
-		case <-ctx.Done():
-		case <-h.ctx.Done():
-			return ErrClosed
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return err
+	case ctx.Err() != nil:
+		return ctx.Err()
 	}
 	return ErrClosed
+}
+
+// FrontDoor is a listening front door.
+type FrontDoor struct {
+	Kind string // telnet, telnets, ssh
+	Addr string // host:port it listens on
+}
+
+// FrontDoors lists the front doors listening now.
+func (h *Hub) FrontDoors() []FrontDoor {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []FrontDoor
+	for ln, kind := range h.listeners {
+		if kind != "" {
+			out = append(out, FrontDoor{Kind: kind, Addr: ln.Addr().String()})
+		}
+	}
+	slices.SortFunc(out, func(a, b FrontDoor) int { return strings.Compare(a.Kind+a.Addr, b.Kind+b.Addr) })
+	return out
 }
 
 // ServeTelnet serves the telnet front door on ln (wrap ln with
 // tls.NewListener for telnets) until ctx is done or Close. It closes ln.
 func (h *Hub) ServeTelnet(ctx context.Context, ln net.Listener) error {
-	return h.acceptLoop(ctx, ln, func(ctx context.Context, nc net.Conn) { h.serveTelnet(ctx, nc, false, nil) })
+	return h.acceptLoop(ctx, ln, "telnet", func(ctx context.Context, nc net.Conn) { h.serveTelnet(ctx, nc, false, nil) })
 }
 
 // ServeSSH serves the SSH front door on ln until ctx is done or Close. It
@@ -332,20 +351,20 @@ func (h *Hub) ServeSSH(ctx context.Context, ln net.Listener) error {
 		ln.Close()
 		return errors.New("remote: SSH needs [remote] ssh_host_keys")
 	}
-	return h.acceptLoop(ctx, ln, h.serveSSH)
+	return h.acceptLoop(ctx, ln, "ssh", h.serveSSH)
 }
 
 // acceptLoop accepts on ln and runs handle for each connection in a
 // goroutine owned by the hub, with a context that ends with ctx or the
 // hub. It closes ln and returns when either ends (ctx.Err() or ErrClosed).
-func (h *Hub) acceptLoop(ctx context.Context, ln net.Listener, handle func(context.Context, net.Conn)) error {
+func (h *Hub) acceptLoop(ctx context.Context, ln net.Listener, kind string, handle func(context.Context, net.Conn)) error {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
 		ln.Close()
 		return ErrClosed
 	}
-	h.listeners[ln] = struct{}{}
+	h.listeners[ln] = kind
 	h.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -398,3 +398,66 @@ func TestClientVanishesMidStream(t *testing.T) {
 	witness.stdin.Write([]byte("still here"))
 	readVM(t, vm, []byte("still here"))
 }
+
+// TestServeFrontDoors: Serve opens the configured telnet, telnets and
+// SSH front doors, reports them, and returns ctx.Err() when ctx ends.
+func TestServeFrontDoors(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := selfSigned(t, dir)
+	cfg, err := configs.Parse("t.toml", []byte(fmt.Sprintf(`[vspc]
+listen = "127.0.0.1:0"
+[remote]
+enabled = true
+telnet_listen = "127.0.0.1:0"
+telnets_listen = "127.0.0.1:0"
+ssh_listen = "127.0.0.1:0"
+ssh_host_keys = [%q]
+tls_cert = %q
+tls_key = %q
+[[user]]
+name = "alice"
+password = %q
+access = [{vm = "*", mode = "rw"}]
+`, filepath.Join(dir, "hk"), cert, key, hash(t, alicePW))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub, err := remote.New(cfg, devicetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() { errc <- hub.Serve(ctx) }()
+	var doors []remote.FrontDoor
+	for deadline := time.Now().Add(5 * time.Second); len(doors) < 3 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		doors = hub.FrontDoors()
+	}
+	if len(doors) != 3 || doors[0].Kind != "ssh" || doors[1].Kind != "telnet" || doors[2].Kind != "telnets" {
+		t.Fatalf("front doors %+v", doors)
+	}
+	c := dialLine(t, doors[1].Addr)
+	c.login("alice", alicePW)
+	c.expect("console> ")
+	tc, err := tls.Dial("tcp", doors[2].Addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	s := &lineClient{t: t, nc: tc, r: newReader(tc)}
+	s.login("alice", alicePW)
+	s.expect("console> ")
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	if !c.closed() {
+		t.Fatal("front door session survived Serve's end")
+	}
+}
