@@ -29,7 +29,8 @@ const maxFailureKeys = 10000
 // authenticator checks logins against the [[user]] tables and rate-limits
 // failures per source address and per user name.
 type authenticator struct {
-	users  []configs.User
+	umu    sync.Mutex     // guards users
+	users  []configs.User // replaced by setUsers (reload)
 	max    int
 	window time.Duration
 	now    func() time.Time
@@ -60,12 +61,21 @@ func newAuthenticator(cfg *configs.Config, log *slog.Logger, now func() time.Tim
 }
 
 func (a *authenticator) user(name string) *configs.User {
-	for i := range a.users {
-		if a.users[i].Name == name {
-			return &a.users[i]
+	a.umu.Lock()
+	users := a.users
+	a.umu.Unlock()
+	for i := range users {
+		if users[i].Name == name {
+			return &users[i]
 		}
 	}
 	return nil
+}
+
+func (a *authenticator) setUsers(users []configs.User) {
+	a.umu.Lock()
+	a.users = users
+	a.umu.Unlock()
 }
 
 func hostOf(addr net.Addr) string {

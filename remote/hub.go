@@ -108,6 +108,15 @@ func New(cfg *configs.Config, log *slog.Logger) (*Hub, error) {
 	return h, nil
 }
 
+// SetUsers makes the [[user]] tables of cfg (a reloaded config) apply to
+// logins from now on; sessions already logged in keep their rights. Other
+// [remote] settings need a restart.
+func (h *Hub) SetUsers(cfg *configs.Config) {
+	if h.auth != nil {
+		h.auth.setUsers(cfg.Users)
+	}
+}
+
 // portKey identifies a VM serial port the way package vspc does: VC UUID
 // (or VM name) and service URI.
 func portKey(req vspc.Request) string {

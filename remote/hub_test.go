@@ -461,3 +461,45 @@ access = [{vm = "*", mode = "rw"}]
 		t.Fatal("front door session survived Serve's end")
 	}
 }
+
+// TestSessionLimitsAndTimeouts: max_sessions refuses connections over
+// it; a connection that does not log in within login_timeout is closed;
+// SetUsers applies to the next login.
+func TestSessionLimitsAndTimeouts(t *testing.T) {
+	h := newHarness(t, "max_sessions = 2\nlogin_timeout = \"1s\"")
+	idle := dialLine(t, h.telnetAddr)
+	idle.expect("login: ")
+	busy := dialLine(t, h.telnetAddr)
+	busy.expect("login: ")
+	over := dialLine(t, h.telnetAddr)
+	over.expect("too many sessions")
+	start := time.Now()
+	if !idle.closed() || time.Since(start) > 5*time.Second {
+		t.Fatal("idle connection not closed after login_timeout")
+	}
+	busy.nc.Close()
+
+	cfg, err := configs.Parse("t.toml", []byte(fmt.Sprintf("[vspc]\nlisten = \"127.0.0.1:0\"\n[[user]]\nname = \"erin\"\npassword = %q\naccess = [{vm = \"*\", mode = \"ro\"}]\n", hash(t, "erin-pw"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.hub.SetUsers(cfg)
+	var c *lineClient
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		c = dialLine(t, h.telnetAddr) // wait for the freed session slots
+		if s := c.expect(": "); strings.Contains(s, "login: ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no session slot")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.send("erin")
+	c.expect("password: ")
+	c.send("erin-pw")
+	c.expect("Welcome erin")
+	gone := dialLine(t, h.telnetAddr) // alice is not in the new config
+	gone.login("alice", alicePW)
+	gone.expect("Login incorrect")
+}
