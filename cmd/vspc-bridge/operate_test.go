@@ -566,4 +566,3 @@ func TestStatusFromConfig(t *testing.T) {
 		}
 	}
 }
-
