@@ -34,16 +34,21 @@ func TestSlowClientDropped(t *testing.T) {
 	slow.login("alice", alicePW)
 	slow.expect("attached to web-5")
 
+	// A slow SSH client: ssh runs, but nobody reads its stdout.
+	slowSSH := h.ssh(t, "alice+web-5")
 	witness := h.ssh(t, "dave+web-5")
-	h.waitClients("web-5", 2)
+	h.waitClients("web-5", 3)
 
 	start := time.Now()
-	streamWithWitness(t, vm, witness, bytes.Repeat([]byte("0123456789abcdef"), 4<<20/16), nil)
-	t.Logf("VM sent 4 MiB in %v", time.Since(start))
+	streamWithWitness(t, vm, witness, bytes.Repeat([]byte("0123456789abcdef"), 8<<20/16), nil)
+	t.Logf("VM sent 8 MiB in %v", time.Since(start))
 
 	ci := h.waitClients("web-5", 1)
 	if ci.Clients[0].User != "dave" {
 		t.Fatalf("the wrong client was dropped: %+v", ci.Clients)
+	}
+	if code := slowSSH.exit(t); code != 255 && code != 1 {
+		t.Fatalf("slow ssh exit %d", code)
 	}
 	// The slow client now reads: old output, the notice, then EOF.
 	nc.SetReadDeadline(time.Now().Add(10 * time.Second))

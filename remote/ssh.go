@@ -160,7 +160,7 @@ func (h *Hub) serveSSH(ctx context.Context, nc net.Conn) {
 			continue
 		}
 		wg.Go(func() {
-			h.sshSession(ctx, ch, creqs, &session{
+			h.sshSession(ctx, ch, creqs, func() { sc.Close() }, &session{
 				h: h, log: log, peer: nc.RemoteAddr().String(), ip: ip, via: "ssh",
 				user: user, userName: name, enc: appendRaw, trusted: func() {},
 			}, target)
@@ -198,7 +198,9 @@ func (s *sshIn) push(ev inputEvent) {
 }
 
 // sshSession serves one session channel.
-func (h *Hub) sshSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request, s *session, target string) {
+// killConn closes the whole connection: a channel's Close only asks the
+// peer, and a writer stuck on a peer that does not read needs more.
+func (h *Hub) sshSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request, killConn func(), s *session, target string) {
 	in := &sshIn{evs: make(chan inputEvent, 16), errc: make(chan error, 1), quit: make(chan struct{})}
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -267,7 +269,7 @@ func (h *Hub) sshSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.R
 			}
 		}
 	})
-	out := newOutQueue(int(h.cfg.Remote.ClientQueue), func() { ch.Close() })
+	out := newOutQueue(int(h.cfg.Remote.ClientQueue), killConn)
 	s.in, s.out = in, out
 	s.interactive, s.echo = st.pty, func() bool { return st.pty }
 	if !st.pty {
