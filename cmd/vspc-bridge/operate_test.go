@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -564,5 +565,67 @@ func TestStatusFromConfig(t *testing.T) {
 		if code := run(t.Context(), []string{cmd, "-h"}, nil, &out, &errb); code != 0 || !strings.Contains(errb.String(), "usage: vspc-bridge "+cmd) {
 			t.Errorf("%s -h: exit %d, %q", cmd, code, errb.String())
 		}
+	}
+}
+
+// TestReloadWhileScraped reloads over and over while /metrics,
+// /api/v1/sessions and /readyz are read and a VM sends data: under -race
+// this checks the daemon's locking; the VM's session never breaks.
+func TestReloadWhileScraped(t *testing.T) {
+	dev, other := newDevice(t), newDevice(t)
+	base := route("r", "svc-l", dev.uri())
+	b := startBridge(t, bridgeConfig(base), false)
+	vm := dialVM(t, b.addr(kindVSPC), "vm-l", "svc-l")
+	conn := dev.accept()
+	roundTrip(t, vm, conn, "l0")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	c := b.client()
+	for _, get := range []func() error{
+		func() error { _, err := c.Sessions(ctx, ""); return err },
+		func() error { _, err := c.Status(ctx); return err },
+		func() error { _, err := c.Devices(ctx); return err },
+		func() error {
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+b.addr(kindAdmin)+"/metrics", nil)
+			req.Header.Set("Authorization", "Bearer secret-token")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+				return err
+			}
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("/metrics: %s", resp.Status)
+			}
+			return nil
+		},
+	} {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if err := get(); err != nil && ctx.Err() == nil {
+					t.Errorf("admin request during reloads: %v", err)
+					return
+				}
+			}
+		})
+	}
+	for i := range 20 {
+		cfg := bridgeConfig(base)
+		if i%2 == 0 {
+			cfg += route("extra", "svc-extra", other.uri()) + "[[alert]]\npattern = \"boom\"\n"
+		}
+		b.write(cfg)
+		if res := b.reload(); !res.OK {
+			t.Fatalf("reload %d: %v", i, res.Errors)
+		}
+		roundTrip(t, vm, conn, fmt.Sprint("l", i+1))
+	}
+	cancel()
+	wg.Wait()
+	if st, err := b.client().Status(t.Context()); err != nil || st.Reloads.OK != 20 {
+		t.Errorf("reloads: %+v %v", st.Reloads, err)
 	}
 }
