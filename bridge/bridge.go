@@ -158,11 +158,7 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 	b.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		l.run(ctx)
-	}()
+	l.start(ctx)
 	l.logger().Info("port joined", "via", via, "direction", req.Direction.String())
 	return l, nil
 }

@@ -43,69 +43,107 @@ type link struct {
 	lastErr  string
 	connects int
 	settings rfc2217.Settings // what the guest set last (re-applied after reconnect)
+	timer    *time.Timer      // the next attempt
+
+	// Owned by the attempt chain (one attempt at a time):
+	wait     time.Duration // backoff before the next attempt
+	attempts int
+
+	releaseOnce sync.Once
 }
 
 func (l *link) vmName() string { return l.req.VMName }
 func (l *link) vmUUID() string { return l.req.VCUUID }
 
-// run keeps the device open and copies its output to the VM.
-func (l *link) run(ctx context.Context) {
-	defer l.release()
-	wait := l.minWait
-	for attempt := 0; ; attempt++ {
-		l.setState("connecting", "")
-		// Initial is the route's settings (for tcp/telnet kinds: what the
-		// device server is configured to); the guest's own settings are
-		// re-applied once the device is open.
-		opts := devices.Options{Initial: l.initial, Logger: l.logger(), DialTimeout: l.dialTO}
-		if !l.trusted {
-			opts.Dial = l.b.policyDial
-		}
-		dev, err := devices.Open(ctx, l.target, opts)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			l.setState("down", err.Error())
-			if attempt == 0 || wait >= l.maxWait {
-				l.logger().Warn("cannot reach device; VM session stays up, retrying", "err", err, "retry_in", wait)
-			} else {
-				l.logger().Debug("device still unreachable", "err", err, "retry_in", wait)
-			}
-			if !sleep(ctx, jitter(wait)) {
-				return
-			}
-			wait = min(2*wait, l.maxWait)
-			continue
-		}
-		if guest := l.guestSettings(); guest != (rfc2217.Settings{}) {
-			sctx, cancel := context.WithTimeout(ctx, l.dialTO)
-			if _, err := dev.SetSettings(sctx, guest); err != nil {
-				l.logger().Warn("re-applying the guest's line settings after reconnect", "settings", guest.String(), "err", err)
-			}
-			cancel()
-		}
-		if !l.up(dev) {
-			dev.Close()
-			return
-		}
-		if l.connects > 1 {
-			l.logger().Info("device reconnected", "connects", l.connects)
-		} else {
-			l.logger().Info("device connected")
-		}
-		wait = l.minWait
-		err = l.pump(dev)
-		l.down(dev)
-		if ctx.Err() != nil {
-			return
-		}
-		l.logger().Warn("device connection lost; VM session stays up, reconnecting", "err", err)
-		l.setState("down", errString(err))
-		if !sleep(ctx, jitter(l.minWait)) {
-			return
-		}
+// The link's life is a chain of attempts, each on a goroutine of its own
+// started by a timer: open the device, pump its output to the VM until it
+// fails, then schedule the next attempt with backoff. Between attempts no
+// goroutine waits, so a port whose device is unreachable costs a timer,
+// not a goroutine stack. At most one attempt runs at a time.
+
+// start schedules the first attempt at once.
+func (l *link) start(ctx context.Context) {
+	l.wait = l.minWait
+	l.schedule(ctx, 0)
+}
+
+// schedule arms the next attempt after d, unless the link is closed.
+func (l *link) schedule(ctx context.Context, d time.Duration) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		l.release()
+		return
 	}
+	l.b.wg.Add(1)
+	l.timer = time.AfterFunc(d, func() {
+		defer l.b.wg.Done()
+		l.attempt(ctx)
+	})
+	l.mu.Unlock()
+}
+
+// attempt opens the device once and, if that works, serves it until it
+// fails; then it schedules the next attempt.
+func (l *link) attempt(ctx context.Context) {
+	if ctx.Err() != nil {
+		l.release()
+		return
+	}
+	l.setState("connecting", "")
+	// Initial is the route's settings (for tcp/telnet kinds: what the
+	// device server is configured to); the guest's own settings are
+	// re-applied once the device is open.
+	opts := devices.Options{Initial: l.initial, Logger: l.logger(), DialTimeout: l.dialTO}
+	if !l.trusted {
+		opts.Dial = l.b.policyDial
+	}
+	dev, err := devices.Open(ctx, l.target, opts)
+	if err != nil {
+		if ctx.Err() != nil {
+			l.release()
+			return
+		}
+		l.setState("down", err.Error())
+		if l.attempts == 0 || l.wait >= l.maxWait {
+			l.logger().Warn("cannot reach device; VM session stays up, retrying", "err", err, "retry_in", l.wait)
+		} else {
+			l.logger().Debug("device still unreachable", "err", err, "retry_in", l.wait)
+		}
+		l.attempts++
+		d := jitter(l.wait)
+		l.wait = min(2*l.wait, l.maxWait)
+		l.schedule(ctx, d)
+		return
+	}
+	l.attempts++
+	if guest := l.guestSettings(); guest != (rfc2217.Settings{}) {
+		sctx, cancel := context.WithTimeout(ctx, l.dialTO)
+		if _, err := dev.SetSettings(sctx, guest); err != nil {
+			l.logger().Warn("re-applying the guest's line settings after reconnect", "settings", guest.String(), "err", err)
+		}
+		cancel()
+	}
+	if !l.up(dev) {
+		dev.Close()
+		l.release()
+		return
+	}
+	if l.connects > 1 {
+		l.logger().Info("device reconnected", "connects", l.connects)
+	} else {
+		l.logger().Info("device connected")
+	}
+	l.wait = l.minWait
+	err = l.pump(dev)
+	l.down(dev)
+	if ctx.Err() != nil {
+		l.release()
+		return
+	}
+	l.logger().Warn("device connection lost; VM session stays up, reconnecting", "err", err)
+	l.setState("down", errString(err))
+	l.schedule(ctx, jitter(l.minWait))
 }
 
 // up publishes dev and flushes the backlog to it.
@@ -225,17 +263,28 @@ func (l *link) Close() error {
 	}
 	l.closed = true
 	dev := l.dev
+	t := l.timer
 	l.cond.Broadcast()
 	l.mu.Unlock()
 	l.cancel()
 	if dev != nil {
 		dev.Close()
 	}
+	if t != nil && t.Stop() {
+		// The pending attempt will not run: finish for it.
+		l.b.wg.Done()
+		l.release()
+	}
 	return nil
 }
 
-// release frees the device for other VMs once run has ended.
+// release frees the device for other VMs once the attempt chain has
+// ended. It runs once.
 func (l *link) release() {
+	l.releaseOnce.Do(l.doRelease)
+}
+
+func (l *link) doRelease() {
 	l.Close()
 	l.b.mu.Lock()
 	if l.b.owners[l.key] == l {
@@ -277,17 +326,6 @@ func (l *link) Status() Status {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return Status{Device: l.key, State: l.state, LastErr: l.lastErr, Connects: l.connects, Backlog: len(l.backlog)}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // jitter spreads reconnects of many ports over ±20 %.
