@@ -71,6 +71,10 @@ type daemon struct {
 	// consoles lists the remote-access consoles (a *remote.Hub's
 	// Consoles); set before start when remote access is wired in.
 	consoles func() []remote.ConsoleInfo
+	// setUsers applies the [[user]] tables of a reloaded config (a
+	// *remote.Hub's SetUsers); set before start. Without it a change of
+	// users is reported as needing a restart.
+	setUsers func(*configs.Config)
 
 	fatal chan error     // a listener failed on its own
 	wg    sync.WaitGroup // listener and matcher goroutines
@@ -475,6 +479,12 @@ func (d *daemon) reload(ctx context.Context) admin.ReloadResult {
 	ac := alerts.FromConfig(cfg)
 	ac.Logger = d.log
 	d.alerts.SetConfig(ac)
+	if d.setUsers != nil {
+		d.setUsers(cfg)
+		if !reflect.DeepEqual(old.Users, cfg.Users) {
+			changes = append(changes, fmt.Sprintf("remote users: %d (new logins)", len(cfg.Users)))
+		}
+	}
 	if d.opts.level != nil && !d.opts.levelFixed {
 		d.opts.level.Set(cfg.Log.SlogLevel())
 	}
@@ -489,7 +499,7 @@ func (d *daemon) reload(ctx context.Context) admin.ReloadResult {
 		d.log.Info("listening", "kind", b.kind, "addr", b.ln.Addr().String())
 		changes = append(changes, fmt.Sprintf("%s listening on %s", b.kind, b.ln.Addr()))
 	}
-	if restart := needsRestart(old, cfg); len(restart) > 0 {
+	if restart := needsRestart(old, cfg, d.setUsers != nil); len(restart) > 0 {
 		d.log.Warn("config reload: these settings changed but apply only after a restart", "keys", strings.Join(restart, ", "))
 		changes = append(changes, "needs a restart to apply: "+strings.Join(restart, ", "))
 	}
@@ -546,7 +556,7 @@ func describeChanges(old, cfg *configs.Config) []string {
 
 // needsRestart lists the keys that changed but that a running server
 // cannot take on (the VM server's limits are fixed at start).
-func needsRestart(old, cfg *configs.Config) []string {
+func needsRestart(old, cfg *configs.Config, usersReload bool) []string {
 	var out []string
 	ov, nv := old.VSPC, cfg.VSPC
 	for _, k := range []struct {
@@ -563,7 +573,8 @@ func needsRestart(old, cfg *configs.Config) []string {
 		{"policy.directions", !slices.Equal(old.Policy.Directions, cfg.Policy.Directions)},
 		{"log.format", old.Log.Format != cfg.Log.Format},
 		{"alerts.queue", old.Alerts.Queue != cfg.Alerts.Queue},
-		{"remote, user", !reflect.DeepEqual(old.Remote, cfg.Remote) || !reflect.DeepEqual(old.Users, cfg.Users)},
+		{"remote", !reflect.DeepEqual(old.Remote, cfg.Remote)},
+		{"user", !usersReload && !reflect.DeepEqual(old.Users, cfg.Users)},
 	} {
 		if k.changed {
 			out = append(out, k.key)
