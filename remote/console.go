@@ -184,12 +184,12 @@ func (c *console) Close() error {
 	clients := c.clients
 	c.clients, c.excl, c.xwrite = nil, nil, nil
 	c.mu.Unlock()
+	for _, a := range clients { // before cancel: its "closing" would come first
+		a.out.close(fmt.Sprintf("\r\n[vspc-bridge: the serial port of %s is gone]\r\n", c.req.VMName))
+	}
 	c.cancel()
 	if c.ln != nil {
 		c.ln.Close()
-	}
-	for _, a := range clients {
-		a.out.close(fmt.Sprintf("\r\n[vspc-bridge: the serial port of %s is gone]\r\n", c.req.VMName))
 	}
 	if c.logw != nil {
 		c.logw.close()

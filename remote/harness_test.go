@@ -69,6 +69,12 @@ func hash(t testing.TB, pw string) string {
 // added to the [remote] table.
 func newHarness(t *testing.T, extra string) *harness {
 	t.Helper()
+	return newHarnessGrace(t, extra, 5*time.Second)
+}
+
+// newHarnessGrace is newHarness with the vspc server's grace period.
+func newHarnessGrace(t *testing.T, extra string, grace time.Duration) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -127,7 +133,7 @@ access = [{vm = "web-*", mode = "rw"}]
 		t.Fatal(err)
 	}
 	h := &harness{t: t, cfg: cfg, hub: hub, keyFile: keyFile, dir: dir}
-	h.srv = vspc.NewServer(vspc.Config{Bridger: bridger{hub}, Logger: log, GracePeriod: 5 * time.Second})
+	h.srv = vspc.NewServer(vspc.Config{Bridger: bridger{hub}, Logger: log, GracePeriod: grace})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	listen := func() net.Listener {

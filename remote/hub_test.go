@@ -503,3 +503,30 @@ func TestSessionLimitsAndTimeouts(t *testing.T) {
 	gone.login("alice", alicePW)
 	gone.expect("Login incorrect")
 }
+
+// TestSSHMenu: `ssh -t alice@bridge` shows the front door menu; picking a
+// console attaches, detaching returns to the menu, q logs out.
+func TestSSHMenu(t *testing.T) {
+	h := newHarness(t, "")
+	_, sink := openConsole(t, h.hub, "web-12", "42100000-0000-0000-0000-00000000a012", "web-12")
+	openConsole(t, h.hub, "db-12", "42100000-0000-0000-0000-00000000d012", "db-12")
+	_, port, _ := net.SplitHostPort(h.sshAddr)
+	m := startTmux(t, "ssh", "-F", "/dev/null", "-tt", "-i", h.keyFile, "-p", port, "-o", "StrictHostKeyChecking=no",
+		"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+		"alice@127.0.0.1")
+	scr := m.waitFor("console>")
+	if !strings.Contains(scr, "1  db-12/db-12") || !strings.Contains(scr, "2  web-12/web-12") {
+		t.Fatalf("menu:\n%s", scr)
+	}
+	m.typeText("2 xw")
+	m.typeEnter()
+	m.waitFor("attached to web-12 (exclusive-write)")
+	m.typeText("hi")
+	sink.waitData(t, "hi")
+	m.typeKey("C-e")
+	m.typeText("c.")
+	m.waitFor("detached from web-12")
+	m.typeText("q")
+	m.typeEnter()
+	m.waitFor("bye")
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -46,4 +47,38 @@ func TestListenerSurvivesVMotion(t *testing.T) {
 	c.expect("attached to web-4 (read-write)")
 	c.send("via telnet")
 	readVM(t, dst, []byte("via telnet\r\n"))
+}
+
+// TestListenerClosedAfterGrace: the VM goes away; during the grace period
+// the listener and console stay (a reconnect gets them back), after it
+// the attached client is told, and the port stops accepting.
+func TestListenerClosedAfterGrace(t *testing.T) {
+	h := newHarnessGrace(t, "", 700*time.Millisecond)
+	port := freePort(t)
+	service := fmt.Sprintf("telnet://127.0.0.1:%d", port)
+	vm := h.vm("web-13", "42100000-0000-0000-0000-00000000a013", service)
+	h.console("web-13")
+	c := dialLine(t, fmt.Sprintf("127.0.0.1:%d", port))
+	c.login("alice", alicePW)
+	c.expect("attached to web-13")
+
+	vm.Close() // host reconnects within the grace period: same console
+	vm = h.vm("web-13", "42100000-0000-0000-0000-00000000a013", service)
+	vm.Write([]byte("after reconnect"))
+	c.expect("after reconnect")
+
+	vm.Close() // gone for good
+	c.expect("the serial port of web-13 is gone")
+	if !c.closed() {
+		t.Fatal("client still connected")
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(h.hub.Consoles()) > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("console still open")
+		}
+	}
+	if nc, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+		nc.Close()
+		t.Fatal("per-VM port still accepts after the grace period")
+	}
 }
