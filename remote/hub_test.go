@@ -276,10 +276,16 @@ func TestTelnetsPerVMPort(t *testing.T) {
 // login.
 func TestOpenListener(t *testing.T) {
 	h := newHarness(t, "open = true")
-	_, sink := openConsole(t, h.hub, "web-10", "42100000-0000-0000-0000-00000000a010", fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t)))
+	b, sink := openConsole(t, h.hub, "web-10", "42100000-0000-0000-0000-00000000a010", fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t)))
 	c := dialLine(t, hostPort(t, h.console("web-10").Listen))
 	c.nc.Write([]byte("raw\xff bytes"))
 	sink.waitData(t, "raw\xff bytes")
+	h.waitClients("web-10", 1)
+	b.Write([]byte("from the VM\xff\r\n")) // exactly these bytes: no banner, no escaping
+	c.expect("from the VM\xff\r\n")
+	if got := c.sb.String(); got != "from the VM\xff\r\n" {
+		t.Fatalf("raw client got %q", got)
+	}
 	if cl := h.console("web-10").Clients; len(cl) != 1 || cl[0].Via != "tcp" || !strings.HasPrefix(cl[0].User, "open@127.0.0.1") {
 		t.Fatalf("clients %+v", cl)
 	}

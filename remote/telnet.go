@@ -151,12 +151,16 @@ func (h *Hub) serveTelnet(ctx context.Context, nc net.Conn, raw bool, con *conso
 
 // run is a telnet or tcp session after connect.
 func (s *session) run(ctx context.Context, con *console) error {
-	if con != nil {
+	open := s.h.cfg.Remote.Open
+	switch {
+	case !s.interactive && open:
+		// An open tcp:// port is a clean byte stream: no banner.
+	case con != nil:
 		s.print(fmt.Sprintf("vspc-bridge: console of %s (%s)\r\n", con.req.VMName, con.req.VCUUID))
-	} else {
+	default:
 		s.print("vspc-bridge console server\r\n")
 	}
-	if s.h.cfg.Remote.Open {
+	if open {
 		s.userName = "open@" + s.ip
 	} else if err := s.login(ctx); err != nil {
 		return err
