@@ -124,22 +124,45 @@ func (h *Handler) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// auth checks the bearer token.
+// auth checks the bearer token. Without a token (loopback only, see
+// configs) it guards against web pages instead: a Host that is not a
+// loopback name or address (DNS rebinding) and a browser's cross-site
+// request (an Origin header) are refused.
 func (h *Handler) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		want := ""
 		if h.cfg.Token != nil {
-			if want := h.cfg.Token(); want != "" {
-				got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-				a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
-				if !ok || subtle.ConstantTimeCompare(a[:], b[:]) != 1 {
-					w.Header().Set("WWW-Authenticate", `Bearer realm="vspc-bridge"`)
-					writeJSON(w, http.StatusUnauthorized, ErrorBody{"admin: missing or wrong bearer token"})
-					return
-				}
+			want = h.cfg.Token()
+		}
+		if want != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+			if !ok || subtle.ConstantTimeCompare(a[:], b[:]) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="vspc-bridge"`)
+				writeJSON(w, http.StatusUnauthorized, ErrorBody{"admin: missing or wrong bearer token"})
+				return
 			}
+		} else if !loopbackHost(r.Host) || r.Header.Get("Origin") != "" {
+			writeJSON(w, http.StatusForbidden, ErrorBody{"admin: without a token only local clients may call the API (Host must be a loopback address, no Origin)"})
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// loopbackHost reports whether an HTTP Host names this machine's
+// loopback interface.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {

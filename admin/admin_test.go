@@ -488,3 +488,36 @@ func TestSessionsJoinConsoles(t *testing.T) {
 		t.Errorf("JSON %s", b)
 	}
 }
+
+// TestNoTokenLocalOnly: without a token the API answers local clients
+// only, so a web page cannot read it through DNS rebinding or post a
+// reload across sites.
+func TestNoTokenLocalOnly(t *testing.T) {
+	h := New(Config{Server: fakeServer{}, Reload: func(context.Context) ReloadResult { return ReloadResult{OK: true} }})
+	for _, c := range []struct {
+		method, host, origin string
+		want                 int
+	}{
+		{"GET", "127.0.0.1:13372", "", 200},
+		{"GET", "localhost:13372", "", 200},
+		{"GET", "[::1]:13372", "", 200},
+		{"GET", "attacker.example:13372", "", 403},
+		{"POST", "127.0.0.1:13372", "https://attacker.example", 403},
+		{"POST", "127.0.0.1:13372", "", 200},
+	} {
+		path := "/api/v1/sessions"
+		if c.method == "POST" {
+			path = "/api/v1/reload"
+		}
+		req := httptest.NewRequest(c.method, path, nil)
+		req.Host = c.host
+		if c.origin != "" {
+			req.Header.Set("Origin", c.origin)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != c.want {
+			t.Errorf("%s %s Host %s Origin %q: %d, want %d", c.method, path, c.host, c.origin, rec.Code, c.want)
+		}
+	}
+}
