@@ -2,10 +2,15 @@ package remote
 
 import (
 	"bytes"
+	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/configs"
 )
 
 // TestEscaper: the escape sequence split anywhere, partial sequences
@@ -182,5 +187,38 @@ func TestModeFor(t *testing.T) {
 		if m != tt.want || (err != nil) != tt.err {
 			t.Errorf("modeFor(%q, %q) = %v, %v", tt.right, tt.asked, m, err)
 		}
+	}
+}
+
+// TestRateLimit: failures per address and per user name block for the
+// window, on an injected clock.
+func TestRateLimit(t *testing.T) {
+	cfg, err := configs.Parse("t.toml", []byte("[vspc]\nlisten = \"127.0.0.1:1\"\n[remote]\nlogin_max_failures = 3\nlogin_window = \"1m\"\n"+
+		"[[user]]\nname = \"alice\"\npassword = \"$2a$04$ju15Okgb4JD183DCgYAvgOjrmo3FCMAAX0X4zWAu1yoTS6qJETf0q\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	a := newAuthenticator(cfg, slog.New(slog.DiscardHandler), func() time.Time { return now })
+	for range 3 {
+		if _, err := a.password("10.0.0.1", "alice", "telnet", []byte("nope")); !errors.Is(err, ErrLoginFailed) {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.password("10.0.0.1", "alice", "telnet", []byte("test")); !errors.Is(err, ErrLoginBlocked) {
+		t.Fatalf("address and name blocked: %v", err)
+	}
+	if _, err := a.password("10.0.0.2", "alice", "telnet", []byte("test")); !errors.Is(err, ErrLoginBlocked) {
+		t.Fatalf("name blocked from another address: %v", err)
+	}
+	if _, err := a.password("10.0.0.1", "bob", "telnet", []byte("x")); !errors.Is(err, ErrLoginBlocked) {
+		t.Fatalf("address blocked for another name: %v", err)
+	}
+	now = now.Add(time.Minute)
+	if u, err := a.password("10.0.0.1", "alice", "telnet", []byte("test")); err != nil || u.Name != "alice" {
+		t.Fatalf("after the window: %v", err)
+	}
+	if _, err := a.password("10.0.0.3", "mallory", "ssh", []byte("x")); !errors.Is(err, ErrLoginFailed) {
+		t.Fatalf("unknown user: %v", err)
 	}
 }
