@@ -265,6 +265,11 @@ func parseHostPattern(h string) (string, error) {
 	if p == "" {
 		return "", errors.New("empty host pattern")
 	}
+	if strings.HasPrefix(h, ".") || strings.Contains(h, "..") {
+		// An empty label can name no host (and "..", trimmed of its
+		// trailing dot, would print as a pattern that does not parse).
+		return "", fmt.Errorf("host pattern %q: empty label", h)
+	}
 	for i := 0; i < len(p); i++ {
 		c := p[i]
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("-._*?[]^!", c) >= 0) {
