@@ -26,6 +26,9 @@ type inputSource interface {
 	readInput() (inputEvent, error)
 }
 
+// userText is an error as users see it: without the package prefix.
+func userText(err error) string { return strings.TrimPrefix(err.Error(), "remote: ") }
+
 // refusal is an attach that was refused (busy, mode not allowed); the
 // user was told, and the front door carries on.
 type refusal struct{ error }
@@ -209,10 +212,10 @@ func modeFor(right string, asked string) (Mode, error) {
 	}
 	m, ok := ParseMode(asked)
 	if !ok {
-		return 0, fmt.Errorf("unknown mode %q: want rw, ro, x (exclusive) or xw (exclusive-write)", asked)
+		return 0, fmt.Errorf("remote: unknown mode %q: want rw, ro, x (exclusive) or xw (exclusive-write)", asked)
 	}
 	if m.writes() && right != configs.AccessRW {
-		return 0, fmt.Errorf("you have read-only access to this console")
+		return 0, errors.New("remote: you have read-only access to this console")
 	}
 	return m, nil
 }
@@ -223,7 +226,7 @@ func modeFor(right string, asked string) (Mode, error) {
 func (s *session) attach(ctx context.Context, c *console, mode Mode) error {
 	a := &attachment{user: s.userName, mode: mode, peer: s.peer, via: s.via, since: time.Now(), interactive: s.interactive, out: s.out, enc: s.enc}
 	if err := c.attach(a); err != nil {
-		s.refuse("[vspc-bridge: " + strings.TrimPrefix(err.Error(), "remote: ") + "]\r\n")
+		s.refuse("[vspc-bridge: " + userText(err) + "]\r\n")
 		return refusal{err}
 	}
 	why := "detached"
@@ -339,11 +342,11 @@ func find(list []*console, what string) (*console, error) {
 	}
 	switch len(hits) {
 	case 0:
-		return nil, fmt.Errorf("no console %q that you may reach", what)
+		return nil, fmt.Errorf("remote: no console %q that you may reach", what)
 	case 1:
 		return hits[0], nil
 	}
-	return nil, fmt.Errorf("%q names %d serial ports; pick one by number or as name/service", what, len(hits))
+	return nil, fmt.Errorf("remote: %q names %d serial ports; pick one by number or as name/service", what, len(hits))
 }
 
 func (s *session) printMenu(list []*console) {
@@ -405,7 +408,7 @@ func (s *session) frontDoor(ctx context.Context) error {
 		}
 		c, err := find(list, f[0])
 		if err != nil {
-			s.print(err.Error() + "\r\n")
+			s.print(userText(err) + "\r\n")
 			continue
 		}
 		var r refusal
@@ -431,7 +434,7 @@ func (s *session) attachChecked(ctx context.Context, c *console, args []string) 
 	}
 	mode, err := modeFor(right, asked)
 	if err != nil {
-		s.refuse("[vspc-bridge: " + err.Error() + "]\r\n")
+		s.refuse("[vspc-bridge: " + userText(err) + "]\r\n")
 		return refusal{err}
 	}
 	return s.attach(ctx, c, mode)

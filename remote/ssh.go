@@ -308,7 +308,7 @@ func (s *session) sshRun(ctx context.Context, target, cmd string) error {
 	c, err := find(s.reachable(), target)
 	if err != nil {
 		s.log.Warn("remote access denied", "console", target, "err", err)
-		s.refuse("vspc-bridge: " + err.Error() + "\r\n")
+		s.refuse("vspc-bridge: " + userText(err) + "\r\n")
 		return ErrNoAccess
 	}
 	return s.attachChecked(ctx, c, args)
