@@ -16,7 +16,10 @@ FUZZ_TARGETS := \
 	./configs:FuzzParseAllow \
 	./configs:FuzzNormalizeUUID \
 	./configs:FuzzParseLineSettings \
-	./devices:FuzzParseURI
+	./configs:FuzzScanKeyLines \
+	./alerts:FuzzLineAssembly \
+	./devices:FuzzParseURI \
+	./remote:FuzzEscaper
 
 .PHONY: all build run test test-unit fuzz-smoke fuzz bench lint peers clean
 

@@ -32,9 +32,10 @@ type Bridge struct {
 	log *slog.Logger
 	wg  sync.WaitGroup
 
-	mu       sync.Mutex // guards cfg, consoles and owners
+	mu       sync.Mutex // guards cfg, consoles, observer and owners
 	cfg      *configs.Config
 	consoles Consoles
+	observer Observer
 	owners   map[string]*link // device key → the link that holds it
 	closed   bool
 
@@ -56,6 +57,20 @@ func New(cfg *configs.Config, log *slog.Logger) *Bridge {
 // remote implements it).
 type Consoles interface {
 	Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Backend, error)
+}
+
+// Observer watches console traffic (package alerts). ObserveConsole must
+// not block: it is called on the forwarding path.
+type Observer interface {
+	ObserveConsole(vm, route string, fromDevice bool, p []byte)
+}
+
+// SetObserver makes links opened from now on report their traffic to o;
+// nil stops it for new links.
+func (b *Bridge) SetObserver(o Observer) {
+	b.mu.Lock()
+	b.observer = o
+	b.mu.Unlock()
 }
 
 // SetConsoles enables remote access for direction-server ports without a
@@ -91,6 +106,7 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 		initial rfc2217.Settings
 		trusted bool // from the config: connect_allow does not apply
 		via     string
+		route   string
 	)
 	if r, ok := cfg.MatchRoute(configs.RouteQuery{ServiceURI: req.ServiceURI, VMName: req.VMName, VCUUID: req.VCUUID}); ok {
 		var err error
@@ -101,6 +117,7 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 		initial = SettingsFrom(r.Settings())
 		trusted = true
 		via = "route " + r.Name
+		route = r.Name
 	} else {
 		if req.Direction != vspc.DirClient {
 			b.mu.Lock()
@@ -136,6 +153,7 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 		req:     req,
 		target:  t,
 		key:     t.Key(),
+		route:   route,
 		trusted: trusted,
 		initial: initial,
 		vm:      vm,
@@ -146,6 +164,7 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 	}
 	l.cond.L = &l.mu
 	b.mu.Lock()
+	l.observer = b.observer
 	if b.closed {
 		b.mu.Unlock()
 		return nil, errors.New("bridge closing")

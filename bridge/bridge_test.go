@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -283,5 +284,59 @@ device = "tcp://%s"
 	}
 	if c.WaitClosed(0) {
 		t.Fatal("VM connection closed")
+	}
+}
+
+type recObserver struct {
+	mu   sync.Mutex
+	from map[bool][]byte
+	vm   string
+}
+
+func (o *recObserver) ObserveConsole(vm, route string, fromDevice bool, p []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.vm = vm
+	o.from[fromDevice] = append(o.from[fromDevice], p...)
+}
+
+// TestObserverSeesTraffic: console alerts see both directions of a link.
+func TestObserverSeesTraffic(t *testing.T) {
+	remote, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remote.Close()
+	cfg, err := configs.Parse("test.toml", []byte("[vspc]\nlisten = \"127.0.0.1:0\"\n[policy]\nconnect_allow = [\"127.0.0.0/8\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bridge.New(cfg, devicetest.Logger(t))
+	obs := &recObserver{from: map[bool][]byte{}}
+	br.SetObserver(obs)
+	srv := vspc.NewServer(vspc.Config{Bridger: br, Logger: devicetest.Logger(t)})
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done; srv.Close(); br.Close() }()
+	c, err := vspctest.Dial(t.Context(), ln.Addr().String(), vm("watched", "tcp://"+remote.Addr().String(), vspc.DirClient))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc, err := remote.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	rc.Write([]byte("Kernel panic - not syncing\r\n"))
+	readFull(t, c, len("Kernel panic - not syncing\r\n"))
+	c.Write([]byte("reboot\r"))
+	readFull(t, rc, len("reboot\r"))
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if string(obs.from[true]) != "Kernel panic - not syncing\r\n" || string(obs.from[false]) != "reboot\r" || obs.vm != "watched" {
+		t.Fatalf("observer saw %q / %q for %q", obs.from[true], obs.from[false], obs.vm)
 	}
 }

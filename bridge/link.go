@@ -19,18 +19,20 @@ var ErrLinkClosed = errors.New("bridge: link closed")
 // link is the vspc.Backend of one port: the device or remote it is joined
 // to, kept open by run.
 type link struct {
-	b       *Bridge
-	req     vspc.Request
-	target  devices.Target
-	key     string
-	trusted bool
-	initial rfc2217.Settings
-	vm      vspc.Sink
-	buffer  int
-	minWait time.Duration
-	maxWait time.Duration
-	dialTO  time.Duration
-	cancel  context.CancelFunc
+	b        *Bridge
+	req      vspc.Request
+	target   devices.Target
+	key      string
+	route    string   // the route's name; "" for a service-URI target
+	observer Observer // console alerts; nil when none
+	trusted  bool
+	initial  rfc2217.Settings
+	vm       vspc.Sink
+	buffer   int
+	minWait  time.Duration
+	maxWait  time.Duration
+	dialTO   time.Duration
+	cancel   context.CancelFunc
 
 	wmu sync.Mutex // serialises writes to the device (VM data and the backlog flush)
 
@@ -199,6 +201,9 @@ func (l *link) pump(dev devices.Device) error {
 		}
 		n, err := dev.Read(buf)
 		if n > 0 {
+			if l.observer != nil {
+				l.observer.ObserveConsole(l.req.VMName, l.route, true, buf[:n])
+			}
 			if serr := l.vm.Send(buf[:n]); serr != nil {
 				return serr
 			}
@@ -218,6 +223,9 @@ func (l *link) pump(dev devices.Device) error {
 // Write implements vspc.Backend: VM data to the device, or to the
 // backlog while it is away (bounded; then it blocks).
 func (l *link) Write(p []byte) (int, error) {
+	if l.observer != nil {
+		l.observer.ObserveConsole(l.req.VMName, l.route, false, p)
+	}
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	l.mu.Lock()

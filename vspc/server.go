@@ -61,7 +61,7 @@ type Config struct {
 	IdentifyTimeout   time.Duration // DO-PROXY → VM-VC-UUID and VM-NAME; default 2s
 	MaxSessions       int           // concurrent VM connections; default 20000
 	MaxSubnegotiation int           // default 4096
-	GracePeriod       time.Duration // a detached port waits this long for its VM; default 2m
+	GracePeriod       time.Duration // a detached port waits this long for its VM; default 2m, <0 none
 	Keepalive         time.Duration // TCP keepalive period; 0 = Go default, <0 off
 	Directions        []Direction   // accepted DO-PROXY directions; nil = both
 
@@ -79,7 +79,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
+		if *d == 0 {
 			*d = v
 		}
 	}

@@ -719,3 +719,20 @@ func TestShutdownFlushes(t *testing.T) {
 		t.Fatalf("Send after shutdown: %v", err)
 	}
 }
+
+// TestNoGracePeriod: a negative grace period (config "0s") closes the port
+// and its remote as soon as the VM connection drops.
+func TestNoGracePeriod(t *testing.T) {
+	e := newEnv(t, allowLoopback, func(c *vspc.Config) { c.GracePeriod = -1 })
+	raddr, conns := rawRemote(t)
+	vm, err := vspctest.Dial(t.Context(), e.addr, vmNamed(12, vspc.DirClient, "tcp://"+raddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := accept(t, conns)
+	vm.Close()
+	remote.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := remote.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("remote not closed at once: %v", err)
+	}
+}

@@ -113,6 +113,7 @@ func newDaemon(cfg *configs.Config, log *slog.Logger, br *bridge.Bridge, srv *vs
 	ac := alerts.FromConfig(cfg)
 	ac.Logger = log
 	d.alerts = alerts.New(ac)
+	br.SetObserver(d.alerts) // console alerts see what links forward
 	d.admin = admin.New(admin.Config{
 		Server:  srv,
 		Devices: br.Devices,
