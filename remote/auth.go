@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -38,6 +39,9 @@ type authenticator struct {
 	dummy  []byte // bcrypt hash compared for unknown users (same timing)
 	fmu    sync.Mutex
 	failed map[string][]time.Time // guarded by fmu: "ip 10.0.0.1" / "user alice" → failure times within window
+
+	failures atomic.Int64 // failed logins, for Counters
+	refused  atomic.Int64 // logins refused while rate-limited
 }
 
 func newAuthenticator(cfg *configs.Config, log *slog.Logger, now func() time.Time) *authenticator {
@@ -137,6 +141,7 @@ func (a *authenticator) fail(ip, name, via, reason string) {
 		n = max(n, a.recent(k, now))
 	}
 	a.fmu.Unlock()
+	a.failures.Add(1)
 	a.log.Warn("remote login failed", "user", name, "peer_ip", ip, "via", via, "reason", reason, "recent_failures", n)
 }
 
@@ -144,6 +149,7 @@ func (a *authenticator) fail(ip, name, via, reason string) {
 // address or name is rate-limited, ErrLoginFailed otherwise.
 func (a *authenticator) password(ip, name, via string, pw []byte) (*configs.User, error) {
 	if a.isBlocked(ip, name) {
+		a.refused.Add(1)
 		a.log.Warn("remote login refused: too many failures", "user", name, "peer_ip", ip, "via", via)
 		return nil, ErrLoginBlocked
 	}
@@ -168,6 +174,7 @@ func (a *authenticator) password(ip, name, via string, pw []byte) (*configs.User
 // counts one failure for a connection whose authentication failed.
 func (a *authenticator) publicKey(ip, name string, key ssh.PublicKey) (*configs.User, error) {
 	if a.isBlocked(ip, name) {
+		a.refused.Add(1)
 		return nil, ErrLoginBlocked
 	}
 	u := a.user(name)

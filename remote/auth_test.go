@@ -148,4 +148,7 @@ login_window = "3s"`)
 	c = dialLine(t, h.telnetAddr)
 	c.login("alice", alicePW)
 	c.expect("console> ")
+	if n := h.hub.Counters(); n.LoginFailures != 4 || n.LoginsRefused < 2 || n.Logins != 1 {
+		t.Fatalf("counters %+v", n)
+	}
 }

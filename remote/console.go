@@ -166,6 +166,7 @@ func (c *console) Write(p []byte) (int, error) {
 		c.logw.write(p)
 	}
 	for _, a := range dropped {
+		c.h.dropped.Add(1)
 		c.log.Warn("remote client dropped: too slow", "user", a.user, "peer", a.peer, "via", a.via, "client_queue", int64(c.h.cfg.Remote.ClientQueue))
 		c.detach(a, "dropped: too slow")
 	}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -48,6 +49,9 @@ type Hub struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the hub starts
 	sem    chan struct{}  // one token per remote connection (max_sessions)
+
+	logins  atomic.Int64 // successful logins
+	dropped atomic.Int64 // clients dropped for falling behind
 
 	mu        sync.Mutex // guards the fields below
 	closed    bool
@@ -325,6 +329,24 @@ func (h *Hub) Serve(ctx context.Context) error {
 		return ctx.Err()
 	}
 	return ErrClosed
+}
+
+// Counters are cumulative event counts, for status and metrics.
+type Counters struct {
+	Logins         int64 // successful logins (telnet, SSH)
+	LoginFailures  int64 // wrong password, unknown user, no accepted key
+	LoginsRefused  int64 // attempts refused while rate-limited
+	ClientsDropped int64 // clients that fell more than client_queue behind
+	Sessions       int   // remote connections open now
+}
+
+// Counters returns the hub's counters.
+func (h *Hub) Counters() Counters {
+	c := Counters{Logins: h.logins.Load(), ClientsDropped: h.dropped.Load(), Sessions: len(h.sem)}
+	if h.auth != nil {
+		c.LoginFailures, c.LoginsRefused = h.auth.failures.Load(), h.auth.refused.Load()
+	}
+	return c
 }
 
 // FrontDoor is a listening front door.

@@ -177,6 +177,7 @@ func (s *session) login(ctx context.Context) error {
 		if err == nil {
 			s.user, s.userName = u, name
 			s.log = s.log.With("user", name)
+			s.h.logins.Add(1)
 			s.log.Info("remote login")
 			return nil
 		}

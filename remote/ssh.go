@@ -125,6 +125,9 @@ func (h *Hub) serveSSH(ctx context.Context, nc net.Conn) {
 		lastUser = name
 		u, err := h.auth.publicKey(ip, name, key)
 		if err != nil {
+			if errors.Is(err, ErrLoginBlocked) {
+				counted = true // refused, not a failure of its own
+			}
 			return nil, err
 		}
 		return &ssh.Permissions{Extensions: map[string]string{"method": "publickey", "user": u.Name, "pubkey-fp": ssh.FingerprintSHA256(key)}}, nil
@@ -146,6 +149,7 @@ func (h *Hub) serveSSH(ctx context.Context, nc net.Conn) {
 		return // cannot happen: authentication named this user
 	}
 	log = log.With("user", name)
+	h.logins.Add(1)
 	log.Info("remote login", "method", sc.Permissions.Extensions["method"], "key", sc.Permissions.Extensions["pubkey-fp"])
 	var wg sync.WaitGroup
 	defer wg.Wait()
