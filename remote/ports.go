@@ -144,14 +144,6 @@ func (s *portStore) assign(key, vm, service string, bind func(port int) (net.Lis
 	return nil, fmt.Errorf("remote: no free port in port_range %d-%d: all %d are assigned (state file %s)", s.lo, s.hi, s.hi-s.lo+1, s.path)
 }
 
-// lookup returns the port recorded for key.
-func (s *portStore) lookup(key string) (int, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a, ok := s.ports[key]
-	return a.Port, ok
-}
-
 func (s *portStore) saveLocked() error {
 	if s.path == "" {
 		return nil

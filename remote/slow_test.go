@@ -35,7 +35,7 @@ func TestSlowClientDropped(t *testing.T) {
 	slow.expect("attached to web-5")
 
 	// A slow SSH client: ssh runs, but nobody reads its stdout.
-	slowSSH := h.ssh(t, "alice+web-5")
+	h.ssh(t, "alice+web-5")
 	witness := h.ssh(t, "dave+web-5")
 	h.waitClients("web-5", 3)
 
@@ -50,7 +50,6 @@ func TestSlowClientDropped(t *testing.T) {
 	// (The slow ssh itself cannot exit before it has written what it
 	// buffered to its stdout, which nobody reads; the hub has closed its
 	// connection, and the test's cleanup kills it.)
-	_ = slowSSH
 	if n := h.hub.Counters().ClientsDropped; n != 2 {
 		t.Fatalf("ClientsDropped %d", n)
 	}
