@@ -73,7 +73,8 @@ type Remote struct {
 	// Escape is the escape sequence of an interactive session, in caret
 	// notation ("^E" is Ctrl-E) followed by literal characters; 1..4 bytes.
 	// The command character follows it ("." detach, "b" BREAK, "w" who,
-	// "?" help). "" disables escapes. Default "^Ec".
+	// "s" read-only, "a" read-write, "?" help). "" disables escapes.
+	// Default "^Ec".
 	Escape string `toml:"escape"`
 	// MaxClients bounds the clients attached to one console (1..1000,
 	// default 16); MaxSessions bounds all remote connections (1..100000,

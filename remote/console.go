@@ -68,9 +68,12 @@ var (
 	ErrReadOnly      = errors.New("remote: read-only")
 )
 
-// attachment is one client attached to a console.
+// attachment is one client attached to a console. mode is written under
+// console.mu (by attach and setMode) and read under it, or without it on
+// the client's own session goroutine.
 type attachment struct {
 	user        string
+	right       string // the user's access to this console: ro or rw
 	mode        Mode
 	peer        string
 	via         string
@@ -272,6 +275,37 @@ func (c *console) detach(a *attachment, why string) {
 	}
 	c.notifyLocked(a, fmt.Sprintf("%s left (%s); %d attached", a.user, why, len(c.clients)))
 	c.log.Info("remote client detached", "user", a.user, "peer", a.peer, "via", a.via, "why", why, "attached", len(c.clients))
+}
+
+// setMode switches an attached client between read-only and read-write
+// (shared), within its rights and the lock modes held by others.
+func (c *console) setMode(a *attachment, m Mode) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !slices.Contains(c.clients, a) {
+		return ErrConsoleClosed
+	}
+	if m.writes() {
+		switch {
+		case a.right != "rw":
+			return errors.New("remote: you have read-only access to this console")
+		case c.xwrite != nil && c.xwrite != a:
+			return fmt.Errorf("%w: %s holds write access exclusively", ErrConsoleBusy, c.xwrite.user)
+		}
+	}
+	if a.mode == m {
+		return nil
+	}
+	if c.excl == a {
+		c.excl = nil
+	}
+	if c.xwrite == a {
+		c.xwrite = nil
+	}
+	a.mode = m
+	c.notifyLocked(a, fmt.Sprintf("%s is now %s", a.user, m))
+	c.log.Info("remote client changed mode", "user", a.user, "peer", a.peer, "mode", m.String())
+	return nil
 }
 
 // notifyLocked tells the interactive clients other than a. c.mu held.

@@ -53,6 +53,7 @@
 //
 //	.  detach            b  send BREAK to the VM
 //	w  who is attached   ?  help
+//	s  read-only ("spy") a  read-write again (if the user may write)
 //	c  (the sequence's last byte) sends the sequence itself
 //
 // # Flow control and ownership

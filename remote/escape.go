@@ -17,6 +17,8 @@ const (
 	cmdBreak  = 'b'
 	cmdWho    = 'w'
 	cmdHelp   = '?'
+	cmdSpy    = 's' // switch to read-only (conserver's "spy")
+	cmdAttach = 'a' // switch to read-write (if the user may write)
 )
 
 // feed processes p in order: data runs go to emit (aliasing p or the

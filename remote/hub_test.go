@@ -123,12 +123,25 @@ func TestBreak(t *testing.T) {
 	sink.waitBreaks(t, 2)
 	sink.waitData(t, "xy")
 
+	// Escape s switches to read-only, a back to read-write.
+	c.nc.Write([]byte("\x05cs"))
+	c.expect("you are read-only]")
+	c.nc.Write([]byte("q"))
+	c.expect("you are read-only; input is not sent")
+	c.nc.Write([]byte("\x05ca"))
+	c.expect("you are read-write]")
+	c.nc.Write([]byte("z"))
+	sink.waitData(t, "xyz")
+
 	r := dialLine(t, addr)
 	r.login("bob", bobPW)
 	r.expect("attached to web-7 (read-only)")
 	r.nc.Write(telnet.AppendCommand(nil, telnet.BRK))
 	r.expect("read-only: BREAK not sent")
 	sink.waitBreaks(t, 2)
+	r.nc.Write([]byte("\x05ca"))
+	r.expect("you have read-only access to this console")
+	c.expect("bob joined (read-only")
 }
 
 // TestSSHPtyEscapes: OpenSSH with a pty (in tmux): the console escape

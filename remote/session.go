@@ -225,7 +225,8 @@ func modeFor(right string, asked string) (Mode, error) {
 // console or connection goes away, or the client is dropped (error). A
 // refused attach is told to the user and returns nil.
 func (s *session) attach(ctx context.Context, c *console, mode Mode) error {
-	a := &attachment{user: s.userName, mode: mode, peer: s.peer, via: s.via, since: time.Now(), interactive: s.interactive, out: s.out, enc: s.enc}
+	right, _ := s.right(c)
+	a := &attachment{user: s.userName, right: right, mode: mode, peer: s.peer, via: s.via, since: time.Now(), interactive: s.interactive, out: s.out, enc: s.enc}
 	if err := c.attach(a); err != nil {
 		s.refuse("[vspc-bridge: " + userText(err) + "]\r\n")
 		return refusal{err}
@@ -293,6 +294,17 @@ func (s *session) attach(ctx context.Context, c *console, mode Mode) error {
 				}
 			case cmdWho:
 				s.print("\r\n[vspc-bridge: attached: " + c.who() + "]\r\n")
+			case cmdSpy, cmdAttach:
+				m := ModeReadOnly
+				if cmd == cmdAttach {
+					m = ModeShared
+				}
+				if err := c.setMode(a, m); err != nil {
+					s.print("\r\n[vspc-bridge: " + userText(err) + "]\r\n")
+				} else {
+					warnedRO = false
+					s.print(fmt.Sprintf("\r\n[vspc-bridge: you are %s]\r\n", m))
+				}
 			default:
 				s.print(s.escapeHelp())
 			}
@@ -315,7 +327,7 @@ func (s *session) escapeHelp() string {
 	}
 	e := escapeName(s.h.escape)
 	last := escapeName(s.h.escape[len(s.h.escape)-1:])
-	return fmt.Sprintf("\r\n[vspc-bridge: escape commands: %s. detach, %sb send BREAK, %sw who is attached, %s%s send %s itself, %s? this help]\r\n", e, e, e, e, last, e, e)
+	return fmt.Sprintf("\r\n[vspc-bridge: escape commands: %s. detach, %sb send BREAK, %sw who is attached, %ss read-only, %sa read-write, %s%s send %s itself, %s? this help]\r\n", e, e, e, e, e, e, last, e, e)
 }
 
 // reachable lists the consoles the session's user may reach, by VM name.
