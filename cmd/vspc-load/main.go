@@ -27,6 +27,8 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -150,6 +152,16 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
+// quietGC collects now and turns this process's collector off until the
+// returned func is called, so that the load tool's own GC pauses do not
+// show up in a measured window (its heap is large: a 32 KiB buffer per
+// simulated connection). Memory is plentiful for a few seconds of it.
+func quietGC() (restore func()) {
+	runtime.GC()
+	old := debug.SetGCPercent(-1)
+	return func() { debug.SetGCPercent(old) }
+}
+
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
 }
@@ -192,11 +204,13 @@ func (l *loader) phaseIdle(ctx context.Context) error {
 	}
 	// The burst: every VM dials at the same instant.
 	burst := min(o.burst, n)
+	restore := quietGC()
 	bt0, _ := cpuTicks(pid)
 	st0, _ := cpuTicks(os.Getpid())
 	start := time.Now()
 	bp, btimes, berr := establish(ctx, burst, burst, dial)
 	wall := time.Since(start)
+	restore()
 	bt1, _ := cpuTicks(pid)
 	st1, _ := cpuTicks(os.Getpid())
 	l.r.burstCPUBridge = time.Duration(bt1-bt0) * time.Second / clkTck
@@ -304,9 +318,11 @@ func (l *loader) phaseRemote(ctx context.Context) error {
 			break
 		}
 		logf("remote: vMotion storm %d: %d VMs, %.0f/s in total (0: back to back) for %v with data flowing", k+1, len(movers), rate, o.vmotionDur)
+		restore := quietGC()
 		t0, _ := cpuTicks(pid)
 		st := storm(ctx, movers, o.vmotionDur, o.dataEvery, rate)
 		t1, _ := cpuTicks(pid)
+		restore()
 		st.cpu = float64(t1-t0) / clkTck / st.elapsed.Seconds()
 		st.paced = rate
 		l.r.storms = append(l.r.storms, &st)
@@ -351,7 +367,9 @@ func (l *loader) traffic(ctx context.Context, name string, ps []*pair, pid int) 
 	if len(ps) < need {
 		return tf, fmt.Errorf("vspc-load: %s: %d pairs, need %d for latency and throughput", name, len(ps), need)
 	}
+	restore := quietGC()
 	rtt, err := latency(ps[:o.lat], o.latRate, o.latDur)
+	restore()
 	tf.rtt, tf.latErr = rtt, err
 	logf("%s: RTT at %d sessions × %d/s: %d samples, p50 %v p99 %v err=%v", name, o.lat, o.latRate, len(rtt), rtt.pct(.5), rtt.pct(.99), err)
 	if err != nil {
@@ -365,9 +383,11 @@ func (l *loader) traffic(ctx context.Context, name string, ps []*pair, pid int) 
 		if toVM {
 			f.w, f.r = p.remote, p.vm
 		}
+		restore := quietGC()
 		t0, _ := cpuTicks(pid)
 		st := throughput([]*flow{f}, o.tputDur, 10*time.Second)
 		t1, _ := cpuTicks(pid)
+		restore()
 		return st, float64(t1-t0) / clkTck / st.elapsed.Seconds()
 	}
 	tf.oneToVM, tf.cpuOneToVM = one(ps[0], true)
@@ -383,6 +403,8 @@ func (l *loader) traffic(ctx context.Context, name string, ps []*pair, pid int) 
 		toVM = append(toVM, &flow{w: p.remote, r: p.vm})
 		toRem = append(toRem, &flow{w: p.vm, r: p.remote})
 	}
+	restore = quietGC()
+	defer restore()
 	t0, _ := cpuTicks(pid)
 	done := make(chan flowStats, 1)
 	go func() { done <- throughput(toVM, o.tputDur, 10*time.Second) }()
@@ -460,7 +482,9 @@ func (l *loader) phaseDirect(ctx context.Context) error {
 	if len(ok) == 0 {
 		return fmt.Errorf("vspc-load: direct: no connection: %v", err)
 	}
+	restore := quietGC()
 	rtt, lerr := latency(ok, o.latRate, o.latDur)
+	restore()
 	l.r.directRTT = rtt
 	logf("direct: RTT at %d sessions × %d/s: p50 %v p99 %v err=%v", len(ok), o.latRate, rtt.pct(.5), rtt.pct(.99), lerr)
 	return nil
