@@ -16,11 +16,15 @@
 //	relay   the same traffic through the plain relay.
 //	direct  the latency test with no relay at all (the added-latency base).
 //
-// Usage: go run ./cmd/vspc-load [flags]   (from the module root)
+// Usage: go run ./cmd/vspc-load [flags]   (from the module root, or
+// -bridge-bin with a built bridge). "vspc-load relay -target ADDR" is the
+// relay subprocess the tool starts for its baseline. The run fails when a
+// byte was lost, duplicated or corrupted.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -45,6 +49,9 @@ func main() {
 		err = runRelay(os.Args[2:])
 	} else {
 		err = run(ctx, os.Args[1:], os.Stdout)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -172,8 +179,6 @@ type loader struct {
 	run  uint32
 	net8 int
 	r    *report
-	// figures kept for the relay ratios and the added latency
-	bridgeLat, relayLat, directLat durations
 }
 
 const remotePort = 21000 // remote listeners: 127.<net8+1>.x.y:21000
@@ -347,16 +352,15 @@ func (l *loader) phaseRemote(ctx context.Context) error {
 // trafficFigures are the figures measured the same way on the bridge and
 // on the relay.
 type trafficFigures struct {
-	pairs                      int
-	rtt                        durations
-	oneToVM, oneToRem          flowStats
-	aggToVM, aggToRem          flowStats
-	cpuOneToVM, cpuOneToRem    float64
-	cpuAgg                     float64
-	rssPerPair                 float64
-	ran                        bool
-	latErr                     error
-	tputToVMErr, tputToRemErrr error
+	pairs                   int
+	rtt                     durations
+	oneToVM, oneToRem       flowStats
+	aggToVM, aggToRem       flowStats
+	cpuOneToVM, cpuOneToRem float64
+	cpuAgg                  float64
+	rssPerPair              float64
+	ran                     bool
+	latErr                  error
 }
 
 // traffic runs latency and throughput on ps (disjoint slices of it).
