@@ -325,6 +325,19 @@ func wanted(cfg *configs.Config) []*boundListener {
 	return w
 }
 
+// listen binds addr with [vspc] keepalive applied to every accepted
+// connection by the listener itself (ESXi detects a dead proxy by
+// keepalive too; notes esxi-wire.md §4.4), so accepting costs no extra
+// setsockopt calls per connection.
+func (d *daemon) listen(cfg *configs.Config, addr string) (net.Listener, error) {
+	ka := net.KeepAliveConfig{Enable: false}
+	if k := cfg.VSPC.Keepalive.Duration; k > 0 {
+		ka = net.KeepAliveConfig{Enable: true, Idle: k, Interval: max(k/5, time.Second), Count: 5}
+	}
+	lc := net.ListenConfig{KeepAliveConfig: ka}
+	return lc.Listen(context.Background(), "tcp", addr)
+}
+
 // bind opens the listeners of p.cfg whose address (or TLS mode) differs
 // from the running ones in old. A new address on the port an old listener
 // holds is bound after closing the old one. On error every step is undone.
@@ -337,14 +350,14 @@ func (d *daemon) bind(p *prepared, old map[string]*boundListener) error {
 			keep[w.kind] = true
 			continue
 		}
-		ln, err := net.Listen("tcp", w.addr)
+		ln, err := d.listen(p.cfg, w.addr)
 		if err != nil && o != nil && samePort(o.addr, w.addr) {
 			// The old listener holds the port: let go of it first, and
 			// take it back if the new address cannot be bound or the
 			// reload is rejected later.
 			o.retire(o.kind != kindAdmin)
 			reopen := func() {
-				back, err := net.Listen("tcp", o.addr)
+				back, err := d.listen(d.cfg, o.addr)
 				if err != nil {
 					d.log.Error("listener lost: cannot re-open it after a rejected reload", "kind", o.kind, "addr", o.addr, "err", err)
 					delete(d.lns, o.kind)
@@ -354,7 +367,7 @@ func (d *daemon) bind(p *prepared, old map[string]*boundListener) error {
 				d.lns[o.kind] = nb
 				d.serveListener(nb)
 			}
-			if ln, err = net.Listen("tcp", w.addr); err != nil {
+			if ln, err = d.listen(p.cfg, w.addr); err != nil {
 				reopen()
 			} else {
 				p.rollback = append(p.rollback, reopen)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -124,5 +125,66 @@ func TestCheckConfigAudit(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "OK") || !strings.Contains(out.String(), "DC0_H0_VM0") {
 		t.Fatalf("expected the config verdict and the audit table:\n%s", out.String())
+	}
+}
+
+// TestServeRemoteAccess: with [remote] enabled, a direction-server VM
+// without a route gets a console listener on the port its service URI
+// names, and a remote system reaches the VM through it.
+func TestServeRemoteAccess(t *testing.T) {
+	free := func() string {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	addr, console := free(), free()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.toml")
+	os.WriteFile(cfg, []byte("[vspc]\nlisten = \""+addr+"\"\n[remote]\nenabled = true\nbind = \"127.0.0.1\"\nopen = true\nstate_file = \""+filepath.Join(dir, "ports.json")+"\"\nssh_host_keys = [\""+filepath.Join(dir, "ssh_host_ed25519_key")+"\"]\n"), 0o644)
+	ctx, cancel := context.WithCancel(t.Context())
+	var out, errb bytes.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"serve", "-config", cfg}, nil, &out, &errb) }()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("serve did not stop")
+		}
+	}()
+	var vm *vspctest.Conn
+	var err error
+	for range 100 {
+		vm, err = vspctest.Dial(t.Context(), addr, vspctest.VM{Name: "console-vm", VCUUID: "50000000-0000-0000-0000-000000000002", Direction: vspc.DirServer, ServiceURI: "tcp://" + console})
+		if err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	defer vm.Close()
+	user, err := net.Dial("tcp", console)
+	if err != nil {
+		t.Fatalf("console listener: %v\n%s", err, errb.String())
+	}
+	defer user.Close()
+	user.Write([]byte("hello vm\r"))
+	got := make([]byte, len("hello vm\r"))
+	if _, err := io.ReadFull(vm, got); err != nil || string(got) != "hello vm\r" {
+		t.Fatalf("VM got %q %v", got, err)
+	}
+	vm.Write([]byte("login: "))
+	user.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 256)
+	var seen []byte
+	for !bytes.Contains(seen, []byte("login: ")) {
+		n, err := user.Read(buf)
+		if err != nil {
+			t.Fatalf("user got %q, %v", seen, err)
+		}
+		seen = append(seen, buf[:n]...)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/bridge"
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/remote"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
@@ -77,7 +79,6 @@ func vspcConfig(cfg *configs.Config, br vspc.Bridger, log *slog.Logger) vspc.Con
 		MaxSessions:       cfg.VSPC.MaxSessions,
 		MaxSubnegotiation: cfg.VSPC.MaxSubnegotiation,
 		GracePeriod:       cfg.VSPC.GracePeriod.Duration,
-		Keepalive:         cfg.VSPC.Keepalive.Duration,
 		VMotionDisabled:   !cfg.VMotion.Enabled,
 		Buffer:            int(cfg.VMotion.Buffer),
 		FlushTimeout:      cfg.VMotion.FlushTimeout.Duration,
@@ -88,9 +89,6 @@ func vspcConfig(cfg *configs.Config, br vspc.Bridger, log *slog.Logger) vspc.Con
 	}
 	if vc.GracePeriod == 0 {
 		vc.GracePeriod = -1 // "0 disables": close the port at once
-	}
-	if vc.Keepalive == 0 {
-		vc.Keepalive = -1
 	}
 	for _, d := range cfg.Policy.Directions {
 		switch d {
@@ -118,12 +116,24 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 		opts.version = version
 	}
 	d := newDaemon(cfg, log, br, srv, opts)
-	// Console alerts: d.alerts matches what it is fed. The forwarding path
-	// feeds it through alerts.Matcher.ObserveConsole (VM→device in the
-	// link's Write, device→VM in its pump) once the bridge has the hook.
-	if err := d.start(); err != nil {
+	// Remote access (direction-server VMs without a device route): the
+	// hub's per-VM listeners and front doors; off unless [remote] enabled.
+	hub, err := remote.New(cfg, log)
+	if err != nil {
 		return err
 	}
+	if cfg.Remote.Enabled {
+		br.SetConsoles(hub)
+	}
+	d.consoles = hub.Consoles
+	d.setUsers = hub.SetUsers
+	if err := d.start(); err != nil {
+		hub.Close()
+		return err
+	}
+	hctx, hcancel := context.WithCancel(context.Background())
+	hubDone := make(chan error, 1)
+	go func() { hubDone <- hub.Serve(hctx) }()
 	st := d.status()
 	var vmAddr string
 	for _, l := range st.Listeners {
@@ -142,10 +152,19 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 	printHints(stdout, cfg, vmAddr)
 
 	serveErr := d.run(ctx)
+	select {
+	case err := <-hubDone: // a front door failed to bind
+		if err != nil && serveErr == nil && !errors.Is(err, context.Canceled) {
+			serveErr = fmt.Errorf("remote access: %w", err)
+		}
+	default:
+	}
 	log.Info("shutting down: no new connections; flushing data in flight")
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
+	hcancel()
+	hub.Close()
 	br.Close()
 	d.shutdown()
 	log.Info("stopped")
