@@ -63,7 +63,7 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./rfc2217/telnet
 	$(GO) test -run '^$$' -bench 'IdlePorts' -benchtime 2000x ./vspc
-	$(GO) test -run '^$$' -bench 'ThroughputOneSession|VMotionSwitchover' -benchtime 2s ./vspc
+	$(GO) test -run '^$$' -bench 'ThroughputOneSession|VMotionSwitchover|RoundTrip' -benchtime 2s ./vspc
 	$(GO) test -run '^$$' -bench 'HandshakeBurst' -benchtime 5x ./vspc
 	VSPC_HEAVY=1 $(GO) test -count=1 -timeout 5m -run 'TestFault' ./vspc
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vspc-bridge

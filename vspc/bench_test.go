@@ -420,3 +420,47 @@ func BenchmarkVMotionSwitchover(b *testing.B) {
 	b.ReportMetric(float64(sw[len(sw)*99/100])/float64(time.Millisecond), "switch-ms-p99")
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "vmotions/s")
 }
+
+// pingPong: the VM writes 16 bytes, the remote echoes them, the VM reads
+// them back; b.N round trips.
+func pingPong(b *testing.B, vm io.ReadWriter, remote net.Conn) {
+	go func() {
+		buf := make([]byte, 256)
+		for {
+			n, err := remote.Read(buf)
+			if n > 0 {
+				if _, err := remote.Write(buf[:n]); err != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	out := counterChunk(0, 4)
+	in := make([]byte, len(out))
+	b.ResetTimer()
+	for range b.N {
+		if _, err := vm.Write(out); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(vm, in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRoundTrip is one small write echoed by the remote, through the
+// bridge and through a plain relay; the difference is the bridge's added
+// latency on an idle machine (cmd/vspc-load measures it at 1,000 sessions).
+func BenchmarkRoundTrip(b *testing.B) {
+	b.Run("bridge", func(b *testing.B) {
+		vm, r := benchPair(b, newBenchEnv(b, "200ms", nil), 1)
+		pingPong(b, vm, r)
+	})
+	b.Run("relay", func(b *testing.B) {
+		vm, r := relayPair(b)
+		pingPong(b, vm, r)
+	})
+}
