@@ -27,7 +27,7 @@ var (
 	descVMotions    = desc("vmotions_total", "vMotion hand-overs by outcome (completed, aborted, notnow, bad_secret, timed_out).", "outcome")
 	descAccepted    = desc("connections_accepted_total", "Telnet connections accepted from ESXi hosts.")
 	descRefused     = desc("connections_refused_total", "VM serial ports refused with WONT-PROXY (no route, connect_allow, direction, device in use).")
-	descHandshake   = desc("handshake_failures_total", "ESXi connections that ended before the proxy handshake completed (timeout, protocol error, connection lost).")
+	descHandshake   = desc("handshake_failures_total", "ESXi connections that ended before the proxy handshake completed, by reason (timeout, protocol_error, connection_lost, bad_peer).", "reason")
 	descVMReconn    = desc("vm_reconnects_total", "VM connections that re-attached to an existing port (after a drop or a bridge restart).")
 	descAlerts      = desc("alerts_total", "Console alerts raised (after the per-VM rate limit), by rule.", "rule")
 	descAlertSupp   = desc("alerts_suppressed_total", "Console alert matches dropped by the per-VM rate limit.")
@@ -160,7 +160,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(descAccepted, float64(k.Accepted))
 	counter(descRefused, float64(k.Refused))
-	counter(descHandshake, float64(k.HandshakeFailures))
+	for _, r := range []struct {
+		name string
+		v    int64
+	}{{"timeout", k.HandshakeTimeouts}, {"protocol_error", k.HandshakeErrors}, {"connection_lost", k.HandshakeLost}, {"bad_peer", k.HandshakeBadPeer}} {
+		counter(descHandshake, float64(r.v), r.name)
+	}
 	counter(descVMReconn, float64(k.Reconnects))
 
 	if c.cfg.Alerts != nil {

@@ -120,7 +120,7 @@ func (c *vmConn) run(ctx context.Context) {
 	c.out = c.openingOffers(c.out[:0])
 	if err := c.flush(); err != nil {
 		c.logger().Debug("VM connection lost during handshake", "err", err)
-		c.srv.count(func(k *Counters) { k.HandshakeFailures++ })
+		c.srv.count(func(k *Counters) { k.HandshakeFailures++; k.HandshakeLost++ })
 		return
 	}
 	rb := readBuf{pool: &c.srv.bufs}
@@ -184,7 +184,7 @@ func (c *vmConn) onDeadline() bool {
 			what = "DO-PROXY not completed"
 		}
 		c.logger().Warn("handshake timeout: closing VM connection", "reason", what, "handshake_timeout", c.srv.cfg.HandshakeTimeout)
-		c.srv.count(func(k *Counters) { k.HandshakeFailures++ })
+		c.srv.count(func(k *Counters) { k.HandshakeFailures++; k.HandshakeTimeouts++ })
 		c.ended(nil)
 		return false
 	}
@@ -222,7 +222,8 @@ func (c *vmConn) fail(err error) {
 	}
 	c.logger().Warn("closing VM connection: protocol error", "vm", c.ident.name, "vc_uuid", c.ident.vcUUID, "err", err)
 	if c.port.Load() == nil {
-		c.srv.count(func(k *Counters) { k.HandshakeFailures++ })
+		c.srv.count(func(k *Counters) { k.HandshakeFailures++; k.HandshakeErrors++ })
+		c.role.Store(uint32(roleRefused)) // counted: not again as lost
 	}
 	c.ended(err)
 }
@@ -234,8 +235,9 @@ func (c *vmConn) ended(err error) {
 	}
 	if p := c.port.Load(); p != nil {
 		p.connGone(c, err)
-	} else if c.req == nil && err != nil && !errors.Is(err, net.ErrClosed) {
-		c.logger().Debug("VM connection ended before DO-PROXY", "err", err)
+	} else if connRole(c.role.Load()) == roleHandshake && err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, context.Canceled) {
+		c.logger().Debug("VM connection ended before the handshake completed", "err", err)
+		c.srv.count(func(k *Counters) { k.HandshakeFailures++; k.HandshakeLost++ })
 	}
 }
 

@@ -62,7 +62,6 @@ type Config struct {
 	MaxSessions       int           // concurrent VM connections; default 20000
 	MaxSubnegotiation int           // default 4096
 	GracePeriod       time.Duration // a detached port waits this long for its VM; default 2m, <0 none
-	Keepalive         time.Duration // TCP keepalive period; 0 = Go default, <0 off
 	Directions        []Direction   // accepted DO-PROXY directions; nil = both
 
 	VMotionDisabled bool          // answer every VMOTION-BEGIN with NOTNOW
@@ -141,7 +140,11 @@ type Server struct {
 type Counters struct {
 	Accepted          int64
 	Refused           int64 // WONT-PROXY
-	HandshakeFailures int64
+	HandshakeFailures int64 // the sum of the four below
+	HandshakeTimeouts int64 // no DO-PROXY / VMOTION-PEER within the handshake timeout
+	HandshakeErrors   int64 // malformed telnet, oversized or broken subnegotiation
+	HandshakeLost     int64 // the host closed the connection before the handshake ended
+	HandshakeBadPeer  int64 // VMOTION-PEER with a wrong secret or unknown sequence
 	VMotionsCompleted int64
 	VMotionsAborted   int64
 	VMotionsNotNow    int64
@@ -222,10 +225,6 @@ func (s *Server) accept(nc net.Conn) {
 		s.log.Warn("connection refused: too many sessions", "peer", nc.RemoteAddr(), "max_sessions", s.cfg.MaxSessions)
 		nc.Close()
 		return
-	}
-	if tc, ok := nc.(*net.TCPConn); ok && s.cfg.Keepalive >= 0 {
-		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: s.cfg.Keepalive, Interval: s.cfg.Keepalive / 5, Count: 5})
-		tc.SetNoDelay(true)
 	}
 	c := newConn(s, nc)
 	s.mu.Lock()

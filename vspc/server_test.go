@@ -736,3 +736,28 @@ func TestNoGracePeriod(t *testing.T) {
 		t.Fatalf("remote not closed at once: %v", err)
 	}
 }
+
+// TestHandshakeFailureReasons: each failure is counted under its reason.
+func TestHandshakeFailureReasons(t *testing.T) {
+	e := newEnv(t, allowLoopback, func(c *vspc.Config) { c.HandshakeTimeout = 300 * time.Millisecond; c.MaxSubnegotiation = 64 })
+	idle := rawConn(t, e.addr)
+	bad := rawConn(t, e.addr)
+	bad.Write(append([]byte{0xff, 0xfa, 0xe8, 0x46}, bytes.Repeat([]byte{'a'}, 100)...))
+	lost := rawConn(t, e.addr)
+	readUntil(lost, []byte{0xff, 0xfd, 0xe8}, time.Second)
+	lost.Close()
+	closedByPeer(idle, 3*time.Second)
+	closedByPeer(bad, 3*time.Second)
+	deadline := time.Now().Add(3 * time.Second)
+	var k vspc.Counters
+	for time.Now().Before(deadline) {
+		k = e.srv.Counters()
+		if k.HandshakeTimeouts == 1 && k.HandshakeErrors == 1 && k.HandshakeLost == 1 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if k.HandshakeTimeouts != 1 || k.HandshakeErrors != 1 || k.HandshakeLost != 1 || k.HandshakeFailures != 3 {
+		t.Fatalf("counters %+v", k)
+	}
+}

@@ -282,6 +282,8 @@ func (c *vmConn) vmotionPeer(payload []byte) error {
 	m, seqOnly := s.lookupPeerLocked(payload)
 	if m == nil {
 		s.counters.VMotionsBadSecret++
+		s.counters.HandshakeFailures++
+		s.counters.HandshakeBadPeer++
 		s.mu.Unlock()
 		attrs := []any{"security", true, "new_peer", c.nc.RemoteAddr().String(), "len", len(payload)}
 		if seqOnly != nil {
