@@ -298,7 +298,7 @@ func TestSessionsAndMetricsDuringVMotion(t *testing.T) {
 		{"vspc_bridge_ports", []string{"state=vmotion"}, 0},
 		{"vspc_bridge_devices", []string{"state=up"}, 2},
 		{"vspc_bridge_device_reconnects_total", nil, 0},
-		{"vspc_bridge_connections_accepted_total", nil, 4}, // 2 VMs, 1 destination, 1 impostor
+		{"vspc_bridge_connections_accepted_total", nil, 4},                       // 2 VMs, 1 destination, 1 impostor
 		{"vspc_bridge_handshake_failures_total", []string{"reason=bad_peer"}, 1}, // the impostor
 		{"vspc_bridge_handshake_failures_total", []string{"reason=timeout"}, 0},
 		{"vspc_bridge_handshake_failures_total", []string{"reason=protocol_error"}, 0},

@@ -71,7 +71,9 @@ type Device struct {
 	LastError  string `json:"last_error"` // why it is down
 	Connects   int    `json:"connects"`
 	Reconnects int    `json:"reconnects"`
-	Backlog    int    `json:"backlog"` // bytes from the VM waiting for the device
+	Backlog    int    `json:"backlog"`            // bytes from the VM waiting for the device
+	Settings   string `json:"settings,omitempty"` // line settings the guest set (RFC 2217)
+	Mismatch   string `json:"mismatch,omitempty"` // settings the guest asked for that the device cannot take
 }
 
 // RemoteUser is a remote client attached to a VM console.
@@ -167,6 +169,7 @@ func deviceFrom(d bridge.DeviceStatus) Device {
 	return Device{
 		VM: d.VMName, VCUUID: d.VCUUID, ServiceURI: d.ServiceURI, URI: d.Device, Via: via,
 		State: d.State, LastError: d.LastErr, Connects: d.Connects, Reconnects: d.Reconnects(), Backlog: d.Backlog,
+		Settings: d.Settings, Mismatch: d.Mismatch,
 	}
 }
 

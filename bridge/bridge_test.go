@@ -22,14 +22,14 @@ import (
 )
 
 // start runs a vspc server with the real bridge on config text.
-func start(t *testing.T, toml string) (addr string, srv *vspc.Server) {
+func start(t *testing.T, toml string) (addr string, srv *vspc.Server, br *bridge.Bridge) {
 	t.Helper()
 	cfg, err := configs.Parse("test.toml", []byte(toml))
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := devicetest.Logger(t)
-	br := bridge.New(cfg, log)
+	br = bridge.New(cfg, log)
 	srv = vspc.NewServer(vspc.Config{Bridger: br, Logger: log, GracePeriod: 5 * time.Second})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -39,7 +39,7 @@ func start(t *testing.T, toml string) (addr string, srv *vspc.Server) {
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done; srv.Close(); br.Close() })
-	return ln.Addr().String(), srv
+	return ln.Addr().String(), srv, br
 }
 
 func vm(name, service string, dir vspc.Direction) vspctest.VM {
@@ -75,7 +75,7 @@ func readFull(t *testing.T, r io.Reader, n int) []byte {
 // 8-bit clean.
 func TestGuestSettingsReachLocalTTY(t *testing.T) {
 	pty := devicetest.StartSocatPTY(t)
-	addr, _ := start(t, fmt.Sprintf(`
+	addr, _, _ := start(t, fmt.Sprintf(`
 [vspc]
 listen = "127.0.0.1:0"
 [[route]]
@@ -138,7 +138,7 @@ settings = "115200 8N1"
 // changes come back to the VM as NOTIFY-MODEMSTATE.
 func TestGuestModemLinesThroughRFC2217(t *testing.T) {
 	dev := devicetest.PyRFC2217Server(t)
-	addr, _ := start(t, fmt.Sprintf(`
+	addr, _, _ := start(t, fmt.Sprintf(`
 [vspc]
 listen = "127.0.0.1:0"
 [[route]]
@@ -196,7 +196,7 @@ settings = "9600 8N1"
 func TestNPortSettingsAndOwnership(t *testing.T) {
 	pty := devicetest.StartSocatPTY(t)
 	nport := devicetest.SocatTCPServer(t, pty.B)
-	addr, _ := start(t, fmt.Sprintf(`
+	addr, _, br := start(t, fmt.Sprintf(`
 [vspc]
 listen = "127.0.0.1:0"
 [[route]]
@@ -217,6 +217,19 @@ settings = "115200 8N1"
 	}
 	if got := binary.BigEndian.Uint32(reply[1:]); got != 115200 {
 		t.Fatalf("NPort port answered baud %d, want the configured 115200", got)
+	}
+	// Status says what the guest asked for in vain (once the port is up).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		devs := br.Devices()
+		if len(devs) == 1 && devs[0].Mismatch != "" && devs[0].Settings != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status shows no settings mismatch: %+v", devs)
+		}
+		c.ComPort(ctx, baud(9600)) // ask again once the device is up
+		time.Sleep(50 * time.Millisecond)
 	}
 	other := vm("pdu-twin", "pdu-2", vspc.DirServer)
 	other.VCUUID = "50000000-0000-0000-0000-00000000beef"
@@ -245,7 +258,7 @@ settings = "115200 8N1"
 func TestDeviceKilledAndRestarted(t *testing.T) {
 	pty := devicetest.StartSocatPTY(t)
 	s2n := devicetest.StartSer2net(t, "tcp", pty.B)
-	addr, _ := start(t, fmt.Sprintf(`
+	addr, _, _ := start(t, fmt.Sprintf(`
 [vspc]
 listen = "127.0.0.1:0"
 [policy]

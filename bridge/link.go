@@ -327,13 +327,26 @@ type Status struct {
 	LastErr  string
 	Connects int
 	Backlog  int
+	Settings string // what the guest set through RFC 2217
+	Mismatch string // what the guest asked for that the device cannot take
 }
+
+// mismatcher is implemented by devices whose line settings are fixed
+// (tcp/nport/telnet): they remember what a guest asked for in vain.
+type mismatcher interface{ Mismatch() string }
 
 // Status returns the link's state.
 func (l *link) Status() Status {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return Status{Device: l.key, State: l.state, LastErr: l.lastErr, Connects: l.connects, Backlog: len(l.backlog)}
+	st := Status{Device: l.key, State: l.state, LastErr: l.lastErr, Connects: l.connects, Backlog: len(l.backlog)}
+	if l.settings != (rfc2217.Settings{}) {
+		st.Settings = l.settings.String()
+	}
+	if m, ok := l.dev.(mismatcher); ok {
+		st.Mismatch = m.Mismatch()
+	}
+	return st
 }
 
 // jitter spreads reconnects of many ports over ±20 %.

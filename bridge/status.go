@@ -23,6 +23,8 @@ type DeviceStatus struct {
 	LastErr  string // why it is down or was last lost; "" when up
 	Connects int    // successful connects so far; each after the first is a reconnect
 	Backlog  int    // bytes from the VM waiting for the device
+	Settings string // line settings the guest set through RFC 2217 ("" if none)
+	Mismatch string // settings the guest asked for that the device cannot take (tcp/nport/telnet), if any
 }
 
 // Reconnects is how many times the device was connected again after the
@@ -65,6 +67,8 @@ func (l *link) deviceStatus() DeviceStatus {
 		LastErr:    st.LastErr,
 		Connects:   st.Connects,
 		Backlog:    st.Backlog,
+		Settings:   st.Settings,
+		Mismatch:   st.Mismatch,
 	}
 }
 

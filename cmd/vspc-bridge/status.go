@@ -318,6 +318,12 @@ func printSession(w io.Writer, now time.Time, s admin.Session) {
 		if d.LastError != "" {
 			row("device error", "%s", d.LastError)
 		}
+		if d.Settings != "" {
+			row("guest line settings", "%s", d.Settings)
+		}
+		if d.Mismatch != "" {
+			row("settings mismatch", "%s", d.Mismatch)
+		}
 	} else {
 		row("device", "none")
 	}
