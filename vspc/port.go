@@ -54,6 +54,7 @@ type Port struct {
 	vmotions int
 	lastMig  *HandOver
 	flushed  chan struct{} // closed when the queue drains; nil when nobody waits
+	trim     *time.Timer   // drops a large drained queue buffer after a quiet second
 }
 
 // HandOver describes a finished vMotion hand-over.
@@ -260,7 +261,9 @@ func (p *Port) writer() {
 		if p.head == len(p.q) {
 			p.q, p.head = p.q[:0], 0
 			if cap(p.q) > 64<<10 {
-				p.q = nil // an idle port holds no large buffer
+				// Keep it while data keeps coming: growing it again for
+				// every chunk cost a busy port a quarter of its CPU.
+				p.trimLaterLocked()
 			}
 		} else if p.head > cap(p.q)/2 && len(p.q)-p.head < 64<<10 {
 			p.q = append(p.q[:0], p.q[p.head:]...)
@@ -276,6 +279,23 @@ func (p *Port) writer() {
 		}
 		p.mu.Unlock()
 	}
+}
+
+// trimLaterLocked gives a large, drained queue buffer back once the port
+// has been quiet for a second: an idle port holds no large buffer.
+// Caller holds p.mu.
+func (p *Port) trimLaterLocked() {
+	if p.trim != nil {
+		p.trim.Reset(time.Second)
+		return
+	}
+	p.trim = time.AfterFunc(time.Second, func() {
+		p.mu.Lock()
+		if p.head == len(p.q) && !p.writing && cap(p.q) > 64<<10 {
+			p.q, p.head = nil, 0
+		}
+		p.mu.Unlock()
+	})
 }
 
 // wholeCommands returns the length of the longest prefix of buf[:w]
@@ -434,6 +454,9 @@ func (p *Port) close(reason string) {
 	close(p.done)
 	if p.grace != nil {
 		p.grace.Stop()
+	}
+	if p.trim != nil {
+		p.trim.Stop()
 	}
 	m := p.mig
 	active := p.active
