@@ -1,8 +1,10 @@
 package vc
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -17,6 +19,8 @@ import (
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vspc-bridge/vspc-bridge/configs"
 )
 
 // BackingKind names a VirtualSerialPort backing.
@@ -134,10 +138,21 @@ func Audit(ctx context.Context, c *vim25.Client, b Bridge, opts Options) (*Repor
 	return r, nil
 }
 
-// bridgeAddr is the bridge's proxy URIs, parsed once.
+// bridgeAddr is the bridge's proxy URIs and TLS certificate, read once.
 type bridgeAddr struct {
-	uri string     // the default, ProxyURIs()[0]
-	eps []endpoint // every URI the bridge accepts VMs on
+	// uri is what provision writes by default: ProxyURIs()[0], or, when
+	// the bridge has a TLS certificate, its first telnets:// URI with the
+	// certificate pinned (configs.TelnetsURI).
+	uri  string
+	eps  []endpoint  // every URI the bridge accepts VMs on
+	tls  *endpoint   // the telnets:// listener uri names; nil without a certificate
+	cert *bridgeCert // nil: the bridge has no TLS certificate
+}
+
+// bridgeCert is what the audit needs of the bridge's TLS certificate.
+type bridgeCert struct {
+	thumbprint string // configs.Thumbprint form: "AB:CD:…"
+	selfSigned bool
 }
 
 func parseBridge(b Bridge) (bridgeAddr, error) {
@@ -156,7 +171,51 @@ func parseBridge(b Bridge) (bridgeAddr, error) {
 		}
 		br.eps = append(br.eps, ep)
 	}
+	cert, err := b.TLSCert()
+	if err != nil {
+		return bridgeAddr{}, err
+	}
+	if cert != nil {
+		br.cert = &bridgeCert{thumbprint: configs.Thumbprint(cert.Raw), selfSigned: selfSigned(cert)}
+		if i := slices.IndexFunc(br.eps, func(ep endpoint) bool { return ep.Scheme == "telnets" }); i >= 0 {
+			br.tls = &br.eps[i]
+			br.uri = configs.TelnetsURI(br.tls.hostPort(), br.cert.thumbprint)
+		}
+	}
 	return br, nil
+}
+
+// selfSigned reports whether c is issued by itself and signed with its own key.
+// (Not CheckSignatureFrom: that also demands c be a CA, which gen-cert's
+// certificate is not.)
+func selfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
+}
+
+// pin adds the bridge's certificate thumbprint to a proxy URI that names the
+// bridge's telnets:// listener and pins nothing. ok is false when uri is left
+// as it is: no certificate, not the bridge's TLS listener, or already pinned.
+func (br bridgeAddr) pin(uri string) (pinned string, ok bool) {
+	if br.cert == nil {
+		return uri, false
+	}
+	ep, err := parseEndpoint(uri)
+	if err != nil || ep.Scheme != "telnets" {
+		return uri, false
+	}
+	if l, ok, _ := br.match(ep); !ok || l.Scheme != "telnets" {
+		return uri, false
+	}
+	if _, has := configs.URIThumbprint(uri); has {
+		return uri, false
+	}
+	sep := "#"
+	if u := strings.TrimSuffix(uri, "#"); strings.Contains(u, "#") {
+		sep = "&"
+	} else {
+		uri = u
+	}
+	return uri + sep + "thumbprint=" + br.cert.thumbprint, true
 }
 
 // match finds the bridge listener a VM's proxy endpoint names. tls reports
@@ -239,6 +298,8 @@ func (a *auditor) checkPort(vm *VM, p *Port) []*Problem {
 		case ep.Scheme == "telnet" && l.Scheme == "telnets":
 			add(CodeProxyTLS, fix,
 				"proxy URI %s is plain telnet but the bridge expects TLS on %s: the connection fails", p.ProxyURI, l.hostPort())
+		case ep.Scheme == "telnets" && a.br.cert != nil:
+			ps = append(ps, a.checkPin(vm, p, fix)...)
 		}
 	}
 	a.route(vm, p, add)
@@ -251,6 +312,35 @@ func (a *auditor) checkPort(vm *VM, p *Port) []*Problem {
 			"the port does not start connected: it stays disconnected after the next power-on")
 	}
 	return ps
+}
+
+// checkPin checks the certificate a telnets:// proxy URI to the bridge pins
+// (ESXi's "#thumbprint=<SHA-1>" fragment) against the bridge's certificate.
+func (a *auditor) checkPin(vm *VM, p *Port, fix string) []*Problem {
+	prob := func(code Code, sev Severity, fix, format string, args ...any) []*Problem {
+		return []*Problem{{Code: code, Severity: sev, VM: vm.Name, Host: vm.Host, Port: p.Name, Message: fmt.Sprintf(format, args...), Fix: fix}}
+	}
+	want := a.br.cert.thumbprint
+	tp, ok := configs.URIThumbprint(p.ProxyURI)
+	if !ok {
+		if !a.br.cert.selfSigned {
+			return nil // ESXi can verify a CA-signed certificate without a pin
+		}
+		return prob(CodeProxyUnpinned, SeverityWarning, fix+"   (writes the URI with #thumbprint="+want+")",
+			"proxy URI %s pins no certificate (#thumbprint=) and the bridge's certificate is self-signed: ESXi can verify it only if it trusts that certificate some other way (added to the host's trust store); otherwise the TLS handshake fails and the port never connects", p.ProxyURI)
+	}
+	at, _, _ := strings.Cut(p.ProxyURI, "#")
+	refix := fix + "   (writes the URI with #thumbprint=" + want + ")"
+	got, err := configs.ParseThumbprint(tp)
+	if err != nil {
+		return prob(CodeProxyThumbprint, SeverityError, refix,
+			"proxy URI %s pins %q, which is not a SHA-1 thumbprint (20 colon-separated hex pairs or 40 hex digits): no certificate matches it and the port never connects", at, tp)
+	}
+	if got != want {
+		return prob(CodeProxyThumbprint, SeverityError, refix,
+			"proxy URI %s pins the certificate with SHA-1 thumbprint %s, but the bridge's certificate ([vspc] tls_cert) has %s: ESXi refuses the TLS handshake and the port never connects", at, got, want)
+	}
+	return nil
 }
 
 // route finds what the port talks to: the bridge's route, or the service URI's

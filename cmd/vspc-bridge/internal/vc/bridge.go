@@ -1,6 +1,7 @@
 package vc
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/netip"
@@ -22,6 +23,10 @@ type Bridge interface {
 	Allowed(host string, port int) bool
 	// Route returns the route the bridge would pick for a VM's serial port.
 	Route(q RouteQuery) (Route, bool)
+	// TLSCert returns the certificate of the bridge's telnets:// listener
+	// ([vspc] tls_cert), or nil when the bridge has no TLS listener. A
+	// certificate file that cannot be read or parsed is an error.
+	TLSCert() (*x509.Certificate, error)
 }
 
 // RouteQuery identifies a VM's serial port to Bridge.Route.

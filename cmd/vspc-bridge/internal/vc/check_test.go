@@ -2,13 +2,27 @@ package vc
 
 import (
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/vspc-bridge/vspc-bridge/configs"
 )
 
 // TestCheckPort is the audit's per-port rule table, without vCenter.
 func TestCheckPort(t *testing.T) {
 	tlsBridge := testBridge()
 	tlsBridge.uris = []string{bridgeURI, "telnets://192.0.2.10:13371"}
+	// A bridge with TLS and a self-signed certificate, and one whose
+	// certificate a CA signed.
+	selfCert, _ := newCert(t, "192.0.2.10", nil, nil, false)
+	caCert, caKey := newCert(t, "lab CA", nil, nil, true)
+	leafCert, _ := newCert(t, "192.0.2.10", caCert, caKey, false)
+	selfSigned := tlsBridge
+	selfSigned.cert = selfCert
+	caSigned := tlsBridge
+	caSigned.cert = leafCert
+	tp := configs.Thumbprint(selfCert.Raw)
+	bare := strings.ToLower(strings.ReplaceAll(tp, ":", ""))
 	anyHost := testBridge()
 	anyHost.uris = []string{"telnet://0.0.0.0:13370"}
 	uri := func(dir, service, proxy string) Port {
@@ -37,6 +51,18 @@ func TestCheckPort(t *testing.T) {
 		{"telnets to the TLS port", tlsBridge, uri("server", "x", "telnets://192.0.2.10:13371"), "poweredOn", nil},
 		{"telnets to the plain port", tlsBridge, uri("server", "x", telnetsURI), "poweredOn", []Code{CodeProxyTLS}},
 		{"telnet to the TLS port", tlsBridge, uri("server", "x", "telnet://192.0.2.10:13371"), "poweredOn", []Code{CodeProxyTLS}},
+		{"pinned", selfSigned, uri("server", "x", bridgeTLS+"#thumbprint="+tp), "poweredOn", nil},
+		{"pinned, lower case", selfSigned, uri("server", "x", bridgeTLS+"#thumbprint="+strings.ToLower(tp)), "poweredOn", nil},
+		{"pinned, no colons", selfSigned, uri("server", "x", bridgeTLS+"#thumbprint="+bare), "poweredOn", nil},
+		{"pinned, key in upper case", selfSigned, uri("server", "x", bridgeTLS+"#THUMBPRINT="+tp), "poweredOn", nil},
+		{"pinned to another certificate", selfSigned, uri("server", "x", bridgeTLS+"#thumbprint="+wrongTP), "poweredOn", []Code{CodeProxyThumbprint}},
+		{"pinned to the CA's certificate", caSigned, uri("server", "x", bridgeTLS+"#thumbprint="+configs.Thumbprint(caCert.Raw)), "poweredOn", []Code{CodeProxyThumbprint}},
+		{"pin not a SHA-1", selfSigned, uri("server", "x", bridgeTLS+"#thumbprint="+bare+"00"), "poweredOn", []Code{CodeProxyThumbprint}},
+		{"empty pin", selfSigned, uri("server", "x", bridgeTLS+"#thumbprint="), "poweredOn", []Code{CodeProxyThumbprint}},
+		{"unpinned, self-signed", selfSigned, uri("server", "x", bridgeTLS), "poweredOn", []Code{CodeProxyUnpinned}},
+		{"unpinned, CA-signed", caSigned, uri("server", "x", bridgeTLS), "poweredOn", nil},
+		{"pinned, CA-signed", caSigned, uri("server", "x", bridgeTLS+"#thumbprint="+configs.Thumbprint(leafCert.Raw)), "poweredOn", nil},
+		{"pinned URI to the plain port", selfSigned, uri("server", "x", telnetsURI+"#thumbprint="+tp), "poweredOn", []Code{CodeProxyTLS}},
 		{"unspecified bridge host matches any host", anyHost, uri("server", "x", "telnet://bridge.example:13370"), "poweredOn", nil},
 		{"powered off, not connected", testBridge(), func() Port { p := uri("server", "x", bridgeURI); p.Connected = false; return p }(), "poweredOff", nil},
 		{"powered on, not connected", testBridge(), func() Port { p := uri("server", "x", bridgeURI); p.Connected = false; return p }(), "poweredOn", []Code{CodeNotConnected}},

@@ -13,6 +13,10 @@ yield-on-poll. Then every problem found, each with its fix:
   no-proxy                 network backing without a proxy URI (vMotion refused)
   proxy-not-bridge         the proxy URI is not this bridge's address
   proxy-tls                telnets:// against a bridge without TLS, or the reverse
+  proxy-thumbprint         telnets:// pins (#thumbprint=) a certificate that is not
+                           the bridge's tls_cert: ESXi refuses the handshake
+  proxy-unpinned           (warning) telnets:// pins no certificate and the
+                           bridge's is self-signed: ESXi must trust it some other way
   proxy-userinfo           a user/password inside the proxy URI
   bad-uri, bad-direction   a proxy URI or direction ESXi cannot use
   no-route                 direction client: the service URI matches no route
@@ -22,7 +26,8 @@ yield-on-poll. Then every problem found, each with its fix:
   not-start-connected      the port will not connect at the next power-on
   uri-backing-unsupported  the VM's host offers no URI backing (QueryConfigOption)
 
-Exit status 1 when problems were found.
+Thumbprints compare as SHA-1 in any case, with or without colons. Warnings
+count as problems. Exit status 1 when problems were found.
 `
 
 func runAudit(ctx context.Context, args []string, e env) int {

@@ -1,6 +1,7 @@
 package vc
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net"
 	"slices"
@@ -69,4 +70,17 @@ func (b configBridge) Route(q RouteQuery) (Route, bool) {
 		return Route{}, false
 	}
 	return Route{Name: r.Name, Device: r.Target().String()}, true
+}
+
+// TLSCert reads [vspc] tls_cert (relative to the working directory, as the
+// bridge itself reads it) when [vspc] tls_listen is set.
+func (b configBridge) TLSCert() (*x509.Certificate, error) {
+	if b.c.VSPC.TLSListen == "" || b.c.VSPC.TLSCert == "" {
+		return nil, nil
+	}
+	c, err := configs.CertFile(b.c.VSPC.TLSCert)
+	if err != nil {
+		return nil, fmt.Errorf("vc: [vspc] tls_cert: %w", err)
+	}
+	return c, nil
 }

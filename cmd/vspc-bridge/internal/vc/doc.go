@@ -1,7 +1,7 @@
 // Package vc implements the govmomi helpers of vspc-bridge:
 //
 //	vspc-bridge vc audit     [-config FILE] [VM…]
-//	vspc-bridge vc provision -vm VM -direction client|server -service URI [-proxy URI] [-port N] [-dry-run]
+//	vspc-bridge vc provision -vm VM -direction client|server -service URI [-proxy URI] [-pin=false] [-port N] [-dry-run]
 //	vspc-bridge vc preflight [-config FILE] [-fix] [HOST…]
 //
 // They talk to vCenter (or a single ESXi host) through the vSphere API with govc's
@@ -39,6 +39,18 @@
 // outbound TCP rule covers the peer's port (object.HostFirewallRulesetList.ByRule:
 // an EndPort of 0 means the single port Port).
 //
+// A telnets:// proxy URI may pin the bridge's certificate the way ESXi and
+// OpenStack Nova do it, "telnets://host:port#thumbprint=<SHA-1 of the
+// certificate>" (configs.TelnetsURI). When the bridge has a TLS certificate
+// ([vspc] tls_cert, Bridge.TLSCert), a pin that is not its thumbprint is a
+// problem (compared as SHA-1 bytes: any case, colons optional), and so, as a
+// warning, is a telnets:// URI without a pin when the certificate is
+// self-signed: ESXi can then verify the bridge only if it trusts the
+// certificate some other way.
+//
 // provision adds or changes a URI-backed serial port with ReconfigVM_Task, after
-// running the audit's checks on the port it is about to write.
+// running the audit's checks on the port it is about to write. With a TLS
+// certificate its default proxy URI is the bridge's pinned telnets:// URI, and
+// an explicit telnets:// -proxy to the bridge without a pin gets one (with a
+// note in the output) unless -pin=false.
 package vc

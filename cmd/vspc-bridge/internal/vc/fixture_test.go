@@ -3,6 +3,7 @@ package vc
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"os"
@@ -44,7 +45,8 @@ const (
 type fakeBridge struct {
 	uris   []string
 	allow  func(host string, port int) bool
-	routes map[string]Route // service URI → route
+	routes map[string]Route  // service URI → route
+	cert   *x509.Certificate // the telnets listener's; nil = no TLS certificate
 }
 
 func (b fakeBridge) ProxyURIs() []string { return b.uris }
@@ -55,6 +57,7 @@ func (b fakeBridge) Route(q RouteQuery) (Route, bool) {
 	r, ok := b.routes[q.ServiceURI]
 	return r, ok
 }
+func (b fakeBridge) TLSCert() (*x509.Certificate, error) { return b.cert, nil }
 
 // testBridge mirrors testdata/bridge.toml.
 func testBridge() fakeBridge {

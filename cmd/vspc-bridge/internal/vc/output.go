@@ -62,7 +62,7 @@ func writeProblems(w io.Writer, ps []*Problem) error {
 	}
 	pr("\n%d problem(s):\n", len(ps))
 	for _, p := range ps {
-		pr("%s: %s: %s\n    fix: %s\n", p.where(), p.Code, p.Message, p.Fix)
+		pr("%s: %s: %s\n    fix: %s\n", p.where(), p.code(), p.Message, p.Fix)
 	}
 	if err != nil {
 		return fmt.Errorf("vc: write problems: %w", err)

@@ -10,6 +10,8 @@ const (
 	CodeNoProxy           Code = "no-proxy"                // URI backing without proxy URI: vMotion refused
 	CodeProxyNotBridge    Code = "proxy-not-bridge"        // proxy URI names another address
 	CodeProxyTLS          Code = "proxy-tls"               // telnets vs a bridge without TLS, or the reverse
+	CodeProxyThumbprint   Code = "proxy-thumbprint"        // telnets pins a certificate that is not the bridge's
+	CodeProxyUnpinned     Code = "proxy-unpinned"          // telnets pins none and the bridge's is self-signed (warning)
 	CodeProxyUserinfo     Code = "proxy-userinfo"          // user/password inside the proxy URI
 	CodeBadURI            Code = "bad-uri"                 // proxy URI is not telnet(s)://host:port
 	CodeBadDirection      Code = "bad-direction"           // direction neither client nor server
@@ -29,19 +31,41 @@ const (
 	CodeDirect          Code = "direct-network"   // VM wired straight to the network
 )
 
+// Severity grades a Problem. Every problem counts (exit status 1, and
+// provision refuses to write a port that has one); a warning is one the
+// audit cannot be sure of, because it depends on something outside the
+// vSphere API.
+type Severity string
+
+// Severities; the zero value is an error: the port does not work as configured.
+const (
+	SeverityError   Severity = ""
+	SeverityWarning Severity = "warning" // may work, depending on what the audit cannot see
+)
+
 // Problem is one thing found wrong, with how to fix it. It is an error so that
 // problems can be collected with go-multierror.
 type Problem struct {
-	Code    Code   `json:"code"`
-	VM      string `json:"vm,omitempty"`
-	Host    string `json:"host,omitempty"`
-	Port    string `json:"port,omitempty"` // "serialport-<key>"
-	Message string `json:"message"`
-	Fix     string `json:"fix"`
+	Code     Code     `json:"code"`
+	Severity Severity `json:"severity,omitempty"` // "" (an error) or "warning"
+	VM       string   `json:"vm,omitempty"`
+	Host     string   `json:"host,omitempty"`
+	Port     string   `json:"port,omitempty"` // "serialport-<key>"
+	Message  string   `json:"message"`
+	Fix      string   `json:"fix"`
 }
 
 func (p *Problem) Error() string {
-	return "vc: " + p.where() + ": " + string(p.Code) + ": " + p.Message
+	return "vc: " + p.where() + ": " + p.code() + ": " + p.Message
+}
+
+// code is the code with the severity when it is not an error:
+// "proxy-unpinned (warning)".
+func (p *Problem) code() string {
+	if p.Severity != SeverityError {
+		return string(p.Code) + " (" + string(p.Severity) + ")"
+	}
+	return string(p.Code)
 }
 
 func (p *Problem) where() string {

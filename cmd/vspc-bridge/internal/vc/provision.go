@@ -19,9 +19,12 @@ type ProvisionRequest struct {
 	VM        string // name or inventory path of exactly one VM
 	Direction string // "client" or "server"
 	Service   string // service URI
-	Proxy     string // proxy URI; "" = the bridge's (Bridge.ProxyURIs()[0])
+	Proxy     string // proxy URI; "" = the bridge's (see Provision)
 	Port      int32  // device key of the port to change; 0 = choose (see Provision)
 	DryRun    bool   // check and describe, change nothing
+	// Unpinned writes a telnets:// proxy URI to the bridge without the
+	// certificate pin Provision otherwise adds (-pin=false).
+	Unpinned bool
 }
 
 // Change describes what Provision did or would do.
@@ -32,13 +35,22 @@ type Change struct {
 	Applied  bool       `json:"applied"` // the VM was reconfigured
 	Before   *Port      `json:"before,omitempty"`
 	After    Port       `json:"after"`
-	Problems []*Problem `json:"problems"` // non-empty: refused, nothing written
+	Notes    []string   `json:"notes,omitempty"` // what Provision did to the request, e.g. pinned -proxy
+	Problems []*Problem `json:"problems"`        // non-empty: refused, nothing written
 }
 
 // Provision adds a URI-backed serial port to a VM or changes an existing one
 // (ReconfigVM_Task), with the proxy URI defaulting to the bridge's address and
 // startConnected and connected set, as "Creating a Virtual Machine with a
 // Network Serial Port" (seed 000) describes.
+//
+// The proxy URI: req.Proxy, or by default Bridge.ProxyURIs()[0]. When the
+// bridge has a TLS certificate (Bridge.TLSCert), the default is its
+// telnets:// listener with the certificate pinned as ESXi pins it,
+// "telnets://host:port#thumbprint=<SHA-1>" (configs.TelnetsURI), and a
+// req.Proxy that names that listener without a "#thumbprint=" gets the
+// bridge's added, with a note in Change.Notes. req.Unpinned leaves both
+// unpinned. A certificate that cannot be read is an error.
 //
 // Which port: req.Port names one by device key (any backing). Without it, a
 // URI-backed port with the same service URI is changed; else the VM's only
@@ -101,8 +113,17 @@ func Provision(ctx context.Context, c *vim25.Client, b Bridge, dc string, req Pr
 		}
 	}
 	proxy := req.Proxy
-	if proxy == "" {
+	switch {
+	case proxy == "" && req.Unpinned && br.tls != nil:
+		proxy = "telnets://" + br.tls.hostPort()
+	case proxy == "":
 		proxy = br.uri
+	case !req.Unpinned:
+		if pinned, ok := br.pin(proxy); ok {
+			ch.Notes = append(ch.Notes, fmt.Sprintf("-proxy %s pins no certificate: added #thumbprint=%s, the SHA-1 of the bridge's certificate ([vspc] tls_cert), so that ESXi can verify the bridge (-pin=false writes the URI as given)",
+				redact(proxy), br.cert.thumbprint))
+			proxy = pinned
+		}
 	}
 	after := Port{Name: "(new)", Backing: BackingURI, Direction: req.Direction, ServiceURI: req.Service, ProxyURI: proxy,
 		Connected: true, StartConnected: true, YieldOnPoll: true}
@@ -282,6 +303,11 @@ func writeChange(w io.Writer, ch *Change) error {
 	fmt.Fprintf(tw, "\tyield-on-poll\t%s\t%s\n", bb(b.YieldOnPoll), yesNo(a.YieldOnPoll))
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("vc: write table: %w", err)
+	}
+	for _, n := range ch.Notes {
+		if _, err := fmt.Fprintf(w, "note: %s\n", n); err != nil {
+			return fmt.Errorf("vc: write: %w", err)
+		}
 	}
 	if len(ch.Problems) > 0 {
 		return writeProblems(w, ch.Problems)
