@@ -61,6 +61,8 @@ func main() {
 
 type options struct {
 	bridgeBin     string
+	bridgeAddr    string
+	bridgePid     int
 	phases        string
 	idle          int
 	burst         int
@@ -87,6 +89,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	var o options
 	fs := flag.NewFlagSet("vspc-load", flag.ContinueOnError)
 	fs.StringVar(&o.bridgeBin, "bridge-bin", "", "vspc-bridge binary; default: go build ./cmd/vspc-bridge into a temp dir")
+	fs.StringVar(&o.bridgeAddr, "bridge-addr", "", "use a running bridge at this 127.0.0.0/8 address instead of starting one per phase")
+	fs.IntVar(&o.bridgePid, "bridge-pid", 0, "with -bridge-addr: its pid, for RSS and CPU figures")
 	fs.StringVar(&o.phases, "phases", "idle,remote,relay,splice,direct", "phases to run, comma-separated")
 	fs.IntVar(&o.idle, "idle", 18000, "idle VM ports (no remote) to establish")
 	fs.IntVar(&o.burst, "burst", 1000, "VMs connecting at once, first of the idle ones")
@@ -120,7 +124,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if o.bridgeBin == "" {
+	if o.bridgeBin == "" && o.bridgeAddr == "" {
 		logf("building ./cmd/vspc-bridge")
 		if o.bridgeBin, err = buildBridge(ctx, dir); err != nil {
 			return err
@@ -181,11 +185,24 @@ type loader struct {
 	r    *report
 }
 
+// bridge starts a fresh bridge for a phase, or returns the running one
+// given with -bridge-addr (its config must allow connect_allow to
+// 127.0.0.0/8; the idle phase wants a long reconnect backoff).
+func (l *loader) bridge(ctx context.Context, name, reconnectMin, reconnectMax string) (*child, error) {
+	if l.o.bridgeAddr != "" {
+		if !isLoopback(l.o.bridgeAddr) {
+			return nil, fmt.Errorf("vspc-load: -bridge-addr %s is not a 127.0.0.0/8 address", l.o.bridgeAddr)
+		}
+		return &child{name: "bridge", addr: l.o.bridgeAddr, extPid: l.o.bridgePid}, nil
+	}
+	return startBridge(ctx, l.o.bridgeBin, l.dir, name, reconnectMin, reconnectMax)
+}
+
 const remotePort = 21000 // remote listeners: 127.<net8+1>.x.y:21000
 
 func (l *loader) phaseIdle(ctx context.Context) error {
 	o := l.o
-	br, err := startBridge(ctx, l.o.bridgeBin, l.dir, "idle", "1h", "1h")
+	br, err := l.bridge(ctx, "idle", "1h", "1h")
 	if err != nil {
 		return err
 	}
@@ -274,7 +291,7 @@ func (l *loader) phaseIdle(ctx context.Context) error {
 
 func (l *loader) phaseRemote(ctx context.Context) error {
 	o := l.o
-	br, err := startBridge(ctx, l.o.bridgeBin, l.dir, "remote", "200ms", "30s")
+	br, err := l.bridge(ctx, "remote", "200ms", "30s")
 	if err != nil {
 		return err
 	}

@@ -22,8 +22,11 @@ type child struct {
 	name string
 	cmd  *exec.Cmd
 	addr string // where it listens
-	done chan struct{}
-	err  error
+	// extPid is the pid of a bridge started by someone else (-bridge-addr,
+	// -bridge-pid); cmd is nil then. 0: no /proc figures.
+	extPid int
+	done   chan struct{}
+	err    error
 }
 
 // startChild runs argv and waits for a line on stdout matching re, whose
@@ -67,10 +70,19 @@ func startChild(ctx context.Context, name string, argv []string, re *regexp.Rege
 	}
 }
 
-func (c *child) pid() int { return c.cmd.Process.Pid }
+func (c *child) pid() int {
+	if c.cmd == nil {
+		return c.extPid
+	}
+	return c.cmd.Process.Pid
+}
 
-// stop sends SIGTERM, then SIGKILL after 3 s, and waits.
+// stop sends SIGTERM, then SIGKILL after 3 s, and waits. A bridge the
+// tool did not start is left alone.
 func (c *child) stop() {
+	if c.cmd == nil {
+		return
+	}
 	c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.done:
