@@ -352,7 +352,7 @@ func (m *mover) migrate(ctx context.Context) error {
 
 type stormStats struct {
 	vms                 int
-	paced, cpu          float64
+	paced, cpu, selfCPU float64
 	migrations          int
 	elapsed             time.Duration
 	switches, handovers durations
