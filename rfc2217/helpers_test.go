@@ -23,8 +23,8 @@ func unhex(t testing.TB, s string) []byte {
 func payloadOf(t testing.TB, wire []byte) []byte {
 	t.Helper()
 	var got [][]byte
-	var d telnet.Decoder
-	d.Binary = true
+	// Codec round trip: no SB length limit beyond the input's own size.
+	d := telnet.Decoder{Binary: true, MaxSubnegotiation: len(wire) + 1}
 	err := d.Decode(append([]byte(nil), wire...), func(ev telnet.Event) error {
 		if ev.Kind != telnet.EventSubnegotiation || ev.Option != telnet.ComPort {
 			return fmt.Errorf("unexpected event %v", ev.Kind)
