@@ -207,9 +207,13 @@ func TestClientSredird(t *testing.T) {
 	// sredird drops device data when a burst, doubled by IAC escaping,
 	// overflows its buffer (3010 bytes with 3000 0xFF in one write arrived
 	// as 1934): feed it in paced chunks.
+	// It also loses data when it is slow to be scheduled (seen with the
+	// machine loaded by a parallel test run): keep the volume small and
+	// the pace gentle: this test is about surviving sredird's replies,
+	// the 8-bit data path is tested against ser2net and pyserial.
 	dev := openRaw(t, ttyB)
-	up, down := iacHeavy(16<<10, 6), iacHeavy(16<<10, 7)
-	exchange(t, c, deadlineReader{dev}, up, pacedWriter{dev, 256, 5 * time.Millisecond}, c, down)
+	up, down := iacHeavy(4<<10, 6), iacHeavy(4<<10, 7)
+	exchange(t, c, deadlineReader{dev}, up, pacedWriter{dev, 64, 10 * time.Millisecond}, c, down)
 }
 
 // pacedWriter writes in chunks of n bytes with a pause after each.
