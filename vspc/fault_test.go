@@ -26,6 +26,19 @@ import (
 
 func heavy() bool { return os.Getenv("VSPC_HEAVY") != "" }
 
+// slowed reports a healthy session that lost throughput. Timings are a
+// benchmark's business (make bench runs these tests with VSPC_HEAVY=1,
+// alone on the machine, and fails on it); in the unit run, where other
+// packages' tests share the two cores, it is only logged.
+func slowed(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if heavy() {
+		t.Errorf(format, args...)
+		return
+	}
+	t.Logf("(timing, not checked outside make bench) "+format, args...)
+}
+
 func pick(light, full int) int {
 	if heavy() {
 		return full
@@ -624,7 +637,7 @@ func TestFaultGarbageAndHalfOpen(t *testing.T) {
 	// The storm's clients run in this process too (and under -race), so
 	// "during" is a floor against stalls, not a fairness figure.
 	if during < before/10 || after < before/2 {
-		t.Errorf("healthy session slowed down: %.1f MB/s before, %.1f during, %.1f after", before/1e6, during/1e6, after/1e6)
+		slowed(t, "healthy session slowed down: %.1f MB/s before, %.1f during, %.1f after", before/1e6, during/1e6, after/1e6)
 	}
 }
 
@@ -788,6 +801,6 @@ func TestFaultPeerNeverReads(t *testing.T) {
 	}
 	t.Logf("heap %d KiB before, %d KiB while two peers did not read; healthy session %.1f MB/s before, %.1f MB/s during", heap0>>10, heap1>>10, before/1e6, during/1e6)
 	if during < before/2 {
-		t.Errorf("healthy session slowed from %.1f to %.1f MB/s while other peers did not read", before/1e6, during/1e6)
+		slowed(t, "healthy session slowed from %.1f to %.1f MB/s while other peers did not read", before/1e6, during/1e6)
 	}
 }
