@@ -199,9 +199,16 @@ func (c *Conn) readLoop() {
 		n, err := c.nc.Read(buf)
 		if n > 0 {
 			var replies []byte
+			flush := func() {
+				if len(replies) > 0 {
+					c.write(replies)
+					replies = replies[:0]
+				}
+			}
 			derr := dec.Decode(buf[:n], func(ev telnet.Event) error {
 				switch ev.Kind {
 				case telnet.EventData:
+					flush() // a slow guest must not hold back our option answers
 					if _, err := c.pw.Write(ev.Data); err != nil {
 						return err
 					}
@@ -237,6 +244,10 @@ func (c *Conn) readLoop() {
 						replies = append(replies, reply...)
 						return nil
 					}
+					// Answer what came before m first, as ESXi does: a
+					// caller acting on m (COMPLETE after PEER-OK) must
+					// not overtake our DO BINARY on the wire.
+					flush()
 					c.ext <- m
 				}
 				return nil
