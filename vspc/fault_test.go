@@ -265,12 +265,6 @@ func (s *vmStream) reader() {
 
 // settleBinary is how long a destination waits after PEER-OK before
 // COMPLETE, as real ESXi does (its COMPLETE follows the memory copy).
-// vspctest writes its option replies only after decoding a whole read, but
-// hands PEER-OK over at once, so COMPLETE can go out ahead of its DO
-// BINARY; the bridge then (rightly, for a connection that has not agreed
-// to BINARY) sends CR as CR NUL, while vspctest, which switched to binary
-// when it decided to answer DO, keeps the NUL. cmd/vspc-load's
-// back-to-back storm hit this; reported with a proposed vspctest fix.
 const settleBinary = 20 * time.Millisecond
 
 // TestFaultVMKillMidVMotion kills the VM's connections at random points of

@@ -330,8 +330,7 @@ func (m *mover) migrate(ctx context.Context) error {
 	}
 	if m.settle > 0 {
 		// ESXi sends COMPLETE after the memory copy, never right after
-		// PEER-OK; vspctest may otherwise put COMPLETE on the wire ahead
-		// of its own DO BINARY (see the report's vMotion note).
+		// PEER-OK.
 		time.Sleep(m.settle)
 	}
 	old := m.cur

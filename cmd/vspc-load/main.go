@@ -104,7 +104,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.tputDur, "tput-dur", 3*time.Second, "length of each throughput test")
 	fs.IntVar(&o.vmotionVMs, "vmotion-vms", 100, "VMs migrating back to back in the vMotion storm")
 	fs.DurationVar(&o.vmotionDur, "vmotion-dur", 5*time.Second, "length of each vMotion storm")
-	fs.DurationVar(&o.vmotionSettle, "vmotion-settle", 2*time.Millisecond, "wait between PEER-OK and COMPLETE (ESXi copies memory there); 0 exposes a vspctest ordering race")
+	fs.DurationVar(&o.vmotionSettle, "vmotion-settle", 2*time.Millisecond, "wait between PEER-OK and COMPLETE (ESXi copies memory there); 0 sends COMPLETE at once")
 	fs.Float64Var(&o.vmotionRate, "vmotion-rate", 1000, "vMotions per second attempted in the paced storm (the second storm is back to back)")
 	fs.DurationVar(&o.dataEvery, "vmotion-data-every", 10*time.Millisecond, "during a storm each side of each VM writes 4..256 bytes this often (10ms: about a 115200-baud console)")
 	fs.DurationVar(&o.cpuDur, "cpu-dur", 5*time.Second, "CPU sampling window for idle and pending figures")
