@@ -157,6 +157,12 @@ func DialPeer(ctx context.Context, addr string, vm VM, seq, secret []byte) (*Con
 	if err != nil {
 		return nil, err
 	}
+	return PeerHandshake(ctx, nc, vm, seq, secret)
+}
+
+// PeerHandshake performs the destination-host handshake on an open
+// connection (see DialPeer); it closes nc on failure.
+func PeerHandshake(ctx context.Context, nc net.Conn, vm VM, seq, secret []byte) (*Conn, error) {
 	c := newConn(nc, vm)
 	if err := c.negotiate(); err != nil {
 		nc.Close()

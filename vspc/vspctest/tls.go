@@ -1,7 +1,6 @@
 package vspctest
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha1"
 	"crypto/tls"
@@ -11,9 +10,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
-	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
 // PinnedTLS returns the TLS client settings of an ESXi host whose proxy
@@ -61,23 +57,7 @@ func DialPeerTLS(ctx context.Context, addr string, cfg *tls.Config, vm VM, seq, 
 	if err != nil {
 		return nil, err
 	}
-	c := newConn(nc, vm)
-	if err := c.negotiate(); err != nil {
-		nc.Close()
-		return nil, err
-	}
-	c.write(vspc.AppendExt(nil, vspc.VMotionPeer, seq, secret))
-	c.write(telnet.AppendNegotiation(nil, telnet.WILL, telnet.ComPort))
-	m, err := c.NextExt(ctx)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("vspctest: waiting for VMOTION-PEER-OK: %w", err)
-	}
-	if m.Cmd != vspc.VMotionPeerOK || !bytes.Equal(m.Payload, seq) {
-		nc.Close()
-		return nil, fmt.Errorf("vspctest: got %v % x, want VMOTION-PEER-OK", m.Cmd, m.Payload)
-	}
-	return c, nil
+	return PeerHandshake(ctx, nc, vm, seq, secret)
 }
 
 // MigrateTLS is Migrate with the destination host connecting over TLS.
