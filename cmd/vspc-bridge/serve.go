@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -202,7 +203,15 @@ Point a VM's serial port at it (govc; the VM's host must have the "vSPC" firewal
   govc device.serial.connect -vm VM -vspc-proxy %s -client tcp://REMOTE:PORT
 Try it without ESXi, from another terminal:
   nc -l 127.0.0.1 7000        # a remote system
-  vspc-bridge simulate-vm -proxy telnet://%s -service tcp://127.0.0.1:7000 -direction client
+  %s simulate-vm -proxy telnet://%s -service tcp://127.0.0.1:7000 -direction client
 Press Ctrl-C to stop.
-`, addr, proxy, addr)
+`, addr, proxy, progName(), addr)
+}
+
+// progName is how this program was invoked (for hints the user can paste).
+func progName() string {
+	if len(os.Args) > 0 && os.Args[0] != "" && !strings.HasSuffix(os.Args[0], ".test") {
+		return os.Args[0]
+	}
+	return "vspc-bridge"
 }
