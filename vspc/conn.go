@@ -58,6 +58,10 @@ type vmConn struct {
 	// peers), hence atomic:
 	port atomic.Pointer[Port] // set once the connection carries a port
 	role atomic.Uint32        // a connRole
+	// willPending: attached by DO-PROXY, WILL-PROXY not yet written. The
+	// port's writer leaves the connection alone until it is, so held data
+	// never overtakes WILL-PROXY.
+	willPending atomic.Bool
 }
 
 type identity struct {
@@ -503,6 +507,10 @@ func (c *vmConn) decide() error {
 	if err := c.flush(); err != nil {
 		return err
 	}
+	c.willPending.Store(false)
+	p.mu.Lock()
+	p.kickLocked() // what was held for the VM follows WILL-PROXY
+	p.mu.Unlock()
 	if reconnect {
 		c.logger().Info("VM reconnected; re-attached to its port", "buffered", p.queued())
 	} else {

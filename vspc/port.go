@@ -200,7 +200,7 @@ func (p *Port) SendBreak() error {
 
 // kickLocked starts the writer if there is something it may write.
 func (p *Port) kickLocked() {
-	if p.writing || p.closed || p.active == nil || p.writableLocked() == 0 {
+	if p.writing || p.closed || p.active == nil || p.active.willPending.Load() || p.writableLocked() == 0 {
 		return
 	}
 	p.writing = true
@@ -231,7 +231,7 @@ func (p *Port) writer() {
 		p.mu.Lock()
 		n := p.writableLocked()
 		c := p.active
-		if n == 0 || c == nil || p.closed {
+		if n == 0 || c == nil || p.closed || c.willPending.Load() {
 			p.writing = false
 			m := p.barrierReachedLocked()
 			p.drainedLocked()
@@ -373,10 +373,10 @@ func (p *Port) attachLocked(c *vmConn) {
 		p.grace.Stop()
 		p.grace = nil
 	}
+	c.willPending.Store(true) // decide kicks the writer after WILL-PROXY
 	p.active = c
 	c.port.Store(p)
 	c.role.Store(uint32(roleActive))
-	p.kickLocked()
 }
 
 // connGone is called by a connection's reader when it ends.
