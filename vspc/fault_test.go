@@ -1,6 +1,7 @@
 package vspc_test
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -281,7 +282,10 @@ func TestFaultVMKillMidVMotion(t *testing.T) {
 	}
 	defer rln.Close()
 	vm := vmNamed(2, vspc.DirClient, "tcp://"+rln.Addr().String())
-	ctx := t.Context()
+	// A hand-over or reconnect that hangs fails the test instead of the
+	// package's timeout.
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
 	cur, err := vspctest.Dial(ctx, e.addr, vm)
 	if err != nil {
 		t.Fatal(err)
@@ -389,9 +393,17 @@ func TestFaultVMKillMidVMotion(t *testing.T) {
 			}
 			d1.Close()
 			time.Sleep(time.Duration(mrand.IntN(20)) * time.Millisecond)
-			d2, err := vspctest.DialPeer(ctx, e.addr, vm, seq, secret)
-			if err != nil {
-				t.Fatalf("round %d: second PEER: %v", round, err)
+			// Until the bridge has seen d1 go, it still holds the
+			// hand-over for d1 and turns another PEER away: retry.
+			var d2 *vspctest.Conn
+			for try := 0; ; try++ {
+				if d2, err = vspctest.DialPeer(ctx, e.addr, vm, seq, secret); err == nil {
+					break
+				}
+				if try == 50 {
+					t.Fatalf("round %d: second PEER: %v", round, err)
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
 			time.Sleep(settleBinary)
 			cur.Close()
