@@ -265,6 +265,10 @@ func parseHostPattern(h string) (string, error) {
 	if p == "" {
 		return "", errors.New("empty host pattern")
 	}
+	if _, err := netip.ParseAddr(p); err == nil {
+		// "0.0.0.0." would print as an address rule and parse back as one.
+		return "", fmt.Errorf("host pattern %q is an IP address with a trailing dot; write the address without it", h)
+	}
 	if strings.HasPrefix(h, ".") || strings.Contains(h, "..") {
 		// An empty label can name no host (and "..", trimmed of its
 		// trailing dot, would print as a pattern that does not parse).
