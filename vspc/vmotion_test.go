@@ -288,30 +288,11 @@ func (s *streamVM) finish() {
 func TestVMotionManyMigrations(t *testing.T) {
 	const vms, perVM = 10, 100 // 1,000 migrations
 	e := newEnv(t, allowLoopback, func(c *vspc.Config) { c.Logger = quietLogger() })
-	var wg sync.WaitGroup
 	streams := make([]*streamVM, vms)
 	for i := range vms {
 		streams[i] = startStreamVM(t, e, 100+i, time.Duration(200+mrand.IntN(800))*time.Microsecond)
 	}
-	errs := make(chan error, vms)
-	for _, s := range streams {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := range perVM {
-				time.Sleep(time.Duration(mrand.IntN(3000)) * time.Microsecond)
-				if err := s.migrate(t.Context()); err != nil {
-					errs <- fmt.Errorf("%s migration %d: %w", s.vm.Name, k, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	migrateAll(t, streams, perVM, 3*time.Millisecond)
 	c := e.srv.Counters()
 	if c.VMotionsCompleted != vms*perVM {
 		t.Fatalf("completed %d vMotions, want %d", c.VMotionsCompleted, vms*perVM)
@@ -542,26 +523,7 @@ func TestVMotionSlowGuestBackPressure(t *testing.T) {
 	for i := range 3 {
 		streams = append(streams, startStreamVMOpts(t, e, 200+i, 100*time.Microsecond, 2*time.Millisecond, 512))
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, len(streams))
-	for _, s := range streams {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := range 20 {
-				time.Sleep(time.Duration(mrand.IntN(20)) * time.Millisecond)
-				if err := s.migrate(t.Context()); err != nil {
-					errs <- fmt.Errorf("%s migration %d: %w", s.vm.Name, k, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	migrateAll(t, streams, 20, 20*time.Millisecond)
 	for _, p := range e.srv.Ports() {
 		if p.VMotions != 20 {
 			t.Errorf("port %s: %d vMotions", p.VMName, p.VMotions)
@@ -572,5 +534,29 @@ func TestVMotionSlowGuestBackPressure(t *testing.T) {
 	}
 	for _, s := range streams {
 		s.finish()
+	}
+}
+
+// migrateAll migrates every stream n times, all streams at once, with a
+// random pause of up to maxPause before each hand-over.
+func migrateAll(t *testing.T, streams []*streamVM, n int, maxPause time.Duration) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(streams))
+	for _, s := range streams {
+		wg.Go(func() {
+			for k := range n {
+				time.Sleep(time.Duration(mrand.Int64N(int64(maxPause))))
+				if err := s.migrate(t.Context()); err != nil {
+					errs <- fmt.Errorf("%s migration %d: %w", s.vm.Name, k, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }
