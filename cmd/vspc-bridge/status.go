@@ -45,6 +45,17 @@ func (a *adminFlags) register(fs *flag.FlagSet) {
 }
 
 // client builds the admin API client the flags describe.
+// connect returns the admin client and a context bounded by -timeout;
+// the caller defers cancel.
+func (a *adminFlags) connect(ctx context.Context) (*admin.Client, context.Context, context.CancelFunc, error) {
+	c, err := a.client()
+	if err != nil {
+		return nil, ctx, func() {}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	return c, ctx, cancel, nil
+}
+
 func (a *adminFlags) client() (*admin.Client, error) {
 	var ac configs.Admin
 	if a.config != "" {
@@ -173,11 +184,10 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stderr, "vspc-bridge status: unexpected argument %q\n", fs.Arg(0))
 		return errUsage
 	}
-	c, err := af.client()
+	c, ctx, cancel, err := af.connect(ctx)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, af.timeout)
 	defer cancel()
 	st, err := c.Status(ctx)
 	if err != nil {
@@ -271,11 +281,10 @@ func cmdSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fs.Usage()
 		return errUsage
 	}
-	c, err := af.client()
+	c, ctx, cancel, err := af.connect(ctx)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, af.timeout)
 	defer cancel()
 	l, err := c.Sessions(ctx, fs.Arg(0))
 	if err != nil {
@@ -358,11 +367,10 @@ func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stderr, "vspc-bridge reload: unexpected argument %q\n", fs.Arg(0))
 		return errUsage
 	}
-	c, err := af.client()
+	c, ctx, cancel, err := af.connect(ctx)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, af.timeout)
 	defer cancel()
 	res, err := c.Reload(ctx)
 	if err != nil {
