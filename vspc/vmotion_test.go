@@ -378,10 +378,7 @@ func TestVMotionEdgeCases(t *testing.T) {
 	})
 	t.Run("wrong secret and unknown sequence are refused", func(t *testing.T) {
 		e, c, remote, vm := newVM(t, nil)
-		secret, err := c.Begin(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
+		secret := mustBegin(t, c, seq)
 		bad := slices.Clone(secret)
 		bad[0] ^= 1
 		if _, err := vspctest.DialPeer(ctx, e.addr, vm, seq, bad); err == nil {
@@ -394,10 +391,7 @@ func TestVMotionEdgeCases(t *testing.T) {
 			t.Fatalf("bad secret counter %d", got)
 		}
 		// The original session is untouched: the right secret still works.
-		dst, err := vspctest.DialPeer(ctx, e.addr, vm, seq, secret)
-		if err != nil {
-			t.Fatal(err)
-		}
+		dst := mustPeer(t, e.addr, vm, seq, secret)
 		defer dst.Close()
 		c.Close()
 		dst.Complete(seq)
@@ -405,14 +399,8 @@ func TestVMotionEdgeCases(t *testing.T) {
 	})
 	t.Run("replayed secret after COMPLETE", func(t *testing.T) {
 		e, c, remote, vm := newVM(t, nil)
-		secret, err := c.Begin(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dst, err := vspctest.DialPeer(ctx, e.addr, vm, seq, secret)
-		if err != nil {
-			t.Fatal(err)
-		}
+		secret := mustBegin(t, c, seq)
+		dst := mustPeer(t, e.addr, vm, seq, secret)
 		defer dst.Close()
 		c.Close()
 		dst.Complete(seq)
@@ -424,17 +412,11 @@ func TestVMotionEdgeCases(t *testing.T) {
 	})
 	t.Run("old connection vanishes after GOAHEAD", func(t *testing.T) {
 		e, c, remote, vm := newVM(t, nil)
-		secret, err := c.Begin(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
+		secret := mustBegin(t, c, seq)
 		c.Close()
 		remote.Write([]byte("buffered while nobody is there"))
 		time.Sleep(50 * time.Millisecond)
-		dst, err := vspctest.DialPeer(ctx, e.addr, vm, seq, secret)
-		if err != nil {
-			t.Fatal(err)
-		}
+		dst := mustPeer(t, e.addr, vm, seq, secret)
 		defer dst.Close()
 		dst.Complete(seq)
 		if got := readN(t, dst, len("buffered while nobody is there")); string(got) != "buffered while nobody is there" {
@@ -444,14 +426,8 @@ func TestVMotionEdgeCases(t *testing.T) {
 	})
 	t.Run("new connection vanishes before COMPLETE", func(t *testing.T) {
 		e, c, remote, vm := newVM(t, nil)
-		secret, err := c.Begin(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dst1, err := vspctest.DialPeer(ctx, e.addr, vm, seq, secret)
-		if err != nil {
-			t.Fatal(err)
-		}
+		secret := mustBegin(t, c, seq)
+		dst1 := mustPeer(t, e.addr, vm, seq, secret)
 		dst1.Close()
 		time.Sleep(50 * time.Millisecond)
 		remote.Write([]byte("kept"))
@@ -464,10 +440,7 @@ func TestVMotionEdgeCases(t *testing.T) {
 	})
 	t.Run("PEER timeout, then the VM reconnects within the grace period", func(t *testing.T) {
 		e, c, remote, vm := newVM(t, func(cfg *vspc.Config) { cfg.PeerTimeout = 200 * time.Millisecond })
-		secret, err := c.Begin(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
+		secret := mustBegin(t, c, seq)
 		c.Close()
 		remote.Write([]byte("waiting"))
 		time.Sleep(400 * time.Millisecond)
@@ -559,4 +532,24 @@ func migrateAll(t *testing.T, streams []*streamVM, n int, maxPause time.Duration
 	for err := range errs {
 		t.Fatal(err)
 	}
+}
+
+// mustBegin sends VMOTION-BEGIN on c and returns GOAHEAD's secret.
+func mustBegin(t *testing.T, c *vspctest.Conn, seq []byte) []byte {
+	t.Helper()
+	secret, err := c.Begin(t.Context(), seq)
+	if err != nil {
+		t.Fatalf("BEGIN: %v", err)
+	}
+	return secret
+}
+
+// mustPeer connects a vMotion destination and waits for PEER-OK.
+func mustPeer(t *testing.T, addr string, vm vspctest.VM, seq, secret []byte) *vspctest.Conn {
+	t.Helper()
+	dst, err := vspctest.DialPeer(t.Context(), addr, vm, seq, secret)
+	if err != nil {
+		t.Fatalf("PEER: %v", err)
+	}
+	return dst
 }
