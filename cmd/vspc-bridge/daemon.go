@@ -326,15 +326,11 @@ func wanted(cfg *configs.Config) []*boundListener {
 }
 
 // listen binds addr with [vspc] keepalive applied to every accepted
-// connection by the listener itself (ESXi detects a dead proxy by
-// keepalive too; notes esxi-wire.md §4.4), so accepting costs no extra
-// setsockopt calls per connection.
+// connection (ESXi detects a dead proxy by keepalive too; notes
+// esxi-wire.md §4.4). On Linux the listener carries it, so accepting
+// costs no extra setsockopt calls per connection.
 func (d *daemon) listen(cfg *configs.Config, addr string) (net.Listener, error) {
-	ka := net.KeepAliveConfig{Enable: false}
-	if k := cfg.VSPC.Keepalive.Duration; k > 0 {
-		ka = net.KeepAliveConfig{Enable: true, Idle: k, Interval: max(k/5, time.Second), Count: 5}
-	}
-	lc := net.ListenConfig{KeepAliveConfig: ka}
+	lc := keepaliveListenConfig(cfg.VSPC.Keepalive.Duration)
 	return lc.Listen(context.Background(), "tcp", addr)
 }
 
