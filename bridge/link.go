@@ -5,10 +5,12 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/devices"
+	"github.com/vspc-bridge/vspc-bridge/internal/lazylog"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
@@ -80,6 +82,11 @@ func (l *link) schedule(ctx context.Context, d time.Duration) {
 	l.b.wg.Add(1)
 	l.timer = time.AfterFunc(d, func() {
 		defer l.b.wg.Done()
+		// A device connect is background work: VMs waiting for their
+		// WILL-PROXY (a burst after a restart) go first. Gosched puts
+		// this goroutine behind the ones already runnable; a timer's
+		// fresh goroutine would otherwise run before all of them.
+		runtime.Gosched()
 		l.attempt(ctx)
 	})
 	l.mu.Unlock()
@@ -367,5 +374,5 @@ func errString(err error) string {
 // logger returns the bridge's logger with this link's VM and device,
 // built on demand so that an idle link holds none.
 func (l *link) logger() *slog.Logger {
-	return l.b.log.With("vm", l.req.VMName, "vc_uuid", l.req.VCUUID, "device", l.key)
+	return lazylog.With(l.b.log, "vm", l.req.VMName, "vc_uuid", l.req.VCUUID, "device", l.key)
 }

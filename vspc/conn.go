@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/internal/lazylog"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
 )
 
@@ -27,6 +28,10 @@ const (
 	roleRetired                   // old connection after COMPLETE: drained, then closed
 	roleRefused                   // WONT-PROXY sent or bad PEER: closing
 )
+
+// offerHold is how long our opening offers wait for the VM's first bytes
+// (ESXi sends them within a millisecond of connecting).
+const offerHold = 20 * time.Millisecond
 
 // maxPending bounds data a VM sends before its port is attached.
 const maxPending = 64 << 10
@@ -47,6 +52,7 @@ type vmConn struct {
 	ident   identity
 	asked   askSet        // GET-VM-* we sent and still wait for (before deciding)
 	identBy time.Time     // identification deadline; zero when not waiting
+	offerBy time.Time     // opening offers held until the VM speaks or this; zero once sent
 	hsBy    time.Time     // handshake deadline; zero once trusted
 	pending []byte        // VM data before the port is attached
 	waitFor chan struct{} // after COMPLETE: the old connection's reader must finish first
@@ -119,14 +125,16 @@ func (c *vmConn) run(ctx context.Context) {
 	stop := context.AfterFunc(ctx, func() { c.nc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	c.hsBy = time.Now().Add(c.srv.cfg.HandshakeTimeout)
-	c.nc.SetReadDeadline(c.hsBy)
+	now := time.Now()
+	c.hsBy = now.Add(c.srv.cfg.HandshakeTimeout)
+	// ESXi speaks first (WILL AUTHENTICATION, then its offers, KNOWN-
+	// SUBOPTIONS-1 and DO-PROXY; notes esxi-wire.md §4.1). Our offers wait
+	// for those bytes, briefly, and leave in the same write as our
+	// answers: one write and one round trip fewer per VM on both sides.
+	// A peer that waits for us gets them after offerHold.
 	c.out = c.openingOffers(c.out[:0])
-	if err := c.flush(); err != nil {
-		c.logger().Debug("VM connection lost during handshake", "err", err)
-		c.srv.count(func(k *Counters) { k.HandshakeFailures++; k.HandshakeLost++ })
-		return
-	}
+	c.offerBy = now.Add(offerHold)
+	c.setDeadline()
 	rb := readBuf{pool: &c.srv.bufs}
 	defer rb.release()
 	for {
@@ -143,6 +151,10 @@ func (c *vmConn) run(ctx context.Context) {
 			if ferr := c.flush(); ferr != nil {
 				c.ended(ferr)
 				return
+			}
+			if !c.offerBy.IsZero() {
+				c.offerBy = time.Time{}
+				c.setDeadline()
 			}
 		}
 		if err != nil {
@@ -165,6 +177,15 @@ func (c *vmConn) run(ctx context.Context) {
 // onDeadline handles a read deadline; it reports whether to go on reading.
 func (c *vmConn) onDeadline() bool {
 	now := time.Now()
+	if !c.offerBy.IsZero() && !now.Before(c.offerBy) {
+		c.offerBy = time.Time{}
+		if err := c.flush(); err != nil {
+			c.ended(err)
+			return false
+		}
+		c.setDeadline()
+		return true
+	}
 	if !c.identBy.IsZero() && !now.Before(c.identBy) {
 		c.logger().Info("VM did not answer every identification query in time; deciding with what it sent",
 			"identify_timeout", c.srv.cfg.IdentifyTimeout, "vm", c.ident.name, "vc_uuid", c.ident.vcUUID)
@@ -199,8 +220,10 @@ func (c *vmConn) onDeadline() bool {
 // setDeadline arms the read deadline for the nearest timer.
 func (c *vmConn) setDeadline() {
 	d := c.hsBy
-	if !c.identBy.IsZero() && (d.IsZero() || c.identBy.Before(d)) {
-		d = c.identBy
+	for _, t := range [...]time.Time{c.identBy, c.offerBy} {
+		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
+			d = t
+		}
 	}
 	c.nc.SetReadDeadline(d)
 }
@@ -564,7 +587,7 @@ func (r *readBuf) release() {
 // logger. Call it on the connection's reader goroutine only.
 func (c *vmConn) logger() *slog.Logger {
 	if p := c.port.Load(); p != nil {
-		return p.logger().With("peer", c.nc.RemoteAddr().String())
+		return lazylog.With(p.logger(), "peer", c.nc.RemoteAddr().String())
 	}
 	args := make([]any, 0, 10)
 	args = append(args, "peer", c.nc.RemoteAddr().String())
@@ -577,5 +600,5 @@ func (c *vmConn) logger() *slog.Logger {
 	if c.ident.vcUUID != "" {
 		args = append(args, "vc_uuid", c.ident.vcUUID)
 	}
-	return c.srv.log.With(args...)
+	return lazylog.With(c.srv.log, args...)
 }

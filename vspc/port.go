@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vspc-bridge/vspc-bridge/internal/lazylog"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
 )
@@ -490,7 +491,7 @@ func (p *Port) close(reason string) {
 // logger returns the server's logger with this port's identity, built on
 // demand so that an idle port holds none.
 func (p *Port) logger() *slog.Logger {
-	return p.srv.log.With("vm", p.vmName, "vc_uuid", p.req0UUID(), "service_uri", p.key.service)
+	return lazylog.With(p.srv.log, "vm", p.vmName, "vc_uuid", p.req0UUID(), "service_uri", p.key.service)
 }
 
 // req0UUID is the VC UUID the port is keyed by ("" when the VM sent none).
