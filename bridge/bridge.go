@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -232,8 +233,10 @@ func (b *Bridge) policyDial(ctx context.Context, network, address string) (net.C
 	if err != nil {
 		return nil, err
 	}
-	var port int
-	fmt.Sscan(ps, &port)
+	port, err := strconv.Atoi(ps)
+	if err != nil || port < 0 || port > 65535 {
+		return nil, fmt.Errorf("bad port in %q", address)
+	}
 	allow := cfg.Allow()
 	nameOK := allow.AllowName(host, port)
 	ips, err := b.lookup(ctx, host)
