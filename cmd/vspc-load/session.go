@@ -59,10 +59,12 @@ func hostIP(net8 int, i int) string {
 // the start of the TCP connect to WILL-PROXY.
 func dialVM(ctx context.Context, addr string, vm vspctest.VM) (*vspctest.Conn, net.Conn, time.Duration, error) {
 	start := time.Now()
-	// No keepalive on loopback: it would cost four setsockopt calls per
-	// simulated VM, CPU taken from the bridge on the same two cores.
+	// No keepalive on loopback (four setsockopt calls per simulated VM,
+	// CPU taken from the bridge on the same two cores), and a context
+	// that cannot be cancelled: net starts a goroutine per connect to
+	// watch one that can, and a loopback connect cannot hang.
 	d := net.Dialer{KeepAlive: -1}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	nc, err := d.DialContext(context.WithoutCancel(ctx), "tcp", addr)
 	if err != nil {
 		return nil, nil, 0, err
 	}
@@ -219,6 +221,46 @@ func establish(ctx context.Context, n, conc int, dial func(i int) (*pair, time.D
 		}
 	}
 	return pairs, ok, firstErr
+}
+
+// establishAtOnce runs dial(0..n-1) on n goroutines released together:
+// the goroutines exist and wait before the clock starts, so the wall time
+// is the bridge's and the connections', not goroutine creation. started
+// runs just before the release.
+func establishAtOnce(ctx context.Context, n int, dial func(i int) (*pair, time.Duration, error), started func()) ([]*pair, durations, time.Duration, error) {
+	pairs := make([]*pair, n)
+	times := make(durations, n)
+	errs := make([]error, n)
+	var ready, wg sync.WaitGroup
+	gate := make(chan struct{})
+	ready.Add(n)
+	for i := range n {
+		wg.Go(func() {
+			ready.Done()
+			<-gate
+			if ctx.Err() != nil {
+				errs[i] = ctx.Err()
+				return
+			}
+			pairs[i], times[i], errs[i] = dial(i)
+		})
+	}
+	ready.Wait()
+	started()
+	start := time.Now()
+	close(gate)
+	wg.Wait()
+	wall := time.Since(start)
+	ok := times[:0]
+	var firstErr error
+	for i, p := range pairs {
+		if p != nil {
+			ok = append(ok, times[i])
+		} else if firstErr == nil && errs[i] != nil {
+			firstErr = fmt.Errorf("pair %d: %w", i, errs[i])
+		}
+	}
+	return pairs, ok, wall, firstErr
 }
 
 func countOK(ps []*pair) int {
