@@ -321,6 +321,9 @@ func TestParseErrors(t *testing.T) {
 			[]string{`3: route[1].device: device "tcp://h": missing port`}},
 		{"route not tables", "route = 1\n" + listen, []string{"1: route: want an array of tables"}},
 		{"route no matcher no device", listen + "[[route]]\nname = \"x\"\n", []string{"3: route[0]: needs at least one matcher", "3: route[0].device: required"}},
+		// Found by FuzzParse: uuid = "" (any VM) passed for a matcher.
+		{"route empty uuid only", listen + "[[route]]\nuuid = \"\"\ndevice = \"/0\"\n", []string{"3: route[0]: needs at least one matcher"}},
+		{"route bad uuid only", listen + "[[route]]\nuuid = \"x\"\ndevice = \"/0\"\n", []string{"4: route[0].uuid: invalid UUID \"x\""}},
 		{"route bad glob", listen + "[[route]]\nservice = \"[\"\ndevice = \"/dev/ttyS0\"\n", []string{`4: route[0].service: bad pattern "["`}},
 		{"route flow twice", listen + "[[route]]\nservice = \"a\"\ndevice = \"/dev/ttyS0\"\nsettings = \"9600 8N1 rtscts\"\nflow = \"none\"\n", []string{"7: route[0].flow: flow control is also given in settings"}},
 		{"route bad flow", listen + "[[route]]\nservice = \"a\"\ndevice = \"/dev/ttyS0\"\nflow = \"hw\"\n", []string{`6: route[0].flow: invalid flow control "hw"`}},

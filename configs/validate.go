@@ -208,14 +208,18 @@ func (d *decoder) validateRoutes(routes []Route) {
 				d.errorf(rk+"."+m.key, "bad pattern %q: %w", m.pattern, err)
 			}
 		}
+		uuidBad := d.bad[rk+".uuid"]
 		if r.UUID != "" {
 			u, err := NormalizeUUID(r.UUID)
 			if err != nil {
 				d.fail(rk+".uuid", err)
+				uuidBad = true
 			}
 			r.UUID = u
 		}
-		if r.Service == "" && r.VM == "" && r.UUID == "" && !d.set[rk+".uuid"] && !d.bad[rk+".service"] && !d.bad[rk+".vm"] {
+		// uuid = "" means "any VM", like an empty service or vm: it is
+		// not a matcher (FuzzParse found a route with only uuid = "").
+		if r.Service == "" && r.VM == "" && r.UUID == "" && !uuidBad && !d.bad[rk+".service"] && !d.bad[rk+".vm"] {
 			d.errorf(rk, "needs at least one matcher: service, vm or uuid")
 		}
 		d.validateDevice(rk, r)

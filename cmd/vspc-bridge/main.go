@@ -28,7 +28,7 @@ const usage = `vspc-bridge: a virtual serial port concentrator for VMware ESXi
 
 Usage:
   vspc-bridge serve [-config FILE] [-log-format text|json] [-log-level LEVEL]
-  vspc-bridge check-config [-audit] FILE
+  vspc-bridge check-config [-audit] FILE | -config FILE
   vspc-bridge status [-json] [-addr ADDR] [-config FILE]   (the running bridge, over its admin API)
   vspc-bridge sessions [-json] [-addr ADDR] [-config FILE] VM
   vspc-bridge reload [-addr ADDR] [-config FILE]           (re-read the config file; SIGHUP does too)

@@ -50,6 +50,18 @@ func TestCheckConfig(t *testing.T) {
 	if code := run(t.Context(), []string{"check-config", "../../configs/example.toml"}, nil, &out, &errb); code != 0 {
 		t.Fatalf("example.toml: exit %d: %s", code, out.String())
 	}
+	// -config FILE, as serve takes it, is the same.
+	out.Reset()
+	if code := run(t.Context(), []string{"check-config", "-config", "../../configs/example.toml"}, nil, &out, &errb); code != 0 || !strings.Contains(out.String(), "example.toml: OK") {
+		t.Fatalf("check-config -config example.toml: exit %d: %s", code, out.String())
+	}
+	out.Reset()
+	if code := run(t.Context(), []string{"check-config", "-config", bad}, nil, &out, &errb); code != 1 {
+		t.Fatalf("check-config -config %s: exit %d, want 1: %s", bad, code, out.String())
+	}
+	if code := run(t.Context(), []string{"check-config", "-config", bad, bad}, nil, &out, &errb); code != 2 {
+		t.Fatalf("check-config with -config and FILE: exit %d, want 2 (usage)", code)
+	}
 }
 
 // TestServeEndToEnd starts "serve -config" on a free port, joins a
