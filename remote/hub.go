@@ -58,6 +58,7 @@ type Hub struct {
 	consoles  map[*console]struct{}
 	byPort    map[int]*console        // per-VM listener port → console
 	listeners map[net.Listener]string // open listeners → front door kind ("" for per-VM)
+	bound     []frontDoor             // front doors opened by Bind, not yet served
 }
 
 // New returns a Hub for cfg. With remote access enabled it loads (or on
@@ -260,15 +261,25 @@ func (h *Hub) Consoles() []ConsoleInfo {
 	return out
 }
 
-// Serve listens on the configured front doors (telnet_listen,
-// telnets_listen, ssh_listen) and serves them until ctx is done or Close
-// is called; then it returns ctx.Err() (or ErrClosed). A listener that
-// cannot be opened is an error at once.
-func (h *Hub) Serve(ctx context.Context) error {
+// frontDoor is a configured front door, bound by Bind.
+type frontDoor struct {
+	key   string // config key: telnet_listen, telnets_listen, ssh_listen
+	serve func(context.Context, net.Listener) error
+	ln    net.Listener
+}
+
+// Bind opens the configured front doors (telnet_listen, telnets_listen,
+// ssh_listen) without serving them yet, so that a port in use is an
+// error when the bridge starts, before it accepts VMs. Serve binds them
+// itself when Bind was not called. Bind with remote access off does
+// nothing.
+func (h *Hub) Bind() error {
 	r := &h.cfg.Remote
-	if !r.Enabled {
-		<-ctx.Done()
-		return ctx.Err()
+	h.mu.Lock()
+	bound := h.bound != nil
+	h.mu.Unlock()
+	if !r.Enabled || bound {
+		return nil
 	}
 	type front struct {
 		key, addr string
@@ -287,35 +298,58 @@ func (h *Hub) Serve(ctx context.Context) error {
 	if r.SSHListen != "" {
 		fronts = append(fronts, front{"ssh_listen", r.SSHListen, h.ServeSSH, false})
 	}
-	var lns []net.Listener
+	doors := make([]frontDoor, 0, len(fronts))
+	fail := func(err error) error {
+		for _, d := range doors {
+			d.ln.Close()
+		}
+		return err
+	}
 	for _, f := range fronts {
+		if f.tls && h.tlsConf == nil {
+			return fail(fmt.Errorf("remote: [remote] %s needs tls_cert", f.key))
+		}
 		ln, err := net.Listen("tcp", f.addr)
 		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return fmt.Errorf("remote: [remote] %s %s: %w", f.key, f.addr, err)
+			return fail(fmt.Errorf("remote: [remote] %s %s: %w", f.key, f.addr, err))
 		}
 		if f.tls {
-			if h.tlsConf == nil {
-				ln.Close()
-				return fmt.Errorf("remote: [remote] %s needs tls_cert", f.key)
-			}
 			ln = tls.NewListener(ln, h.tlsConf)
 		}
 		h.log.Info("remote front door listening", "kind", f.key, "addr", ln.Addr().String())
-		lns = append(lns, ln)
+		doors = append(doors, frontDoor{key: f.key, serve: f.serve, ln: ln})
 	}
+	h.mu.Lock()
+	h.bound = doors
+	h.mu.Unlock()
+	return nil
+}
+
+// Serve serves the front doors (binding them first unless Bind did)
+// until ctx is done or Close is called; then it returns ctx.Err() (or
+// ErrClosed). A listener that cannot be opened is an error at once.
+func (h *Hub) Serve(ctx context.Context) error {
+	if !h.cfg.Remote.Enabled {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if err := h.Bind(); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	doors := h.bound
+	h.bound = nil // acceptLoop owns them now (and closes them if the hub is closed)
+	h.mu.Unlock()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(h.ctx, cancel)
 	defer stop()
-	errc := make(chan error, len(lns))
-	for i, ln := range lns {
-		go func() { errc <- fronts[i].serve(sctx, ln) }()
+	errc := make(chan error, len(doors))
+	for _, d := range doors {
+		go func() { errc <- d.serve(sctx, d.ln) }()
 	}
 	var first error
-	for range lns {
+	for range doors {
 		if err := <-errc; first == nil && sctx.Err() == nil {
 			first = err // a front door failed by itself: stop the others
 			cancel()
@@ -471,6 +505,10 @@ func (h *Hub) Close() error {
 	for ln := range h.listeners {
 		ln.Close()
 	}
+	for _, d := range h.bound { // bound, never served
+		d.ln.Close()
+	}
+	h.bound = nil
 	h.mu.Unlock()
 	h.cancel()
 	for _, c := range cons {

@@ -549,3 +549,36 @@ func TestSSHMenu(t *testing.T) {
 	m.typeEnter()
 	m.waitFor("bye")
 }
+
+// TestBindThenClose: front doors bound by Bind and never served are
+// released by Close.
+func TestBindThenClose(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg, err := configs.Parse("t.toml", []byte(fmt.Sprintf("[vspc]\nlisten = \"127.0.0.1:0\"\n[remote]\nenabled = true\ntelnet_listen = %q\nstate_file = %q\nssh_host_keys = [%q]\n", addr, filepath.Join(t.TempDir(), "p.json"), filepath.Join(t.TempDir(), "k"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub, err := remote.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.Bind(); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.Dial("tcp", addr); err != nil {
+		t.Fatalf("bound front door: %v", err)
+	} else {
+		c.Close()
+	}
+	hub.Close()
+	if l2, err := net.Listen("tcp", addr); err != nil {
+		t.Fatalf("after Close the front door port is still held: %v", err)
+	} else {
+		l2.Close()
+	}
+}

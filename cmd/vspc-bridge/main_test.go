@@ -200,3 +200,35 @@ func TestServeRemoteAccess(t *testing.T) {
 		seen = append(seen, buf[:n]...)
 	}
 }
+
+// TestServeFrontDoorInUse: a remote-access front door whose port is taken
+// stops serve at start (exit status 1, the key named), and the VM
+// listener never accepts.
+func TestServeFrontDoorInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	vmln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := vmln.Addr().String()
+	vmln.Close()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.toml")
+	os.WriteFile(cfg, []byte("[vspc]\nlisten = \""+addr+"\"\n[remote]\nenabled = true\nbind = \"127.0.0.1\"\nopen = true\ntelnet_listen = \""+taken.Addr().String()+"\"\nstate_file = \""+filepath.Join(dir, "ports.json")+"\"\nssh_host_keys = [\""+filepath.Join(dir, "ssh_host_ed25519_key")+"\"]\n"), 0o644)
+	var out, errb bytes.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run(t.Context(), []string{"serve", "-config", cfg}, nil, &out, &errb) }()
+	select {
+	case code := <-done:
+		if code != 1 || !strings.Contains(errb.String(), "telnet_listen "+taken.Addr().String()) {
+			t.Fatalf("exit %d, stderr:\n%s", code, errb.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("serve kept running with its front door port taken:\n%s", errb.String())
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("the VM listener is still open after a failed start")
+	}
+}

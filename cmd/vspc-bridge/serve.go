@@ -128,6 +128,12 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 	}
 	d.consoles = hub.Consoles
 	d.setUsers = hub.SetUsers
+	// Front doors first: a port in use stops the start, before any VM
+	// is accepted.
+	if err := hub.Bind(); err != nil {
+		hub.Close()
+		return fmt.Errorf("remote access: %w", err)
+	}
 	if err := d.start(); err != nil {
 		hub.Close()
 		return err
@@ -152,13 +158,28 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 	}
 	printHints(stdout, cfg, vmAddr)
 
-	serveErr := d.run(ctx)
-	select {
-	case err := <-hubDone: // a front door failed to bind
-		if err != nil && serveErr == nil && !errors.Is(err, context.Canceled) {
-			serveErr = fmt.Errorf("remote access: %w", err)
+	// A front door that fails while serving stops the bridge too.
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	var hubErr error
+	hubWatch := make(chan struct{})
+	go func() {
+		defer close(hubWatch)
+		select {
+		case err := <-hubDone:
+			if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, remote.ErrClosed) {
+				log.Error("remote access front door failed; stopping", "err", err)
+				hubErr = err
+				rcancel()
+			}
+		case <-rctx.Done():
 		}
-	default:
+	}()
+	serveErr := d.run(rctx)
+	rcancel()
+	<-hubWatch
+	if hubErr != nil {
+		serveErr = fmt.Errorf("remote access: %w", hubErr)
 	}
 	log.Info("shutting down: no new connections; flushing data in flight")
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
