@@ -38,7 +38,10 @@ type Config struct {
 	// Consoles lists the remote-access consoles of direction-server
 	// ports (package remote) with their attached users.
 	Consoles func() []Console
-	Alerts   func() alerts.Stats
+	// Remote returns the remote-access counters (a *remote.Hub's
+	// Counters), or nil when remote access is off; a nil func is the same.
+	Remote func() *RemoteCounters
+	Alerts func() alerts.Stats
 	// Status fills in the bridge-wide part of /api/v1/status (version,
 	// listeners, reloads); the handler adds ports, counters and time.
 	Status func() Status
@@ -185,6 +188,9 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	st.Ports = len(h.cfg.Server.Ports())
 	st.Conns = h.cfg.Server.Sessions()
 	st.Counters = countersFrom(h.cfg.Server.Counters())
+	if h.cfg.Remote != nil {
+		st.Remote = h.cfg.Remote()
+	}
 	if st.Listeners == nil {
 		st.Listeners = []Listener{}
 	}

@@ -523,3 +523,53 @@ func TestNoTokenLocalOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoteCounters: remote-access counters appear in /metrics and in
+// /api/v1/status when remote access is on, and not at all when it is off.
+func TestRemoteCounters(t *testing.T) {
+	get := func(h *Handler, path string) string {
+		t.Helper()
+		req := httptest.NewRequest("GET", path, nil)
+		req.Host = "127.0.0.1:13372"
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			t.Fatalf("%s: %d %s", path, rec.Code, rec.Body.String())
+		}
+		return rec.Body.String()
+	}
+	on := New(Config{Server: fakeServer{}, Remote: func() *RemoteCounters {
+		return &RemoteCounters{Logins: 3, LoginFailures: 2, LoginsRefused: 1, ClientsDropped: 4, Sessions: 5, Consoles: 6}
+	}})
+	m := get(on, "/metrics")
+	for _, want := range []string{
+		`vspc_bridge_remote_logins_total{result="ok"} 3`,
+		`vspc_bridge_remote_logins_total{result="failed"} 2`,
+		`vspc_bridge_remote_logins_total{result="refused"} 1`,
+		`vspc_bridge_remote_clients_dropped_total 4`,
+		`vspc_bridge_remote_sessions 5`,
+		`vspc_bridge_remote_consoles 6`,
+	} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	var st Status
+	if err := json.Unmarshal([]byte(get(on, "/api/v1/status")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Remote == nil || *st.Remote != (RemoteCounters{3, 2, 1, 4, 5, 6}) {
+		t.Errorf("status remote %+v", st.Remote)
+	}
+	for _, off := range []*Handler{
+		New(Config{Server: fakeServer{}}),
+		New(Config{Server: fakeServer{}, Remote: func() *RemoteCounters { return nil }}),
+	} {
+		if m := get(off, "/metrics"); strings.Contains(m, "vspc_bridge_remote_") {
+			t.Errorf("remote access off, yet /metrics has remote series")
+		}
+		if s := get(off, "/api/v1/status"); strings.Contains(s, `"remote"`) {
+			t.Errorf("remote access off, yet status has remote: %s", s)
+		}
+	}
+}

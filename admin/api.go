@@ -105,6 +105,18 @@ type Status struct {
 	Conns     int        `json:"vm_connections"` // open ESXi connections
 	Counters  Counters   `json:"counters"`
 	Alerts    []string   `json:"alert_rules"`
+	// Remote is present when remote access is wired in.
+	Remote *RemoteCounters `json:"remote,omitempty"`
+}
+
+// RemoteCounters are the remote-access counters (remote.Counters).
+type RemoteCounters struct {
+	Logins         int64 `json:"logins"`          // successful logins (telnet, SSH)
+	LoginFailures  int64 `json:"login_failures"`  // wrong password, unknown user, no accepted key
+	LoginsRefused  int64 `json:"logins_refused"`  // attempts refused while rate-limited
+	ClientsDropped int64 `json:"clients_dropped"` // clients that fell more than client_queue behind
+	Sessions       int   `json:"sessions"`        // remote connections open now
+	Consoles       int   `json:"consoles"`        // direction-server ports with a console
 }
 
 // Listener is one listening socket of the bridge.

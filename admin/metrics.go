@@ -37,6 +37,10 @@ var (
 	descReloads     = desc("config_reloads_total", "Config reloads by result (ok, rejected).", "result")
 	descReloadTime  = desc("config_last_reload_timestamp_seconds", "Unix time of the last config reload attempt, 0 if none.")
 	descCertExpiry  = desc("tls_cert_expiry_timestamp_seconds", "Unix time at which a listener's certificate expires.", "listener")
+	descRLogins     = desc("remote_logins_total", "Remote-access login attempts by result (ok, failed: wrong password, unknown user or no accepted key; refused: rate-limited).", "result")
+	descRDropped    = desc("remote_clients_dropped_total", "Remote-access clients dropped for falling more than client_queue behind.")
+	descRSessions   = desc("remote_sessions", "Remote-access connections open now (front doors and per-VM listeners).")
+	descRConsoles   = desc("remote_consoles", "Direction-server VM serial ports with a remote-access console.")
 	descBuildInfo   = desc("build_info", "Always 1; the version label says which build runs.", "version")
 	descStartTime   = desc("start_time_seconds", "Unix time the bridge started.")
 	allPortStates   = []string{"attached", "detached", "vmotion"}
@@ -71,7 +75,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConns, descPorts, descBytes, descQueued, descQueuedMax, descBacklog, descBacklogMax,
 		descDevices, descDevReconn, descVMotions, descAccepted, descRefused, descHandshake, descVMReconn,
 		descAlerts, descAlertSupp, descAlertSkip, descAlertSkipB, descWebhook, descReloads, descReloadTime, descCertExpiry,
-		descBuildInfo, descStartTime} {
+		descRLogins, descRDropped, descRSessions, descRConsoles, descBuildInfo, descStartTime} {
 		ch <- d
 	}
 }
@@ -181,6 +185,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descWebhook, float64(st.WebhookDropped), "dropped")
 	}
 
+	if rc := c.remote(); rc != nil {
+		counter(descRLogins, float64(rc.Logins), "ok")
+		counter(descRLogins, float64(rc.LoginFailures), "failed")
+		counter(descRLogins, float64(rc.LoginsRefused), "refused")
+		counter(descRDropped, float64(rc.ClientsDropped))
+		gauge(descRSessions, float64(rc.Sessions))
+		gauge(descRConsoles, float64(rc.Consoles))
+	}
+
 	if c.cfg.Status != nil {
 		st := c.cfg.Status()
 		counter(descReloads, float64(st.Reloads.OK), "ok")
@@ -194,6 +207,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descBuildInfo, 1, st.Version)
 		gauge(descStartTime, unixSeconds(st.Started))
 	}
+}
+
+func (c *Collector) remote() *RemoteCounters {
+	if c.cfg.Remote == nil {
+		return nil
+	}
+	return c.cfg.Remote()
 }
 
 func unixSeconds(t time.Time) float64 {

@@ -71,6 +71,9 @@ type daemon struct {
 	// consoles lists the remote-access consoles (a *remote.Hub's
 	// Consoles); set before start when remote access is wired in.
 	consoles func() []remote.ConsoleInfo
+	// remote returns the remote-access counters; set before start when
+	// remote access is enabled.
+	remote func() *admin.RemoteCounters
 	// setUsers applies the [[user]] tables of a reloaded config (a
 	// *remote.Hub's SetUsers); set before start. Without it a change of
 	// users is reported as needing a restart.
@@ -127,6 +130,12 @@ func newDaemon(cfg *configs.Config, log *slog.Logger, br *bridge.Bridge, srv *vs
 				return nil
 			}
 			return consolesForAdmin(d.consoles())
+		},
+		Remote: func() *admin.RemoteCounters {
+			if d.remote == nil {
+				return nil
+			}
+			return d.remote()
 		},
 		Logger: log.With("component", "admin"),
 	})

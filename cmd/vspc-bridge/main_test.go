@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -149,10 +150,10 @@ func TestServeRemoteAccess(t *testing.T) {
 		defer ln.Close()
 		return ln.Addr().String()
 	}
-	addr, console := free(), free()
+	addr, console, adminAddr := free(), free(), free()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "c.toml")
-	os.WriteFile(cfg, []byte("[vspc]\nlisten = \""+addr+"\"\n[remote]\nenabled = true\nbind = \"127.0.0.1\"\nopen = true\nstate_file = \""+filepath.Join(dir, "ports.json")+"\"\nssh_host_keys = [\""+filepath.Join(dir, "ssh_host_ed25519_key")+"\"]\n"), 0o644)
+	os.WriteFile(cfg, []byte("[vspc]\nlisten = \""+addr+"\"\n[admin]\nlisten = \""+adminAddr+"\"\n[remote]\nenabled = true\nbind = \"127.0.0.1\"\nopen = true\nstate_file = \""+filepath.Join(dir, "ports.json")+"\"\nssh_host_keys = [\""+filepath.Join(dir, "ssh_host_ed25519_key")+"\"]\n"), 0o644)
 	ctx, cancel := context.WithCancel(t.Context())
 	var out, errb bytes.Buffer
 	done := make(chan int, 1)
@@ -198,6 +199,22 @@ func TestServeRemoteAccess(t *testing.T) {
 			t.Fatalf("user got %q, %v", seen, err)
 		}
 		seen = append(seen, buf[:n]...)
+	}
+	// The hub's counters reach /metrics: one console, one remote client.
+	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"vspc_bridge_remote_consoles 1\n", "vspc_bridge_remote_sessions 1\n", `vspc_bridge_remote_logins_total{result="failed"} 0` + "\n"} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	var sout, serr bytes.Buffer
+	if code := run(t.Context(), []string{"status", "-addr", adminAddr}, nil, &sout, &serr); code != 0 || !strings.Contains(sout.String(), "Remote access: 1 consoles, 1 clients connected. Logins: 0 ok, 0 failed") {
+		t.Errorf("status: exit %d\n%s%s", code, sout.String(), serr.String())
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vspc-bridge/vspc-bridge/admin"
 	"github.com/vspc-bridge/vspc-bridge/bridge"
 	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/remote"
@@ -128,6 +129,13 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 	}
 	d.consoles = hub.Consoles
 	d.setUsers = hub.SetUsers
+	if cfg.Remote.Enabled {
+		d.remote = func() *admin.RemoteCounters {
+			k := hub.Counters()
+			return &admin.RemoteCounters{Logins: k.Logins, LoginFailures: k.LoginFailures, LoginsRefused: k.LoginsRefused,
+				ClientsDropped: k.ClientsDropped, Sessions: k.Sessions, Consoles: len(hub.Consoles())}
+		}
+	}
 	// Front doors first: a port in use stops the start, before any VM
 	// is accepted.
 	if err := hub.Bind(); err != nil {

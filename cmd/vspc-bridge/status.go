@@ -235,6 +235,10 @@ func printStatus(w io.Writer, st admin.Status, sessions []admin.Session) {
 	if len(st.Alerts) > 0 {
 		fmt.Fprintf(w, "Alert rules: %s\n", strings.Join(st.Alerts, ", "))
 	}
+	if r := st.Remote; r != nil {
+		fmt.Fprintf(w, "Remote access: %d consoles, %d clients connected. Logins: %d ok, %d failed, %d refused (rate limit); %d clients dropped for falling behind.\n",
+			r.Consoles, r.Sessions, r.Logins, r.LoginFailures, r.LoginsRefused, r.ClientsDropped)
+	}
 	if len(sessions) == 0 {
 		fmt.Fprintln(w, "\nNo VM serial ports.")
 		return
