@@ -33,6 +33,7 @@ Usage:
   vspc-bridge sessions [-json] [-addr ADDR] [-config FILE] VM
   vspc-bridge reload [-addr ADDR] [-config FILE]           (re-read the config file; SIGHUP does too)
   vspc-bridge gen-cert [-host NAME,IP] [-port 13371]       (self-signed telnets certificate for labs)
+  vspc-bridge hash-password [-cost N]                      (bcrypt hash for a [[user]] password)
   vspc-bridge simulate-vm -proxy telnet://HOST:PORT -service URI -direction client|server [-name N -uuid U]
   vspc-bridge vc audit|provision|preflight ...   (vCenter helpers; vspc-bridge vc -h)
   vspc-bridge version
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = cmdReload(ctx, rest, stdout, stderr)
 	case "gen-cert":
 		err = cmdGenCert(rest, stdout, stderr)
+	case "hash-password":
+		err = cmdHashPassword(rest, stdin, stdout, stderr)
 	case "vc":
 		return cmdVC(ctx, rest, stdout, stderr)
 	case "version":
