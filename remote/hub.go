@@ -175,7 +175,11 @@ func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Ba
 			return nil, fmt.Errorf("remote: VM %q asks for console port %d (service URI %q): %w", req.VMName, spec.port, req.ServiceURI, err)
 		}
 	} else {
-		ln, err = h.ports.assign(c.key, req.VMName, req.ServiceURI, bind)
+		var reclaimed string
+		ln, reclaimed, err = h.ports.assign(c.key, req.VMName, req.ServiceURI, bind)
+		if reclaimed != "" {
+			h.log.Info("port_range full: "+reclaimed, "vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI)
+		}
 		switch {
 		case errors.Is(err, ErrNoPortRange):
 			ln = nil // reachable through the front doors only

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -220,5 +221,77 @@ func TestRateLimit(t *testing.T) {
 	}
 	if _, err := a.password("10.0.0.3", "mallory", "ssh", []byte("x")); !errors.Is(err, ErrLoginFailed) {
 		t.Fatalf("unknown user: %v", err)
+	}
+}
+
+// TestPortRangeReclaim: with every port of the range assigned, a new
+// serial port gets the port seen longest ago among those not attached
+// now; the state file follows, and a port that attaches again refreshes
+// its last-seen time (at most once per seenResolution).
+func TestPortRangeReclaim(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ports.json")
+	s, err := loadPortStore(path, 100, 101)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attached := map[int]bool{}
+	bind := func(p int) (net.Listener, error) {
+		if attached[p] {
+			return nil, errors.New("in use")
+		}
+		return net.Listen("tcp", "127.0.0.1:0") // the port number is what the store records
+	}
+	take := func(key, vm string) (int, string) {
+		t.Helper()
+		ln, rec, err := s.assign(key, vm, vm, bind)
+		if err != nil {
+			t.Fatalf("assign %s: %v", key, err)
+		}
+		ln.Close()
+		return s.ports[key].Port, rec
+	}
+	if p, rec := take("a", "vm-a"); p != 100 || rec != "" {
+		t.Fatalf("a: port %d %q", p, rec)
+	}
+	if p, rec := take("b", "vm-b"); p != 101 || rec != "" {
+		t.Fatalf("b: port %d %q", p, rec)
+	}
+	long := time.Now().UTC().Add(-48 * time.Hour)
+	a := s.ports["a"]
+	a.Assigned, a.LastSeen = long, long
+	s.ports["a"] = a
+	p, rec := take("c", "vm-c")
+	if p != 100 || !strings.Contains(rec, `port 100 reclaimed from VM "vm-a"`) {
+		t.Fatalf("c: port %d, reclaimed %q", p, rec)
+	}
+	re, err := loadPortStore(path, 100, 101)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := re.ports["a"]; ok || re.ports["c"].Port != 100 || re.ports["b"].Port != 101 {
+		t.Fatalf("state file after reclaim: %+v", re.ports)
+	}
+	// b was seen before c, but b attached now is not reclaimed: c is, once
+	// it detaches; with both attached there is no port.
+	attached[101] = true
+	if p, rec := take("d", "vm-d"); p != 100 || !strings.Contains(rec, `from VM "vm-c"`) {
+		t.Fatalf("d: port %d, reclaimed %q", p, rec)
+	}
+	attached[100] = true
+	if _, _, err := s.assign("e", "vm-e", "vm-e", bind); err == nil || !strings.Contains(err.Error(), "no free port in port_range 100-101") {
+		t.Fatalf("e with the range attached: %v", err)
+	}
+	// Refreshing: b seen 2 h ago gets a new LastSeen when it attaches.
+	attached = map[int]bool{}
+	b := s.ports["b"]
+	b.Assigned, b.LastSeen = time.Now().UTC().Add(-3*time.Hour), time.Now().UTC().Add(-2*time.Hour)
+	s.ports["b"] = b
+	take("b", "vm-b")
+	if re, _ := loadPortStore(path, 100, 101); time.Since(re.ports["b"].LastSeen) > time.Minute {
+		t.Fatalf("b's last_seen not refreshed in the state file: %+v", re.ports["b"])
+	}
+	// A state file from before last_seen: Assigned stands in.
+	if (portAssignment{Assigned: long}).seen() != long {
+		t.Fatal("seen() without LastSeen")
 	}
 }

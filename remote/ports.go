@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,7 +66,23 @@ type portAssignment struct {
 	VM       string    `json:"vm"`
 	Service  string    `json:"service"`
 	Assigned time.Time `json:"assigned"`
+	// LastSeen is when the serial port last attached, to within
+	// seenResolution (older state files have none: Assigned stands in).
+	LastSeen time.Time `json:"last_seen,omitzero"`
 }
+
+// seen is when the assignment was last used.
+func (a portAssignment) seen() time.Time {
+	if a.LastSeen.After(a.Assigned) {
+		return a.LastSeen
+	}
+	return a.Assigned
+}
+
+// seenResolution bounds state file writes: a serial port that attaches
+// again updates LastSeen only when the recorded one is older than this
+// (1,000 VMs reconnecting after a restart must not cost 1,000 fsyncs).
+const seenResolution = time.Hour
 
 type portState struct {
 	Version int                       `json:"version"`
@@ -101,24 +118,53 @@ func loadPortStore(path string, lo, hi int) (*portStore, error) {
 var ErrNoPortRange = errors.New("remote: no [remote] port_range for service URIs without a port")
 
 // assign returns the listener for key: on its recorded port, or on the
-// first free port of the range, which is then recorded. bind opens a
-// listener on a port.
-func (s *portStore) assign(key, vm, service string, bind func(port int) (net.Listener, error)) (net.Listener, error) {
+// first free port of the range, which is then recorded. When every port of
+// the range is assigned, the assignment seen longest ago whose port can be
+// bound (its serial port is not attached now) is reclaimed for key:
+// reclaimed then describes it, for the log. bind opens a listener on a
+// port.
+func (s *portStore) assign(key, vm, service string, bind func(port int) (net.Listener, error)) (ln net.Listener, reclaimed string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := time.Now().UTC()
 	if a, ok := s.ports[key]; ok {
 		ln, err := bind(a.Port)
 		if err != nil {
-			return nil, fmt.Errorf("remote: port %d, assigned to this VM serial port (state file), is not available: %w", a.Port, err)
+			return nil, "", fmt.Errorf("remote: port %d, assigned to this VM serial port (state file), is not available: %w", a.Port, err)
 		}
-		return ln, nil
+		if now.Sub(a.seen()) > seenResolution {
+			a.LastSeen = now
+			s.ports[key] = a
+			s.saveLocked() // best effort: the assignment itself is unchanged
+		}
+		return ln, "", nil
 	}
 	if s.lo == 0 {
-		return nil, ErrNoPortRange
+		return nil, "", ErrNoPortRange
 	}
 	taken := map[int]bool{}
 	for _, a := range s.ports {
 		taken[a.Port] = true
+	}
+	record := func(ln net.Listener, p int, old string) (net.Listener, string, error) {
+		var prev portAssignment
+		if old != "" {
+			prev = s.ports[old]
+			delete(s.ports, old)
+		}
+		s.ports[key] = portAssignment{Port: p, VM: vm, Service: service, Assigned: now, LastSeen: now}
+		if err := s.saveLocked(); err != nil {
+			ln.Close()
+			delete(s.ports, key)
+			if old != "" {
+				s.ports[old] = prev
+			}
+			return nil, "", err
+		}
+		if old != "" {
+			return ln, fmt.Sprintf("port %d reclaimed from VM %q (service URI %q), last seen %s", p, prev.VM, prev.Service, prev.seen().Format(time.RFC3339)), nil
+		}
+		return ln, "", nil
 	}
 	var lastErr error
 	for p := s.lo; p <= s.hi; p++ {
@@ -130,18 +176,38 @@ func (s *portStore) assign(key, vm, service string, bind func(port int) (net.Lis
 			lastErr = err
 			continue
 		}
-		s.ports[key] = portAssignment{Port: p, VM: vm, Service: service, Assigned: time.Now().UTC()}
-		if err := s.saveLocked(); err != nil {
-			ln.Close()
-			delete(s.ports, key)
-			return nil, err
+		return record(ln, p, "")
+	}
+	// The range is full: reclaim the port seen longest ago whose serial
+	// port is not attached now (its listener would hold the port).
+	type cand struct {
+		key string
+		a   portAssignment
+	}
+	var old []cand
+	for k, a := range s.ports {
+		if a.Port >= s.lo && a.Port <= s.hi {
+			old = append(old, cand{k, a})
 		}
-		return ln, nil
+	}
+	slices.SortFunc(old, func(x, y cand) int {
+		if c := x.a.seen().Compare(y.a.seen()); c != 0 {
+			return c
+		}
+		return strings.Compare(x.key, y.key)
+	})
+	for _, o := range old {
+		ln, err := bind(o.a.Port)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		return record(ln, o.a.Port, o.key)
 	}
 	if lastErr != nil {
-		return nil, fmt.Errorf("remote: no free port in port_range %d-%d (last error: %w)", s.lo, s.hi, lastErr)
+		return nil, "", fmt.Errorf("remote: no free port in port_range %d-%d (last error: %w)", s.lo, s.hi, lastErr)
 	}
-	return nil, fmt.Errorf("remote: no free port in port_range %d-%d: all %d are assigned (state file %s)", s.lo, s.hi, s.hi-s.lo+1, s.path)
+	return nil, "", fmt.Errorf("remote: no free port in port_range %d-%d: all %d are assigned and attached (state file %s)", s.lo, s.hi, s.hi-s.lo+1, s.path)
 }
 
 func (s *portStore) saveLocked() error {
