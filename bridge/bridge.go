@@ -66,6 +66,41 @@ type Observer interface {
 	ObserveConsole(vm, route string, fromDevice bool, p []byte)
 }
 
+// observedSink reports what remote-access users send to a VM (the
+// console's input) to an Observer.
+type observedSink struct {
+	vspc.Sink
+	obs Observer
+	vm  string
+}
+
+func (s observedSink) Send(p []byte) error {
+	s.obs.ObserveConsole(s.vm, "", true, p)
+	return s.Sink.Send(p)
+}
+
+// Info passes the port's status through (remote access shows the port's
+// state); a Sink without it is reported as attached.
+func (s observedSink) Info() vspc.PortInfo {
+	if pi, ok := s.Sink.(interface{ Info() vspc.PortInfo }); ok {
+		return pi.Info()
+	}
+	return vspc.PortInfo{State: "attached"}
+}
+
+// observedBackend reports what a VM writes to its remote-access console
+// to an Observer.
+type observedBackend struct {
+	vspc.Backend
+	obs Observer
+	vm  string
+}
+
+func (b observedBackend) Write(p []byte) (int, error) {
+	b.obs.ObserveConsole(b.vm, "", false, p)
+	return b.Backend.Write(p)
+}
+
 // SetObserver makes links opened from now on report their traffic to o;
 // nil stops it for new links.
 func (b *Bridge) SetObserver(o Observer) {
@@ -122,14 +157,20 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 	} else {
 		if req.Direction != vspc.DirClient {
 			b.mu.Lock()
-			consoles := b.consoles
+			consoles, obs := b.consoles, b.observer
 			b.mu.Unlock()
 			if consoles == nil {
 				return nil, fmt.Errorf("no [[route]] matches service URI %q (VM %q), and remote access to direction-server ports is not configured", req.ServiceURI, req.VMName)
 			}
+			if obs != nil { // console alerts see remote-access consoles too
+				vm = observedSink{Sink: vm, obs: obs, vm: req.VMName}
+			}
 			be, err := consoles.Open(ctx, req, vm)
 			if err != nil {
 				return nil, fmt.Errorf("remote access: %w", err)
+			}
+			if obs != nil {
+				be = observedBackend{Backend: be, obs: obs, vm: req.VMName}
 			}
 			b.log.Info("port joined", "via", "remote access", "vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI)
 			return be, nil

@@ -353,3 +353,83 @@ func TestObserverSeesTraffic(t *testing.T) {
 		t.Fatalf("observer saw %q / %q for %q", obs.from[true], obs.from[false], obs.vm)
 	}
 }
+
+// fakeConsoles is a remote-access hub that keeps the Sink it is given and
+// records what the VM writes.
+type fakeConsoles struct {
+	mu   sync.Mutex
+	sink vspc.Sink
+	got  []byte
+}
+
+func (f *fakeConsoles) Open(_ context.Context, _ vspc.Request, vm vspc.Sink) (vspc.Backend, error) {
+	f.mu.Lock()
+	f.sink = vm
+	f.mu.Unlock()
+	return fakeConsole{f}, nil
+}
+
+type fakeConsole struct{ f *fakeConsoles }
+
+func (c fakeConsole) Write(p []byte) (int, error) {
+	c.f.mu.Lock()
+	c.f.got = append(c.f.got, p...)
+	c.f.mu.Unlock()
+	return len(p), nil
+}
+func (fakeConsole) Close() error { return nil }
+
+// TestObserverSeesConsoles: console alerts see remote-access consoles
+// too: what the VM writes, and what users send it. The port's status
+// still reaches the hub through the wrapped Sink.
+func TestObserverSeesConsoles(t *testing.T) {
+	cfg, err := configs.Parse("test.toml", []byte("[vspc]\nlisten = \"127.0.0.1:0\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bridge.New(cfg, devicetest.Logger(t))
+	obs := &recObserver{from: map[bool][]byte{}}
+	br.SetObserver(obs)
+	cons := &fakeConsoles{}
+	br.SetConsoles(cons)
+	srv := vspc.NewServer(vspc.Config{Bridger: br, Logger: devicetest.Logger(t)})
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done; srv.Close(); br.Close() }()
+	c, err := vspctest.Dial(t.Context(), ln.Addr().String(), vm("console-vm", "console-vm", vspc.DirServer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("BUG: soft lockup\r\n"))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		cons.mu.Lock()
+		got := string(cons.got)
+		cons.mu.Unlock()
+		if got == "BUG: soft lockup\r\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("console got %q", got)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cons.mu.Lock()
+	sink := cons.sink
+	cons.mu.Unlock()
+	if err := sink.Send([]byte("sysrq\r")); err != nil {
+		t.Fatal(err)
+	}
+	readFull(t, c, len("sysrq\r"))
+	if pi, ok := sink.(interface{ Info() vspc.PortInfo }); !ok || pi.Info().VMName != "console-vm" {
+		t.Errorf("the hub's Sink lost the port's Info")
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if string(obs.from[false]) != "BUG: soft lockup\r\n" || string(obs.from[true]) != "sysrq\r" || obs.vm != "console-vm" {
+		t.Fatalf("observer saw %q / %q for %q", obs.from[false], obs.from[true], obs.vm)
+	}
+}
