@@ -19,6 +19,7 @@ FUZZ_TARGETS := \
 	./configs:FuzzNormalizeUUID \
 	./configs:FuzzParseLineSettings \
 	./configs:FuzzScanKeyLines \
+	./configs:FuzzRouteDevice \
 	./alerts:FuzzLineAssembly \
 	./devices:FuzzParseURI \
 	./remote:FuzzEscaper

@@ -205,8 +205,8 @@ func ParseURI(uri string) (Target, error) {
 	case KindTelnet:
 		defPort, want = TelnetDefaultPort, "want telnet://host[:port], port defaults to 23"
 	}
-	hostport, path, hasPath := strings.Cut(authority, "/")
-	if hasPath {
+	hostport, path, _ := strings.Cut(authority, "/")
+	if path != "" { // a bare trailing slash ("rfc2217://h:2001/") is fine
 		return fail(want, "unexpected path %q", "/"+path)
 	}
 	if strings.Contains(hostport, "@") {

@@ -22,6 +22,8 @@ func TestParseURI(t *testing.T) {
 		{"telnet://linuxbox", Target{Kind: KindTelnet, Host: "linuxbox", Port: 23}},
 		{"telnet://linuxbox:2323", Target{Kind: KindTelnet, Host: "linuxbox", Port: 2323}},
 		{"rfc2217://ts1:7001", Target{Kind: KindRFC2217, Host: "ts1", Port: 7001}},
+		{"rfc2217://ts1:7001/", Target{Kind: KindRFC2217, Host: "ts1", Port: 7001}}, // a trailing slash, as configs accepts
+		{"tcp://10.0.0.5:4001/?baud=9600", Target{Kind: KindTCP, Host: "10.0.0.5", Port: 4001, Settings: rfc2217.Settings{Baud: 9600}}},
 		{"rfc2217://ts1:7001?baud=57600&stopbits=2", Target{Kind: KindRFC2217, Host: "ts1", Port: 7001, Settings: rfc2217.Settings{Baud: 57600, StopSize: rfc2217.Stop2}}},
 		{"serial:///dev/ttyUSB0?baud=115200&parity=none&databits=8&stopbits=1&flow=none", Target{Kind: KindSerial, Path: "/dev/ttyUSB0", Settings: s115200}},
 		{"serial:///dev/ttyS1?parity=E&databits=7&stopbits=1.5&flow=RTSCTS", Target{Kind: KindSerial, Path: "/dev/ttyS1", Settings: rfc2217.Settings{DataSize: 7, Parity: rfc2217.ParityEven, StopSize: rfc2217.Stop15, Flow: rfc2217.FlowHardware}}},
