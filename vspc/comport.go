@@ -127,7 +127,7 @@ func (p *Port) startModemPoll() {
 func (p *Port) sendRaw(b []byte) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for !p.closed && len(p.q)-p.head > p.srv.cfg.Buffer {
+	for !p.closed && len(p.q)-p.head > p.srv.conf().Buffer {
 		p.cond.Wait()
 	}
 	if p.closed {

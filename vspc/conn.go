@@ -89,7 +89,7 @@ func newConn(s *Server, nc net.Conn) *vmConn {
 		nc:   nc,
 		done: make(chan struct{}),
 	}
-	c.dec.MaxSubnegotiation = s.cfg.MaxSubnegotiation
+	c.dec.MaxSubnegotiation = s.conf().MaxSubnegotiation
 	// What we agree to when the VM asks (RFC 1143 policy). Everything else
 	// — AUTHENTICATION (37) included — gets DONT/WONT from the zero-value
 	// null policy.
@@ -126,7 +126,7 @@ func (c *vmConn) run(ctx context.Context) {
 	defer stop()
 
 	now := time.Now()
-	c.hsBy = now.Add(c.srv.cfg.HandshakeTimeout)
+	c.hsBy = now.Add(c.srv.conf().HandshakeTimeout)
 	// ESXi speaks first (WILL AUTHENTICATION, then its offers, KNOWN-
 	// SUBOPTIONS-1 and DO-PROXY; notes esxi-wire.md §4.1). Our offers wait
 	// for those bytes, briefly, and leave in the same write as our
@@ -188,7 +188,7 @@ func (c *vmConn) onDeadline() bool {
 	}
 	if !c.identBy.IsZero() && !now.Before(c.identBy) {
 		c.logger().Info("VM did not answer every identification query in time; deciding with what it sent",
-			"identify_timeout", c.srv.cfg.IdentifyTimeout, "vm", c.ident.name, "vc_uuid", c.ident.vcUUID)
+			"identify_timeout", c.srv.conf().IdentifyTimeout, "vm", c.ident.name, "vc_uuid", c.ident.vcUUID)
 		if err := c.decide(); err != nil {
 			c.flush()
 			return false
@@ -208,7 +208,7 @@ func (c *vmConn) onDeadline() bool {
 		if c.req != nil {
 			what = "DO-PROXY not completed"
 		}
-		c.logger().Warn("handshake timeout: closing VM connection", "reason", what, "handshake_timeout", c.srv.cfg.HandshakeTimeout)
+		c.logger().Warn("handshake timeout: closing VM connection", "reason", what, "handshake_timeout", c.srv.conf().HandshakeTimeout)
 		c.srv.count(func(k *Counters) { k.HandshakeFailures++; k.HandshakeTimeouts++ })
 		c.ended(nil)
 		return false
@@ -442,7 +442,7 @@ func (c *vmConn) doProxy(payload []byte) error {
 	if c.asked == 0 {
 		return c.decide()
 	}
-	c.identBy = time.Now().Add(c.srv.cfg.IdentifyTimeout)
+	c.identBy = time.Now().Add(c.srv.conf().IdentifyTimeout)
 	c.setDeadline()
 	return nil
 }
@@ -515,7 +515,7 @@ func (c *vmConn) decide() error {
 		Peer:         c.nc.RemoteAddr(),
 	}
 	if !c.srv.directionAllowed(req.Direction) {
-		c.logger().Warn("refusing DO-PROXY: direction not allowed by [policy] directions", "direction", req.Direction.String())
+		c.logger().Warn("refusing DO-PROXY: direction not allowed by [policy] directions")
 		return c.refuse()
 	}
 	p, reconnect, err := c.srv.attach(c, req)

@@ -165,7 +165,7 @@ func (p *Port) Send(b []byte) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for !p.closed && len(p.q)-p.head > 0 && len(p.q)-p.head+len(b) > p.srv.cfg.Buffer {
+	for !p.closed && len(p.q)-p.head > 0 && len(p.q)-p.head+len(b) > p.srv.conf().Buffer {
 		p.cond.Wait()
 	}
 	if p.closed {
@@ -188,7 +188,7 @@ func (p *Port) Send(b []byte) error {
 func (p *Port) SendBreak() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for !p.closed && len(p.q)-p.head > p.srv.cfg.Buffer {
+	for !p.closed && len(p.q)-p.head > p.srv.conf().Buffer {
 		p.cond.Wait()
 	}
 	if p.closed {
@@ -346,7 +346,7 @@ func (p *Port) fromVM(c *vmConn, b []byte) error {
 		// After a hand-over the old connection's last bytes go first.
 		select {
 		case <-c.waitFor:
-		case <-time.After(p.srv.cfg.DrainTimeout):
+		case <-time.After(p.srv.conf().DrainTimeout):
 		}
 		c.waitFor = nil
 	}
@@ -399,7 +399,7 @@ func (p *Port) connGone(c *vmConn, err error) {
 		p.logger().Warn("vMotion destination connection dropped before VMOTION-COMPLETE; waiting for the VM", "dst", c.nc.RemoteAddr().String(), "err", err)
 		m.dst = nil
 		m.state = migGoahead
-		m.armLocked(p.srv.cfg.PeerTimeout)
+		m.armLocked(p.srv.conf().PeerTimeout)
 		return
 	case p.active != c:
 		return
@@ -423,7 +423,7 @@ func (p *Port) detachLocked(err error) {
 	if p.active != nil || p.mig != nil || p.closed {
 		return
 	}
-	grace := p.srv.cfg.GracePeriod
+	grace := p.srv.conf().GracePeriod
 	p.logger().Info("VM connection lost; keeping its port and remote for the grace period", "grace_period", grace, "err", err, "queued", len(p.q)-p.head)
 	if p.grace != nil {
 		p.grace.Stop()

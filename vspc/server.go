@@ -116,7 +116,7 @@ var ErrPortClosed = errors.New("vspc: port closed")
 // telnet extension and joins each VM serial port to a Backend. Ports
 // survive vMotion and reconnects: they are keyed by VC UUID and service URI.
 type Server struct {
-	cfg Config
+	cfg atomic.Pointer[Config] // replaced whole by SetConfig
 	log *slog.Logger
 
 	ctx    context.Context // cancelled by Close; parent of every session
@@ -157,8 +157,7 @@ type Counters struct {
 func NewServer(cfg Config) *Server {
 	cfg.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
-		cfg:       cfg,
+	s := &Server{
 		log:       cfg.Logger,
 		ctx:       ctx,
 		cancel:    cancel,
@@ -169,6 +168,32 @@ func NewServer(cfg Config) *Server {
 		seqLens:   make(map[int]int),
 		bufs:      sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
 	}
+	s.cfg.Store(&cfg)
+	return s
+}
+
+// conf is the configuration in force.
+func (s *Server) conf() *Config { return s.cfg.Load() }
+
+// SetConfig replaces the limits, timeouts, directions and vMotion
+// settings (a config reload). They apply to what starts from now on: new
+// connections and their handshakes, hand-overs begun after it, ports that
+// detach after it, and the next check of a port's buffer. Timers already
+// running keep their durations. Bridger, Logger and Rand are kept when c
+// leaves them nil.
+func (s *Server) SetConfig(c Config) {
+	old := s.conf()
+	if c.Bridger == nil {
+		c.Bridger = old.Bridger
+	}
+	if c.Logger == nil {
+		c.Logger = old.Logger
+	}
+	if c.Rand == nil {
+		c.Rand = old.Rand
+	}
+	c.setDefaults()
+	s.cfg.Store(&c)
 }
 
 // Serve accepts connections on ln until ctx is done, Shutdown or Close is
@@ -220,9 +245,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func (s *Server) accept(nc net.Conn) {
-	if n := s.nconns.Add(1); n > int64(s.cfg.MaxSessions) {
+	if n := s.nconns.Add(1); n > int64(s.conf().MaxSessions) {
 		s.nconns.Add(-1)
-		s.log.Warn("connection refused: too many sessions", "peer", nc.RemoteAddr(), "max_sessions", s.cfg.MaxSessions)
+		s.log.Warn("connection refused: too many sessions", "peer", nc.RemoteAddr(), "max_sessions", s.conf().MaxSessions)
 		nc.Close()
 		return
 	}
@@ -328,10 +353,10 @@ func (s *Server) isClosing() bool {
 }
 
 func (s *Server) directionAllowed(d Direction) bool {
-	if s.cfg.Directions == nil {
+	if s.conf().Directions == nil {
 		return true
 	}
-	for _, x := range s.cfg.Directions {
+	for _, x := range s.conf().Directions {
 		if x == d {
 			return true
 		}

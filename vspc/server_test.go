@@ -761,3 +761,38 @@ func TestHandshakeFailureReasons(t *testing.T) {
 		t.Fatalf("counters %+v", k)
 	}
 }
+
+// TestSetConfig: a reload's limits and vMotion settings apply to what
+// starts after it, without touching a session already up.
+func TestSetConfig(t *testing.T) {
+	e := newEnv(t, allowLoopback, nil)
+	addr, conns := rawRemote(t)
+	ctx := t.Context()
+	c, err := vspctest.Dial(ctx, e.addr, vmNamed(1, vspc.DirClient, "tcp://"+addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	remote := accept(t, conns)
+	defer remote.Close()
+
+	e.srv.SetConfig(vspc.Config{VMotionDisabled: true, HandshakeTimeout: 200 * time.Millisecond, Directions: []vspc.Direction{vspc.DirClient}})
+	if _, err := c.Begin(ctx, []byte{9, 9, 9, 9}); !errors.Is(err, vspctest.ErrNotNow) {
+		t.Fatalf("BEGIN after vmotion was disabled: %v, want NOTNOW", err)
+	}
+	exchange(t, c, remote, []byte("the session"), []byte("is untouched"))
+	// The shorter handshake timeout applies to a new connection.
+	silent := rawConn(t, e.addr)
+	if !closedByPeer(silent, 3*time.Second) {
+		t.Fatal("a silent connection outlived the new 200ms handshake timeout")
+	}
+	// Only client direction now.
+	if _, err := vspctest.Dial(ctx, e.addr, vmNamed(2, vspc.DirServer, "svc")); !errors.Is(err, vspctest.ErrWontProxy) {
+		t.Fatalf("direction server after the reload: %v, want WONT-PROXY", err)
+	}
+	// And back: vMotion allowed again, for the same session.
+	e.srv.SetConfig(vspc.Config{})
+	if _, err := c.Begin(ctx, []byte{9, 9, 9, 8}); err != nil {
+		t.Fatalf("BEGIN after vmotion was enabled again: %v", err)
+	}
+}

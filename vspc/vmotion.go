@@ -74,7 +74,7 @@ func (c *vmConn) vmotionBegin(seq []byte) error {
 		return notnow("BEGIN carries no sequence")
 	case p == nil || connRole(c.role.Load()) != roleActive:
 		return notnow("connection carries no proxied port")
-	case c.srv.cfg.VMotionDisabled:
+	case c.srv.conf().VMotionDisabled:
 		return notnow("vMotion disabled by policy ([vmotion] enabled = false)")
 	case c.srv.isClosing():
 		return notnow("bridge shutting down")
@@ -96,7 +96,7 @@ func (c *vmConn) vmotionBegin(seq []byte) error {
 	// Barrier: what was accepted for the VM before BEGIN is written to the
 	// old connection; anything later is held for the new one.
 	p.limit = len(p.q) - p.head
-	m.armLocked(c.srv.cfg.FlushTimeout)
+	m.armLocked(c.srv.conf().FlushTimeout)
 	var ready *migration
 	if !p.writing {
 		ready = p.barrierReachedLocked()
@@ -131,7 +131,7 @@ func (p *Port) barrierReachedLocked() *migration {
 // VMOTION-GOAHEAD seq secret on the source connection.
 func (p *Port) goahead(m *migration) {
 	secret := make([]byte, secretLen)
-	if _, err := io.ReadFull(p.srv.cfg.Rand, secret); err != nil {
+	if _, err := io.ReadFull(p.srv.conf().Rand, secret); err != nil {
 		p.logger().Error("cannot generate a vMotion secret; answering NOTNOW", "err", err)
 		p.mu.Lock()
 		p.endMigrationLocked(m, "")
@@ -149,7 +149,7 @@ func (p *Port) goahead(m *migration) {
 	}
 	m.secret = secret
 	m.queued = len(p.q) - p.head
-	m.armLocked(p.srv.cfg.PeerTimeout)
+	m.armLocked(p.srv.conf().PeerTimeout)
 	p.srv.migs[string(m.seq)] = append(p.srv.migs[string(m.seq)], m)
 	p.srv.seqLens[len(m.seq)]++
 	p.mu.Unlock()
@@ -175,12 +175,12 @@ func (p *Port) migTimeout(m *migration, state migState) {
 	var notnow, closeDst *vmConn
 	switch state {
 	case migFlushing:
-		p.logger().Warn("data for the VM could not be flushed in time; VMOTION-NOTNOW", "flush_timeout", p.srv.cfg.FlushTimeout, "seq", hex.EncodeToString(m.seq))
+		p.logger().Warn("data for the VM could not be flushed in time; VMOTION-NOTNOW", "flush_timeout", p.srv.conf().FlushTimeout, "seq", hex.EncodeToString(m.seq))
 		notnow = m.src
 		p.srv.counters.VMotionsNotNow++
 		p.endMigrationLocked(m, "")
 	case migGoahead:
-		p.logger().Warn("no VMOTION-PEER within the peer timeout; hand-over abandoned", "peer_timeout", p.srv.cfg.PeerTimeout, "seq", hex.EncodeToString(m.seq))
+		p.logger().Warn("no VMOTION-PEER within the peer timeout; hand-over abandoned", "peer_timeout", p.srv.conf().PeerTimeout, "seq", hex.EncodeToString(m.seq))
 		p.srv.counters.VMotionsTimedOut++
 		p.forgetMigrationLocked(m)
 		p.endMigrationLocked(m, "timed out")
@@ -188,7 +188,7 @@ func (p *Port) migTimeout(m *migration, state migState) {
 			p.detachLocked(nil)
 		}
 	case migPeerOK:
-		p.logger().Warn("no VMOTION-COMPLETE within the complete timeout; dropping the destination connection", "complete_timeout", p.srv.cfg.CompleteTimeout)
+		p.logger().Warn("no VMOTION-COMPLETE within the complete timeout; dropping the destination connection", "complete_timeout", p.srv.conf().CompleteTimeout)
 		closeDst = m.dst
 	}
 	p.mu.Unlock()
@@ -305,7 +305,7 @@ func (c *vmConn) vmotionPeer(payload []byte) error {
 	}
 	m.dst = c
 	m.state = migPeerOK
-	m.armLocked(s.cfg.CompleteTimeout)
+	m.armLocked(s.conf().CompleteTimeout)
 	c.port.Store(p)
 	c.role.Store(uint32(roleDest))
 	c.hsBy = time.Time{}
@@ -364,7 +364,7 @@ func (c *vmConn) vmotionComplete(seq []byte) error {
 	if old != nil && old != c {
 		// Let the source's last bytes arrive (it closes at this instant),
 		// then close it; its reader forwards them before the new ones.
-		old.nc.SetReadDeadline(time.Now().Add(s.cfg.DrainTimeout))
+		old.nc.SetReadDeadline(time.Now().Add(s.conf().DrainTimeout))
 	}
 	p.logger().Info("vMotion complete: traffic moved to the new connection",
 		"src", addr(m.src), "dst", c.nc.RemoteAddr().String(), "duration", dur.Round(time.Millisecond), "buffered", queued,
@@ -447,11 +447,11 @@ func (s *Server) attach(c *vmConn, req Request) (p *Port, reconnect bool, err er
 		}
 		s.mu.Unlock()
 	}
-	if s.cfg.Bridger == nil {
+	if s.conf().Bridger == nil {
 		return nil, false, fmt.Errorf("no bridger configured")
 	}
 	p = newPort(s, key, req)
-	b, err := s.cfg.Bridger.Open(s.ctx, req, p)
+	b, err := s.conf().Bridger.Open(s.ctx, req, p)
 	if err != nil {
 		return nil, false, err
 	}

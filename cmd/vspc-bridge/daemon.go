@@ -492,6 +492,7 @@ func (d *daemon) reload(ctx context.Context) admin.ReloadResult {
 				"old_thumbprint", oldThumb, "new_thumbprint", nt, "proxy_uri", d.telnetsURI(cfg, d.lns[kindVSPCTLS]))
 		}
 	}
+	d.srv.SetConfig(vspcConfig(cfg, nil, nil)) // the bridge and logger stay
 	for _, st := range d.br.ApplyConfig(cfg) {
 		changes = append(changes, fmt.Sprintf("closed VM %s port %s: its route was removed", st.VMName, st.ServiceURI))
 	}
@@ -570,11 +571,29 @@ func describeChanges(old, cfg *configs.Config) []string {
 	if old.Log.Level != cfg.Log.Level {
 		out = append(out, "log.level "+cfg.Log.Level)
 	}
+	ov, nv := old.VSPC, cfg.VSPC
+	for _, k := range []struct {
+		key, when string
+		changed   bool
+	}{
+		{"vspc.handshake_timeout", "new connections", ov.HandshakeTimeout != nv.HandshakeTimeout},
+		{"vspc.identify_timeout", "new connections", ov.IdentifyTimeout != nv.IdentifyTimeout},
+		{"vspc.max_sessions", "new connections", ov.MaxSessions != nv.MaxSessions},
+		{"vspc.max_subnegotiation", "new connections", ov.MaxSubnegotiation != nv.MaxSubnegotiation},
+		{"vspc.grace_period", "ports that detach from now on", ov.GracePeriod != nv.GracePeriod},
+		{"policy.directions", "new VM serial ports", !slices.Equal(old.Policy.Directions, cfg.Policy.Directions)},
+		{"vmotion", "hand-overs that begin from now on", old.VMotion != cfg.VMotion},
+	} {
+		if k.changed {
+			out = append(out, k.key+" changed ("+k.when+")")
+		}
+	}
 	return out
 }
 
-// needsRestart lists the keys that changed but that a running server
-// cannot take on (the VM server's limits are fixed at start).
+// needsRestart lists the keys that changed but that a running bridge
+// cannot take on: the listeners' keepalive, the log format, the alert
+// queue and remote access are set up at start.
 func needsRestart(old, cfg *configs.Config, usersReload bool) []string {
 	var out []string
 	ov, nv := old.VSPC, cfg.VSPC
@@ -582,14 +601,7 @@ func needsRestart(old, cfg *configs.Config, usersReload bool) []string {
 		key     string
 		changed bool
 	}{
-		{"vspc.handshake_timeout", ov.HandshakeTimeout != nv.HandshakeTimeout},
-		{"vspc.identify_timeout", ov.IdentifyTimeout != nv.IdentifyTimeout},
-		{"vspc.max_sessions", ov.MaxSessions != nv.MaxSessions},
-		{"vspc.max_subnegotiation", ov.MaxSubnegotiation != nv.MaxSubnegotiation},
-		{"vspc.grace_period", ov.GracePeriod != nv.GracePeriod},
 		{"vspc.keepalive", ov.Keepalive != nv.Keepalive},
-		{"vmotion", old.VMotion != cfg.VMotion},
-		{"policy.directions", !slices.Equal(old.Policy.Directions, cfg.Policy.Directions)},
 		{"log.format", old.Log.Format != cfg.Log.Format},
 		{"alerts.queue", old.Alerts.Queue != cfg.Alerts.Queue},
 		{"remote", !reflect.DeepEqual(old.Remote, cfg.Remote)},

@@ -629,3 +629,33 @@ func TestReloadWhileScraped(t *testing.T) {
 		t.Errorf("reloads: %+v %v", st.Reloads, err)
 	}
 }
+
+// TestReloadVMotionAndLimits: [vmotion] and the [vspc] limits apply on
+// reload, to what starts after it; nothing asks for a restart and the
+// session already up carries on.
+func TestReloadVMotionAndLimits(t *testing.T) {
+	dev := newDevice(t)
+	b := startBridge(t, bridgeConfig(route("ra", "svc-a", dev.uri())), false)
+	vm := dialVM(t, b.addr(kindVSPC), "vm-a", "svc-a")
+	conn := dev.accept()
+	roundTrip(t, vm, conn, "before")
+
+	b.write(bridgeConfig(route("ra", "svc-a", dev.uri())) + "[vmotion]\nenabled = false\n")
+	res := b.reload()
+	changes := strings.Join(res.Changes, "\n")
+	if !res.OK || !strings.Contains(changes, "vmotion changed (hand-overs that begin from now on)") || strings.Contains(changes, "restart") {
+		t.Fatalf("reload: %+v", res)
+	}
+	if _, err := vm.Begin(t.Context(), []byte{1, 2, 3, 4}); !errors.Is(err, vspctest.ErrNotNow) {
+		t.Fatalf("BEGIN after [vmotion] enabled = false was reloaded: %v, want NOTNOW", err)
+	}
+	roundTrip(t, vm, conn, "after")
+
+	b.write(bridgeConfig(route("ra", "svc-a", dev.uri())) + "[vmotion]\nenabled = true\n")
+	if res := b.reload(); !res.OK || !strings.Contains(strings.Join(res.Changes, "\n"), "vmotion changed") {
+		t.Fatalf("reload back: %+v", res)
+	}
+	if _, err := vm.Begin(t.Context(), []byte{1, 2, 3, 5}); err != nil {
+		t.Fatalf("BEGIN after vMotion was enabled again: %v", err)
+	}
+}
