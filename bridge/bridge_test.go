@@ -313,6 +313,33 @@ func (o *recObserver) ObserveConsole(vm, route string, fromDevice bool, p []byte
 	o.from[fromDevice] = append(o.from[fromDevice], p...)
 }
 
+// observedServer runs a VM server on a bridge with a recording observer
+// (config: [vspc] on loopback plus extra; setup may wire more in). It
+// returns the VM listener's address; everything stops with the test.
+func observedServer(t *testing.T, extra string, setup func(*bridge.Bridge)) (string, *recObserver) {
+	t.Helper()
+	cfg, err := configs.Parse("test.toml", []byte("[vspc]\nlisten = \"127.0.0.1:0\"\n"+extra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bridge.New(cfg, devicetest.Logger(t))
+	obs := &recObserver{from: map[bool][]byte{}}
+	br.SetObserver(obs)
+	if setup != nil {
+		setup(br)
+	}
+	srv := vspc.NewServer(vspc.Config{Bridger: br, Logger: devicetest.Logger(t)})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done; srv.Close(); br.Close() })
+	return ln.Addr().String(), obs
+}
+
 // TestObserverSeesTraffic: console alerts see both directions of a link.
 func TestObserverSeesTraffic(t *testing.T) {
 	remote, err := net.Listen("tcp", "127.0.0.1:0")
@@ -320,20 +347,8 @@ func TestObserverSeesTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer remote.Close()
-	cfg, err := configs.Parse("test.toml", []byte("[vspc]\nlisten = \"127.0.0.1:0\"\n[policy]\nconnect_allow = [\"127.0.0.0/8\"]\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	br := bridge.New(cfg, devicetest.Logger(t))
-	obs := &recObserver{from: map[bool][]byte{}}
-	br.SetObserver(obs)
-	srv := vspc.NewServer(vspc.Config{Bridger: br, Logger: devicetest.Logger(t)})
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ctx, ln) }()
-	defer func() { cancel(); <-done; srv.Close(); br.Close() }()
-	c, err := vspctest.Dial(t.Context(), ln.Addr().String(), vm("watched", "tcp://"+remote.Addr().String(), vspc.DirClient))
+	addr, obs := observedServer(t, "[policy]\nconnect_allow = [\"127.0.0.0/8\"]\n", nil)
+	c, err := vspctest.Dial(t.Context(), addr, vm("watched", "tcp://"+remote.Addr().String(), vspc.DirClient))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,22 +398,9 @@ func (fakeConsole) Close() error { return nil }
 // too: what the VM writes, and what users send it. The port's status
 // still reaches the hub through the wrapped Sink.
 func TestObserverSeesConsoles(t *testing.T) {
-	cfg, err := configs.Parse("test.toml", []byte("[vspc]\nlisten = \"127.0.0.1:0\"\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	br := bridge.New(cfg, devicetest.Logger(t))
-	obs := &recObserver{from: map[bool][]byte{}}
-	br.SetObserver(obs)
 	cons := &fakeConsoles{}
-	br.SetConsoles(cons)
-	srv := vspc.NewServer(vspc.Config{Bridger: br, Logger: devicetest.Logger(t)})
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ctx, ln) }()
-	defer func() { cancel(); <-done; srv.Close(); br.Close() }()
-	c, err := vspctest.Dial(t.Context(), ln.Addr().String(), vm("console-vm", "console-vm", vspc.DirServer))
+	addr, obs := observedServer(t, "", func(br *bridge.Bridge) { br.SetConsoles(cons) })
+	c, err := vspctest.Dial(t.Context(), addr, vm("console-vm", "console-vm", vspc.DirServer))
 	if err != nil {
 		t.Fatal(err)
 	}
