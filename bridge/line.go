@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/vspc-bridge/vspc-bridge/devices"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
@@ -32,11 +31,8 @@ func (l *link) SetSettings(ctx context.Context, s rfc2217.Settings) (rfc2217.Set
 	dev := l.dev
 	l.mu.Unlock()
 	if dev == nil {
-		switch l.target.Kind {
-		case devices.KindTCP, devices.KindNPort, devices.KindTelnet:
-			// Settings cannot travel to these: what is in effect is what
-			// the device server is configured to.
-			return l.initial, nil
+		if l.target.Kind.FixedLine() {
+			return l.initial, nil // what the device server is configured to
 		}
 		return want, nil // applied on reconnect
 	}

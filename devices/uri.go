@@ -40,6 +40,14 @@ func (k Kind) String() string {
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
 }
 
+// FixedLine reports whether line settings and modem control cannot travel
+// to a device of this kind (tcp, nport, telnet): what is in effect is what
+// the device server is configured to, whether or not the device is
+// connected.
+func (k Kind) FixedLine() bool {
+	return k == KindTCP || k == KindNPort || k == KindTelnet
+}
+
 // Default ports for the schemes that have one.
 const (
 	// NPortDefaultPort is the data port of an NPort's first serial port in

@@ -162,3 +162,11 @@ func TestTargetKey(t *testing.T) {
 		seen[key] = group[0]
 	}
 }
+
+func TestKindFixedLine(t *testing.T) {
+	for k, want := range map[Kind]bool{KindTCP: true, KindNPort: true, KindTelnet: true, KindRFC2217: false, KindSerial: false} {
+		if k.FixedLine() != want {
+			t.Errorf("%v.FixedLine() = %v, want %v", k, !want, want)
+		}
+	}
+}
