@@ -125,8 +125,20 @@ func (c *vmConn) run(ctx context.Context) {
 	stop := context.AfterFunc(ctx, func() { c.nc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
+	c.hsBy = time.Now().Add(c.srv.conf().HandshakeTimeout)
+	// telnets: finish TLS first, under the handshake timeout; the short
+	// wait for the VM's first bytes below must not cut it short (a
+	// tls.Conn that timed out in its handshake is unusable).
+	if tc, ok := c.nc.(interface{ HandshakeContext(context.Context) error }); ok {
+		c.nc.SetDeadline(c.hsBy)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.logger().Info("TLS handshake with VM host failed", "err", err)
+			c.srv.count(func(k *Counters) { k.HandshakeFailures++; k.HandshakeLost++ })
+			return
+		}
+		c.nc.SetWriteDeadline(time.Time{})
+	}
 	now := time.Now()
-	c.hsBy = now.Add(c.srv.conf().HandshakeTimeout)
 	// ESXi speaks first (WILL AUTHENTICATION, then its offers, KNOWN-
 	// SUBOPTIONS-1 and DO-PROXY; notes esxi-wire.md §4.1). Our offers wait
 	// for those bytes, briefly, and leave in the same write as our
