@@ -231,7 +231,7 @@ Point a VM's serial port at it (govc; the VM's host must have the "vSPC" firewal
   govc device.serial.add -vm VM
   govc device.serial.connect -vm VM -vspc-proxy %s -client tcp://REMOTE:PORT
 Try it without ESXi, from another terminal:
-  nc -l 127.0.0.1 7000        # a remote system
+  nc -l 127.0.0.1 7000        # a remote system (or: socat - TCP-LISTEN:7000,bind=127.0.0.1)
   %s simulate-vm -proxy telnet://%s -service tcp://127.0.0.1:7000 -direction client
 Press Ctrl-C to stop.
 `, addr, proxy, progName(), addr)
