@@ -133,7 +133,15 @@ func (c *vmConn) run(ctx context.Context) {
 		c.nc.SetDeadline(c.hsBy)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.logger().Info("TLS handshake with VM host failed", "err", err)
-			c.srv.count(func(k *Counters) { k.HandshakeFailures++; k.HandshakeLost++ })
+			timeout := errors.Is(err, os.ErrDeadlineExceeded)
+			c.srv.count(func(k *Counters) {
+				k.HandshakeFailures++
+				if timeout {
+					k.HandshakeTimeouts++
+				} else {
+					k.HandshakeLost++
+				}
+			})
 			return
 		}
 		c.nc.SetWriteDeadline(time.Time{})

@@ -64,4 +64,25 @@ func TestTLSSlowClientHello(t *testing.T) {
 		}
 		c.Close()
 	}
+	// A host that never starts TLS is a handshake timeout.
+	before := srv.Counters()
+	srv.SetConfig(vspc.Config{HandshakeTimeout: 100 * time.Millisecond})
+	nc2, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc2.Close()
+	nc2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc2.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a silent host on the telnets listener got bytes")
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		k := srv.Counters()
+		if k.HandshakeTimeouts > before.HandshakeTimeouts && k.HandshakeLost == before.HandshakeLost {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counters before %+v, after %+v: want one more handshake timeout", before, k)
+		}
+	}
 }
