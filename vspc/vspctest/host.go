@@ -110,7 +110,6 @@ func newConn(nc net.Conn, vm VM) *Conn {
 // the proxy answered WILL-PROXY; WONT-PROXY gives ErrWontProxy.
 func Dial(ctx context.Context, addr string, vm VM) (*Conn, error) {
 	d := net.Dialer{KeepAlive: -1} // loopback tests need none
-
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
