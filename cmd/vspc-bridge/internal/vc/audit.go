@@ -440,46 +440,9 @@ func sortProblems(ps []*Problem) {
 
 // collectVMs reads the VMs to audit, sorted by name.
 func collectVMs(ctx context.Context, c *vim25.Client, dcName string, names []string) ([]VM, error) {
-	var refs []types.ManagedObjectReference
-	finder := find.NewFinder(c, true)
-	var root types.ManagedObjectReference = c.ServiceContent.RootFolder
-	if dcName != "" {
-		dc, err := finder.Datacenter(ctx, dcName)
-		if err != nil {
-			return nil, fmt.Errorf("vc: datacenter: %w", err)
-		}
-		finder.SetDatacenter(dc)
-		root = dc.Reference()
-	} else if len(names) > 0 {
-		if dc, err := finder.DefaultDatacenter(ctx); err == nil {
-			finder.SetDatacenter(dc)
-		}
-	}
-	if len(names) > 0 {
-		seen := map[types.ManagedObjectReference]bool{}
-		for _, n := range names {
-			l, err := finder.VirtualMachineList(ctx, n)
-			if err != nil {
-				return nil, fmt.Errorf("vc: VM %q: %w", n, err)
-			}
-			for _, vm := range l {
-				if !seen[vm.Reference()] {
-					seen[vm.Reference()] = true
-					refs = append(refs, vm.Reference())
-				}
-			}
-		}
-	} else {
-		m := view.NewManager(c)
-		v, err := m.CreateContainerView(ctx, root, []string{"VirtualMachine"}, true)
-		if err != nil {
-			return nil, fmt.Errorf("vc: list VMs: %w", err)
-		}
-		defer v.Destroy(context.WithoutCancel(ctx))
-		refs, err = v.Find(ctx, []string{"VirtualMachine"}, nil)
-		if err != nil {
-			return nil, fmt.Errorf("vc: list VMs: %w", err)
-		}
+	refs, err := findRefs(ctx, c, dcName, names, "VirtualMachine", "VM", (*find.Finder).VirtualMachineList)
+	if err != nil {
+		return nil, err
 	}
 	var mvms []mo.VirtualMachine
 	if len(refs) > 0 {
@@ -511,6 +474,68 @@ func collectVMs(ctx context.Context, c *vim25.Client, dcName string, names []str
 	}
 	slices.SortFunc(vms, func(a, b VM) int { return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ref.Value, b.ref.Value)) })
 	return vms, nil
+}
+
+// newFinder returns a finder for the datacenter dcName (a name or path) and
+// the folder to list when nothing is named: that datacenter, or the root
+// folder when dcName is "". With dcName "" and named, the finder searches the
+// default datacenter when there is one (find.Finder.DefaultDatacenter).
+func newFinder(ctx context.Context, c *vim25.Client, dcName string, named bool) (*find.Finder, types.ManagedObjectReference, error) {
+	finder := find.NewFinder(c, true)
+	root := c.ServiceContent.RootFolder
+	if dcName != "" {
+		dc, err := finder.Datacenter(ctx, dcName)
+		if err != nil {
+			return nil, root, fmt.Errorf("vc: datacenter: %w", err)
+		}
+		finder.SetDatacenter(dc)
+		root = dc.Reference()
+	} else if named {
+		if dc, err := finder.DefaultDatacenter(ctx); err == nil {
+			finder.SetDatacenter(dc)
+		}
+	}
+	return finder, root, nil
+}
+
+// findRefs returns the managed objects of type kind ("VirtualMachine",
+// "HostSystem") in the datacenter dcName ("" = all) that names select through
+// list (a find.Finder ...List method: names, inventory paths or globs), each
+// once, in the order found; with no names, every one. noun names the kind in
+// errors ("VM", "host").
+func findRefs[T mo.Reference](ctx context.Context, c *vim25.Client, dcName string, names []string, kind, noun string,
+	list func(f *find.Finder, ctx context.Context, path string) ([]T, error)) ([]types.ManagedObjectReference, error) {
+	finder, root, err := newFinder(ctx, c, dcName, len(names) > 0)
+	if err != nil {
+		return nil, err
+	}
+	if len(names) == 0 {
+		v, err := view.NewManager(c).CreateContainerView(ctx, root, []string{kind}, true)
+		if err != nil {
+			return nil, fmt.Errorf("vc: list %ss: %w", noun, err)
+		}
+		defer v.Destroy(context.WithoutCancel(ctx))
+		refs, err := v.Find(ctx, []string{kind}, nil)
+		if err != nil {
+			return nil, fmt.Errorf("vc: list %ss: %w", noun, err)
+		}
+		return refs, nil
+	}
+	var refs []types.ManagedObjectReference
+	seen := map[types.ManagedObjectReference]bool{}
+	for _, n := range names {
+		l, err := list(finder, ctx, n)
+		if err != nil {
+			return nil, fmt.Errorf("vc: %s %q: %w", noun, n, err)
+		}
+		for _, o := range l {
+			if ref := o.Reference(); !seen[ref] {
+				seen[ref] = true
+				refs = append(refs, ref)
+			}
+		}
+	}
+	return refs, nil
 }
 
 // hostNames maps each VM's runtime.host to the host's name.

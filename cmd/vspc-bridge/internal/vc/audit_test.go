@@ -11,27 +11,7 @@ import (
 	"github.com/hashicorp/go-multierror"
 )
 
-func TestAuditGolden(t *testing.T) {
-	w := newWorld(t)
-	w.scenario(t)
-	for _, tc := range []struct {
-		name string
-		args []string
-		file string
-	}{
-		{"table", []string{"audit", "-config", "testdata/bridge.toml"}, "audit.txt"},
-		{"json", []string{"audit", "-config", "testdata/bridge.toml", "-json"}, "audit.json"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			st := run(t.Context(), tc.args, w.env(&stdout, &stderr, nil))
-			if st != ExitProblems {
-				t.Errorf("exit status %d, want %d; stderr:\n%s", st, ExitProblems, stderr.String())
-			}
-			golden(t, tc.file, stdout.Bytes())
-		})
-	}
-}
+func TestAuditGolden(t *testing.T) { testGolden(t, "audit") }
 
 // TestAuditFakeBridge checks that testBridge (used where the config file
 // format must not matter) and testdata/bridge.toml agree.

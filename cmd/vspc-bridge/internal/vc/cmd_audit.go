@@ -2,7 +2,8 @@ package vc
 
 import (
 	"context"
-	"fmt"
+
+	"github.com/vmware/govmomi/vim25"
 )
 
 const auditHelp = `Lists every VM (or the VMs named: names, inventory paths or globs, as govc
@@ -32,34 +33,10 @@ count as problems. Exit status 1 when problems were found.
 
 func runAudit(ctx context.Context, args []string, e env) int {
 	c := newCommand("audit", "vspc-bridge vc audit [flags] [VM…]", auditHelp, e, true)
-	if st, ok := c.parse(args, e); !ok {
-		return st
-	}
-	b, st, ok := c.bridge(e)
-	if !ok {
-		return st
-	}
-	cl, logout, st, ok := c.connect(ctx, e)
-	if !ok {
-		return st
-	}
-	defer logout()
-	r, err := Audit(ctx, cl.Client, b, Options{Datacenter: c.conn.dc, VMs: c.fs.Args(), Config: c.cfg})
-	if err != nil {
-		fmt.Fprintln(e.stderr, err)
-		return ExitUsage
-	}
-	if c.json {
-		err = writeJSON(e.stdout, r)
-	} else {
-		err = writeAuditTable(e.stdout, r)
-	}
-	if err != nil {
-		fmt.Fprintln(e.stderr, err)
-		return ExitUsage
-	}
-	if len(r.Problems) > 0 {
-		return ExitProblems
-	}
-	return ExitOK
+	return execute(ctx, c, args, e, task[*Report]{
+		do: func(ctx context.Context, cl *vim25.Client, b Bridge) (*Report, error) {
+			return Audit(ctx, cl, b, Options{Datacenter: c.conn.dc, VMs: c.fs.Args(), Config: c.cfg})
+		},
+		table: writeAuditTable,
+	})
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/vmware/govmomi/vim25"
 )
 
 const preflightHelp = `Checks every ESXi host (or the hosts named) for the firewall rulesets its
@@ -46,41 +48,19 @@ func runPreflight(ctx context.Context, args []string, e env) int {
 	c := newCommand("preflight", "vspc-bridge vc preflight [-fix] [flags] [HOST…]", preflightHelp, e, true)
 	var fix bool
 	c.fs.BoolVar(&fix, "fix", false, "enable the needed rulesets and refresh the firewall")
-	if st, ok := c.parse(args, e); !ok {
-		return st
-	}
-	b, st, ok := c.bridge(e)
-	if !ok {
-		return st
-	}
-	cl, logout, st, ok := c.connect(ctx, e)
-	if !ok {
-		return st
-	}
-	defer logout()
-	r, err := Preflight(ctx, cl.Client, b, PreflightOptions{Datacenter: c.conn.dc, Hosts: c.fs.Args(), Fix: fix, Config: c.cfg})
-	if err != nil {
-		if r != nil {
-			for _, ch := range r.Changes {
-				fmt.Fprintln(e.stderr, ch)
+	return execute(ctx, c, args, e, task[*PreflightReport]{
+		do: func(ctx context.Context, cl *vim25.Client, b Bridge) (*PreflightReport, error) {
+			r, err := Preflight(ctx, cl, b, PreflightOptions{Datacenter: c.conn.dc, Hosts: c.fs.Args(), Fix: fix, Config: c.cfg})
+			if err != nil && r != nil {
+				// What -fix changed before it failed, ahead of the error.
+				for _, ch := range r.Changes {
+					fmt.Fprintln(e.stderr, ch)
+				}
 			}
-		}
-		fmt.Fprintln(e.stderr, err)
-		return ExitUsage
-	}
-	if c.json {
-		err = writeJSON(e.stdout, r)
-	} else {
-		err = writePreflightTable(e.stdout, r)
-	}
-	if err != nil {
-		fmt.Fprintln(e.stderr, err)
-		return ExitUsage
-	}
-	if len(r.Problems) > 0 {
-		return ExitProblems
-	}
-	return ExitOK
+			return r, err
+		},
+		table: writePreflightTable,
+	})
 }
 
 // writePreflightTable prints the changes -fix made, one row per host and

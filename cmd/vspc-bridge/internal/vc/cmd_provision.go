@@ -2,7 +2,10 @@ package vc
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	"github.com/vmware/govmomi/vim25"
 )
 
 const provisionHelp = `Adds a URI-backed serial port to a VM, or changes an existing one, with
@@ -50,48 +53,27 @@ func runProvision(ctx context.Context, args []string, e env) int {
 	c.fs.BoolVar(&req.DryRun, "dry-run", false, "print the change, write nothing")
 	pin := true
 	c.fs.BoolVar(&pin, "pin", true, "pin the bridge's TLS certificate in a telnets:// proxy URI (#thumbprint=)")
-	if st, ok := c.parse(args, e); !ok {
-		return st
-	}
-	switch {
-	case c.fs.NArg() > 0:
-		return c.usageError(e, "provision takes no arguments, got %q", c.fs.Args())
-	case req.VM == "":
-		return c.usageError(e, "-vm is required")
-	case req.Direction != "client" && req.Direction != "server":
-		return c.usageError(e, "-direction must be client or server")
-	case req.Service == "":
-		return c.usageError(e, "-service is required")
-	case port < 0 || port > 1<<31-1:
-		return c.usageError(e, "-port must be a device key")
-	}
-	req.Port = int32(port)
-	req.Unpinned = !pin
-	b, st, ok := c.bridge(e)
-	if !ok {
-		return st
-	}
-	cl, logout, st, ok := c.connect(ctx, e)
-	if !ok {
-		return st
-	}
-	defer logout()
-	ch, err := Provision(ctx, cl.Client, b, c.conn.dc, req, c.cfg)
-	if err != nil {
-		fmt.Fprintln(e.stderr, err)
-		return ExitUsage
-	}
-	if c.json {
-		err = writeJSON(e.stdout, ch)
-	} else {
-		err = writeChange(e.stdout, ch)
-	}
-	if err != nil {
-		fmt.Fprintln(e.stderr, err)
-		return ExitUsage
-	}
-	if len(ch.Problems) > 0 {
-		return ExitProblems
-	}
-	return ExitOK
+	return execute(ctx, c, args, e, task[*Change]{
+		check: func() error {
+			switch {
+			case c.fs.NArg() > 0:
+				return fmt.Errorf("vc: provision takes no arguments, got %q", c.fs.Args())
+			case req.VM == "":
+				return errors.New("vc: -vm is required")
+			case req.Direction != "client" && req.Direction != "server":
+				return errors.New("vc: -direction must be client or server")
+			case req.Service == "":
+				return errors.New("vc: -service is required")
+			case port < 0 || port > 1<<31-1:
+				return errors.New("vc: -port must be a device key")
+			}
+			return nil
+		},
+		do: func(ctx context.Context, cl *vim25.Client, b Bridge) (*Change, error) {
+			req.Port = int32(port)
+			req.Unpinned = !pin
+			return Provision(ctx, cl, b, c.conn.dc, req, c.cfg)
+		},
+		table: writeChange,
+	})
 }

@@ -231,12 +231,7 @@ func (w *world) isolateFirewalls(t *testing.T) {
 func (w *world) pin(t *testing.T, vmName, hostName string) {
 	t.Helper()
 	ctx := t.Context()
-	f := find.NewFinder(w.client, true)
-	dc, err := f.DefaultDatacenter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.SetDatacenter(dc)
+	f := w.finder(t)
 	vm, err := f.VirtualMachine(ctx, vmName)
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +249,8 @@ func (w *world) pin(t *testing.T, vmName, hostName string) {
 	}
 }
 
-func (w *world) vm(t *testing.T, name string) *object.VirtualMachine {
+// finder returns a finder set to the simulator's default datacenter, DC0.
+func (w *world) finder(t *testing.T) *find.Finder {
 	t.Helper()
 	f := find.NewFinder(w.client, true)
 	dc, err := f.DefaultDatacenter(t.Context())
@@ -262,7 +258,12 @@ func (w *world) vm(t *testing.T, name string) *object.VirtualMachine {
 		t.Fatal(err)
 	}
 	f.SetDatacenter(dc)
-	vm, err := f.VirtualMachine(t.Context(), name)
+	return f
+}
+
+func (w *world) vm(t *testing.T, name string) *object.VirtualMachine {
+	t.Helper()
+	vm, err := w.finder(t).VirtualMachine(t.Context(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,6 +326,31 @@ func (w *world) scenario(t *testing.T) {
 	w.addPort(t, "DC0_H1_VM1", uriBacking("client", "telnet://"+elsewhere+":23", "telnet://admin:secret@192.0.2.99:13370"), false, false)
 	w.addPort(t, "DC0_H2_VM0", uriBacking("client", "lab-switch", bridgeURI), true, true)
 	w.addPort(t, "DC0_C0_RP0_VM0", uriBacking("client", "tcp://"+nportA+":4002", bridgeURI), true, true)
+}
+
+// testGolden runs "vc CMD -config testdata/bridge.toml" on the scenario, as a
+// table and with -json, and compares the output with testdata/CMD.txt and
+// testdata/CMD.json. The scenario has problems: the exit status must be
+// ExitProblems.
+func testGolden(t *testing.T, cmd string) {
+	w := newWorld(t)
+	w.scenario(t)
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		file  string
+	}{
+		{"table", nil, cmd + ".txt"},
+		{"json", []string{"-json"}, cmd + ".json"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, out, errOut := runVC(t, w, append([]string{cmd, "-config", "testdata/bridge.toml"}, tc.flags...)...)
+			if st != ExitProblems {
+				t.Errorf("status %d, want %d; stderr:\n%s", st, ExitProblems, errOut)
+			}
+			golden(t, tc.file, []byte(out))
+		})
+	}
 }
 
 // golden compares got with testdata/name, or rewrites it with -update.

@@ -12,7 +12,6 @@ import (
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/property"
-	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
@@ -122,42 +121,9 @@ func Preflight(ctx context.Context, c *vim25.Client, b Bridge, opts PreflightOpt
 
 // collectHosts reads the hosts to check, sorted by name.
 func collectHosts(ctx context.Context, c *vim25.Client, dcName string, names []string) ([]mo.HostSystem, error) {
-	finder := find.NewFinder(c, true)
-	root := c.ServiceContent.RootFolder
-	if dcName != "" {
-		dc, err := finder.Datacenter(ctx, dcName)
-		if err != nil {
-			return nil, fmt.Errorf("vc: datacenter: %w", err)
-		}
-		finder.SetDatacenter(dc)
-		root = dc.Reference()
-	} else if len(names) > 0 {
-		if dc, err := finder.DefaultDatacenter(ctx); err == nil {
-			finder.SetDatacenter(dc)
-		}
-	}
-	var refs []types.ManagedObjectReference
-	if len(names) > 0 {
-		for _, n := range names {
-			l, err := finder.HostSystemList(ctx, n)
-			if err != nil {
-				return nil, fmt.Errorf("vc: host %q: %w", n, err)
-			}
-			for _, h := range l {
-				if !slices.Contains(refs, h.Reference()) {
-					refs = append(refs, h.Reference())
-				}
-			}
-		}
-	} else {
-		v, err := view.NewManager(c).CreateContainerView(ctx, root, []string{"HostSystem"}, true)
-		if err != nil {
-			return nil, fmt.Errorf("vc: list hosts: %w", err)
-		}
-		defer v.Destroy(context.WithoutCancel(ctx))
-		if refs, err = v.Find(ctx, []string{"HostSystem"}, nil); err != nil {
-			return nil, fmt.Errorf("vc: list hosts: %w", err)
-		}
+	refs, err := findRefs(ctx, c, dcName, names, "HostSystem", "host", (*find.Finder).HostSystemList)
+	if err != nil {
+		return nil, err
 	}
 	var hs []mo.HostSystem
 	if len(refs) > 0 {

@@ -6,41 +6,15 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
-func TestPreflightGolden(t *testing.T) {
-	w := newWorld(t)
-	w.scenario(t)
-	for _, tc := range []struct {
-		name string
-		args []string
-		file string
-	}{
-		{"table", []string{"preflight", "-config", "testdata/bridge.toml"}, "preflight.txt"},
-		{"json", []string{"preflight", "-config", "testdata/bridge.toml", "-json"}, "preflight.json"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			st, out, errOut := runVC(t, w, tc.args...)
-			if st != ExitProblems {
-				t.Errorf("status %d, want %d; stderr:\n%s", st, ExitProblems, errOut)
-			}
-			golden(t, tc.file, []byte(out))
-		})
-	}
-}
+func TestPreflightGolden(t *testing.T) { testGolden(t, "preflight") }
 
 // firewallInfo reads a host's firewall back from the simulator.
 func (w *world) firewallInfo(t *testing.T, hostName string) *types.HostFirewallInfo {
 	t.Helper()
-	f := find.NewFinder(w.client, true)
-	dc, err := f.DefaultDatacenter(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.SetDatacenter(dc)
-	h, err := f.HostSystem(t.Context(), hostName)
+	h, err := w.finder(t).HostSystem(t.Context(), hostName)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"text/tabwriter"
 
-	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/types"
@@ -172,15 +171,9 @@ func findVM(ctx context.Context, c *vim25.Client, dc, name string) (*object.Virt
 	if name == "" {
 		return nil, errors.New("vc: -vm is required")
 	}
-	f := find.NewFinder(c, true)
-	if dc != "" {
-		d, err := f.Datacenter(ctx, dc)
-		if err != nil {
-			return nil, fmt.Errorf("vc: datacenter: %w", err)
-		}
-		f.SetDatacenter(d)
-	} else if d, err := f.DefaultDatacenter(ctx); err == nil {
-		f.SetDatacenter(d)
+	f, _, err := newFinder(ctx, c, dc, true)
+	if err != nil {
+		return nil, err
 	}
 	vms, err := f.VirtualMachineList(ctx, name)
 	if err != nil {

@@ -108,18 +108,7 @@ func TestProvisionRefuses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := w.readPorts(t, tc.vm)
-			args := append([]string{"provision", "-config", "testdata/bridge.toml", "-json"}, tc.args...)
-			st, out, errOut := runVC(t, w, args...)
-			if st != ExitProblems {
-				t.Fatalf("status %d, want %d; stdout:\n%s\nstderr:\n%s", st, ExitProblems, out, errOut)
-			}
-			var ch Change
-			if err := json.Unmarshal([]byte(out), &ch); err != nil {
-				t.Fatal(err)
-			}
-			if ch.Applied || len(ch.Problems) == 0 || !hasCode(ch.Problems, tc.code) {
-				t.Errorf("change %+v, want refused with %s", ch, tc.code)
-			}
+			wantRefused(t, w, tc.code, append([]string{"provision", "-config", "testdata/bridge.toml", "-json"}, tc.args...)...)
 			if after := w.readPorts(t, tc.vm); len(after) != len(before) {
 				t.Errorf("refused provision changed the VM: %d ports, was %d", len(after), len(before))
 			}
@@ -157,6 +146,23 @@ func TestProvisionUsage(t *testing.T) {
 				t.Errorf("status %d stderr %q, want %d and %q", st, errOut, ExitUsage, tc.err)
 			}
 		})
+	}
+}
+
+// wantRefused runs "vc provision -json …" (args) and checks that provision
+// refused with a problem of code: exit status ExitProblems, nothing applied.
+func wantRefused(t *testing.T, w *world, code Code, args ...string) {
+	t.Helper()
+	st, out, errOut := runVC(t, w, args...)
+	if st != ExitProblems {
+		t.Fatalf("status %d, want %d; stdout:\n%s\nstderr:\n%s", st, ExitProblems, out, errOut)
+	}
+	var ch Change
+	if err := json.Unmarshal([]byte(out), &ch); err != nil {
+		t.Fatal(err)
+	}
+	if ch.Applied || !hasCode(ch.Problems, code) {
+		t.Errorf("change %+v, want refused with %s", ch, code)
 	}
 }
 

@@ -183,18 +183,7 @@ func TestProvisionTLS(t *testing.T) {
 		{"-pin=false -proxy, self-signed", []string{"-pin=false", "-proxy", bridgeTLS}, CodeProxyUnpinned},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := append([]string{"provision", "-config", cfg, "-json", "-vm", "DC0_H0_VM0", "-direction", "client", "-service", "lab-switch"}, tc.args...)
-			st, out, errOut := runVC(t, w, args...)
-			if st != ExitProblems {
-				t.Fatalf("status %d, want %d; stdout:\n%s\nstderr:\n%s", st, ExitProblems, out, errOut)
-			}
-			var ch Change
-			if err := json.Unmarshal([]byte(out), &ch); err != nil {
-				t.Fatal(err)
-			}
-			if ch.Applied || !hasCode(ch.Problems, tc.code) {
-				t.Errorf("change %+v, want refused with %s", ch, tc.code)
-			}
+			wantRefused(t, w, tc.code, append([]string{"provision", "-config", cfg, "-json", "-vm", "DC0_H0_VM0", "-direction", "client", "-service", "lab-switch"}, tc.args...)...)
 			if got := w.proxyOf(t, "DC0_H0_VM0", "lab-switch"); got != bridgeURI {
 				t.Errorf("refused provision wrote %q", got)
 			}

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/vmware/govmomi"
+	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/soap"
 )
 
@@ -99,21 +100,6 @@ func newCommand(name, synopsis, help string, e env, withConfig bool) *command {
 	return c
 }
 
-// parse parses args. ok is false when the command must stop and return status.
-func (c *command) parse(args []string, e env) (status int, ok bool) {
-	err := c.fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		c.printUsage(e.stdout)
-		return ExitOK, false
-	}
-	if err != nil {
-		fmt.Fprintf(e.stderr, "vc: %v\n", err)
-		c.printUsage(e.stderr)
-		return ExitUsage, false
-	}
-	return 0, true
-}
-
 func (c *command) printUsage(w io.Writer) {
 	fmt.Fprintf(w, "usage: %s\n\n%s\nFlags:\n", c.usage, c.help)
 	c.fs.SetOutput(w)
@@ -121,11 +107,74 @@ func (c *command) printUsage(w io.Writer) {
 	c.fs.SetOutput(io.Discard)
 }
 
-// usageError prints err and the usage to stderr and returns ExitUsage.
-func (c *command) usageError(e env, format string, args ...any) int {
-	fmt.Fprintf(e.stderr, "vc: "+format+"\n", args...)
-	c.printUsage(e.stderr)
-	return ExitUsage
+// result is what a subcommand reports: JSON with -json, else a table. Any
+// problem in it makes the exit status ExitProblems.
+type result interface{ problemList() []*Problem }
+
+func (r *Report) problemList() []*Problem          { return r.Problems }
+func (r *PreflightReport) problemList() []*Problem { return r.Problems }
+func (ch *Change) problemList() []*Problem         { return ch.Problems }
+
+// task is what one subcommand does once its flags are parsed.
+type task[R result] struct {
+	// check validates the parsed flags; nil: nothing to check. Its error
+	// ("vc: …") is printed with the usage, and the exit status is ExitUsage.
+	check func() error
+	// do does the work, with the bridge config loaded and logged in to
+	// vCenter. Its error is printed and the exit status is ExitUsage.
+	do func(ctx context.Context, c *vim25.Client, b Bridge) (R, error)
+	// table prints the result for people (without -json).
+	table func(w io.Writer, r R) error
+}
+
+// execute is the flow every subcommand shares, after its flags are
+// registered on c: parse args (-h prints the usage to stdout and returns
+// ExitOK), t.check, load the bridge config named by -config, log in, t.do,
+// print its result, log out. It returns the exit status.
+func execute[R result](ctx context.Context, c *command, args []string, e env, t task[R]) int {
+	err := c.fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		c.printUsage(e.stdout)
+		return ExitOK
+	}
+	if err != nil {
+		err = fmt.Errorf("vc: %w", err)
+	} else if t.check != nil {
+		err = t.check()
+	}
+	if err != nil {
+		fmt.Fprintln(e.stderr, err)
+		c.printUsage(e.stderr)
+		return ExitUsage
+	}
+	b, err := e.loadBridge(c.cfg)
+	if err != nil {
+		fmt.Fprintln(e.stderr, err)
+		return ExitUsage
+	}
+	cl, err := Login(ctx, c.conn.conn())
+	if err != nil {
+		fmt.Fprintln(e.stderr, err)
+		return ExitUsage
+	}
+	// Logging out is best effort: the session expires on the server anyway.
+	defer func() { _ = cl.Logout(context.WithoutCancel(ctx)) }()
+	r, err := t.do(ctx, cl.Client, b)
+	if err == nil {
+		if c.json {
+			err = writeJSON(e.stdout, r)
+		} else {
+			err = t.table(e.stdout, r)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(e.stderr, err)
+		return ExitUsage
+	}
+	if len(r.problemList()) > 0 {
+		return ExitProblems
+	}
+	return ExitOK
 }
 
 // connFlags are govc's connection conventions. The URL and password flags
@@ -204,26 +253,4 @@ func Login(ctx context.Context, c Conn) (*govmomi.Client, error) {
 		return nil, fmt.Errorf("vc: connect to %s: %w", u.Redacted(), err)
 	}
 	return cl, nil
-}
-
-// connect logs in and returns a function that logs out. On error it prints and
-// returns ExitUsage.
-func (c *command) connect(ctx context.Context, e env) (*govmomi.Client, func(), int, bool) {
-	cl, err := Login(ctx, c.conn.conn())
-	if err != nil {
-		fmt.Fprintln(e.stderr, err)
-		return nil, nil, ExitUsage, false
-	}
-	// Logging out is best effort: the session expires on the server anyway.
-	return cl, func() { _ = cl.Logout(context.WithoutCancel(ctx)) }, 0, true
-}
-
-// bridge loads the bridge config named by -config.
-func (c *command) bridge(e env) (Bridge, int, bool) {
-	b, err := e.loadBridge(c.cfg)
-	if err != nil {
-		fmt.Fprintf(e.stderr, "%v\n", err)
-		return nil, ExitUsage, false
-	}
-	return b, 0, true
 }
