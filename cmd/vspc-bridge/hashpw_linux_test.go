@@ -22,7 +22,7 @@ func TestHashPasswordTerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	script := `
-import os, pty, select, sys, time
+import os, pty, select, sys, termios, time
 pid, fd = pty.fork()
 if pid == 0:
     os.environ["VSPC_BRIDGE_TEST_MAIN"] = "1"
@@ -41,10 +41,18 @@ def read_until(want, t=10):
             if not d:
                 return
             out += d
+# The prompt is printed just before echo is turned off: type once the
+# terminal says echo is off (the master shows the slave's termios), as
+# a person typing a moment later would.
+def type_line(text):
+    end = time.time() + 10
+    while termios.tcgetattr(fd)[3] & termios.ECHO and time.time() < end:
+        time.sleep(0.01)
+    os.write(fd, text.encode() + b"\r")
 read_until(b"Password: ")
-os.write(fd, sys.argv[2].encode() + b"\r")
+type_line(sys.argv[2])
 read_until(b"Again: ")
-os.write(fd, sys.argv[3].encode() + b"\r")
+type_line(sys.argv[3])
 read_until(b"$2a$04$")
 read_until(b"\n", 2) if b"$2a$04$" in out else None
 _, status = os.waitpid(pid, 0)
