@@ -40,6 +40,8 @@ type Bridge struct {
 	owners   map[string]*link // device key → the link that holds it
 	closed   bool
 
+	gate dialGate // first device connects of a reconnect storm wait for it to pass
+
 	// Resolver resolves host names for connect_allow checks; nil uses
 	// net.DefaultResolver.
 	resolver *net.Resolver
@@ -50,7 +52,8 @@ func New(cfg *configs.Config, log *slog.Logger) *Bridge {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Bridge{cfg: cfg, log: log, owners: make(map[string]*link), resolver: net.DefaultResolver}
+	return &Bridge{cfg: cfg, log: log, owners: make(map[string]*link), resolver: net.DefaultResolver,
+		gate: dialGate{quiet: gateQuiet, max: gateMax}}
 }
 
 // Consoles opens the backend of a direction-server port that no route
@@ -219,7 +222,7 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 	b.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel
-	l.start(ctx)
+	l.start(ctx, b.gate.opened(time.Now()))
 	l.logger().Info("port joined", "via", via, "direction", req.Direction.String())
 	return l, nil
 }
@@ -312,6 +315,7 @@ func (b *Bridge) Close() {
 	for _, l := range links {
 		l.Close()
 	}
+	b.gate.close()
 	b.wg.Wait()
 }
 

@@ -435,3 +435,56 @@ func TestObserverSeesConsoles(t *testing.T) {
 		t.Fatalf("observer saw %q / %q for %q", obs.from[false], obs.from[true], obs.vm)
 	}
 }
+
+// TestBurstDevicesConnect: VMs attaching all at once (their first device
+// connects held by the dial gate until the burst passes) all get their
+// device, and data flows both ways on each.
+func TestBurstDevicesConnect(t *testing.T) {
+	const n = 40
+	addr, _ := observedServer(t, "[policy]\nconnect_allow = [\"127.0.0.0/8\"]\n", nil)
+	lns := make([]net.Listener, n)
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		lns[i] = ln
+	}
+	vms := make([]*vspctest.Conn, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			c, err := vspctest.Dial(t.Context(), addr, vm(fmt.Sprintf("burst-%02d", i), "tcp://"+lns[i].Addr().String(), vspc.DirClient))
+			if err != nil {
+				errs <- err
+				return
+			}
+			vms[i] = c
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i, ln := range lns {
+		defer vms[i].Close()
+		ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+		rc, err := ln.Accept()
+		if err != nil {
+			t.Fatalf("VM %d: its device never got a connection: %v", i, err)
+		}
+		defer rc.Close()
+		msg := fmt.Sprintf("to vm %d", i)
+		rc.Write([]byte(msg))
+		if got := readFull(t, vms[i], len(msg)); string(got) != msg {
+			t.Fatalf("VM %d got %q", i, got)
+		}
+		vms[i].Write([]byte("from vm"))
+		if got := readFull(t, rc, len("from vm")); string(got) != "from vm" {
+			t.Fatalf("device %d got %q", i, got)
+		}
+	}
+}

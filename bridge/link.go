@@ -48,6 +48,7 @@ type link struct {
 	connects int
 	settings rfc2217.Settings // what the guest set last (re-applied after reconnect)
 	timer    *time.Timer      // the next attempt
+	gated    bool             // the first attempt is held by the bridge's dial gate
 
 	// Owned by the attempt chain (one attempt at a time):
 	wait     time.Duration // backoff before the next attempt
@@ -66,9 +67,27 @@ func (l *link) vmUUID() string { return l.req.VCUUID }
 // not a goroutine stack. At most one attempt runs at a time.
 
 // start schedules the first attempt at once.
-func (l *link) start(ctx context.Context) {
+// start arms the first connect: at once, or, when held (a burst of VMs
+// attaching; see gate.go), once the bridge's dial gate lets it go.
+func (l *link) start(ctx context.Context, held bool) {
 	l.wait = l.minWait
-	l.schedule(ctx, 0)
+	if !held {
+		l.schedule(ctx, 0)
+		return
+	}
+	l.mu.Lock()
+	l.gated = true
+	l.state = "connecting" // after the storm
+	l.mu.Unlock()
+	l.b.gate.hold(time.Now(), func() {
+		l.mu.Lock()
+		was := l.gated
+		l.gated = false
+		l.mu.Unlock()
+		if was { // not already released by Close
+			l.schedule(ctx, 0)
+		}
+	})
 }
 
 // schedule arms the next attempt after d, unless the link is closed.
@@ -279,6 +298,8 @@ func (l *link) Close() error {
 	l.closed = true
 	dev := l.dev
 	t := l.timer
+	gated := l.gated // held by the dial gate: no attempt will run
+	l.gated = false
 	l.cond.Broadcast()
 	l.mu.Unlock()
 	l.cancel()
@@ -288,6 +309,9 @@ func (l *link) Close() error {
 	if t != nil && t.Stop() {
 		// The pending attempt will not run: finish for it.
 		l.b.wg.Done()
+		l.release()
+	}
+	if gated {
 		l.release()
 	}
 	return nil

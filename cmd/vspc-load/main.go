@@ -212,7 +212,9 @@ const remotePort = 21000 // remote listeners: 127.<net8+1>.x.y:21000
 type burstResult struct {
 	n, ok              int
 	wall, p50, p99     time.Duration
-	cpuBridge, cpuSelf time.Duration
+	cpuBridge, cpuSelf time.Duration // until the last WILL-PROXY
+	bridgeCPU0         time.Duration // the bridge's CPU time when the burst started
+	cpuBridgeAfter     time.Duration // the burst and settle after it (device connects included)
 	err                error
 }
 
@@ -241,7 +243,7 @@ func (l *loader) burstOnce(ctx context.Context, br *child, n int, conns []*vspct
 	restore()
 	return burstResult{
 		n: n, ok: countOK(ps), wall: wall, p50: times.pct(.5), p99: times.pct(.99),
-		cpuBridge: cpuTime(pid) - bt0, cpuSelf: cpuTime(os.Getpid()) - st0, err: err,
+		cpuBridge: cpuTime(pid) - bt0, cpuSelf: cpuTime(os.Getpid()) - st0, bridgeCPU0: bt0, err: err,
 	}, ps
 }
 
@@ -258,7 +260,12 @@ func (l *loader) phaseBurst(ctx context.Context) error {
 		time.Sleep(200 * time.Millisecond)
 		conns := make([]*vspctest.Conn, o.burst)
 		b, ps := l.burstOnce(ctx, br, o.burst, conns)
-		logf("burst run %d: %d of %d past WILL-PROXY in %v (p50 %v p99 %v; CPU bridge %v, load tool %v) err=%v", run+1, b.ok, b.n, b.wall, b.p50, b.p99, b.cpuBridge, b.cpuSelf, b.err)
+		// The bridge's work for the burst does not end at the last
+		// WILL-PROXY: device connects held during it follow (bridge
+		// gate.go). Its CPU over the next half second counts them.
+		time.Sleep(500 * time.Millisecond)
+		b.cpuBridgeAfter = cpuTime(br.pid()) - b.bridgeCPU0
+		logf("burst run %d: %d of %d past WILL-PROXY in %v (p50 %v p99 %v; CPU bridge %v, load tool %v; bridge CPU including the 0.5 s after %v) err=%v", run+1, b.ok, b.n, b.wall, b.p50, b.p99, b.cpuBridge, b.cpuSelf, b.cpuBridgeAfter, b.err)
 		br.stop()
 		closeAll(ps)
 		l.r.burstRuns = append(l.r.burstRuns, b)
@@ -665,18 +672,20 @@ func (r *report) print(w io.Writer) {
 	}
 	if runs := r.burstRuns; len(runs) > 0 {
 		walls := make(durations, 0, len(runs))
-		var cb, cs durations
+		var cb, cs, ca durations
 		allOK := true
 		for _, b := range runs {
 			walls = append(walls, b.wall)
 			cb = append(cb, b.cpuBridge)
 			cs = append(cs, b.cpuSelf)
+			ca = append(ca, b.cpuBridgeAfter)
 			allOK = allOK && b.ok == b.n
 		}
 		med := walls.pct(.5)
 		row(fmt.Sprintf("burst, %d runs on fresh bridges: %d VMs at once, median time to the last WILL-PROXY", len(runs), runs[0].n),
 			fmt.Sprintf("%s (%s to %s)", ms(med), ms(slices.Min(walls)), ms(slices.Max(walls))), "within 100 ms", "-", "-", verdict(allOK && med <= 100*time.Millisecond))
 		row("  CPU per burst, median: bridge / load tool", fmt.Sprintf("%v / %v", cb.pct(.5).Round(time.Millisecond), cs.pct(.5).Round(time.Millisecond)), "-", "-", "-", "")
+		row("  bridge CPU including the 0.5 s after (held device connects), median", ca.pct(.5).Round(time.Millisecond).String(), "-", "-", "-", "")
 	}
 	if r.remoteN > 0 {
 		relayPer, rat := "-", "-"

@@ -1,0 +1,142 @@
+package bridge
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+)
+
+func TestDialGate(t *testing.T) {
+	g := &dialGate{quiet: 20 * time.Millisecond, max: 300 * time.Millisecond}
+	t0 := time.Now()
+	if g.opened(t0) {
+		t.Fatal("the first Open was held")
+	}
+	if !g.opened(t0.Add(time.Millisecond)) {
+		t.Fatal("an Open 1 ms after another was not held")
+	}
+	if g.opened(t0.Add(time.Second)) {
+		t.Fatal("an Open long after the last was held")
+	}
+
+	// Held until Opens pause for quiet.
+	var ran atomic.Int64
+	released := make(chan time.Time, 1)
+	start := time.Now()
+	g.opened(start)
+	g.hold(start, func() { ran.Add(1); released <- time.Now() })
+	select {
+	case at := <-released:
+		if d := at.Sub(start); d < 15*time.Millisecond {
+			t.Fatalf("released after %v, before the quiet period", d)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("never released")
+	}
+
+	// Opens that never pause: released after max.
+	start = time.Now()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+				g.opened(time.Now())
+			}
+		}
+	})
+	g.opened(time.Now())
+	g.hold(time.Now(), func() { released <- time.Now() })
+	select {
+	case at := <-released:
+		if d := at.Sub(start); d < 250*time.Millisecond || d > 1500*time.Millisecond {
+			t.Errorf("with Opens every 2 ms, released after %v, want about max (300 ms)", d)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("never released under continuous Opens")
+	}
+	close(stop)
+	wg.Wait()
+
+	// close releases what is held, and later holds run at once.
+	g.opened(time.Now())
+	g.hold(time.Now(), func() { ran.Add(10) })
+	g.close()
+	g.hold(time.Now(), func() { ran.Add(100) })
+	if ran.Load() != 111 {
+		t.Fatalf("ran %d, want 111", ran.Load())
+	}
+}
+
+type nullSink struct{}
+
+func (nullSink) Send([]byte) error { return nil }
+func (nullSink) SendBreak() error  { return nil }
+
+// TestGatedLinkClosedReleasesDevice: a link whose first connect is held
+// by the gate and whose port closes gives its device back at once (a VM
+// coming back for it must not be refused for up to gateMax), and the
+// held connect never runs.
+func TestGatedLinkClosedReleasesDevice(t *testing.T) {
+	cfg, err := configs.Parse("t.toml", []byte("[vspc]\nlisten = \"127.0.0.1:0\"\n[policy]\nconnect_allow = [\"127.0.0.0/8\"]\nreconnect_min = \"1h\"\nreconnect_max = \"1h\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := New(cfg, nil)
+	b.gate = dialGate{quiet: time.Hour, max: time.Hour} // hold until closed
+	defer b.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx := t.Context()
+	req := func(name, target string) vspc.Request {
+		return vspc.Request{Direction: vspc.DirClient, ServiceURI: "tcp://" + target, VMName: name, VCUUID: "50000000-0000-4000-8000-0000000000" + name}
+	}
+	first, err := b.Open(ctx, req("01", "127.0.0.1:1"), nullSink{}) // not held: nothing came before it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	held, err := b.Open(ctx, req("02", ln.Addr().String()), nullSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := b.linkState(ln.Addr().String()); st != "connecting" {
+		t.Fatalf("held link state %q, want connecting", st)
+	}
+	held.Close()
+	again, err := b.Open(ctx, req("03", ln.Addr().String()), nullSink{})
+	if err != nil {
+		t.Fatalf("the device of a closed held link is still owned: %v", err)
+	}
+	again.Close()
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(200 * time.Millisecond))
+	if c, err := ln.Accept(); err == nil {
+		c.Close()
+		t.Fatal("a held connect ran after its link closed")
+	}
+}
+
+// linkState is the state of the link that owns the device at addr.
+func (b *Bridge) linkState(addr string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, l := range b.owners {
+		if l.target.Addr() == addr {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			return l.state
+		}
+	}
+	return ""
+}
