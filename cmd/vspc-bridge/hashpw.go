@@ -37,18 +37,10 @@ func cmdHashPassword(args []string, stdin io.Reader, stdout, stderr io.Writer) e
 	}
 	var pw []byte
 	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		first, err := prompt(f, stderr, "Password: ")
-		if err != nil {
+		var err error
+		if pw, err = askTwice(f, stderr); err != nil {
 			return err
 		}
-		again, err := prompt(f, stderr, "Again: ")
-		if err != nil {
-			return err
-		}
-		if string(first) != string(again) {
-			return errors.New("the two passwords differ")
-		}
-		pw = first
 	} else {
 		line, err := bufio.NewReader(stdin).ReadString('\n')
 		if err != nil && (err != io.EOF || line == "") {
@@ -70,11 +62,32 @@ func cmdHashPassword(args []string, stdin io.Reader, stdout, stderr io.Writer) e
 	return nil
 }
 
-func prompt(f *os.File, w io.Writer, p string) ([]byte, error) {
-	fmt.Fprint(w, p)
-	b, err := term.ReadPassword(int(f.Fd()))
-	fmt.Fprintln(w)
-	return b, err
+// askTwice reads the password twice from the terminal f, prompting on w.
+// The terminal is in raw mode before the first prompt is written, so
+// nothing typed (or pasted) after a prompt appears can be echoed.
+func askTwice(f *os.File, w io.Writer) ([]byte, error) {
+	fd := int(f.Fd())
+	old, err := term.MakeRaw(fd)
+	if err != nil {
+		return nil, err
+	}
+	defer term.Restore(fd, old)
+	t := term.NewTerminal(struct {
+		io.Reader
+		io.Writer
+	}{f, w}, "")
+	first, err := t.ReadPassword("Password: ")
+	if err != nil {
+		return nil, errors.New("cancelled")
+	}
+	again, err := t.ReadPassword("Again: ")
+	if err != nil {
+		return nil, errors.New("cancelled")
+	}
+	if first != again {
+		return nil, errors.New("the two passwords differ")
+	}
+	return []byte(first), nil
 }
 
 // cmpErr names an empty standard input.

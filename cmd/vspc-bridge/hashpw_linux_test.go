@@ -41,9 +41,8 @@ def read_until(want, t=10):
             if not d:
                 return
             out += d
-# The prompt is printed just before echo is turned off: type once the
-# terminal says echo is off (the master shows the slave's termios), as
-# a person typing a moment later would.
+# Type once the terminal says echo is off (the master shows the slave's
+# termios): the command turns it off before it prints the prompt.
 def type_line(text):
     end = time.time() + 10
     while termios.tcgetattr(fd)[3] & termios.ECHO and time.time() < end:
