@@ -17,7 +17,6 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/bridge"
 	"github.com/vspc-bridge/vspc-bridge/configs"
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 )
@@ -78,7 +77,7 @@ func idleTarget(i int) string {
 // then takes the connection over from vspctest (its reader is stopped
 // with a past read deadline), so that the client side holds nothing but
 // the socket: the VM side as a telnet codec with no extra goroutine.
-func dialRaw(tb testing.TB, addr string, vm vspctest.VM) *rawVMConn {
+func dialRaw(tb testing.TB, addr string, vm vspctest.VM) *vspctest.Raw {
 	tb.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -89,63 +88,12 @@ func dialRaw(tb testing.TB, addr string, vm vspctest.VM) *rawVMConn {
 		nc.Close()
 		tb.Fatal(err)
 	}
-	nc.SetReadDeadline(time.Unix(1, 0))
-	if !c.WaitClosed(5 * time.Second) {
-		tb.Fatal("vspctest reader did not stop")
+	r, err := c.Detach()
+	if err != nil {
+		tb.Fatal(err)
 	}
-	nc.SetReadDeadline(time.Time{})
-	r := &rawVMConn{nc: nc}
-	r.dec.Binary = true
 	return r
 }
-
-// rawVMConn is the VM side of a telnet connection: Write escapes, Read
-// decodes (data only).
-type rawVMConn struct {
-	nc   net.Conn
-	dec  telnet.Decoder
-	buf  []byte
-	out  []byte
-	pend []byte
-	wbuf []byte
-}
-
-func (r *rawVMConn) Read(p []byte) (int, error) {
-	if r.buf == nil {
-		r.buf = make([]byte, 64<<10)
-	}
-	for len(r.pend) == 0 {
-		n, err := r.nc.Read(r.buf)
-		if n > 0 {
-			r.out = r.out[:0]
-			if derr := r.dec.Decode(r.buf[:n], func(ev telnet.Event) error {
-				if ev.Kind == telnet.EventData {
-					r.out = append(r.out, ev.Data...)
-				}
-				return nil
-			}); derr != nil {
-				return 0, derr
-			}
-			r.pend = r.out
-		}
-		if err != nil && len(r.pend) == 0 {
-			return 0, err
-		}
-	}
-	n := copy(p, r.pend)
-	r.pend = r.pend[n:]
-	return n, nil
-}
-
-func (r *rawVMConn) Write(p []byte) (int, error) {
-	r.wbuf = telnet.AppendData(r.wbuf[:0], p)
-	if _, err := r.nc.Write(r.wbuf); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (r *rawVMConn) Close() error { return r.nc.Close() }
 
 // BenchmarkIdlePorts opens b.N idle VM ports (remote unreachable, retry
 // backoff 1h) and reports what each costs the server and bridge: heap
@@ -158,7 +106,7 @@ func BenchmarkIdlePorts(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&ms0)
 	g0 := runtime.NumGoroutine()
-	conns := make([]*rawVMConn, 0, b.N)
+	conns := make([]*vspctest.Raw, 0, b.N)
 	b.ResetTimer()
 	for i := range b.N {
 		conns = append(conns, dialRaw(b, e.addr, vmNamed(i, vspc.DirClient, idleTarget(i))))
@@ -189,7 +137,7 @@ func BenchmarkIdlePorts(b *testing.B) {
 }
 
 // benchPair is a VM joined to a raw TCP remote through the bridge.
-func benchPair(b *testing.B, e *benchEnv, i int) (*rawVMConn, net.Conn) {
+func benchPair(b *testing.B, e *benchEnv, i int) (*vspctest.Raw, net.Conn) {
 	b.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

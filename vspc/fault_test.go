@@ -484,7 +484,7 @@ func heapInuse() uint64 {
 // goodSession streams remote→VM on a healthy session in the background
 // and counts what arrives intact.
 type goodSession struct {
-	vm     *rawVMConn
+	vm     *vspctest.Raw
 	remote net.Conn
 	got    atomic.Int64
 	stop   chan struct{}
@@ -718,7 +718,7 @@ func TestFaultPeerNeverReads(t *testing.T) {
 	before := g.rate(500 * time.Millisecond)
 	heap0 := heapInuse()
 
-	pairFor := func(i int) (*rawVMConn, net.Conn) {
+	pairFor := func(i int) (*vspctest.Raw, net.Conn) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 )
@@ -305,74 +304,15 @@ func randomSeq() []byte {
 	return seq
 }
 
-// rawVM is a VM's telnet connection taken over from vspctest after the
-// handshake: it decodes and escapes in place, without vspctest's pipe and
-// extra goroutine, so the load tool spends less CPU per byte than the
-// bridge (it shares the 2 cores with it).
-type rawVM struct {
-	nc   net.Conn
-	dec  telnet.Decoder
-	buf  []byte
-	out  []byte
-	pend []byte
-	wbuf []byte
-}
-
-// detach stops c's reader (a read deadline in the past) and returns the
-// connection as a rawVM. Nothing may be in flight toward the VM.
-func detach(c *vspctest.Conn, nc net.Conn) (*rawVM, error) {
-	nc.SetReadDeadline(time.Unix(1, 0))
-	if !c.WaitClosed(5 * time.Second) {
-		return nil, errors.New("vspctest reader did not stop")
-	}
-	nc.SetReadDeadline(time.Time{})
-	r := &rawVM{nc: nc, buf: make([]byte, 64<<10)}
-	r.dec.Binary = true // the bridge sends WILL BINARY and ESXi agrees
-	return r, nil
-}
-
-func (r *rawVM) Read(p []byte) (int, error) {
-	for len(r.pend) == 0 {
-		n, err := r.nc.Read(r.buf)
-		if n > 0 {
-			r.out = r.out[:0]
-			derr := r.dec.Decode(r.buf[:n], func(ev telnet.Event) error {
-				if ev.Kind == telnet.EventData {
-					r.out = append(r.out, ev.Data...)
-				}
-				return nil
-			})
-			if derr != nil {
-				return 0, derr
-			}
-			r.pend = r.out
-		}
-		if err != nil && len(r.pend) == 0 {
-			return 0, err
-		}
-	}
-	n := copy(p, r.pend)
-	r.pend = r.pend[n:]
-	return n, nil
-}
-
-func (r *rawVM) Write(p []byte) (int, error) {
-	r.wbuf = telnet.AppendData(r.wbuf[:0], p)
-	if _, err := r.nc.Write(r.wbuf); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (r *rawVM) Close() error { return r.nc.Close() }
-
-// detachPairs turns the bridge pairs ps into rawVM pairs.
+// detachPairs takes each bridge pair's VM side over from vspctest
+// (vspctest.Raw: no pipe, no extra goroutine), so that the load tool
+// spends less CPU per byte than the bridge it shares the 2 cores with.
 func detachPairs(ps []*pair) error {
 	for _, p := range ps {
 		if p.sim == nil {
 			continue
 		}
-		r, err := detach(p.sim, p.nc)
+		r, err := p.sim.Detach()
 		if err != nil {
 			return err
 		}
