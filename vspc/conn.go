@@ -122,8 +122,11 @@ var errClose = errors.New("vspc: connection closed by proxy")
 func (c *vmConn) run(ctx context.Context) {
 	defer close(c.done)
 	defer c.nc.Close()
-	stop := context.AfterFunc(ctx, func() { c.nc.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
+	// ctx is the server's: Close cancels it and then closes every
+	// connection in s.conns, which ends this read loop. No AfterFunc per
+	// connection: on one shared context, each would take the parent's
+	// mutex and grow its child map (1,000 VMs connecting at once queued
+	// on that mutex and grew both the map and their stacks).
 
 	c.hsBy = time.Now().Add(c.srv.conf().HandshakeTimeout)
 	// telnets: finish TLS first, under the handshake timeout; the short

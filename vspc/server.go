@@ -277,16 +277,16 @@ func (s *Server) accept(nc net.Conn) {
 // ends. It is for tests and in-process use (net.Pipe); Serve uses it too.
 func (s *Server) ServeConn(nc net.Conn) {
 	done := make(chan struct{})
+	c := newConn(s, nc)
+	// The closing check and the insert are one step, so Close either
+	// refuses the connection here or finds it in s.conns and closes it.
 	s.mu.Lock()
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
+	if s.closing {
+		s.mu.Unlock()
 		nc.Close()
 		return
 	}
 	s.nconns.Add(1)
-	c := newConn(s, nc)
-	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.counters.Accepted++
 	s.mu.Unlock()
