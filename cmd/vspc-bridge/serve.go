@@ -15,6 +15,7 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/admin"
 	"github.com/vspc-bridge/vspc-bridge/bridge"
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/internal/gcfloor"
 	"github.com/vspc-bridge/vspc-bridge/remote"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
@@ -106,8 +107,15 @@ func vspcConfig(cfg *configs.Config, br vspc.Bridger, log *slog.Logger) vspc.Con
 	return vc
 }
 
+// gcFloor is the smallest heap goal while the bridge is young.
+const gcFloor = 32 << 20
+
 func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io.Writer, opts serveOptions) error {
 	limit := raiseFileLimit(log)
+	// No garbage collection until the heap passes 32 MiB: the first
+	// collections of a young bridge would otherwise fall inside the
+	// reconnect burst that follows a restart (internal/gcfloor).
+	defer gcfloor.Start(gcFloor).Stop()
 	br := bridge.New(cfg, log)
 	srv := vspc.NewServer(vspcConfig(cfg, br, log))
 
