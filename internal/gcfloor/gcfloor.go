@@ -7,20 +7,27 @@
 // collections fall inside the burst: each scans every new goroutine's
 // stack and makes allocating goroutines assist, which stalls handshakes.
 // A profile of 1,000 VMs connecting at once showed 3 collections and
-// about 20 % of the bridge's CPU in them.
+// about 15 % of the bridge's CPU in them.
 //
 // Start raises GOGC while the live heap is small, so that the goal is
 // about the floor, and gives the configured GOGC back once twice the live
-// heap (GOGC=100) is past the floor: then it changes nothing. It re-reads
-// the live heap after every collection. What it costs is memory that is
-// really used: up to the floor of heap before the first collection.
+// heap (GOGC=100) is past the floor: from then on it changes nothing. It
+// re-reads the live heap after every collection (a cleanup on a sentinel
+// object). That cleanup can run late: it waits for the sentinel's span
+// to be swept, which a busy process may do only when the next collection
+// starts. Meanwhile a raised GOGC would let the heap grow to many times
+// its live size, so while the floor is up a memory limit of
+// limitFactor × floor caps the goal too (seen without it: a heap that
+// grew to 172 MiB on 36 MiB live before the cleanup ran).
 //
-// A memory-based alternative, a never-written "ballast" allocation, was
-// tried first and dropped: when its pages overlap memory the heap used
-// before, the runtime zeroes them, and the ballast becomes resident.
+// What the floor costs is memory that is really used: up to the floor of
+// heap before the first collection. A never-written "ballast" allocation
+// was tried first and dropped: when its pages overlap memory the heap
+// used before, the runtime zeroes them and the ballast becomes resident.
 package gcfloor
 
 import (
+	"math"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -31,10 +38,15 @@ import (
 // runtime.defaultHeapMinimum); the runtime scales it by GOGC/100.
 const heapMinimum = 4 << 20
 
+// limitFactor × floor is the memory limit while the floor is up: room for
+// the floor's heap, goroutine stacks and the runtime's own memory.
+const limitFactor = 3
+
 // Floor is a running heap-goal floor; Stop ends it.
 type Floor struct {
-	floor uint64
-	base  int // GOGC at Start; what is restored
+	floor     uint64
+	base      int   // GOGC at Start; what is restored
+	baseLimit int64 // the memory limit at Start; what is restored
 
 	mu      sync.Mutex
 	stopped bool // guarded by mu
@@ -47,15 +59,19 @@ type Floor struct {
 // other objects (which could keep it reachable).
 type sentinel struct{ _ [32]byte }
 
-// Start keeps the heap goal at no less than floor bytes until Stop. It
-// does nothing (and Stop does nothing) when GOGC=off or floor is 0.
+// Start keeps the heap goal at no less than floor bytes until Stop or
+// until the heap outgrows it. It does nothing when floor is 0, GOGC=off,
+// or a memory limit (GOMEMLIMIT) below 2 × limitFactor × floor is set:
+// the operator's pacing wins.
 func Start(floor uint64) *Floor {
-	f := &Floor{floor: floor, base: currentPercent()}
-	if f.base <= 0 || floor == 0 {
+	f := &Floor{floor: floor, base: currentPercent(), baseLimit: debug.SetMemoryLimit(-1)}
+	if f.base <= 0 || floor == 0 || floor > math.MaxInt64/(2*limitFactor) ||
+		(f.baseLimit != math.MaxInt64 && f.baseLimit < int64(2*limitFactor*floor)) {
 		f.stopped = true
 		return f
 	}
 	f.mu.Lock()
+	debug.SetMemoryLimit(int64(limitFactor * floor))
 	f.adjust()
 	f.mu.Unlock()
 	f.arm()
@@ -78,10 +94,10 @@ func (f *Floor) collected() {
 		f.arm()
 		return
 	}
-	// The heap has outgrown the floor: GOGC is back at its base and
-	// stays there. (A heap that shrinks again later keeps its normal
-	// pacing: a floor is for a young process.)
-	f.stopped = true
+	// The heap has outgrown the floor: the operator's pacing is back for
+	// good. (A heap that shrinks again later keeps it: a floor is for a
+	// young process.)
+	f.endLocked()
 }
 
 // adjust sets GOGC for the live heap; it reports whether the floor still
@@ -89,7 +105,7 @@ func (f *Floor) collected() {
 func (f *Floor) adjust() bool {
 	live := liveHeap()
 	if live == 0 {
-		live = 1 << 20
+		live = 1 << 20 // no collection yet
 	}
 	// The goal is max(live × (1 + p/100), heapMinimum × p/100): with p at
 	// most floor × 100 / heapMinimum the second term is at most the
@@ -105,27 +121,32 @@ func (f *Floor) adjust() bool {
 	return p != f.base
 }
 
-// Stop gives GOGC its value from before Start.
-func (f *Floor) Stop() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.stopped {
-		return
-	}
+// endLocked gives back the operator's GOGC and memory limit.
+func (f *Floor) endLocked() {
 	f.stopped = true
 	debug.SetGCPercent(f.base)
+	debug.SetMemoryLimit(f.baseLimit)
 	f.percent = f.base
 }
 
-// Percent is the GOGC the floor last set (the base once it has ended),
-// and Cycles the collections it has seen.
-func (f *Floor) Percent() (percent, cycles int) {
+// Stop ends the floor now (it is idempotent).
+func (f *Floor) Stop() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.stopped {
+		f.endLocked()
+	}
+}
+
+// Active reports whether the floor is still up, the GOGC it last set
+// (the operator's once it has ended) and the collections it has seen.
+func (f *Floor) Active() (active bool, percent, cycles int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.percent == 0 {
-		return f.base, f.cycles
+		return !f.stopped, f.base, f.cycles
 	}
-	return f.percent, f.cycles
+	return !f.stopped, f.percent, f.cycles
 }
 
 func liveHeap() uint64 {

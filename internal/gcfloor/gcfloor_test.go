@@ -3,9 +3,11 @@ package gcfloor
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -13,10 +15,13 @@ import (
 
 // report is what a helper process measured.
 type report struct {
-	GCsSmall  uint32 // collections while the live heap grew to 24 MiB
-	GCsLarge  uint32 // collections while it grew on to 96 MiB
-	Percent   int    // GOGC once the heap is past the floor
-	AfterStop int    // GOGC after Stop
+	GCsSmall    uint32 // collections while the live heap grew to 24 MiB
+	GCsLarge    uint32 // collections while it grew on to 96 MiB
+	LimitActive int64  // the memory limit while the floor was up
+	Ended       bool   // the floor ended by itself once the heap outgrew it
+	Percent     int    // GOGC once the heap is past the floor
+	AfterStop   int    // GOGC after Stop
+	LimitAfter  int64  // the memory limit after Stop
 }
 
 const childEnv = "GCFLOOR_CHILD"
@@ -61,8 +66,11 @@ func TestGCFloor(t *testing.T) {
 	if floor.GCsLarge == 0 {
 		t.Error("no collection while the live heap grew from 24 to 96 MiB: the floor did not give way")
 	}
-	if floor.Percent != 100 || floor.AfterStop != 100 {
-		t.Errorf("GOGC %d past the floor and %d after Stop, want 100 and 100", floor.Percent, floor.AfterStop)
+	if !floor.Ended || floor.Percent != 100 || floor.AfterStop != 100 {
+		t.Errorf("past the floor: ended %v, GOGC %d, and %d after Stop; want true, 100, 100", floor.Ended, floor.Percent, floor.AfterStop)
+	}
+	if floor.LimitActive != limitFactor*32<<20 || floor.LimitAfter != math.MaxInt64 {
+		t.Errorf("memory limit %d while the floor was up and %d after, want %d and none", floor.LimitActive, floor.LimitAfter, limitFactor*32<<20)
 	}
 
 	// An operator's GOGC is the base the floor returns to.
@@ -72,8 +80,14 @@ func TestGCFloor(t *testing.T) {
 	}
 	// GOGC=off: the floor does nothing.
 	r = helper(t, "floor", "GOGC=off")
-	if r.Percent != -1 || r.AfterStop != -1 {
-		t.Errorf("GOGC=off: percent %d / %d after Stop, want -1 (untouched)", r.Percent, r.AfterStop)
+	if r.Percent != -1 || r.AfterStop != -1 || r.LimitActive != math.MaxInt64 {
+		t.Errorf("GOGC=off: percent %d / %d after Stop, limit %d; want -1 and no limit (untouched)", r.Percent, r.AfterStop, r.LimitActive)
+	}
+	// A memory limit too small to hold the floor: the floor does nothing
+	// and the operator's limit stays.
+	r = helper(t, "floor", "GOMEMLIMIT=100MiB")
+	if r.GCsSmall < 2 || r.LimitActive != 100<<20 || r.LimitAfter != 100<<20 {
+		t.Errorf("GOMEMLIMIT=100MiB: %d collections to 24 MiB, limit %d while up and %d after; want >= 2 and 100 MiB throughout", r.GCsSmall, r.LimitActive, r.LimitAfter)
 	}
 }
 
@@ -87,6 +101,8 @@ func child(mode string) {
 		runtime.ReadMemStats(&st)
 		return st.NumGC
 	}
+	var r report
+	r.LimitActive = debug.SetMemoryLimit(-1)
 	var keep [][]byte
 	grow := func(toMiB int) uint32 {
 		gc0 := numGC()
@@ -95,20 +111,23 @@ func child(mode string) {
 		}
 		return numGC() - gc0
 	}
-	r := report{GCsSmall: grow(24), GCsLarge: grow(96)}
+	r.GCsSmall, r.GCsLarge = grow(24), grow(96)
 	if f != nil {
-		// The cleanup that restores GOGC runs after a collection, on its
+		// The cleanup that ends the floor runs after a collection, on its
 		// own goroutine.
 		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if p, _ := f.Percent(); p == f.base {
+			if active, _, _ := f.Active(); !active {
 				break
 			}
 			runtime.GC()
 		}
-		r.Percent, _ = f.Percent()
+		var active bool
+		active, r.Percent, _ = f.Active()
+		r.Ended = !active
 		f.Stop()
 	}
 	r.AfterStop = currentPercent()
+	r.LimitAfter = debug.SetMemoryLimit(-1)
 	runtime.KeepAlive(keep)
 	b, _ := json.Marshal(r)
 	fmt.Printf("gcfloor %s\n", b)
