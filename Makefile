@@ -68,7 +68,7 @@ fuzz:
 
 # Codec benchmarks, the in-process vspc benchmarks, the heavy fault tests,
 # then the load tool (cmd/vspc-load: the bridge as a separate process,
-# loopback only; about 4 minutes on 2 cores) with the issue's targets.
+# loopback only; about 6 minutes on 2 cores) with the issue's targets.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./rfc2217/telnet
 	$(GO) test -run '^$$' -bench 'IdlePorts' -benchtime 2000x ./vspc
