@@ -164,20 +164,20 @@ func latency(ps []*pair, rate int, dur time.Duration) (durations, error) {
 				t0 := time.Now()
 				if _, err := p.vm.Write(b); err != nil {
 					mu.Lock()
-					firstErr = cmp(firstErr, err)
+					firstErr = keepFirst(firstErr, err)
 					mu.Unlock()
 					break
 				}
 				if _, err := io.ReadFull(p.vm, in); err != nil {
 					mu.Lock()
-					firstErr = cmp(firstErr, err)
+					firstErr = keepFirst(firstErr, err)
 					mu.Unlock()
 					break
 				}
 				mine = append(mine, time.Since(t0))
 				if cr.check(in); cr.bad.Load() {
 					mu.Lock()
-					firstErr = cmp(firstErr, cr.err)
+					firstErr = keepFirst(firstErr, cr.err)
 					mu.Unlock()
 					break
 				}
@@ -191,7 +191,8 @@ func latency(ps []*pair, rate int, dur time.Duration) (durations, error) {
 	return all, firstErr
 }
 
-func cmp(a, b error) error {
+// keepFirst is a unless it is nil, else b: the first error seen.
+func keepFirst(a, b error) error {
 	if a != nil {
 		return a
 	}
@@ -451,7 +452,7 @@ func pending(ctx context.Context, cs []*vspctest.Conn) (int, error) {
 			defer cancel()
 			if _, err := c.Begin(ctx, randomSeq()); err != nil {
 				errMu.Lock()
-				first = cmp(first, err)
+				first = keepFirst(first, err)
 				errMu.Unlock()
 				return
 			}

@@ -26,6 +26,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -355,7 +356,7 @@ func (l *loader) phaseIdle(ctx context.Context) error {
 	l.r.cpuPending, _ = cpuOver(pid, o.cpuDur)
 	logf("idle: CPU with %d vMotions pending (and %d idle ports): %.2f%% of a core (err=%v)", np, l.r.idleOK, 100*l.r.cpuPending, perr)
 	if l.r.idleOK == 0 {
-		return fmt.Errorf("vspc-load: no idle port established: %v", cmp(berr, rerr))
+		return fmt.Errorf("vspc-load: no idle port established: %v", keepFirst(berr, rerr))
 	}
 	return nil
 }
@@ -600,7 +601,7 @@ func (l *loader) phaseDirect(ctx context.Context) error {
 // medianFlow is the run with the median rate.
 func medianFlow(runs []flowStats) flowStats {
 	s := slices.Clone(runs)
-	slices.SortFunc(s, func(a, b flowStats) int { return cmpFloat(a.rate(), b.rate()) })
+	slices.SortFunc(s, func(a, b flowStats) int { return cmp.Compare(a.rate(), b.rate()) })
 	return s[len(s)/2]
 }
 
@@ -608,16 +609,6 @@ func median(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func openFDs() int {

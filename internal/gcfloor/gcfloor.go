@@ -50,8 +50,7 @@ type Floor struct {
 
 	mu      sync.Mutex
 	stopped bool // guarded by mu
-	percent int  // the GOGC last set; guarded by mu
-	cycles  int  // collections seen; guarded by mu
+	percent int  // the GOGC in effect (base until adjust changes it); guarded by mu
 }
 
 // sentinel is allocated for each collection to notice the next one. It
@@ -64,7 +63,8 @@ type sentinel struct{ _ [32]byte }
 // or a memory limit (GOMEMLIMIT) below 2 × limitFactor × floor is set:
 // the operator's pacing wins.
 func Start(floor uint64) *Floor {
-	f := &Floor{floor: floor, base: currentPercent(), baseLimit: debug.SetMemoryLimit(-1)}
+	base := currentPercent()
+	f := &Floor{floor: floor, base: base, percent: base, baseLimit: debug.SetMemoryLimit(-1)}
 	if f.base <= 0 || floor == 0 || floor > math.MaxInt64/(2*limitFactor) ||
 		(f.baseLimit != math.MaxInt64 && f.baseLimit < int64(2*limitFactor*floor)) {
 		f.stopped = true
@@ -89,7 +89,6 @@ func (f *Floor) collected() {
 	if f.stopped {
 		return
 	}
-	f.cycles++
 	if f.adjust() {
 		f.arm()
 		return
@@ -138,15 +137,12 @@ func (f *Floor) Stop() {
 	}
 }
 
-// Active reports whether the floor is still up, the GOGC it last set
-// (the operator's once it has ended) and the collections it has seen.
-func (f *Floor) Active() (active bool, percent, cycles int) {
+// Active reports whether the floor is still up and the GOGC in effect
+// (the operator's once it has ended).
+func (f *Floor) Active() (active bool, percent int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.percent == 0 {
-		return !f.stopped, f.base, f.cycles
-	}
-	return !f.stopped, f.percent, f.cycles
+	return !f.stopped, f.percent
 }
 
 func liveHeap() uint64 {
