@@ -8,7 +8,7 @@ FUZZTIME ?= 5s
 FUZZMINTIME ?= 60s
 # Every fuzz target, as package:Target.
 FUZZ_TARGETS := \
-	./rfc2217/telnet:FuzzDecode \
+	./telnet:FuzzDecode \
 	./rfc2217:FuzzRFC2217 \
 	./rfc2217:FuzzAccessServer \
 	./rfc2217:FuzzClient \
@@ -70,7 +70,7 @@ fuzz:
 # then the load tool (cmd/vspc-load: the bridge as a separate process,
 # loopback only; about 6 minutes on 2 cores) with the issue's targets.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./rfc2217/telnet
+	$(GO) test -run '^$$' -bench . -benchmem ./telnet
 	$(GO) test -run '^$$' -bench 'IdlePorts' -benchtime 2000x ./vspc
 	$(GO) test -run '^$$' -bench 'ThroughputOneSession|VMotionSwitchover|RoundTrip' -benchtime 2s ./vspc
 	$(GO) test -run '^$$' -bench 'HandshakeBurst' -benchtime 5x ./vspc

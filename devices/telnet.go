@@ -7,7 +7,7 @@ import (
 	"sync"
 
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/telnet"
 )
 
 // Limits of the telnet kind.

@@ -13,7 +13,7 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/telnet"
 )
 
 // telnetRemote is a tiny telnet server on 127.0.0.1 written for this

@@ -27,7 +27,7 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
 	"github.com/vspc-bridge/vspc-bridge/remote"
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/telnet"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/telnet"
 )
 
 // Defaults for ClientOptions.

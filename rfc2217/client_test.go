@@ -17,7 +17,7 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217/rfc2217test"
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/telnet"
 )
 
 // logBuffer is a slog handler target that tests can search.

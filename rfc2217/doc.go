@@ -14,7 +14,7 @@
 // line settings with zero meaning "unset / leave as is".
 //
 // The telnet layer (IAC escaping, option negotiation) is package
-// rfc2217/telnet. 255 inside a subnegotiation value (a baud rate of 65535,
+// telnet (top level: RFC 2217 is a telnet option). 255 inside a subnegotiation value (a baud rate of 65535,
 // a mask of 255) is sent as IAC IAC, like data.
 //
 // # Protocol flow

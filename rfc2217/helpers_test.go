@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/telnet"
 )
 
 func unhex(t testing.TB, s string) []byte {

@@ -15,7 +15,7 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/internal/lazylog"
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/telnet"
 )
 
 // connRole is what a VM connection turned out to be.

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/telnet"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/telnet"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 

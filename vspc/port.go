@@ -11,7 +11,7 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/internal/lazylog"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/telnet"
 )
 
 // portKey identifies a VM serial port across connections: a VM has up to

@@ -20,7 +20,7 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/bridge"
 	"github.com/vspc-bridge/vspc-bridge/configs"
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/telnet"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 )

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/telnet"
 )
 
 // Device is the serial line behind a test access server: bytes from the

@@ -17,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/telnet"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 

@@ -5,7 +5,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/vspc-bridge/vspc-bridge/rfc2217/telnet"
+	"github.com/vspc-bridge/vspc-bridge/telnet"
 )
 
 // Raw is a VM's telnet connection taken over from a Conn after the
