@@ -22,7 +22,9 @@ FUZZ_TARGETS := \
 	./configs:FuzzRouteDevice \
 	./alerts:FuzzLineAssembly \
 	./devices:FuzzParseURI \
-	./remote:FuzzEscaper
+	./remote:FuzzEscaper \
+	./remote:FuzzFrontDoor \
+	./remote:FuzzLoginAndServiceURI
 
 .PHONY: all build run test test-unit fuzz-smoke fuzz bench lint peers clean
 

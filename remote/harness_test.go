@@ -23,6 +23,7 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/remote"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
@@ -44,8 +45,28 @@ func (b bridger) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 	return b.h.Open(ctx, req, vm)
 }
 
+// clock is the hub's clock in tests: the wall clock, moved forward by
+// advance (login windows pass without waiting for them).
+type clock struct {
+	mu   sync.Mutex
+	skew time.Duration
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.skew)
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.skew += d
+}
+
 type harness struct {
 	t          *testing.T
+	clock      *clock
 	cfg        *configs.Config
 	hub        *remote.Hub
 	srv        *vspc.Server
@@ -128,11 +149,12 @@ access = [{vm = "web-*", mode = "rw"}]
 		t.Fatalf("config: %v\n%s", err, toml)
 	}
 	log := devicetest.Logger(t)
-	hub, err := remote.New(cfg, log)
+	clk := &clock{}
+	hub, err := remote.New(cfg, log, remote.WithClock(clk.now))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, cfg: cfg, hub: hub, keyFile: keyFile, dir: dir}
+	h := &harness{t: t, clock: clk, cfg: cfg, hub: hub, keyFile: keyFile, dir: dir}
 	h.srv = vspc.NewServer(vspc.Config{Bridger: bridger{hub}, Logger: log, GracePeriod: grace})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -173,32 +195,29 @@ func (h *harness) vm(name, uuid, service string) *vspctest.Conn {
 // console waits for the hub's console of VM name and returns its info.
 func (h *harness) console(name string) remote.ConsoleInfo {
 	h.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	var got remote.ConsoleInfo
+	testwait.For(h.t, "the console of VM "+name, func() bool {
 		for _, ci := range h.hub.Consoles() {
 			if ci.VMName == name {
-				return ci
+				got = ci
+				return true
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	h.t.Fatalf("no console for VM %s", name)
-	return remote.ConsoleInfo{}
+		return false
+	})
+	return got
 }
 
 // waitClients waits until the console of VM name has n clients.
 func (h *harness) waitClients(name string, n int) remote.ConsoleInfo {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
 	var ci remote.ConsoleInfo
-	for time.Now().Before(deadline) {
+	if !testwait.Until(h.t, testwait.Timeout, func() bool {
 		ci = h.console(name)
-		if len(ci.Clients) == n {
-			return ci
-		}
-		time.Sleep(10 * time.Millisecond)
+		return len(ci.Clients) == n
+	}) {
+		h.t.Fatalf("console %s: %d clients, want %d: %+v", name, len(ci.Clients), n, ci.Clients)
 	}
-	h.t.Fatalf("console %s: %d clients, want %d: %+v", name, len(ci.Clients), n, ci.Clients)
 	return ci
 }
 
@@ -290,18 +309,15 @@ func (m *tmux) screen() string { return m.run("capture-pane", "-p", "-t", "s", "
 // waitFor waits until the screen shows s.
 func (m *tmux) waitFor(s string) string {
 	m.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
 	var scr string
 	want := strings.TrimRight(s, " ") // capture-pane drops trailing spaces
-	for time.Now().Before(deadline) {
+	if !testwait.Until(m.t, testwait.Timeout, func() bool {
 		scr = m.screen()
-		if strings.Contains(scr, want) {
-			return scr
-		}
-		time.Sleep(25 * time.Millisecond)
+		return strings.Contains(scr, want)
+	}) {
+		m.t.Fatalf("screen never showed %q:\n%s", s, scr)
 	}
-	m.t.Fatalf("screen never showed %q:\n%s", s, scr)
-	return ""
+	return scr
 }
 
 // freePort returns a port on 127.0.0.1 that was free a moment ago.

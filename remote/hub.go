@@ -39,6 +39,7 @@ var ErrClosed = errors.New("remote: hub closed")
 type Hub struct {
 	cfg     *configs.Config
 	log     *slog.Logger
+	now     func() time.Time
 	auth    *authenticator
 	ports   *portStore
 	tlsConf *tls.Config       // nil without [remote] tls_cert
@@ -61,11 +62,18 @@ type Hub struct {
 	bound     []frontDoor             // front doors opened by Bind, not yet served
 }
 
+// An Option changes a default of New.
+type Option func(*Hub)
+
+// WithClock makes the hub read the time from now instead of time.Now:
+// login rate limiting (login_window) and the timestamps it reports.
+func WithClock(now func() time.Time) Option { return func(h *Hub) { h.now = now } }
+
 // New returns a Hub for cfg. With remote access enabled it loads (or on
 // first start generates) the SSH host keys, the TLS certificate and the
 // persisted port assignments. Call Serve to run the front doors, and Close
 // when done.
-func New(cfg *configs.Config, log *slog.Logger) (*Hub, error) {
+func New(cfg *configs.Config, log *slog.Logger, opts ...Option) (*Hub, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -73,17 +81,21 @@ func New(cfg *configs.Config, log *slog.Logger) (*Hub, error) {
 	h := &Hub{
 		cfg:       cfg,
 		log:       log,
+		now:       time.Now,
 		escape:    r.EscapeBytes(),
 		sem:       make(chan struct{}, max(r.MaxSessions, 1)),
 		consoles:  map[*console]struct{}{},
 		byPort:    map[int]*console{},
 		listeners: map[net.Listener]string{},
 	}
+	for _, o := range opts {
+		o(h)
+	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	if !r.Enabled {
 		return h, nil
 	}
-	h.auth = newAuthenticator(cfg, log, time.Now)
+	h.auth = newAuthenticator(cfg, log, h.now)
 	lo, hi := r.PortRangeBounds()
 	var err error
 	if h.ports, err = loadPortStore(r.StateFile, lo, hi); err != nil {
@@ -156,7 +168,7 @@ func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Ba
 		vm:      vm,
 		key:     portKey(req),
 		log:     h.log.With("vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI),
-		created: time.Now(),
+		created: h.now(),
 		dropMsg: fmt.Sprintf("\r\n[vspc-bridge: you fell more than %s behind the console of %s; disconnecting]\r\n", r.ClientQueue, req.VMName),
 	}
 	c.sb.buf = make([]byte, r.Scrollback)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/remote"
 	"github.com/vspc-bridge/vspc-bridge/telnet"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
@@ -55,34 +56,24 @@ func (s *fakeSink) SendBreak() error {
 
 func (s *fakeSink) waitBreaks(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	testwait.For(t, fmt.Sprintf("%d BREAKs at the VM", n), func() bool {
 		s.mu.Lock()
-		b := s.breaks
-		s.mu.Unlock()
-		if b == n {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("breaks: want %d", n)
+		defer s.mu.Unlock()
+		return s.breaks == n
+	})
 }
 
 func (s *fakeSink) waitData(t *testing.T, want string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	if !testwait.Until(t, testwait.Timeout, func() bool {
 		s.mu.Lock()
-		got := s.data.String()
-		s.mu.Unlock()
-		if got == want {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+		defer s.mu.Unlock()
+		return s.data.String() == want
+	}) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		t.Fatalf("VM got %q, want %q", s.data.String(), want)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t.Fatalf("VM got %q, want %q", s.data.String(), want)
 }
 
 func openConsole(t *testing.T, hub *remote.Hub, name, uuid, service string) (vspc.Backend, *fakeSink) {
@@ -450,9 +441,10 @@ access = [{vm = "*", mode = "rw"}]
 	errc := make(chan error, 1)
 	go func() { errc <- hub.Serve(ctx) }()
 	var doors []remote.FrontDoor
-	for deadline := time.Now().Add(5 * time.Second); len(doors) < 3 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	testwait.Until(t, testwait.Timeout, func() bool {
 		doors = hub.FrontDoors()
-	}
+		return len(doors) >= 3
+	})
 	if len(doors) != 3 || doors[0].Kind != "ssh" || doors[1].Kind != "telnet" || doors[2].Kind != "telnets" {
 		t.Fatalf("front doors %+v", doors)
 	}
@@ -503,17 +495,9 @@ func TestSessionLimitsAndTimeouts(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.hub.SetUsers(cfg)
-	var c *lineClient
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		c = dialLine(t, h.telnetAddr) // wait for the freed session slots
-		if s := c.expect(": "); strings.Contains(s, "login: ") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no session slot")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testwait.For(t, "the session slots to be free", func() bool { return h.hub.Counters().Sessions == 0 })
+	c := dialLine(t, h.telnetAddr)
+	c.expect("login: ")
 	c.send("erin")
 	c.expect("password: ")
 	c.send("erin-pw")

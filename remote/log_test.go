@@ -7,7 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 )
 
 // TestConsoleLogRotation: 10 MiB of console output (every byte value,
@@ -39,10 +40,9 @@ log_buffer = "32MiB"`, logDir))
 		}
 	}
 	files := []string{}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		files = files[:0]
-		var size int64
+	var size int64
+	testwait.For(t, "the log files to hold everything", func() bool {
+		files, size = files[:0], 0
 		for i := 12; i >= 1; i-- {
 			p := fmt.Sprintf("%s.%d", wantPath, i)
 			if st, err := os.Stat(p); err == nil {
@@ -54,14 +54,8 @@ log_buffer = "32MiB"`, logDir))
 		if st, err := os.Stat(wantPath); err == nil {
 			size += st.Size()
 		}
-		if size == total {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("log holds %d bytes, want %d", size, total)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return size == total
+	})
 	if len(files) != 10 {
 		t.Fatalf("%d files, want 10 (1 MiB each): %v", len(files), files)
 	}

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 )
 
 // TestSlowClientDropped: a client that never reads falls behind by more
@@ -85,13 +87,9 @@ func streamWithWitness(t *testing.T, vm io.Writer, witness *sshClient, want []by
 		}
 		got <- b
 	}()
-	start := time.Now()
 	for off := 0; off < len(want); off += 16 << 10 {
-		for read.Load() < int64(off-32<<10) {
-			if time.Since(start) > 30*time.Second {
-				t.Fatalf("witness stuck at %d bytes", read.Load())
-			}
-			time.Sleep(100 * time.Microsecond)
+		if !testwait.Until(t, testwait.Timeout, func() bool { return read.Load() >= int64(off-32<<10) }) {
+			t.Fatalf("witness stuck at %d bytes", read.Load())
 		}
 		if during != nil {
 			during(off)

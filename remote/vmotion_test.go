@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 )
 
@@ -72,11 +73,7 @@ func TestListenerClosedAfterGrace(t *testing.T) {
 	if !c.closed() {
 		t.Fatal("client still connected")
 	}
-	for deadline := time.Now().Add(5 * time.Second); len(h.hub.Consoles()) > 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("console still open")
-		}
-	}
+	testwait.For(t, "the console to close", func() bool { return len(h.hub.Consoles()) == 0 })
 	if nc, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
 		nc.Close()
 		t.Fatal("per-VM port still accepts after the grace period")
