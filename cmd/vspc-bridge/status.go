@@ -1,24 +1,19 @@
 package main
 
 import (
+	"cmp"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -44,7 +39,6 @@ func (a *adminFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&a.timeout, "timeout", 10*time.Second, "time limit for the request")
 }
 
-// client builds the admin API client the flags describe.
 // connect returns the admin client and a context bounded by -timeout;
 // the caller defers cancel.
 func (a *adminFlags) connect(ctx context.Context) (*admin.Client, context.Context, context.CancelFunc, error) {
@@ -56,6 +50,7 @@ func (a *adminFlags) connect(ctx context.Context) (*admin.Client, context.Contex
 	return c, ctx, cancel, nil
 }
 
+// client builds the admin API client the flags describe.
 func (a *adminFlags) client() (*admin.Client, error) {
 	var ac configs.Admin
 	if a.config != "" {
@@ -68,7 +63,7 @@ func (a *adminFlags) client() (*admin.Client, error) {
 			return nil, fmt.Errorf("%s: [admin] listen is off; give -addr", a.config)
 		}
 	}
-	addr := cmpOr(a.addr, os.Getenv("VSPC_BRIDGE_ADMIN"), dialable(ac.Listen), configs.DefaultAdminListen)
+	addr := cmp.Or(a.addr, os.Getenv("VSPC_BRIDGE_ADMIN"), dialable(ac.Listen), configs.DefaultAdminListen)
 	useTLS := ac.TLSCert != ""
 	base := admin.BaseURL(addr, useTLS)
 	c := &admin.Client{Base: base}
@@ -91,7 +86,7 @@ func (a *adminFlags) client() (*admin.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if strings.HasPrefix(base, "https://") {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: a.insecure}
-		ca := cmpOr(a.cacert, ac.TLSCert)
+		ca := cmp.Or(a.cacert, ac.TLSCert)
 		if ca != "" && !a.insecure {
 			pemData, err := os.ReadFile(ca)
 			if err != nil {
@@ -155,15 +150,6 @@ func dialable(listen string) string {
 		host = "::1"
 	}
 	return net.JoinHostPort(host, port)
-}
-
-func cmpOr(vals ...string) string {
-	for _, v := range vals {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // cmdStatus prints the bridge's listeners, counters and every VM session.
@@ -254,13 +240,13 @@ func printStatus(w io.Writer, st admin.Status, sessions []admin.Session) {
 				dst += fmt.Sprintf(" (%d reconnects)", s.Device.Reconnects)
 			}
 		} else if s.RemoteListen != "" || len(s.RemoteUsers) > 0 {
-			dev, dst = cmpOr(s.RemoteListen, "remote console"), fmt.Sprintf("%d users", len(s.RemoteUsers))
+			dev, dst = cmp.Or(s.RemoteListen, "remote console"), fmt.Sprintf("%d users", len(s.RemoteUsers))
 		}
 		vmo := strconv.Itoa(s.VMotions)
 		if h := s.LastHandOver; h != nil && h.Outcome != "completed" {
 			vmo += " (last " + h.Outcome + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cmpOr(s.VM, "?"), s.ServiceURI, s.Direction, s.State, dev, dst,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cmp.Or(s.VM, "?"), s.ServiceURI, s.Direction, s.State, dev, dst,
 			bytesStr(s.BytesToVM), bytesStr(s.BytesFromVM), bytesStr(int64(s.Queued)), vmo, ago(st.Time, s.Since))
 	}
 	tw.Flush()
@@ -312,16 +298,16 @@ func printSession(w io.Writer, now time.Time, s admin.Session) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k, f string, a ...any) { fmt.Fprintf(tw, "  %s\t%s\n", k, fmt.Sprintf(f, a...)) }
 	fmt.Fprintf(tw, "VM %s\n", s.VM)
-	row("VC UUID", "%s", cmpOr(s.VCUUID, "-"))
+	row("VC UUID", "%s", cmp.Or(s.VCUUID, "-"))
 	if s.BIOSUUID != "" || s.LocationUUID != "" {
-		row("BIOS / location UUID", "%s / %s", cmpOr(s.BIOSUUID, "-"), cmpOr(s.LocationUUID, "-"))
+		row("BIOS / location UUID", "%s / %s", cmp.Or(s.BIOSUUID, "-"), cmp.Or(s.LocationUUID, "-"))
 	}
 	row("service URI", "%s (direction %s)", s.ServiceURI, s.Direction)
 	row("state", "%s, since %s (%s)", s.State, s.Since.Local().Format(time.DateTime), ago(now, s.Since))
-	row("ESXi connection", "%s", cmpOr(s.Peer, "none (detached: waiting for the VM within the grace period)"))
+	row("ESXi connection", "%s", cmp.Or(s.Peer, "none (detached: waiting for the VM within the grace period)"))
 	row("bytes", "%s to the VM, %s from the VM, %s queued for the VM", bytesStr(s.BytesToVM), bytesStr(s.BytesFromVM), bytesStr(int64(s.Queued)))
 	if h := s.LastHandOver; h != nil {
-		row("vMotions", "%d; last %s %s -> %s at %s, took %s, %s held", s.VMotions, h.Outcome, h.From, cmpOr(h.To, "-"), h.At.Local().Format(time.DateTime), h.Duration, bytesStr(int64(h.Buffered)))
+		row("vMotions", "%d; last %s %s -> %s at %s, took %s, %s held", s.VMotions, h.Outcome, h.From, cmp.Or(h.To, "-"), h.At.Local().Format(time.DateTime), h.Duration, bytesStr(int64(h.Buffered)))
 	} else {
 		row("vMotions", "%d", s.VMotions)
 	}
@@ -396,138 +382,6 @@ func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // errReported is an error whose details were already printed.
 var errReported = errors.New("see above")
-
-// cmdGenCert writes a self-signed ECDSA certificate and key for a lab
-// telnets:// listener and prints the pinned proxy URI.
-func cmdGenCert(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("gen-cert", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	certFile := fs.String("cert", "vspc-bridge.crt", "certificate file to write (PEM)")
-	keyFile := fs.String("key", "vspc-bridge.key", "private key file to write (PEM, mode 0600)")
-	hosts := fs.String("host", "", "comma-separated DNS names and IP addresses for the certificate; the first is used in the proxy URI (default: this host's name)")
-	port := fs.Int("port", 13371, "the tls_listen port, for the proxy URI")
-	days := fs.Int("days", 825, "validity in days")
-	force := fs.Bool("force", false, "overwrite existing files")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: vspc-bridge gen-cert [-host NAME,IP,...] [-port 13371] [-cert FILE] [-key FILE] [-days N] [-force]\n\nWrites a self-signed ECDSA P-256 certificate and key for a lab telnets:// listener and prints the proxy URI that pins it, telnets://HOST:PORT#thumbprint=<SHA-1, colon-separated hex> (the form OpenStack Nova configures).\n\n")
-		fs.PrintDefaults()
-	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 || *port < 1 || *port > 65535 || *days < 1 {
-		fs.Usage()
-		return errUsage
-	}
-	names := strings.FieldsFunc(*hosts, func(r rune) bool { return r == ',' || r == ' ' })
-	if len(names) == 0 {
-		h, err := os.Hostname()
-		if err != nil {
-			return fmt.Errorf("no -host given and no host name: %w", err)
-		}
-		names = []string{h}
-	}
-	if !*force {
-		for _, f := range []string{*certFile, *keyFile} {
-			if _, err := os.Stat(f); err == nil {
-				return fmt.Errorf("%s exists; use -force to overwrite it", f)
-			}
-		}
-	}
-	der, key, notAfter, err := selfSigned(names, time.Duration(*days)*24*time.Hour)
-	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(*keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
-		return err
-	}
-	if err := writeFileAtomic(*certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return err
-	}
-	absCert, _ := filepath.Abs(*certFile)
-	absKey, _ := filepath.Abs(*keyFile)
-	tp := configs.Thumbprint(der)
-	uri := configs.TelnetsURI(net.JoinHostPort(names[0], strconv.Itoa(*port)), tp)
-	fmt.Fprintf(stdout, `wrote %s and %s (ECDSA P-256, self-signed, for %s, valid until %s)
-SHA-1 thumbprint: %s
-
-Proxy URI for ESXi (telnets, certificate pinned by thumbprint):
-  %s
-
-In the bridge config:
-  [vspc]
-  tls_listen = ":%d"
-  tls_cert = %q
-  tls_key = %q
-  proxy_uri = %q
-
-For a VM (govc): govc device.serial.connect -vm VM -vspc-proxy '%s' SERVICE
-For OpenStack Nova: [vmware] serial_port_proxy_uri = %s
-`, *certFile, *keyFile, strings.Join(names, ", "), notAfter.Format(time.DateOnly), tp, uri, *port, absCert, absKey, uri, uri, uri)
-	return nil
-}
-
-// selfSigned makes a self-signed ECDSA P-256 server certificate for names
-// (DNS names or IP addresses). It returns the certificate and the PKCS #8
-// key, both DER.
-func selfSigned(names []string, valid time.Duration) (cert, key []byte, notAfter time.Time, err error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, time.Time{}, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return nil, nil, time.Time{}, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: names[0], Organization: []string{"vspc-bridge lab"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(valid),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
-	cert, err = x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		return nil, nil, time.Time{}, err
-	}
-	key, err = x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return nil, nil, time.Time{}, err
-	}
-	return cert, key, tmpl.NotAfter, nil
-}
-
-// writeFileAtomic writes data to a temporary file beside name and renames
-// it, so a bridge reloading at that moment never reads half a file.
-func writeFileAtomic(name string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), name)
-}
 
 func bytesStr(n int64) string {
 	switch {
