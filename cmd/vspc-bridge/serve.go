@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/vspc-bridge/vspc-bridge/admin"
 	"github.com/vspc-bridge/vspc-bridge/bridge"
 	"github.com/vspc-bridge/vspc-bridge/configs"
@@ -154,9 +156,19 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 		hub.Close()
 		return err
 	}
+	// The hub serves in a group that every path out of serve waits for
+	// (g.Wait below). A front door that fails while serving stops the
+	// bridge: its error cancels rctx, which ends d.run.
 	hctx, hcancel := context.WithCancel(context.Background())
-	hubDone := make(chan error, 1)
-	go func() { hubDone <- hub.Serve(hctx) }()
+	g, rctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		err := hub.Serve(hctx)
+		if err == nil || hctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, remote.ErrClosed) {
+			return nil
+		}
+		log.Error("remote access front door failed; stopping", "err", err)
+		return fmt.Errorf("remote access: %w", err)
+	})
 	st := d.status()
 	var vmAddr string
 	for _, l := range st.Listeners {
@@ -174,35 +186,16 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 	}
 	printHints(stdout, cfg, vmAddr)
 
-	// A front door that fails while serving stops the bridge too.
-	rctx, rcancel := context.WithCancel(ctx)
-	defer rcancel()
-	var hubErr error
-	hubWatch := make(chan struct{})
-	go func() {
-		defer close(hubWatch)
-		select {
-		case err := <-hubDone:
-			if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, remote.ErrClosed) {
-				log.Error("remote access front door failed; stopping", "err", err)
-				hubErr = err
-				rcancel()
-			}
-		case <-rctx.Done():
-		}
-	}()
 	serveErr := d.run(rctx)
-	rcancel()
-	<-hubWatch
-	if hubErr != nil {
-		serveErr = fmt.Errorf("remote access: %w", hubErr)
-	}
 	log.Info("shutting down: no new connections; flushing data in flight")
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
 	hcancel()
 	hub.Close()
+	if err := g.Wait(); err != nil {
+		serveErr = err
+	}
 	br.Close()
 	d.shutdown()
 	log.Info("stopped")
