@@ -16,7 +16,7 @@ FUZZ_TARGETS := \
 	./vspc:FuzzServerConn \
 	./configs:FuzzParse \
 	./configs:FuzzParseAllow \
-	./configs:FuzzNormalizeUUID \
+	./internal/vcuuid:FuzzNormalizeUUID \
 	./configs:FuzzParseLineSettings \
 	./configs:FuzzScanKeyLines \
 	./configs:FuzzRouteDevice \

@@ -204,17 +204,17 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 // sorted by VM name and service URI. vm, when not empty, selects the
 // ports of the VM with that name or VC UUID.
 func (h *Handler) Sessions(vm string) []Session {
-	devs := map[string]*Device{}
+	devs := map[vspc.PortKey]*Device{}
 	if h.cfg.Devices != nil {
 		for _, d := range h.cfg.Devices() {
 			dv := deviceFrom(d)
-			devs[portKey(d.VCUUID, d.VMName, d.ServiceURI)] = &dv
+			devs[vspc.PortKeyOf(d.VCUUID, d.VMName, d.ServiceURI)] = &dv
 		}
 	}
-	cons := map[string]Console{}
+	cons := map[vspc.PortKey]Console{}
 	if h.cfg.Consoles != nil {
 		for _, c := range h.cfg.Consoles() {
-			cons[portKey(c.VCUUID, c.VMName, c.ServiceURI)] = c
+			cons[vspc.PortKeyOf(c.VCUUID, c.VMName, c.ServiceURI)] = c
 		}
 	}
 	out := []Session{}
@@ -223,8 +223,9 @@ func (h *Handler) Sessions(vm string) []Session {
 			continue
 		}
 		s := sessionFrom(p)
-		s.Device = devs[portKey(p.VCUUID, p.VMName, p.ServiceURI)]
-		if c, ok := cons[portKey(p.VCUUID, p.VMName, p.ServiceURI)]; ok {
+		key := vspc.PortKeyOf(p.VCUUID, p.VMName, p.ServiceURI)
+		s.Device = devs[key]
+		if c, ok := cons[key]; ok {
 			s.RemoteListen = c.Listen
 			if c.Users != nil {
 				s.RemoteUsers = c.Users

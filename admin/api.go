@@ -197,11 +197,3 @@ func sessionFrom(p vspc.PortInfo) Session {
 	}
 	return s
 }
-
-// portKey joins ports, devices and consoles: what vspc keys a port by.
-func portKey(vcUUID, vmName, service string) string {
-	if vcUUID == "" {
-		return "name:" + vmName + "\x00" + service
-	}
-	return vcUUID + "\x00" + service
-}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
 const ns = "vspc_bridge"
@@ -55,19 +57,25 @@ var (
 type Collector struct {
 	cfg Config
 
-	mu      sync.Mutex           // guards the fields below; serialises Collect
-	lastP   map[string]portTally // live ports at the last scrape
-	lastD   map[string]int       // device reconnects of live links at the last scrape
-	goneTo  int64                // bytes to VMs of ports gone since
+	mu      sync.Mutex            // guards the fields below; serialises Collect
+	lastP   map[tallyID]portTally // live ports at the last scrape
+	lastD   map[tallyID]int       // device reconnects of live links at the last scrape
+	goneTo  int64                 // bytes to VMs of ports gone since
 	goneFr  int64
 	goneDev int64
 }
 
 type portTally struct{ to, from int64 }
 
+// tallyID follows one port, or one device link of a port, across scrapes.
+type tallyID struct {
+	port  vspc.PortKey
+	which string // the port's start (Unix ns), or the link's device URI
+}
+
 // NewCollector returns the bridge collector for cfg (see Config).
 func NewCollector(cfg Config) *Collector {
-	return &Collector{cfg: cfg, lastP: map[string]portTally{}, lastD: map[string]int{}}
+	return &Collector{cfg: cfg, lastP: map[tallyID]portTally{}, lastD: map[tallyID]int{}}
 }
 
 // Describe implements prometheus.Collector.
@@ -95,7 +103,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descConns, float64(srv.Sessions()))
 	states := map[string]int{}
 	var queued, queuedMax int
-	live := make(map[string]portTally)
+	live := make(map[tallyID]portTally)
 	var to, from int64
 	for _, p := range srv.Ports() {
 		if p.State == "closed" {
@@ -104,7 +112,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		states[p.State]++
 		queued += p.Queued
 		queuedMax = max(queuedMax, p.Queued)
-		id := portKey(p.VCUUID, p.VMName, p.ServiceURI) + "\x00" + strconv.FormatInt(p.Since.UnixNano(), 10)
+		id := tallyID{vspc.PortKeyOf(p.VCUUID, p.VMName, p.ServiceURI), strconv.FormatInt(p.Since.UnixNano(), 10)}
 		live[id] = portTally{p.BytesToVM, p.BytesFromVM}
 		to += p.BytesToVM
 		from += p.BytesFromVM
@@ -127,14 +135,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if c.cfg.Devices != nil {
 		dstates := map[string]int{}
 		var backlog, backlogMax, reconn int
-		liveD := make(map[string]int)
+		liveD := make(map[tallyID]int)
 		for _, d := range c.cfg.Devices() {
 			dstates[d.State]++
 			backlog += d.Backlog
 			backlogMax = max(backlogMax, d.Backlog)
 			// A device key is held by one link at a time; a new link for
 			// it starts counting from zero again.
-			id := portKey(d.VCUUID, d.VMName, d.ServiceURI) + "\x00" + d.Device
+			id := tallyID{vspc.PortKeyOf(d.VCUUID, d.VMName, d.ServiceURI), d.Device}
 			if n, ok := c.lastD[id]; ok && d.Reconnects() < n {
 				c.goneDev += int64(n) // the same key, a new link
 			}

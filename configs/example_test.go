@@ -65,12 +65,6 @@ func ExampleAllow() {
 	// true
 }
 
-func ExampleNormalizeUUID() {
-	u, err := configs.NormalizeUUID("42 1c 7b 3e 6e 55 f0 b4-8c 2b 35 b1 0c 3c 20 cb")
-	fmt.Println(u, err)
-	// Output: 421c7b3e-6e55-f0b4-8c2b-35b10c3c20cb <nil>
-}
-
 func ExampleParseLineSettings() {
 	l, err := configs.ParseLineSettings("57600 7E1.5")
 	fmt.Println(l.Baud, l.DataBits, l.Parity, l.StopBits, l.Flow, err)

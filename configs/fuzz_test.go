@@ -128,26 +128,6 @@ func FuzzParseAllow(f *testing.F) {
 	})
 }
 
-// FuzzNormalizeUUID checks that accepted UUIDs come out canonical and stay
-// put.
-func FuzzNormalizeUUID(f *testing.F) {
-	f.Add("01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 00")
-	f.Add("{01234567-89AB-cdef-fedc-ba9800000000}")
-	f.Add("0123456789abcdeffedcba9800000000")
-	f.Fuzz(func(t *testing.T, s string) {
-		u, err := NormalizeUUID(s)
-		if err != nil {
-			return
-		}
-		if len(u) != 36 || strings.ToLower(u) != u {
-			t.Fatalf("NormalizeUUID(%q) = %q is not canonical", s, u)
-		}
-		if v, err := NormalizeUUID(u); err != nil || v != u {
-			t.Fatalf("NormalizeUUID not idempotent on %q: %q, %v", u, v, err)
-		}
-	})
-}
-
 // FuzzParseLineSettings checks that accepted settings round-trip through
 // String.
 func FuzzParseLineSettings(f *testing.F) {

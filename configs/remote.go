@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/vspc-bridge/vspc-bridge/internal/vcuuid"
 )
 
 // Remote is the [remote] table: remote access to the consoles of
@@ -155,7 +157,7 @@ func (u *User) SSHPublicKeys() []ssh.PublicKey { return u.keys }
 // Right returns the mode of the first access entry matching the VM (by
 // name or VC UUID), and false when none does.
 func (u *User) Right(vmName, vcUUID string) (string, bool) {
-	uuid, _ := NormalizeUUID(vcUUID)
+	uuid, _ := vcuuid.Normalize(vcUUID)
 	for _, a := range u.Access {
 		if vmName != "" && globMatch(a.VM, vmName) || uuid != "" && globMatch(strings.ToLower(a.VM), uuid) {
 			return a.Mode, true

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/vspc-bridge/vspc-bridge/internal/vcuuid"
 )
 
 // Route is one [[route]] table: which VMs are joined to which device. A
@@ -29,7 +31,7 @@ type Route struct {
 	// VM is a glob on the VM name (VM-NAME).
 	VM string `toml:"vm"`
 	// UUID is a VC UUID (VM-VC-UUID); Parse normalises it to lower-case
-	// 8-4-4-4-12 form (see NormalizeUUID).
+	// 8-4-4-4-12 form (see vcuuid.Normalize).
 	UUID string `toml:"uuid"`
 	// Device is where the VM is joined, as written; Target is its parsed
 	// form.
@@ -57,13 +59,13 @@ func (r *Route) Settings() LineSettings { return r.settings }
 type RouteQuery struct {
 	ServiceURI string // from DO-PROXY
 	VMName     string // from VM-NAME
-	VCUUID     string // from VM-VC-UUID, any form NormalizeUUID accepts
+	VCUUID     string // from VM-VC-UUID, any form vcuuid.Normalize accepts
 }
 
 // MatchRoute returns the first route whose every non-empty matcher matches
 // q. The returned Route belongs to c and must not be modified.
 func (c *Config) MatchRoute(q RouteQuery) (*Route, bool) {
-	uuid, uerr := NormalizeUUID(q.VCUUID)
+	uuid, uerr := vcuuid.Normalize(q.VCUUID)
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		if r.Service == "" && r.VM == "" && r.UUID == "" {

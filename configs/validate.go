@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/internal/vcuuid"
 )
 
 // Limits enforced by validation.
@@ -210,7 +212,7 @@ func (d *decoder) validateRoutes(routes []Route) {
 		}
 		uuidBad := d.bad[rk+".uuid"]
 		if r.UUID != "" {
-			u, err := NormalizeUUID(r.UUID)
+			u, err := vcuuid.Normalize(r.UUID)
 			if err != nil {
 				d.fail(rk+".uuid", err)
 				uuidBad = true

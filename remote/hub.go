@@ -134,16 +134,6 @@ func (h *Hub) SetUsers(cfg *configs.Config) {
 	}
 }
 
-// portKey identifies a VM serial port the way package vspc does: VC UUID
-// (or VM name) and service URI.
-func portKey(req vspc.Request) string {
-	id := req.VCUUID
-	if id == "" {
-		id = "name:" + req.VMName
-	}
-	return id + " " + req.ServiceURI
-}
-
 // Open implements vspc.Bridger for direction-server ports: it returns the
 // console of the VM serial port and starts its per-VM listener (on the
 // port its service URI names, or one from port_range kept for it). It
@@ -166,7 +156,7 @@ func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Ba
 		h:       h,
 		req:     req,
 		vm:      vm,
-		key:     portKey(req),
+		key:     req.PortKey().String(),
 		log:     h.log.With("vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI),
 		created: h.now(),
 		dropMsg: fmt.Sprintf("\r\n[vspc-bridge: you fell more than %s behind the console of %s; disconnecting]\r\n", r.ClientQueue, req.VMName),

@@ -13,8 +13,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/internal/lazylog"
+	"github.com/vspc-bridge/vspc-bridge/internal/vcuuid"
 	"github.com/vspc-bridge/vspc-bridge/telnet"
 )
 
@@ -518,7 +518,7 @@ func identValue(cmd Subopt, p []byte) (string, error) {
 		}
 		return string(p), nil
 	}
-	u, err := configs.NormalizeUUID(string(p))
+	u, err := vcuuid.Normalize(string(p))
 	if err != nil {
 		return "", fmt.Errorf("vspc: %v %q: %w", cmd, p, err)
 	}

@@ -147,7 +147,6 @@ var (
 	ErrEmptySubopt   = errors.New("vspc: empty VMWARE-TELNET-EXT subnegotiation")
 	ErrBadDirection  = errors.New("vspc: DO-PROXY direction is not 'C' or 'S'")
 	ErrEmptyURI      = errors.New("vspc: DO-PROXY has an empty service URI")
-	ErrMissingSeq    = errors.New("vspc: vMotion message without a sequence")
 	ErrBadServiceURI = errors.New("vspc: DO-PROXY service URI has control characters")
 )
 

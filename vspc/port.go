@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,22 +13,16 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/telnet"
 )
 
-// portKey identifies a VM serial port across connections: a VM has up to
-// 32 serial ports sharing one VC UUID, told apart by service URI.
-type portKey struct {
-	vm      string // VC UUID, or "name:"+VM name when the VM sent no UUID
-	service string
-}
-
 // Port is one VM serial port: the long-lived join between a VM (through
 // whichever connection currently carries it) and its Backend. It outlives
 // connections: vMotion moves it to a new connection, a reconnect
 // re-attaches it, and it waits a grace period for its VM when detached.
 type Port struct {
 	srv     *Server
-	key     portKey
+	key     PortKey // immutable once published
 	backend Backend // set before the port is published
 	vmName  string  // as first identified; immutable (for logs)
+	vcUUID  string  // as first identified ("" when the VM sent none); immutable (for logs)
 	since   time.Time
 
 	bytesToVM   atomic.Int64
@@ -81,7 +74,7 @@ type PortInfo struct {
 	LastHandOver                           *HandOver
 }
 
-func newPort(s *Server, key portKey, req Request) *Port {
+func newPort(s *Server, key PortKey, req Request) *Port {
 	p := &Port{
 		srv:    s,
 		key:    key,
@@ -90,6 +83,7 @@ func newPort(s *Server, key portKey, req Request) *Port {
 		since:  time.Now(),
 		done:   make(chan struct{}),
 		vmName: req.VMName,
+		vcUUID: req.VCUUID,
 	}
 	p.cond.L = &p.mu
 	return p
@@ -443,6 +437,22 @@ func (p *Port) detachLocked(err error) {
 	})
 }
 
+// Close ends the port for good, logging reason ("route removed from the
+// config"): its VM connection is closed, a pending vMotion hand-over is
+// abandoned, its backend is closed, and the port is forgotten, so that
+// the VM's next DO-PROXY opens a new port through the Bridger with the
+// configuration then in force. Data still queued for the VM is dropped
+// (and counted in the "port closed" log line). Safe from any goroutine
+// that holds no lock; idempotent.
+func (p *Port) Close(reason string) {
+	p.srv.mu.Lock()
+	if p.srv.ports[p.key] == p {
+		delete(p.srv.ports, p.key)
+	}
+	p.srv.mu.Unlock()
+	p.close(reason)
+}
+
 // close shuts the port and its backend once. Safe from any goroutine
 // holding no lock.
 func (p *Port) close(reason string) {
@@ -491,13 +501,5 @@ func (p *Port) close(reason string) {
 // logger returns the server's logger with this port's identity, built on
 // demand so that an idle port holds none.
 func (p *Port) logger() *slog.Logger {
-	return lazylog.With(p.srv.log, "vm", p.vmName, "vc_uuid", p.req0UUID(), "service_uri", p.key.service)
-}
-
-// req0UUID is the VC UUID the port is keyed by ("" when the VM sent none).
-func (p *Port) req0UUID() string {
-	if strings.HasPrefix(p.key.vm, "name:") || strings.HasPrefix(p.key.vm, "anon:") {
-		return ""
-	}
-	return p.key.vm
+	return lazylog.With(p.srv.log, "vm", p.vmName, "vc_uuid", p.vcUUID, "service_uri", p.key.Service)
 }

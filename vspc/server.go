@@ -47,6 +47,35 @@ type Request struct {
 	Peer         net.Addr
 }
 
+// PortKey identifies a VM serial port across its connections: vMotion
+// moves a port to another connection and a reconnect finds it again by
+// this key. A VM has up to 32 serial ports sharing one VC UUID, told apart
+// by service URI (notes esxi-wire.md, "key ports by UUID and service URI").
+// It is comparable: packages that join their own records to ports (the
+// remote hub, the admin API) key them the same way.
+type PortKey struct {
+	VM      string // the VC UUID, or "name:" and the VM name when the VM sent no UUID
+	Service string // the service URI
+}
+
+// PortKeyOf is the key of the port a VM with these identifiers gets.
+// Several VMs that sent neither a VC UUID nor a name share a key, but the
+// server never shares a port between them: each gets a port of its own,
+// which a reconnect cannot find.
+func PortKeyOf(vcUUID, vmName, serviceURI string) PortKey {
+	if vcUUID == "" {
+		return PortKey{VM: "name:" + vmName, Service: serviceURI}
+	}
+	return PortKey{VM: vcUUID, Service: serviceURI}
+}
+
+// PortKey is the key of the port this request attaches to.
+func (r Request) PortKey() PortKey { return PortKeyOf(r.VCUUID, r.VMName, r.ServiceURI) }
+
+// String is the key as one string, "<VM> <service URI>": the form the
+// remote hub persists its port assignments under, so it never changes.
+func (k PortKey) String() string { return k.VM + " " + k.Service }
+
 // Bridger opens backends. Open is called when a VM sends DO-PROXY and no
 // port with its identity exists. It must not block long (no dialing in
 // the foreground: connect in the background and retry). An error refuses
@@ -128,7 +157,7 @@ type Server struct {
 	closing   bool
 	listeners map[net.Listener]struct{}
 	conns     map[*vmConn]struct{}
-	ports     map[portKey]*Port
+	ports     map[PortKey]*Port
 	migs      map[string][]*migration // pending hand-overs by sequence
 	seqLens   map[int]int             // sequence length → pending hand-overs with it
 	counters  Counters
@@ -163,7 +192,7 @@ func NewServer(cfg Config) *Server {
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*vmConn]struct{}),
-		ports:     make(map[portKey]*Port),
+		ports:     make(map[PortKey]*Port),
 		migs:      make(map[string][]*migration),
 		seqLens:   make(map[int]int),
 		bufs:      sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
@@ -274,9 +303,10 @@ func (s *Server) accept(nc net.Conn) {
 }
 
 // ServeConn runs one VM connection on the calling goroutine until it
-// ends. It is for tests and in-process use (net.Pipe); Serve uses it too.
+// ends; Close ends it and waits for it like the connections Serve
+// accepts. It is for tests and in-process use (net.Pipe, a
+// testing/synctest bubble).
 func (s *Server) ServeConn(nc net.Conn) {
-	done := make(chan struct{})
 	c := newConn(s, nc)
 	// The closing check and the insert are one step, so Close either
 	// refuses the connection here or finds it in s.conns and closes it.
@@ -289,9 +319,10 @@ func (s *Server) ServeConn(nc net.Conn) {
 	s.nconns.Add(1)
 	s.conns[c] = struct{}{}
 	s.counters.Accepted++
+	s.wg.Add(1)
 	s.mu.Unlock()
-	go func() { defer close(done); c.run(s.ctx) }()
-	<-done
+	defer s.wg.Done()
+	c.run(s.ctx)
 	s.nconns.Add(-1)
 	s.mu.Lock()
 	delete(s.conns, c)
@@ -344,6 +375,75 @@ func (s *Server) Close() error {
 	}
 	s.wg.Wait()
 	return nil
+}
+
+// attach finds or creates the port for a VM that sent DO-PROXY and makes
+// c its active connection. reconnect is true when the port existed.
+func (s *Server) attach(c *vmConn, req Request) (p *Port, reconnect bool, err error) {
+	key := req.PortKey()
+	anonymous := req.VCUUID == "" && req.VMName == ""
+	if !anonymous {
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			return nil, false, fmt.Errorf("bridge shutting down")
+		}
+		if p = s.ports[key]; p != nil {
+			p.mu.Lock()
+			old := p.active
+			if m := p.mig; m != nil {
+				// The VM came back by DO-PROXY: whatever hand-over was in
+				// flight is over.
+				p.forgetMigrationLocked(m)
+				if m.dst != nil && m.dst != c {
+					defer m.dst.nc.Close()
+				}
+				p.endMigrationLocked(m, "failed")
+			}
+			if old != nil && old != c {
+				old.role.Store(uint32(roleRetired))
+				defer old.nc.Close()
+				p.logger().Info("new connection for this VM serial port replaces the old one", "old_peer", addr(old))
+			}
+			p.attachLocked(c)
+			s.counters.Reconnects++
+			p.mu.Unlock()
+			s.mu.Unlock()
+			return p, true, nil
+		}
+		s.mu.Unlock()
+	}
+	if s.conf().Bridger == nil {
+		return nil, false, fmt.Errorf("no bridger configured")
+	}
+	p = newPort(s, key, req)
+	b, err := s.conf().Bridger.Open(s.ctx, req, p)
+	if err != nil {
+		return nil, false, err
+	}
+	p.backend = b
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		b.Close()
+		return nil, false, fmt.Errorf("bridge shutting down")
+	}
+	if anonymous {
+		// No identity: a port nobody can reconnect to.
+		key.VM = fmt.Sprintf("anon:%p", c)
+		p.key = key
+	}
+	if other := s.ports[key]; other != nil {
+		s.mu.Unlock()
+		b.Close()
+		return s.attach(c, req) // lost a race with the same VM; join it
+	}
+	s.ports[key] = p
+	p.mu.Lock()
+	p.attachLocked(c)
+	p.mu.Unlock()
+	s.mu.Unlock()
+	return p, false, nil
 }
 
 func (s *Server) isClosing() bool {

@@ -3,7 +3,6 @@ package vspc
 import (
 	"crypto/subtle"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"time"
 )
@@ -407,75 +406,4 @@ func (c *vmConn) vmotionAbort() error {
 	}
 	p.logger().Info("VMOTION-ABORT: resuming on the source connection", "buffered", queued, "seq", hex.EncodeToString(m.seq))
 	return nil
-}
-
-// attach finds or creates the port for a VM that sent DO-PROXY and makes
-// c its active connection. reconnect is true when the port existed.
-func (s *Server) attach(c *vmConn, req Request) (p *Port, reconnect bool, err error) {
-	key := portKey{vm: req.VCUUID, service: req.ServiceURI}
-	if key.vm == "" && req.VMName != "" {
-		key.vm = "name:" + req.VMName
-	}
-	if key.vm != "" {
-		s.mu.Lock()
-		if s.closing {
-			s.mu.Unlock()
-			return nil, false, fmt.Errorf("bridge shutting down")
-		}
-		if p = s.ports[key]; p != nil {
-			p.mu.Lock()
-			old := p.active
-			if m := p.mig; m != nil {
-				// The VM came back by DO-PROXY: whatever hand-over was in
-				// flight is over.
-				p.forgetMigrationLocked(m)
-				if m.dst != nil && m.dst != c {
-					defer m.dst.nc.Close()
-				}
-				p.endMigrationLocked(m, "failed")
-			}
-			if old != nil && old != c {
-				old.role.Store(uint32(roleRetired))
-				defer old.nc.Close()
-				p.logger().Info("new connection for this VM serial port replaces the old one", "old_peer", addr(old))
-			}
-			p.attachLocked(c)
-			s.counters.Reconnects++
-			p.mu.Unlock()
-			s.mu.Unlock()
-			return p, true, nil
-		}
-		s.mu.Unlock()
-	}
-	if s.conf().Bridger == nil {
-		return nil, false, fmt.Errorf("no bridger configured")
-	}
-	p = newPort(s, key, req)
-	b, err := s.conf().Bridger.Open(s.ctx, req, p)
-	if err != nil {
-		return nil, false, err
-	}
-	p.backend = b
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		b.Close()
-		return nil, false, fmt.Errorf("bridge shutting down")
-	}
-	if key.vm == "" {
-		// No identity: a port nobody can reconnect to.
-		key.vm = fmt.Sprintf("anon:%p", c)
-		p.key = key
-	}
-	if other := s.ports[key]; other != nil {
-		s.mu.Unlock()
-		b.Close()
-		return s.attach(c, req) // lost a race with the same VM; join it
-	}
-	s.ports[key] = p
-	p.mu.Lock()
-	p.attachLocked(c)
-	p.mu.Unlock()
-	s.mu.Unlock()
-	return p, false, nil
 }

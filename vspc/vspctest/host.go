@@ -31,7 +31,7 @@ type VM struct {
 	ServiceURI string
 }
 
-// KnownSuboptions1 is the list real ESXi sends, in its (unsorted) order.
+// knownSuboptions1 is the KNOWN-SUBOPTIONS-1 list real ESXi sends, in its (unsorted) order.
 var knownSuboptions1 = []byte{0x00, 0x01, 0x02, 0x03, 0x28, 0x29, 0x2b, 0x2c, 0x2d, 0x2e, 0x30, 0x46, 0x47, 0x49, 0x50, 0x51, 0x54, 0x55, 0x56, 0x57, 0x52, 0x53}
 
 // SpacedUUID renders a UUID the way ESXi sends VM-VC-UUID: 16 lowercase

@@ -1,8 +1,11 @@
-package configs
+package vcuuid
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
-func TestNormalizeUUID(t *testing.T) {
+func TestNormalize(t *testing.T) {
 	const canon = "01234567-89ab-cdef-fedc-ba9800000000"
 	good := []struct{ name, in string }{
 		{"esxi spaced", "01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 00"},
@@ -16,9 +19,9 @@ func TestNormalizeUUID(t *testing.T) {
 		{"esxi spaced braces", "{01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 00}"},
 	}
 	for _, tt := range good {
-		got, err := NormalizeUUID(tt.in)
+		got, err := Normalize(tt.in)
 		if err != nil || got != canon {
-			t.Errorf("%s: NormalizeUUID(%q) = %q, %v; want %q", tt.name, tt.in, got, err, canon)
+			t.Errorf("%s: Normalize(%q) = %q, %v; want %q", tt.name, tt.in, got, err, canon)
 		}
 	}
 	bad := []string{
@@ -41,8 +44,28 @@ func TestNormalizeUUID(t *testing.T) {
 		"+1234567-89ab-cdef-fedc-ba9800000000",
 	}
 	for _, in := range bad {
-		if got, err := NormalizeUUID(in); err == nil {
-			t.Errorf("NormalizeUUID(%q) = %q, want error", in, got)
+		if got, err := Normalize(in); err == nil {
+			t.Errorf("Normalize(%q) = %q, want error", in, got)
 		}
 	}
+}
+
+// FuzzNormalizeUUID checks that accepted UUIDs come out canonical and stay
+// put.
+func FuzzNormalizeUUID(f *testing.F) {
+	f.Add("01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 00")
+	f.Add("{01234567-89AB-cdef-fedc-ba9800000000}")
+	f.Add("0123456789abcdeffedcba9800000000")
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := Normalize(s)
+		if err != nil {
+			return
+		}
+		if len(u) != 36 || strings.ToLower(u) != u {
+			t.Fatalf("Normalize(%q) = %q is not canonical", s, u)
+		}
+		if v, err := Normalize(u); err != nil || v != u {
+			t.Fatalf("Normalize not idempotent on %q: %q, %v", u, v, err)
+		}
+	})
 }

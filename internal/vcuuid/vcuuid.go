@@ -1,11 +1,17 @@
-package configs
+// Package vcuuid reads the UUIDs a VMware ESXi host and vCenter write: the
+// VM-VC-UUID of the VMware telnet extension (option 232), which a host
+// sends as 16 spaced hex pairs, and the forms operators copy into a config
+// from vCenter or govc. It is a leaf: package vspc normalises what a host
+// sends with it, package configs what a route names, and neither drags the
+// other's dependencies in.
+package vcuuid
 
 import (
 	"fmt"
 	"strings"
 )
 
-// NormalizeUUID returns s in canonical lower-case 8-4-4-4-12 form
+// Normalize returns s in canonical lower-case 8-4-4-4-12 form
 // ("01234567-89ab-cdef-fedc-ba9800000000"). It accepts, in any case and
 // optionally wrapped in braces:
 //
@@ -17,7 +23,7 @@ import (
 //   - 32 hex digits "0123456789abcdeffedcba9800000000".
 //
 // Anything else, including surrounding spaces, is an error.
-func NormalizeUUID(s string) (string, error) {
+func Normalize(s string) (string, error) {
 	t := s
 	if strings.HasPrefix(t, "{") && strings.HasSuffix(t, "}") && len(t) >= 2 {
 		t = t[1 : len(t)-1]
