@@ -12,12 +12,12 @@ FUZZ_TARGETS := \
 	./rfc2217:FuzzRFC2217 \
 	./rfc2217:FuzzAccessServer \
 	./rfc2217:FuzzClient \
+	./rfc2217:FuzzParseSettings \
 	./vspc:FuzzExt232 \
 	./vspc:FuzzServerConn \
 	./configs:FuzzParse \
 	./configs:FuzzParseAllow \
 	./internal/vcuuid:FuzzNormalizeUUID \
-	./configs:FuzzParseLineSettings \
 	./configs:FuzzScanKeyLines \
 	./configs:FuzzRouteDevice \
 	./alerts:FuzzLineAssembly \

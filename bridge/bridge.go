@@ -153,7 +153,7 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 		if err != nil {
 			return nil, fmt.Errorf("route %q: %w", r.Name, err)
 		}
-		initial = SettingsFrom(r.Settings())
+		initial = r.Settings()
 		trusted = true
 		via = "route " + r.Name
 		route = r.Name
@@ -317,38 +317,4 @@ func (b *Bridge) Close() {
 	}
 	b.gate.close()
 	b.wg.Wait()
-}
-
-// SettingsFrom converts route settings to RFC 2217 settings.
-func SettingsFrom(l configs.LineSettings) rfc2217.Settings {
-	s := rfc2217.Settings{Baud: uint32(l.Baud), DataSize: uint8(l.DataBits)}
-	switch l.Parity {
-	case configs.ParityNone:
-		s.Parity = rfc2217.ParityNone
-	case configs.ParityOdd:
-		s.Parity = rfc2217.ParityOdd
-	case configs.ParityEven:
-		s.Parity = rfc2217.ParityEven
-	case configs.ParityMark:
-		s.Parity = rfc2217.ParityMark
-	case configs.ParitySpace:
-		s.Parity = rfc2217.ParitySpace
-	}
-	switch l.StopBits {
-	case configs.StopBits1:
-		s.StopSize = rfc2217.Stop1
-	case configs.StopBits1Half:
-		s.StopSize = rfc2217.Stop15
-	case configs.StopBits2:
-		s.StopSize = rfc2217.Stop2
-	}
-	switch l.Flow {
-	case configs.FlowNone:
-		s.Flow = rfc2217.FlowNone
-	case configs.FlowXONXOFF:
-		s.Flow = rfc2217.FlowXONXOFF
-	case configs.FlowRTSCTS:
-		s.Flow = rfc2217.FlowHardware
-	}
-	return s
 }

@@ -16,6 +16,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/hashicorp/go-multierror"
+
+	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -326,7 +328,7 @@ func TestParseErrors(t *testing.T) {
 		{"route bad uuid only", listen + "[[route]]\nuuid = \"x\"\ndevice = \"/0\"\n", []string{"4: route[0].uuid: invalid UUID \"x\""}},
 		{"route bad glob", listen + "[[route]]\nservice = \"[\"\ndevice = \"/dev/ttyS0\"\n", []string{`4: route[0].service: bad pattern "["`}},
 		{"route flow twice", listen + "[[route]]\nservice = \"a\"\ndevice = \"/dev/ttyS0\"\nsettings = \"9600 8N1 rtscts\"\nflow = \"none\"\n", []string{"7: route[0].flow: flow control is also given in settings"}},
-		{"route bad flow", listen + "[[route]]\nservice = \"a\"\ndevice = \"/dev/ttyS0\"\nflow = \"hw\"\n", []string{`6: route[0].flow: invalid flow control "hw"`}},
+		{"route bad flow", listen + "[[route]]\nservice = \"a\"\ndevice = \"/dev/ttyS0\"\nflow = \"hw\"\n", []string{`6: route[0].flow: rfc2217: invalid flow control "hw"`}},
 		{"route query and settings", listen + "[[route]]\nservice = \"a\"\ndevice = \"serial:///dev/ttyS0?baud=115200\"\nsettings = \"9600 8N1\"\n", []string{"5: route[0].device: line settings are given both"}},
 		{"route bad query", listen + "[[route]]\nservice = \"a\"\ndevice = \"serial:///dev/ttyS0?speed=1\"\n", []string{`unknown query parameter "speed"`}},
 		{"route default names collide", listen + "[[route]]\nservice = \"a\"\ndevice = \"/dev/ttyS0\"\n[[route]]\nservice = \"a\"\ndevice = \"/dev/ttyS1\"\n", []string{`6: route[1]: duplicate route name "a" (also route[0])`}},
@@ -415,7 +417,7 @@ func TestRoutes(t *testing.T) {
 		{RouteQuery{ServiceURI: "lab-router-1"}, "lab-router-1", "tcp://nport-1.lab.example:4001", "9600 8N1"},
 		{RouteQuery{ServiceURI: "lab-router-2?x=1"}, "lab-router-2", "tcp://nport-1.lab.example:4002", "9600 8N1"},
 		{RouteQuery{ServiceURI: "lab-router-3"}, "", "", ""},
-		{RouteQuery{VMName: "core-switch-a"}, "core-switch", "rfc2217://ser2net.lab.example:2001", "115200 8N1 rtscts"},
+		{RouteQuery{VMName: "core-switch-a"}, "core-switch", "rfc2217://ser2net.lab.example:2001", "115200 8N1 rts/cts"},
 		{RouteQuery{VCUUID: "421C7B3E-6E55-F0B4-8C2B-35B10C3C20CB"}, "bmc-debug", "serial:///dev/ttyUSB0", "9600 7E1"},
 		{RouteQuery{VCUUID: "42 1c 7b 3e 6e 55 f0 b4-8c 2b 35 b1 0c 3c 20 cb", ServiceURI: "lab-router-1"}, "lab-router-1", "tcp://nport-1.lab.example:4001", "9600 8N1"},
 		{RouteQuery{ServiceURI: "legacy-pbx"}, "legacy", "serial:///dev/ttyS0", "9600 8N1"},
@@ -502,7 +504,7 @@ func TestParseTarget(t *testing.T) {
 		{"ftp://host:21", ""},
 		{"serial://host/dev/ttyS0", ""},
 		{"serial:dev/ttyS0", ""},
-		{"serial:///dev/ttyS0?baud=9", ""},
+		{"serial:///dev/ttyS0?baud=0", ""},
 		{"serial:///dev/ttyS0?databits=9", ""},
 		{"serial:///dev/ttyS0?parity=x", ""},
 		{"serial:///dev/ttyS0?stopbits=3", ""},
@@ -532,7 +534,7 @@ device = "serial:///dev/ttyUSB0?baud=57600&databits=7&parity=odd&stopbits=1.5&fl
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := LineSettings{Baud: 57600, DataBits: 7, Parity: ParityOdd, StopBits: StopBits1Half, Flow: FlowXONXOFF}
+	want := rfc2217.Settings{Baud: 57600, DataSize: 7, Parity: rfc2217.ParityOdd, StopSize: rfc2217.Stop15, Flow: rfc2217.FlowXONXOFF}
 	if got := c.Routes[0].Settings(); got != want {
 		t.Errorf("Settings = %v, want %v", got, want)
 	}

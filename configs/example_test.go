@@ -64,12 +64,3 @@ func ExampleAllow() {
 	// true
 	// true
 }
-
-func ExampleParseLineSettings() {
-	l, err := configs.ParseLineSettings("57600 7E1.5")
-	fmt.Println(l.Baud, l.DataBits, l.Parity, l.StopBits, l.Flow, err)
-	fmt.Println(l)
-	// Output:
-	// 57600 7 E 1.5 none <nil>
-	// 57600 7E1.5
-}

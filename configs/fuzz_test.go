@@ -128,24 +128,6 @@ func FuzzParseAllow(f *testing.F) {
 	})
 }
 
-// FuzzParseLineSettings checks that accepted settings round-trip through
-// String.
-func FuzzParseLineSettings(f *testing.F) {
-	for _, s := range []string{"115200 8N1", "9600 7E2", "57600 8N1.5", "300 5o1 rtscts"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		l, err := ParseLineSettings(s)
-		if err != nil {
-			return
-		}
-		back, err := ParseLineSettings(l.String())
-		if err != nil || back != l {
-			t.Fatalf("%q -> %q -> %+v, %v", s, l.String(), back, err)
-		}
-	})
-}
-
 // FuzzScanKeyLines checks that the line scanner terminates without panicking
 // on any input (Parse only runs it on valid TOML), and that every line it
 // reports exists.

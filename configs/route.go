@@ -3,7 +3,6 @@ package configs
 import (
 	"errors"
 	"fmt"
-	"github.com/vspc-bridge/vspc-bridge/devices"
 	"maps"
 	"net"
 	"net/netip"
@@ -13,7 +12,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vspc-bridge/vspc-bridge/devices"
 	"github.com/vspc-bridge/vspc-bridge/internal/vcuuid"
+	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
 // Route is one [[route]] table: which VMs are joined to which device. A
@@ -39,20 +40,27 @@ type Route struct {
 	// SettingsText is the settings key as written ("115200 8N1"); Settings
 	// returns the effective line settings.
 	SettingsText string `toml:"settings"`
-	// FlowText is the flow key as written (none, xonxoff, rtscts).
+	// FlowText is the flow key as written (none, xonxoff, rtscts; see
+	// rfc2217.ParseFlow).
 	FlowText string `toml:"flow"`
 
 	target   Target
-	settings LineSettings
+	settings rfc2217.Settings
 }
 
 // Target returns the parsed Device.
 func (r *Route) Target() Target { return r.target }
 
-// Settings returns the route's initial line settings: settings and flow
-// (default "9600 8N1", no flow control), overridden by any serial:// query
-// parameters. They apply to rfc2217:// and serial devices.
-func (r *Route) Settings() LineSettings { return r.settings }
+// Settings returns the route's line settings, every field set: settings
+// and flow (default "9600 8N1", no flow control), or the device's query
+// parameters over that default. For rfc2217:// and serial devices they
+// are applied when the device opens; for tcp://, nport:// and telnet://
+// devices they are what the device server is configured to.
+func (r *Route) Settings() rfc2217.Settings { return r.settings }
+
+// defaultSettings are the line settings of a route that sets none: 9600
+// baud, 8 data bits, no parity, 1 stop bit, no flow control.
+var defaultSettings = rfc2217.Settings{Baud: 9600, DataSize: 8, Parity: rfc2217.ParityNone, StopSize: rfc2217.Stop1, Flow: rfc2217.FlowNone}
 
 // RouteQuery describes a VM looking for a route: the service URI it asked
 // for and what it told us about itself. Empty fields match no matcher.
@@ -226,7 +234,7 @@ func parseTargetConfig(s string) (Target, url.Values, error) {
 			return Target{}, nil, fmt.Errorf("device %q: %w", s, err)
 		}
 		q := u.Query()
-		l := DefaultLineSettings()
+		l := defaultSettings
 		if err := applyLineQuery(&l, q); err != nil {
 			return Target{}, nil, fmt.Errorf("device %q: %w", s, err)
 		}
@@ -305,46 +313,30 @@ func checkPort(p string) error {
 }
 
 // applyLineQuery overrides l with the line parameters in a serial:// query.
-func applyLineQuery(l *LineSettings, q url.Values) error {
+func applyLineQuery(l *rfc2217.Settings, q url.Values) error {
 	for _, k := range slices.Sorted(maps.Keys(q)) {
 		vs := q[k]
 		if len(vs) != 1 {
 			return fmt.Errorf("query parameter %q given %d times", k, len(vs))
 		}
 		v := vs[0]
+		var err error
 		switch k {
 		case "baud":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < MinBaud || n > MaxBaud {
-				return fmt.Errorf("baud=%q: want an integer between %d and %d", v, MinBaud, MaxBaud)
-			}
-			l.Baud = n
+			l.Baud, err = rfc2217.ParseBaud(v)
 		case "databits":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 5 || n > 8 {
-				return fmt.Errorf("databits=%q: want 5, 6, 7 or 8", v)
-			}
-			l.DataBits = n
+			l.DataSize, err = rfc2217.ParseDataSize(v)
 		case "parity":
-			p, ok := parseParity(v)
-			if !ok {
-				return fmt.Errorf("parity=%q: want none, even, odd, mark or space (or N, E, O, M, S)", v)
-			}
-			l.Parity = p
+			l.Parity, err = rfc2217.ParseParity(v)
 		case "stopbits":
-			sb, ok := parseStopBits(v)
-			if !ok {
-				return fmt.Errorf("stopbits=%q: want 1, 1.5 or 2", v)
-			}
-			l.StopBits = sb
+			l.StopSize, err = rfc2217.ParseStopSize(v)
 		case "flow":
-			f, err := ParseFlow(v)
-			if err != nil {
-				return fmt.Errorf("flow=%q: want none, xonxoff or rtscts", v)
-			}
-			l.Flow = f
+			l.Flow, err = rfc2217.ParseFlow(v)
 		default:
 			return fmt.Errorf("unknown query parameter %q (want baud, databits, parity, stopbits, flow)", k)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil

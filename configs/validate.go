@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/internal/vcuuid"
+	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
 // Limits enforced by validation.
@@ -242,10 +243,10 @@ func (d *decoder) validateRoutes(routes []Route) {
 
 // validateDevice parses r.Device and the line settings into r's caches.
 func (d *decoder) validateDevice(rk string, r *Route) {
-	l := DefaultLineSettings()
+	l := defaultSettings
 	settingsOK := true
 	if r.SettingsText != "" {
-		s, err := ParseLineSettings(r.SettingsText)
+		s, err := rfc2217.ParseSettings(r.SettingsText)
 		if err != nil {
 			d.fail(rk+".settings", err)
 			settingsOK = false
@@ -254,7 +255,7 @@ func (d *decoder) validateDevice(rk string, r *Route) {
 		}
 	}
 	if r.FlowText != "" {
-		f, err := ParseFlow(r.FlowText)
+		f, err := rfc2217.ParseFlow(r.FlowText)
 		switch {
 		case err != nil:
 			d.fail(rk+".flow", err)

@@ -45,3 +45,12 @@ func ExampleAccessServer_Handle() {
 	// ff fa 2c 69 08 ff f0 <nil>
 	// ff fa 2c 6b b0 ff f0
 }
+
+func ExampleParseSettings() {
+	s, err := rfc2217.ParseSettings("57600 7E1.5")
+	fmt.Println(s.Baud, s.DataSize, s.Parity, s.StopSize, s.Flow, err)
+	fmt.Println(s)
+	// Output:
+	// 57600 7 even 1.5 none <nil>
+	// 57600 7E1.5
+}
