@@ -40,7 +40,7 @@ var (
 	descReloadTime  = desc("config_last_reload_timestamp_seconds", "Unix time of the last config reload attempt, 0 if none.")
 	descCertExpiry  = desc("tls_cert_expiry_timestamp_seconds", "Unix time at which a listener's certificate expires.", "listener")
 	descRLogins     = desc("remote_logins_total", "Remote-access login attempts by result (ok, failed: wrong password, unknown user or no accepted key; refused: rate-limited).", "result")
-	descRDropped    = desc("remote_clients_dropped_total", "Remote-access clients dropped for falling more than client_queue behind.")
+	descRDropped    = desc("remote_clients_dropped_total", "Remote-access clients dropped for being too slow (over client_queue in drop mode, or stalled for client_stall in pause mode).")
 	descRSessions   = desc("remote_sessions", "Remote-access connections open now (front doors and per-VM listeners).")
 	descRConsoles   = desc("remote_consoles", "Direction-server VM serial ports with a remote-access console.")
 	descBuildInfo   = desc("build_info", "Always 1; the version label says which build runs.", "version")

@@ -69,9 +69,17 @@ type Remote struct {
 	LogMaxFiles int    `toml:"log_max_files"`
 	LogBuffer   Size   `toml:"log_buffer"`
 	// ClientQueue bounds the output waiting for one client (4KiB..1GiB,
-	// default 256KiB). A client that falls further behind is told and
-	// dropped; the VM and the other clients never wait for it.
+	// default 256KiB). What happens when it is full is ClientOverflow.
 	ClientQueue Size `toml:"client_queue"`
+	// ClientOverflow is what a full client queue does: "pause" (default)
+	// stops reading from the VM until the client has caught up, so that
+	// every client gets every byte; "drop" tells the client and
+	// disconnects it at once, so that no client ever slows the VM.
+	ClientOverflow string `toml:"client_overflow"`
+	// ClientStall is how long a client whose queue is full may go without
+	// taking any output before it is told and dropped, and the console
+	// resumes for the others ("pause" only). Default "10s".
+	ClientStall Duration `toml:"client_stall"`
 	// Escape is the escape sequence of an interactive session, in caret
 	// notation ("^E" is Ctrl-E) followed by literal characters; 1..4 bytes.
 	// The command character follows it ("." detach, "b" BREAK, "w" who,
@@ -80,9 +88,13 @@ type Remote struct {
 	Escape string `toml:"escape"`
 	// MaxClients bounds the clients attached to one console (1..1000,
 	// default 16); MaxSessions bounds all remote connections (1..100000,
-	// default 256).
-	MaxClients  int `toml:"max_clients"`
-	MaxSessions int `toml:"max_sessions"`
+	// default 20000: a console logger on every console the bridge holds,
+	// and operators); MaxUnauthenticated bounds the connections that have
+	// not logged in yet (1..100000, default 256), so that a flood of them
+	// cannot crowd out users.
+	MaxClients         int `toml:"max_clients"`
+	MaxSessions        int `toml:"max_sessions"`
+	MaxUnauthenticated int `toml:"max_unauthenticated"`
 	// LoginTimeout bounds the time from connect to a successful login.
 	// Default "60s".
 	LoginTimeout Duration `toml:"login_timeout"`
@@ -110,6 +122,12 @@ const (
 	MaxClientsLimit   = 1000
 	MaxRemoteSessions = 100000
 	MaxEscapeLen      = 4
+)
+
+// Client overflow policies ([remote] client_overflow).
+const (
+	OverflowPause = "pause"
+	OverflowDrop  = "drop"
 )
 
 // Access modes of an access list entry.
@@ -178,21 +196,24 @@ func (c *Config) LookupUser(name string) (*User, bool) {
 
 func defaultRemote() Remote {
 	return Remote{
-		Bind:             "127.0.0.1",
-		SSHHostKeys:      []string{},
-		PortScheme:       "telnet",
-		Scrollback:       16 * KiB,
-		LogMaxSize:       10 * MiB,
-		LogMaxFiles:      5,
-		LogBuffer:        1 * MiB,
-		ClientQueue:      256 * KiB,
-		Escape:           "^Ec",
-		MaxClients:       16,
-		MaxSessions:      256,
-		LoginTimeout:     Duration{60 * time.Second},
-		LoginMaxFailures: 5,
-		LoginWindow:      Duration{5 * time.Minute},
-		LoginDelay:       Duration{time.Second},
+		Bind:               "127.0.0.1",
+		SSHHostKeys:        []string{},
+		PortScheme:         "telnet",
+		Scrollback:         16 * KiB,
+		LogMaxSize:         10 * MiB,
+		LogMaxFiles:        5,
+		LogBuffer:          1 * MiB,
+		ClientQueue:        256 * KiB,
+		ClientOverflow:     OverflowPause,
+		ClientStall:        Duration{10 * time.Second},
+		Escape:             "^Ec",
+		MaxClients:         16,
+		MaxSessions:        20000,
+		MaxUnauthenticated: 256,
+		LoginTimeout:       Duration{60 * time.Second},
+		LoginMaxFailures:   5,
+		LoginWindow:        Duration{5 * time.Minute},
+		LoginDelay:         Duration{time.Second},
 	}
 }
 
@@ -320,6 +341,15 @@ func (d *decoder) validateRemote(r *Remote, users []User) {
 	d.intRange("remote.log_max_files", r.LogMaxFiles, 0, MaxLogFiles)
 	d.intRange("remote.max_clients", r.MaxClients, 1, MaxClientsLimit)
 	d.intRange("remote.max_sessions", r.MaxSessions, 1, MaxRemoteSessions)
+	d.intRange("remote.max_unauthenticated", r.MaxUnauthenticated, 1, MaxRemoteSessions)
+	switch r.ClientOverflow {
+	case OverflowPause, OverflowDrop:
+	default:
+		if !d.bad["remote.client_overflow"] {
+			d.errorf("remote.client_overflow", `%q: want "pause" (stop reading from the VM until the client catches up) or "drop" (disconnect the client)`, r.ClientOverflow)
+		}
+	}
+	d.positive("remote.client_stall", r.ClientStall)
 	d.intRange("remote.login_max_failures", r.LoginMaxFailures, 1, 1000)
 	d.positive("remote.login_timeout", r.LoginTimeout)
 	d.positive("remote.login_window", r.LoginWindow)

@@ -18,7 +18,8 @@ func TestRemoteDefaults(t *testing.T) {
 	r := c.Remote
 	if r.Enabled || r.Bind != "127.0.0.1" || r.PortScheme != "telnet" || r.Scrollback != 16*KiB ||
 		r.LogMaxSize != 10*MiB || r.LogMaxFiles != 5 || r.LogBuffer != MiB || r.ClientQueue != 256*KiB ||
-		r.Escape != "^Ec" || r.MaxClients != 16 || r.MaxSessions != 256 || r.LoginTimeout.Duration != time.Minute ||
+		r.Escape != "^Ec" || r.MaxClients != 16 || r.MaxSessions != 20000 || r.MaxUnauthenticated != 256 ||
+		r.ClientOverflow != OverflowPause || r.ClientStall.Duration != 10*time.Second || r.LoginTimeout.Duration != time.Minute ||
 		r.LoginMaxFailures != 5 || r.LoginWindow.Duration != 5*time.Minute || r.LoginDelay.Duration != time.Second || r.Open {
 		t.Fatalf("defaults: %+v", r)
 	}
@@ -48,9 +49,12 @@ log_max_size = "50MiB"
 log_max_files = 10
 log_buffer = "4MiB"
 client_queue = "1MiB"
+client_overflow = "drop"
+client_stall = "30s"
 escape = "^]x"
 max_clients = 8
 max_sessions = 1000
+max_unauthenticated = 64
 login_timeout = "30s"
 login_max_failures = 3
 login_window = "10m"
@@ -79,7 +83,8 @@ access = [{vm = "4210*", mode = "rw"}]
 	if lo, hi := r.PortRangeBounds(); lo != 7000 || hi != 7099 {
 		t.Fatalf("range %d-%d", lo, hi)
 	}
-	if string(r.EscapeBytes()) != "\x1dx" || r.MaxClients != 8 || r.LogMaxFiles != 10 || r.LoginWindow.Duration != 10*time.Minute {
+	if string(r.EscapeBytes()) != "\x1dx" || r.MaxClients != 8 || r.LogMaxFiles != 10 || r.LoginWindow.Duration != 10*time.Minute ||
+		r.ClientOverflow != OverflowDrop || r.ClientStall.Duration != 30*time.Second || r.MaxUnauthenticated != 64 {
 		t.Fatalf("%+v", r)
 	}
 	u, ok := c.LookupUser("alice")
@@ -128,6 +133,8 @@ func TestRemoteErrors(t *testing.T) {
 			"4: remote.scrollback: 17MiB is out of range 0..16MiB", "5: remote.client_queue: 1KiB is out of range 4KiB..1GiB", "6: remote.log_max_size: 1KiB is out of range 64KiB..1GiB"}},
 		{"counts", listen + "[remote]\nmax_clients = 0\nlog_max_files = -1\nlogin_max_failures = 0\n", []string{
 			"4: remote.max_clients: 0 is out of range 1..1000", "5: remote.log_max_files: -1 is out of range 0..1000", "6: remote.login_max_failures: 0 is out of range 1..1000"}},
+		{"overflow", listen + "[remote]\nclient_overflow = \"block\"\nclient_stall = \"0s\"\nmax_unauthenticated = 0\n", []string{
+			`4: remote.client_overflow: "block": want "pause"`, "5: remote.client_stall: must be positive", "6: remote.max_unauthenticated: 0 is out of range 1..100000"}},
 		{"escape caret", listen + "[remote]\nescape = \"^1\"\n", []string{`4: remote.escape: escape "^1": ^1 is not a control character`}},
 		{"escape long", listen + "[remote]\nescape = \"^E^E^E^E^E\"\n", []string{"5 bytes, at most 4"}},
 		{"escape off", listen + "[remote]\nescape = \"\"\n", nil},

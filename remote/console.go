@@ -79,6 +79,7 @@ type attachment struct {
 	via         string
 	since       time.Time
 	interactive bool // gets notices
+	pause       bool // a full queue pauses the console (client_overflow = "pause"), else drops the client
 	out         *outQueue
 	enc         func(dst, p []byte) []byte
 }
@@ -102,7 +103,7 @@ type console struct {
 	lnURL   string       // "telnet://127.0.0.1:7001"; "" if none
 	logw    *logWriter   // nil without log_dir
 	created time.Time
-	dropMsg string // the last words to a client that fell behind
+	dropMsg string // the last words to a client that fell behind (drop mode)
 
 	mu      sync.Mutex // guards the fields below
 	closed  bool
@@ -110,6 +111,11 @@ type console struct {
 	clients []*attachment // in attach order
 	excl    *attachment   // holds ModeExclusive
 	xwrite  *attachment   // holds ModeExclusiveWrite
+	room    chan struct{} // closed when a full client queue drains or a client goes; nil when nobody waits
+	waiting bool          // Write is waiting for clients now
+	paused  time.Duration // total time Write waited for clients
+	pauses  int64         // times Write waited
+	stalled int64         // clients dropped for taking no output for client_stall
 }
 
 // ring keeps the last len(buf) bytes written.
@@ -149,10 +155,17 @@ func (r *ring) appendTo(dst []byte) []byte {
 	return append(dst, r.buf[:r.next]...)
 }
 
-// Write implements vspc.Backend: output from the VM. It never blocks on
-// clients or the disk.
+// Write implements vspc.Backend: output from the VM, on the VM
+// connection's reader. It queues p for every client, the scrollback and
+// the log, and never blocks on the disk. A client whose queue is full
+// either is dropped at once (client_overflow = "drop") or makes Write
+// wait until it has caught up (pause): the VM connection is not read
+// meanwhile, which back-pressures the VM as a slow device does. A client
+// that takes no output for client_stall while Write waits for it is
+// dropped, and Write goes on for the others.
 func (c *console) Write(p []byte) (int, error) {
 	var dropped []*attachment
+	full := false
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -160,8 +173,10 @@ func (c *console) Write(p []byte) (int, error) {
 	}
 	c.sb.write(p)
 	for _, a := range c.clients {
-		if !a.out.data(p, a.enc, c.dropMsg) {
+		if !a.out.data(p, a.enc, c.dropMsg, a.pause) {
 			dropped = append(dropped, a)
+		} else if a.pause {
+			full = true // checked below, without the lock
 		}
 	}
 	c.mu.Unlock()
@@ -173,7 +188,111 @@ func (c *console) Write(p []byte) (int, error) {
 		c.log.Warn("remote client dropped: too slow", "user", a.user, "peer", a.peer, "via", a.via, "client_queue", int64(c.h.cfg.Remote.ClientQueue))
 		c.detach(a, "dropped: too slow")
 	}
+	if full {
+		if err := c.waitClients(); err != nil {
+			return len(p), err
+		}
+	}
 	return len(p), nil
+}
+
+// waitClients waits while a pausing client's queue is full: until it has
+// drained to half its limit, it goes, or it has taken no output for
+// client_stall (then it is dropped).
+func (c *console) waitClients() error {
+	stall := c.h.cfg.Remote.ClientStall.Duration
+	var (
+		timer *time.Timer
+		start time.Time
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+		if !start.IsZero() {
+			d := time.Since(start)
+			c.mu.Lock()
+			c.paused += d
+			c.pauses++
+			c.waiting = false
+			c.mu.Unlock()
+		}
+	}()
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return ErrConsoleClosed
+		}
+		var (
+			worst      *attachment
+			worstSince time.Time
+		)
+		for _, a := range c.clients {
+			if !a.pause {
+				continue
+			}
+			if since, full := a.out.fullSince(); full && (worst == nil || since.Before(worstSince)) {
+				worst, worstSince = a, since
+			}
+		}
+		if worst == nil {
+			c.mu.Unlock()
+			return nil
+		}
+		if c.room == nil {
+			c.room = make(chan struct{})
+		}
+		room := c.room
+		c.waiting = true
+		c.mu.Unlock()
+		if start.IsZero() {
+			start = time.Now()
+		}
+		left := stall - c.h.now().Sub(worstSince)
+		if left <= 0 {
+			c.dropStalled(worst, stall)
+			continue
+		}
+		if timer == nil {
+			timer = time.NewTimer(left)
+		} else {
+			timer.Reset(left)
+		}
+		select {
+		case <-room:
+		case <-timer.C:
+		case <-c.ctx.Done():
+			return ErrConsoleClosed
+		}
+	}
+}
+
+// dropStalled tells a client that took no output for client_stall and
+// drops it.
+func (c *console) dropStalled(a *attachment, stall time.Duration) {
+	a.out.drop(fmt.Sprintf("\r\n[vspc-bridge: you took no console output for %s while the console of %s waited for you; disconnecting]\r\n", stall, c.req.VMName))
+	c.h.dropped.Add(1)
+	c.mu.Lock()
+	c.stalled++
+	c.mu.Unlock()
+	c.log.Warn("remote client dropped: too slow", "user", a.user, "peer", a.peer, "via", a.via, "client_queue", int64(c.h.cfg.Remote.ClientQueue), "client_stall", stall.String())
+	c.detach(a, "dropped: too slow")
+}
+
+// wakeLocked wakes a Write waiting for clients. c.mu held.
+func (c *console) wakeLocked() {
+	if c.room != nil {
+		close(c.room)
+		c.room = nil
+	}
+}
+
+// wake is wakeLocked for a client's writer (onRoom).
+func (c *console) wake() {
+	c.mu.Lock()
+	c.wakeLocked()
+	c.mu.Unlock()
 }
 
 // Close implements vspc.Backend: the VM port is gone (grace period over
@@ -250,9 +369,10 @@ func (c *console) attach(a *attachment) error {
 		if keep := a.out.limit / 2; len(sb) > keep {
 			sb = sb[len(sb)-keep:]
 		}
-		a.out.data(sb, a.enc, c.dropMsg)
+		a.out.data(sb, a.enc, c.dropMsg, true) // never drops: at most half the limit
 	}
 	c.notifyLocked(a, fmt.Sprintf("%s joined (%s, %s from %s); %d attached", a.user, a.mode, a.via, a.peer, len(c.clients)+1))
+	a.out.setOnRoom(c.wake)
 	c.clients = append(c.clients, a)
 	c.log.Info("remote client attached", "user", a.user, "mode", a.mode.String(), "peer", a.peer, "via", a.via, "attached", len(c.clients))
 	return nil
@@ -267,6 +387,8 @@ func (c *console) detach(a *attachment, why string) {
 		return
 	}
 	c.clients = slices.Delete(c.clients, i, i+1)
+	a.out.setOnRoom(nil)
+	c.wakeLocked()
 	if c.excl == a {
 		c.excl = nil
 	}
@@ -372,6 +494,9 @@ func (c *console) state() string {
 
 // ConsoleInfo describes a console for status.
 type ConsoleInfo struct {
+	// Key identifies the console for Hub.Attach: the VM serial port's VC
+	// UUID (or "name:" and its VM name), a space, and its service URI.
+	Key                        string
 	VMName, VCUUID, ServiceURI string
 	Listen                     string // per-VM listener as a URI ("telnet://127.0.0.1:7001"); "" if none
 	State                      string // the VM port's state: attached, detached, vmotion
@@ -379,6 +504,14 @@ type ConsoleInfo struct {
 	Clients                    []ClientInfo
 	LogFile                    string // "" without log_dir
 	LogLost                    int64  // bytes of output lost from the log (slow disk)
+	// Pausing (client_overflow = "pause"): whether the console waits for
+	// a client now (the VM is not read meanwhile), how often and how long
+	// it waited in all, and how many clients were dropped for taking no
+	// output for client_stall.
+	Paused      bool
+	Pauses      int64
+	PausedTotal time.Duration
+	Stalled     int64
 }
 
 // ClientInfo describes an attached client.
@@ -392,13 +525,14 @@ type ClientInfo struct {
 }
 
 func (c *console) info() ConsoleInfo {
-	ci := ConsoleInfo{VMName: c.req.VMName, VCUUID: c.req.VCUUID, ServiceURI: c.req.ServiceURI, Listen: c.lnURL, State: c.state(), Since: c.created}
+	ci := ConsoleInfo{Key: c.key, VMName: c.req.VMName, VCUUID: c.req.VCUUID, ServiceURI: c.req.ServiceURI, Listen: c.lnURL, State: c.state(), Since: c.created}
 	if c.logw != nil {
 		ci.LogFile = c.logw.path
 		ci.LogLost = c.logw.lostTotal.Load()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	ci.Paused, ci.Pauses, ci.PausedTotal, ci.Stalled = c.waiting, c.pauses, c.paused, c.stalled
 	for _, a := range c.clients {
 		ci.Clients = append(ci.Clients, ClientInfo{User: a.user, Mode: a.mode.String(), Peer: a.peer, Via: a.via, Since: a.since, Queued: a.out.queued()})
 	}

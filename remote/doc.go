@@ -58,13 +58,34 @@
 //
 // # Flow control and ownership
 //
-// The VM is never held up by clients or the disk: Backend.Write appends
-// to each client's bounded queue (client_queue) and to the log's bounded
-// buffer (log_buffer). A client that falls further behind is told and
-// dropped; a log that falls behind loses output (counted in
-// ConsoleInfo.LogLost and marked in the file), never console bytes. Each
-// connection has one reader (its session goroutine) and one writer (the
-// queue's); the hub owns and waits for every goroutine it starts, and
-// Close shuts everything down: listeners first, then sessions (with a
-// farewell, closed after 2 s if the client does not read), then logs.
+// Every client has a bounded queue (client_queue) drained by a writer
+// goroutine that runs only while there is something to write. When a
+// client's queue is full, [remote] client_overflow decides:
+//
+//   - "pause" (default): Backend.Write waits until the client has
+//     drained its queue to half, so the VM connection is not read
+//     meanwhile and the VM is back-pressured through TCP, as a slow
+//     device back-pressures it. Every client gets every byte. A client
+//     that takes no output for client_stall while the console waits for
+//     it is told and dropped, and the console resumes for the others: the
+//     VM waits at most client_stall for any client.
+//   - "drop": the client is told and dropped at once; no client ever
+//     slows the VM.
+//
+// The log never holds the VM: a log that falls behind log_buffer loses
+// output (counted in ConsoleInfo.LogLost and marked in the file), never
+// console bytes. Each connection has one reader (its session goroutine)
+// and one writer (the queue's); the hub owns and waits for every
+// goroutine it starts, and Close shuts everything down: listeners first,
+// then sessions (with a farewell, closed after 2 s if the client does not
+// read), then logs.
+//
+// # Other kinds of client
+//
+// Telnet, raw TCP and SSH clients are served by the hub itself. Another
+// kind (a web console's WebSocket, say) attaches through Hub.Attach with
+// a ClientConn, the small interface the hub writes output to: it gets the
+// same queue, the same pause/drop rule, the same lock modes, notices and
+// scrollback as every other client. The caller authenticates its user;
+// the user's [[user]] access list decides what it may reach.
 package remote

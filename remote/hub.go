@@ -50,6 +50,8 @@ type Hub struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the hub starts
 	sem    chan struct{}  // one token per remote connection (max_sessions)
+	pre    chan struct{}  // one token per connection not logged in yet (max_unauthenticated)
+	bufs   bufPool        // client queue buffers
 
 	logins  atomic.Int64 // successful logins
 	dropped atomic.Int64 // clients dropped for falling behind
@@ -84,6 +86,7 @@ func New(cfg *configs.Config, log *slog.Logger, opts ...Option) (*Hub, error) {
 		now:       time.Now,
 		escape:    r.EscapeBytes(),
 		sem:       make(chan struct{}, max(r.MaxSessions, 1)),
+		pre:       make(chan struct{}, max(r.MaxUnauthenticated, 1)),
 		consoles:  map[*console]struct{}{},
 		byPort:    map[int]*console{},
 		listeners: map[net.Listener]string{},
@@ -234,7 +237,7 @@ func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Ba
 	if ln != nil {
 		raw := spec.scheme == schemeTCP
 		h.wg.Go(func() {
-			h.acceptLoop(c.ctx, ln, "", func(ctx context.Context, nc net.Conn) { h.serveTelnet(ctx, nc, raw, c) })
+			h.acceptLoop(c.ctx, ln, "", func(ctx context.Context, nc net.Conn, in func()) { h.serveTelnet(ctx, nc, raw, c, in) })
 		})
 	}
 	h.mu.Unlock()
@@ -298,7 +301,7 @@ func (h *Hub) Bind() error {
 	}
 	if r.TelnetsListen != "" {
 		fronts = append(fronts, front{"telnets_listen", r.TelnetsListen, func(ctx context.Context, ln net.Listener) error {
-			return h.acceptLoop(ctx, ln, "telnets", func(ctx context.Context, nc net.Conn) { h.serveTelnet(ctx, nc, false, nil) })
+			return h.acceptLoop(ctx, ln, "telnets", func(ctx context.Context, nc net.Conn, in func()) { h.serveTelnet(ctx, nc, false, nil, in) })
 		}, true})
 	}
 	if r.SSHListen != "" {
@@ -376,13 +379,14 @@ type Counters struct {
 	Logins         int64 // successful logins (telnet, SSH)
 	LoginFailures  int64 // wrong password, unknown user, no accepted key
 	LoginsRefused  int64 // attempts refused while rate-limited
-	ClientsDropped int64 // clients that fell more than client_queue behind
+	ClientsDropped int64 // clients dropped: over client_queue in "drop" mode, or stalled for client_stall
 	Sessions       int   // remote connections open now
+	LoggingIn      int   // of those, connections not logged in yet
 }
 
 // Counters returns the hub's counters.
 func (h *Hub) Counters() Counters {
-	c := Counters{Logins: h.logins.Load(), ClientsDropped: h.dropped.Load(), Sessions: len(h.sem)}
+	c := Counters{Logins: h.logins.Load(), ClientsDropped: h.dropped.Load(), Sessions: len(h.sem), LoggingIn: len(h.pre)}
 	if h.auth != nil {
 		c.LoginFailures, c.LoginsRefused = h.auth.failures.Load(), h.auth.refused.Load()
 	}
@@ -412,7 +416,7 @@ func (h *Hub) FrontDoors() []FrontDoor {
 // ServeTelnet serves the telnet front door on ln (wrap ln with
 // tls.NewListener for telnets) until ctx is done or Close. It closes ln.
 func (h *Hub) ServeTelnet(ctx context.Context, ln net.Listener) error {
-	return h.acceptLoop(ctx, ln, "telnet", func(ctx context.Context, nc net.Conn) { h.serveTelnet(ctx, nc, false, nil) })
+	return h.acceptLoop(ctx, ln, "telnet", func(ctx context.Context, nc net.Conn, in func()) { h.serveTelnet(ctx, nc, false, nil, in) })
 }
 
 // ServeSSH serves the SSH front door on ln until ctx is done or Close. It
@@ -427,8 +431,10 @@ func (h *Hub) ServeSSH(ctx context.Context, ln net.Listener) error {
 
 // acceptLoop accepts on ln and runs handle for each connection in a
 // goroutine owned by the hub, with a context that ends with ctx or the
-// hub. It closes ln and returns when either ends (ctx.Err() or ErrClosed).
-func (h *Hub) acceptLoop(ctx context.Context, ln net.Listener, kind string, handle func(context.Context, net.Conn)) error {
+// hub. A connection counts against max_sessions until it ends, and
+// against max_unauthenticated until handle calls loggedIn (or ends). It
+// closes ln and returns when either ends (ctx.Err() or ErrClosed).
+func (h *Hub) acceptLoop(ctx context.Context, ln net.Listener, kind string, handle func(ctx context.Context, nc net.Conn, loggedIn func())) error {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -470,25 +476,39 @@ func (h *Hub) acceptLoop(ctx context.Context, ln net.Listener, kind string, hand
 			}
 			continue
 		}
-		select {
-		case h.sem <- struct{}{}:
-		default:
-			h.log.Warn("remote connection refused: max_sessions reached", "peer", nc.RemoteAddr().String(), "max_sessions", cap(h.sem))
+		refuse := func(limit string, n int) {
+			h.log.Warn("remote connection refused: "+limit+" reached", "peer", nc.RemoteAddr().String(), limit, n)
 			nc.SetWriteDeadline(time.Now().Add(time.Second))
 			nc.Write([]byte("vspc-bridge: too many sessions; try again later\r\n"))
 			nc.Close()
+		}
+		select {
+		case h.sem <- struct{}{}:
+		default:
+			refuse("max_sessions", cap(h.sem))
+			continue
+		}
+		select {
+		case h.pre <- struct{}{}:
+		default:
+			<-h.sem
+			refuse("max_unauthenticated", cap(h.pre))
 			continue
 		}
 		h.mu.Lock()
 		if h.closed {
 			h.mu.Unlock()
+			<-h.pre
 			<-h.sem
 			nc.Close()
 			return ErrClosed
 		}
 		h.wg.Go(func() {
+			var once sync.Once
+			loggedIn := func() { once.Do(func() { <-h.pre }) }
 			defer func() { <-h.sem }()
-			handle(ctx, nc)
+			defer loggedIn()
+			handle(ctx, nc, loggedIn)
 		})
 		h.mu.Unlock()
 	}

@@ -477,15 +477,29 @@ access = [{vm = "*", mode = "rw"}]
 // it; a connection that does not log in within login_timeout is closed;
 // SetUsers applies to the next login.
 func TestSessionLimitsAndTimeouts(t *testing.T) {
-	h := newHarness(t, "max_sessions = 2\nlogin_timeout = \"1s\"")
+	h := newHarness(t, "max_sessions = 4\nmax_unauthenticated = 2\nlogin_timeout = \"1s\"")
+	in := dialLine(t, h.telnetAddr) // logged in: counts against max_sessions only
+	in.login("alice", alicePW)
+	in.expect("console> ")
 	idle := dialLine(t, h.telnetAddr)
 	idle.expect("login: ")
 	busy := dialLine(t, h.telnetAddr)
 	busy.expect("login: ")
-	over := dialLine(t, h.telnetAddr)
+	over := dialLine(t, h.telnetAddr) // a third one not logged in
 	over.expect("too many sessions")
-	start := time.Now()
-	if !idle.closed() || time.Since(start) > 5*time.Second {
+	if c := h.hub.Counters(); c.Sessions != 3 || c.LoggingIn != 2 {
+		t.Fatalf("counters %+v", c)
+	}
+	busy.send("alice") // logging in frees a slot for connections logging in
+	busy.expect("password: ")
+	busy.send(alicePW)
+	busy.expect("console> ")
+	next := dialLine(t, h.telnetAddr)
+	next.expect("login: ")
+	over = dialLine(t, h.telnetAddr) // the fifth: over max_sessions
+	over.expect("too many sessions")
+	next.nc.Close()
+	if !idle.closed() {
 		t.Fatal("idle connection not closed after login_timeout")
 	}
 	busy.nc.Close()
@@ -495,6 +509,7 @@ func TestSessionLimitsAndTimeouts(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.hub.SetUsers(cfg)
+	in.nc.Close()
 	testwait.For(t, "the session slots to be free", func() bool { return h.hub.Counters().Sessions == 0 })
 	c := dialLine(t, h.telnetAddr)
 	c.expect("login: ")

@@ -8,10 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 )
 
 // TestEscaper: the escape sequence split anywhere, partial sequences
@@ -130,19 +133,100 @@ func TestLogWriterLosesNotBlocks(t *testing.T) {
 	}
 }
 
-// TestOutQueueDrops: output past the limit drops the client with the
-// message in place of the queued output.
+// gateWriter is a connection that takes one Write at a time when told:
+// each Write is reported on got and returns once release gets a value.
+type gateWriter struct {
+	got     chan []byte
+	release chan struct{}
+	mu      sync.Mutex
+	all     []byte
+}
+
+func newGateWriter() *gateWriter {
+	return &gateWriter{got: make(chan []byte, 100), release: make(chan struct{})}
+}
+
+func (g *gateWriter) Write(p []byte) (int, error) {
+	g.got <- append([]byte(nil), p...)
+	<-g.release
+	g.mu.Lock()
+	g.all = append(g.all, p...)
+	g.mu.Unlock()
+	return len(p), nil
+}
+
+func (g *gateWriter) written() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return string(g.all)
+}
+
+// TestOutQueueDrops: in drop mode, output past the limit drops the
+// client: the chunk being written still goes out, then the message
+// instead of the rest.
 func TestOutQueueDrops(t *testing.T) {
-	o := newOutQueue(10, nil)
-	if !o.data([]byte("12345"), appendRaw, "bye") || !o.data([]byte("67890"), appendRaw, "bye") {
+	g := newGateWriter()
+	o := newOutQueue(g, 10, nil, nil)
+	if !o.data([]byte("12345"), appendRaw, "bye", false) {
 		t.Fatal("dropped within the limit")
 	}
-	if o.data([]byte("x"), appendRaw, "bye") || !o.isDropped() {
+	if first := <-g.got; string(first) != "12345" {
+		t.Fatalf("first write %q", first)
+	}
+	if !o.data([]byte("67890"), appendRaw, "bye", false) {
+		t.Fatal("dropped at the limit")
+	}
+	if o.data([]byte("x"), appendRaw, "bye", false) || !o.isDropped() {
 		t.Fatal("not dropped past the limit")
 	}
-	var w bytes.Buffer
-	if err := o.run(&w); err != nil || w.String() != "bye" {
-		t.Fatalf("wrote %q, %v", w.String(), err)
+	go func() {
+		for range g.got {
+		}
+	}()
+	close(g.release)
+	if err := o.wait(); err != nil || g.written() != "12345bye" {
+		t.Fatalf("wrote %q, %v", g.written(), err)
+	}
+	close(g.got)
+}
+
+// TestOutQueuePauses: in pause mode, output past the limit marks the
+// queue full instead; it stays full until the writer has drained it to
+// half the limit, which calls onRoom once; close then ends the writer.
+func TestOutQueuePauses(t *testing.T) {
+	g := newGateWriter()
+	o := newOutQueue(g, 8, nil, nil)
+	var rooms atomic.Int32
+	o.setOnRoom(func() { rooms.Add(1) })
+	o.data([]byte("abcd"), appendRaw, "bye", true)
+	<-g.got // "abcd" in flight, still counted
+	o.data([]byte("efgh"), appendRaw, "bye", true)
+	if _, full := o.fullSince(); full {
+		t.Fatal("full at the limit")
+	}
+	o.data([]byte("ij"), appendRaw, "bye", true)
+	if _, full := o.fullSince(); !full || o.isDropped() {
+		t.Fatal("not full past the limit, or dropped")
+	}
+	g.release <- struct{}{} // "abcd" written: 6 left, more than half
+	if got := <-g.got; string(got) != "efghij" {
+		t.Fatalf("second write %q", got)
+	}
+	if _, full := o.fullSince(); !full || rooms.Load() != 0 {
+		t.Fatalf("room with 6 of 8 queued (full %v, rooms %d)", full, rooms.Load())
+	}
+	g.release <- struct{}{}
+	testwait.For(t, "room", func() bool { return rooms.Load() == 1 })
+	if _, full := o.fullSince(); full {
+		t.Fatal("still full when drained")
+	}
+	o.close("end")
+	if got := <-g.got; string(got) != "end" {
+		t.Fatalf("last write %q", got)
+	}
+	g.release <- struct{}{}
+	if err := o.wait(); err != nil || g.written() != "abcdefghijend" {
+		t.Fatalf("wrote %q, %v", g.written(), err)
 	}
 }
 

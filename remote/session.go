@@ -226,7 +226,8 @@ func modeFor(right string, asked string) (Mode, error) {
 // refused attach is told to the user and returns nil.
 func (s *session) attach(ctx context.Context, c *console, mode Mode) error {
 	right, _ := s.right(c)
-	a := &attachment{user: s.userName, right: right, mode: mode, peer: s.peer, via: s.via, since: s.h.now(), interactive: s.interactive, out: s.out, enc: s.enc}
+	a := &attachment{user: s.userName, right: right, mode: mode, peer: s.peer, via: s.via, since: s.h.now(), interactive: s.interactive,
+		pause: s.h.cfg.Remote.ClientOverflow != configs.OverflowDrop, out: s.out, enc: s.enc}
 	if err := c.attach(a); err != nil {
 		s.refuse("[vspc-bridge: " + userText(err) + "]\r\n")
 		return refusal{err}

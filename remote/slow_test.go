@@ -14,11 +14,13 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 )
 
-// TestSlowClientDropped: a client that never reads falls behind by more
+// TestSlowClientDropped: with client_overflow = "drop", a client that
+// never reads falls behind by more
 // than client_queue and is told and dropped, while the VM keeps sending
 // at full pace and another client gets every byte.
 func TestSlowClientDropped(t *testing.T) {
-	h := newHarness(t, `client_queue = "128KiB"`)
+	h := newHarness(t, `client_queue = "128KiB"
+client_overflow = "drop"`)
 	port := freePort(t)
 	vm := h.vm("web-5", "42100000-0000-0000-0000-00000000a005", fmt.Sprintf("telnet://127.0.0.1:%d", port))
 	h.console("web-5")

@@ -87,7 +87,7 @@ func splitLogin(s string) (user, target string) {
 // keyboard-interactive or public key, rate-limited), then each session
 // channel lands on the console named in the login ("user+vm"), in the
 // exec command ("ssh user@bridge VM [MODE]"), or on the menu.
-func (h *Hub) serveSSH(ctx context.Context, nc net.Conn) {
+func (h *Hub) serveSSH(ctx context.Context, nc net.Conn, loggedIn func()) {
 	defer nc.Close()
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
@@ -143,6 +143,7 @@ func (h *Hub) serveSSH(ctx context.Context, nc net.Conn) {
 	}
 	defer sc.Close()
 	nc.SetDeadline(time.Time{})
+	loggedIn()
 	name, target := splitLogin(sc.User())
 	user := h.auth.user(name)
 	if sc.Permissions == nil || user == nil || sc.Permissions.Extensions["user"] != name {
@@ -273,20 +274,18 @@ func (h *Hub) sshSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.R
 			}
 		}
 	})
-	out := newOutQueue(int(h.cfg.Remote.ClientQueue), killConn)
+	var status atomic.Uint32
+	out := h.newOutQueue(ch, killConn, func(err error) {
+		if err == nil {
+			ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{status.Load()}))
+		}
+		ch.Close()
+	})
 	s.in, s.out = in, out
 	s.interactive, s.echo = st.pty, func() bool { return st.pty }
 	if !st.pty {
 		s.errOut = func(m string) { ch.Stderr().Write([]byte(m)) }
 	}
-	var status atomic.Uint32
-	var writer sync.WaitGroup
-	writer.Go(func() {
-		if out.run(ch) == nil {
-			ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{status.Load()}))
-		}
-		ch.Close()
-	})
 	stop := context.AfterFunc(ctx, func() { out.close("\r\n[vspc-bridge: closing]\r\n") })
 	err := s.sshRun(ctx, target, st.cmd)
 	if err != nil && !errors.Is(err, io.EOF) { // EOF: the client closed its input, a normal end
@@ -294,7 +293,7 @@ func (h *Hub) sshSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.R
 	}
 	stop()
 	out.close("")
-	writer.Wait() // bounded: out's kill timer closes a stuck channel
+	out.wait() // bounded: out's kill timer closes a stuck channel
 	s.log.Debug("ssh session ended", "err", err)
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -112,7 +111,8 @@ func (t *telnetIn) readInput() (inputEvent, error) {
 
 // serveTelnet runs one telnet (or raw tcp, or telnets) connection: the
 // front door when con is nil, else the per-VM port of con.
-func (h *Hub) serveTelnet(ctx context.Context, nc net.Conn, raw bool, con *console) {
+// loggedIn is called once the user has logged in (or needs no login).
+func (h *Hub) serveTelnet(ctx context.Context, nc net.Conn, raw bool, con *console, loggedIn func()) {
 	via := "telnet"
 	if raw {
 		via = "tcp"
@@ -120,23 +120,20 @@ func (h *Hub) serveTelnet(ctx context.Context, nc net.Conn, raw bool, con *conso
 	if _, ok := nc.(*tls.Conn); ok {
 		via = "telnets"
 	}
-	out := newOutQueue(int(h.cfg.Remote.ClientQueue), func() { nc.Close() })
+	// The writer's end (dropped, console gone, write failed) closes the
+	// connection, which ends the session's read.
+	out := h.newOutQueue(nc, func() { nc.Close() }, func(error) { nc.Close() })
 	t := &telnetIn{nc: nc, out: out, raw: raw, buf: make([]byte, 4096)}
 	peer := nc.RemoteAddr().String()
 	s := &session{
 		h: h, log: h.log.With("peer", peer, "via", via), peer: peer, ip: hostOf(nc.RemoteAddr()), via: via,
 		in: t, out: out, enc: t.encode, interactive: !raw,
 		echo:    func() bool { return !raw && t.opts.Enabled(telnet.Local, telnet.Echo) }, // read on this goroutine only
-		trusted: func() { nc.SetReadDeadline(time.Time{}) },
+		trusted: func() { nc.SetReadDeadline(time.Time{}); loggedIn() },
 	}
 	if con != nil {
 		s.log = s.log.With("vm", con.req.VMName)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		out.run(nc)
-		nc.Close()
-	})
 	stop := context.AfterFunc(ctx, func() { out.close("\r\n[vspc-bridge: closing]\r\n") })
 	if !raw {
 		out.control(t.greeting())
@@ -145,7 +142,8 @@ func (h *Hub) serveTelnet(ctx context.Context, nc net.Conn, raw bool, con *conso
 	err := s.run(ctx, con)
 	stop()
 	out.close("")
-	wg.Wait()
+	out.wait()
+	nc.Close()
 	s.log.Debug("remote session ended", "err", err)
 }
 
