@@ -22,6 +22,8 @@ FUZZ_TARGETS := \
 	./configs:FuzzRouteDevice \
 	./alerts:FuzzLineAssembly \
 	./devices:FuzzParseURI \
+	./aspp:FuzzReplyDecoder \
+	./aspp:FuzzRequestDecoder \
 	./remote:FuzzEscaper \
 	./remote:FuzzFrontDoor \
 	./remote:FuzzLoginAndServiceURI
