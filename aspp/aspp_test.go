@@ -397,7 +397,7 @@ func TestNames(t *testing.T) {
 	if PortInit.String() != "PORT_INIT" || Opcode(0x99).String() != "OP(0x99)" {
 		t.Errorf("%v %v", PortInit, Opcode(0x99))
 	}
-	if (EventModemChange | EventBreak).String() != "MODEM|BREAK" || Events(0).String() != "0" || Events(0x80).String() != "bit7" {
+	if (EventModemChange|EventBreak).String() != "MODEM|BREAK" || Events(0).String() != "0" || Events(0x80).String() != "bit7" {
 		t.Errorf("%v %v %v", EventModemChange|EventBreak, Events(0), Events(0x80))
 	}
 	if FlushBoth.String() != "rx+tx" || FlushTarget(7).String() != "FlushTarget(7)" {

@@ -49,6 +49,7 @@
 // again for new settings. One request is in flight at a time and replies
 // are matched by opcode. Unsolicited, at any time:
 //
+//	host                                          NPort
 //	                                          ◄── 26 events msr 00   NOTIFY
 //	                                          ◄── 27 01 id           POLLING (keep-alive)
 //	  28 01 id ─────────────────────────────────►                    ALIVE (no reply)
