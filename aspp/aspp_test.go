@@ -447,7 +447,7 @@ func TestDialogues(t *testing.T) {
 			b = AppendWaitOQueue(b, 25)
 			return AppendAlive(b, 0x5a)
 		}, []string{"LINECTRL OK", "LINECTRL OK", "START_BREAK OK", "STOP_BREAK OK", "FLUSH OK",
-			"SETXOFF OK", "SETXON OK", "WAIT_OQUEUE 0", "POLLING 0x5a", "NOTIFY MODEM DCD|DSR|CTS", "NOTIFY BREAK DSR|CTS"}},
+			"SETXOFF OK", "SETXON OK", "WAIT_OQUEUE 0", "POLLING 0x5a", "NOTIFY MODEM DCD|DSR|CTS", "NOTIFY BREAK DCD|DSR|CTS"}},
 		{"sheet-4f-session-recovery", func(b []byte) []byte {
 			b = AppendPortInit(b, Init{Baud: IndexOf(115200), Mode: mustMode(8, ParityNone, false), DTR: true, RTS: true})
 			b = AppendTxFIFO(b, 16)

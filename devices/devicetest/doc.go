@@ -13,6 +13,11 @@
 //   - PyRFC2217Server: pyserial's example RFC 2217 server on loop://,
 //     patched to bind 127.0.0.1.
 //   - Sredird: sredird behind socat, a quirky RFC 2217 server on a tty.
+//   - StartNPort: a simulated Moxa NPort port in TCP Server mode with its
+//     command port (package aspp): data listener ↔ a socat pty, command
+//     listener applying PORT_INIT/SETBAUD/XONXOFF to the pty's termios,
+//     NOTIFY and POLLING on demand, fault injection, a state recorder.
+//     Not a process: it runs in the test binary.
 //
 // The Start… variants return a *Peer that tests can Stop and Restart (same
 // port) to play a device that goes away and comes back.
@@ -21,7 +26,7 @@
 // readiness is read from /proc/net/tcp rather than probed by connecting,
 // because a probe connection has side effects on these peers.
 //
-// ReadTTY and TTY read a tty's termios (speed via TCGETS2, CSTOPB, CSIZE,
+// ReadTTY and TTY read a tty's termios; Stty runs stty -a -F on it (speed via TCGETS2, CSTOPB, CSIZE,
 // PARENB, flow flags). A Linux pty forces 8 data bits and no parity, so
 // tests can check speed and stop bits on a pty, not data bits or parity.
 //
