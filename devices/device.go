@@ -90,7 +90,7 @@ func Open(ctx context.Context, t Target, opts Options) (Device, error) {
 		if err != nil {
 			return nil, err
 		}
-		return newTelnet(conn, t, initial, log), nil
+		return newTelnet(conn, t, initial, log, true), nil
 	case KindRFC2217:
 		return openRFC2217(ctx, t, initial, &opts, log)
 	case KindSerial:

@@ -30,14 +30,20 @@
 // succeeds: the device server's buffers are out of reach, the Device
 // keeps none of its own, and guests purge on every open.
 //
-// telnet: all options the remote asks for are refused (RFC 1143, the zero
-// telnet.Options), so the session stays NVT: we send data with 255 doubled
-// and a bare CR as CR NUL, and decode the remote's the same way, so every
-// byte value round-trips and none of the remote's protocol bytes reach
-// Read. One writer goroutine owns the write side; the reader queues its
-// refusals for it (bounded), so a slow remote never blocks Read behind a
-// Write. Line control as for tcp.
-//
+// telnet: 8-bit clean where the remote agrees. At connect we offer and
+// ask for BINARY both ways (RFC 856) and SUPPRESS-GO-AHEAD both ways,
+// accept the remote's own requests for them and refuse every other option
+// (RFC 1143, so negotiation never loops). Each direction follows its own
+// BINARY state: in BINARY only 255 is doubled; in NVT (a remote that
+// refuses BINARY, or Debian's telnetd, which sends NVT while its pty
+// post-processes output) a bare CR also travels as CR NUL, both ways, so
+// every byte value round-trips in either mode and none of the remote's
+// protocol bytes reach Read. A Write holding a CR before the remote has
+// answered our WILL BINARY waits for the answer (at most 2 s, then NVT);
+// other data never waits. One writer goroutine owns the write side; the
+// reader queues its replies for it (bounded), so a slow remote never
+// blocks Read behind a Write. Line control as for tcp.
+
 // rfc2217: wraps rfc2217.Client (NewClient on the dialed connection, with
 // Options.Initial applied and DialTimeout bounding dial and handshake);
 // the guest's settings and DTR/RTS/BREAK/purge are forwarded live and
@@ -74,12 +80,13 @@
 //
 // # Protocol flow (telnet kind)
 //
-//	remote ──IAC DO/WILL x──► Read: decoder ──► Options.Receive ──► refusal queued ──► writer ──► remote
-//	remote ──data (IAC IAC, CR NUL)──► Read: decoder ──► unescaped in place ──► caller
-//	caller ──Write(p)──► AppendText (255 doubled, CR → CR NUL) ──► writer ──► remote
+//	open ──WILL/DO BINARY, WILL/DO SGA──► writer ──► remote
+//	remote ──IAC DO/WILL x──► Read: decoder ──► Options.Receive ──► answer queued ──► writer ──► remote
+//	remote ──data (IAC IAC; CR NUL in NVT)──► Read: decoder ──► unescaped in place ──► caller
+//	caller ──Write(p)──► AppendData (BINARY) or AppendText (NVT: CR → CR NUL) ──► writer ──► remote
 //
 // Tests run against real peers started by package devicetest: socat pty
 // pairs, socat TCP-LISTEN as an NPort stand-in, ser2net raw and RFC 2217
-// accepters, pyserial's RFC 2217 server on loop://, and an in-test telnet
-// server.
+// accepters, pyserial's RFC 2217 server on loop://, Debian's telnetd
+// under socat, ser2net's telnet accepter, and an in-test telnet server.
 package devices

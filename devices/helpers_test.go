@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 )
 
 // payload returns n deterministic bytes, a quarter of them 0xFF and many
@@ -190,5 +192,32 @@ func checkClose(t *testing.T, dev Device) {
 	}
 	if _, err := dev.Write([]byte("x")); !errors.Is(err, ErrClosed) {
 		t.Errorf("Write after Close: %v, want ErrClosed", err)
+	}
+}
+
+// readN reads exactly n bytes from r, failing the test if they have not
+// come within testwait.Timeout (the reader is unblocked by the test's
+// cleanups closing r).
+func readN(t *testing.T, r io.Reader, n int) []byte {
+	t.Helper()
+	type result struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		b := make([]byte, n)
+		k, err := io.ReadFull(r, b)
+		ch <- result{b[:k], err}
+	}()
+	select {
+	case res := <-ch:
+		if res.err != nil {
+			t.Fatalf("read %d of %d bytes: %v", len(res.b), n, res.err)
+		}
+		return res.b
+	case <-time.After(testwait.Timeout):
+		t.Fatalf("%d bytes did not come within %v", n, testwait.Timeout)
+		return nil
 	}
 }

@@ -1,10 +1,13 @@
 package devices
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/telnet"
@@ -18,13 +21,22 @@ const (
 	telnetMaxPendingReplies = 4096
 	// telnetWriteChunk bounds the escaped copy of one Write.
 	telnetWriteChunk = 16 << 10
+	// telnetBinaryWait bounds how long a Write holding a CR waits for the
+	// remote to answer our WILL BINARY (a CR is sent as CR NUL in NVT and
+	// as CR alone in BINARY, so its encoding depends on the answer). Data
+	// without CR never waits.
+	telnetBinaryWait = 2 * time.Second
 )
 
-// telnetDevice is a telnet remote (KindTelnet). Every option the remote
-// asks for is refused (the zero telnet.Options is the null object), so the
-// connection stays in NVT mode: we send data with 255 doubled and a bare
-// CR as CR NUL, and decode the remote's data the same way, so every byte
-// value round-trips and none of the remote's protocol bytes reach Read.
+// telnetDevice is a telnet remote (KindTelnet), 8-bit clean where the
+// remote agrees: at connect we offer and ask for BINARY both ways (RFC
+// 856) and SUPPRESS-GO-AHEAD both ways (RFC 858), accept the remote's own
+// requests for them, and refuse every other option (RFC 1143; the zero
+// telnet.Options is the null object). Each direction follows its own
+// BINARY state: we send data with 255 doubled, and in NVT (our BINARY
+// off) a bare CR as CR NUL; we decode the remote's data the same way, so
+// every byte value round-trips in either mode and none of the remote's
+// protocol bytes reach Read.
 //
 // One writer goroutine owns the connection's write side: Write hands it
 // the escaped data and waits; the reader (the Read caller) queues its
@@ -37,10 +49,16 @@ type telnetDevice struct {
 
 	// Owned by the goroutine calling Read.
 	dec  telnet.Decoder
-	opts telnet.Options // zero value: refuse everything
+	opts telnet.Options // what we offer and accept; everything else refused
 
 	// Owned by the goroutine calling Write.
-	wbuf []byte
+	wbuf     []byte
+	waitOnce bool // the Write that gave up waiting for BINARY logged it
+
+	sendBinary atomic.Bool   // our BINARY is on: data goes out with only 255 doubled
+	recvBinary atomic.Bool   // the remote's BINARY is on (mirrors dec.Binary, for status)
+	settled    chan struct{} // closed once our BINARY offer is answered (either way)
+	settleOnce sync.Once
 
 	writes chan []byte    // Write → writer: escaped data
 	wres   chan error     // writer → Write: result of the last data write
@@ -55,19 +73,41 @@ type telnetDevice struct {
 
 var _ Device = (*telnetDevice)(nil)
 
-func newTelnet(conn net.Conn, t Target, configured rfc2217.Settings, log *slog.Logger) *telnetDevice {
+// newTelnet starts the telnet session on conn. With binary false it offers
+// nothing and refuses everything (NVT only): tests use it to play a
+// client whose remote refuses BINARY.
+func newTelnet(conn net.Conn, t Target, configured rfc2217.Settings, log *slog.Logger, binary bool) *telnetDevice {
 	d := &telnetDevice{
 		streamConn: streamConn{kind: t.Kind, addr: t.Addr(), conn: conn},
 		fixedLine:  newFixedLine(t.Kind, t.Addr(), configured, log),
 		log:        log,
+		settled:    make(chan struct{}),
 		writes:     make(chan []byte),
 		wres:       make(chan error, 1),
 		notify:     make(chan struct{}, 1),
 		done:       make(chan struct{}),
 	}
+	if binary {
+		// Our offers go out before any data: the writer sends pending
+		// replies first.
+		d.pend = d.opts.Enable(d.pend, telnet.Local, telnet.Binary)
+		d.pend = d.opts.Enable(d.pend, telnet.Remote, telnet.Binary)
+		d.pend = d.opts.Enable(d.pend, telnet.Local, telnet.SuppressGA)
+		d.pend = d.opts.Enable(d.pend, telnet.Remote, telnet.SuppressGA)
+		d.notify <- struct{}{}
+	} else {
+		d.settle()
+	}
 	d.wg.Go(d.writer)
 	return d
 }
+
+// settle marks our BINARY offer as answered.
+func (d *telnetDevice) settle() { d.settleOnce.Do(func() { close(d.settled) }) }
+
+// Binary reports which directions are in BINARY mode: in is the remote's
+// data to us, out ours to the remote. False means NVT.
+func (d *telnetDevice) Binary() (in, out bool) { return d.recvBinary.Load(), d.sendBinary.Load() }
 
 // writer is the only goroutine that writes to the connection. It exits
 // when Close closes done.
@@ -133,8 +173,15 @@ func (d *telnetDevice) Read(p []byte) (int, error) {
 					w += copy(p[w:], ev.Data)
 				case telnet.EventNegotiation:
 					var reply []byte
-					reply, _ = d.opts.Receive(reply, ev.Command, ev.Option)
+					var ch *telnet.Change
+					reply, ch = d.opts.Receive(reply, ev.Command, ev.Option)
 					d.log.Debug("devices: telnet negotiation", "verb", ev.Command, "option", ev.Option, "reply", fmt.Sprintf("% x", reply))
+					if ch != nil && ch.Option == telnet.Binary {
+						d.binaryChanged(ch)
+					}
+					if !d.opts.Pending(telnet.Local, telnet.Binary) {
+						d.settle()
+					}
 					if len(reply) > 0 {
 						return d.queueReply(reply)
 					}
@@ -158,13 +205,40 @@ func (d *telnetDevice) Read(p []byte) (int, error) {
 	}
 }
 
-// Write sends p as NVT data (255 doubled, bare CR as CR NUL). It blocks
-// until the data is written or the device is closed.
+// binaryChanged follows a BINARY change in one direction. It runs on the
+// reader goroutine, inside Decode: the decoder takes the new mode from the
+// next byte on, which is where the remote switched.
+func (d *telnetDevice) binaryChanged(ch *telnet.Change) {
+	dir := "out"
+	if ch.Side == telnet.Remote {
+		dir = "in"
+		d.dec.Binary = ch.Enabled
+		d.recvBinary.Store(ch.Enabled)
+	} else {
+		d.sendBinary.Store(ch.Enabled)
+	}
+	d.log.Debug("devices: telnet BINARY", "direction", dir, "on", ch.Enabled)
+}
+
+// Write sends p with 255 doubled, and, while our BINARY is off (NVT), a
+// bare CR as CR NUL. It blocks until the data is written or the device is
+// closed. A chunk holding a CR written before the remote answered our
+// WILL BINARY waits for that answer (at most telnetBinaryWait), so that
+// its encoding matches what the remote expects; other data never waits.
 func (d *telnetDevice) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		chunk := p[:min(len(p), telnetWriteChunk)]
-		d.wbuf = telnet.AppendText(d.wbuf[:0], chunk)
+		if bytes.IndexByte(chunk, '\r') >= 0 {
+			if err := d.awaitBinaryAnswer(); err != nil {
+				return n, err
+			}
+		}
+		if d.sendBinary.Load() {
+			d.wbuf = telnet.AppendData(d.wbuf[:0], chunk)
+		} else {
+			d.wbuf = telnet.AppendText(d.wbuf[:0], chunk)
+		}
 		select {
 		case d.writes <- d.wbuf:
 		case <-d.done:
@@ -177,6 +251,30 @@ func (d *telnetDevice) Write(p []byte) (int, error) {
 		p = p[len(chunk):]
 	}
 	return n, nil
+}
+
+// awaitBinaryAnswer waits until the remote answered our WILL BINARY, the
+// device is closed, or telnetBinaryWait passed (then the data goes as NVT,
+// which is right for a remote that ignores options).
+func (d *telnetDevice) awaitBinaryAnswer() error {
+	select {
+	case <-d.settled:
+		return nil
+	default:
+	}
+	t := time.NewTimer(telnetBinaryWait)
+	defer t.Stop()
+	select {
+	case <-d.settled:
+	case <-d.done:
+		return d.writeErr(net.ErrClosed)
+	case <-t.C:
+		if !d.waitOnce {
+			d.waitOnce = true
+			d.log.Warn("devices: telnet remote has not answered WILL BINARY; sending NVT text", "waited", telnetBinaryWait)
+		}
+	}
+	return nil
 }
 
 // Close closes the connection, stops the writer and waits for it. It is

@@ -3,13 +3,17 @@
 # against, from Debian packages, when they are missing. Idempotent: when
 # everything is present it changes nothing and does not touch the network.
 #
-#   socat ser2net python3-serial sredird inetutils-telnet openssh-client tmux
+#   socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd
+#   openssh-client tmux
+#
+# inetutils-telnetd is run by the tests under socat (devicetest.TelnetdEcho);
+# it pulls in inetutils-inetd, whose telnet entry Debian installs disabled.
 #
 # Runs apt-get as root, or through sudo when not root and sudo is there.
 # Prints what it did. Exits non-zero if a package could not be installed.
 set -u
 
-PACKAGES="socat ser2net python3-serial sredird inetutils-telnet openssh-client tmux"
+PACKAGES="socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd openssh-client tmux"
 
 log() { printf 'install-test-peers: %s\n' "$*"; }
 

@@ -20,7 +20,7 @@ import (
 )
 
 // InstallHint says how to get the peers these launchers need.
-const InstallHint = "run scripts/install-test-peers.sh (Debian: apt-get install socat ser2net python3-serial sredird inetutils-telnet)"
+const InstallHint = "run scripts/install-test-peers.sh (Debian: apt-get install socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd)"
 
 // StartTimeout bounds how long a launcher waits for its peer to be ready.
 const StartTimeout = 10 * time.Second
