@@ -1,0 +1,5 @@
+//go:build !linux || park_goroutine
+
+package park
+
+const defaultBackend = kindGoroutine

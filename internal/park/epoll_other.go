@@ -1,0 +1,5 @@
+//go:build !linux
+
+package park
+
+func newEpoll(p *Parker) (backend, error) { return newPoll(p) }
