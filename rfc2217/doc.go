@@ -5,7 +5,8 @@
 //     codes 0–12 and access-server codes 100–112 (message.go, codes.go);
 //   - Client, a session toward an access server (ser2net, a Moxa NPort in
 //     RFC 2217 mode, pyserial's PortManager, sredird) that offers the remote
-//     UART as a Port plus an io.ReadWriter for the data (client.go);
+//     UART as a Port plus an io.ReadWriter for the data (client.go: the
+//     session I/O; requests.go: Port calls and their acknowledgements);
 //   - AccessServer, the transport-agnostic state machine of the server role
 //     (what the bridge plays toward ESXi VMs): it takes one client
 //     subnegotiation, drives a Port and returns the reply (server.go).
