@@ -93,7 +93,7 @@ type Client struct {
 	closeErr  error
 
 	mu      sync.Mutex    // guards all fields below
-	changed chan struct{} // closed and replaced on every state change (broadcast)
+	changed chan struct{} // made by a waiter, closed on the next state change (broadcast)
 	closed  bool
 	neg     telnet.Options
 	dec     telnet.Decoder // used by the reader goroutine only, under mu
@@ -136,7 +136,6 @@ func NewClient(ctx context.Context, conn io.ReadWriteCloser, opts ClientOptions)
 		signature:   opts.Signature,
 		onNotify:    opts.OnNotify,
 		maxBuffered: opts.MaxBuffered,
-		changed:     make(chan struct{}),
 		quirks:      make(map[string]bool),
 	}
 	if c.log == nil {
@@ -197,7 +196,7 @@ func (c *Client) handshake(ctx context.Context, timeout time.Duration) error {
 		if !pending {
 			break
 		}
-		ch := c.changed
+		ch := c.changedLocked()
 		c.mu.Unlock()
 		select {
 		case <-ch:
@@ -227,14 +226,24 @@ func (c *Client) handshake(ctx context.Context, timeout time.Duration) error {
 }
 
 func (c *Client) broadcastLocked() {
-	close(c.changed)
-	c.changed = make(chan struct{})
+	if c.changed != nil {
+		close(c.changed)
+		c.changed = nil
+	}
+}
+
+// changedLocked returns the channel the next broadcast closes.
+func (c *Client) changedLocked() <-chan struct{} {
+	if c.changed == nil {
+		c.changed = make(chan struct{})
+	}
+	return c.changed
 }
 
 // waitLocked releases mu until the next state change, ctx or timer fires.
 // It reports false when ctx is done or the timer fired.
 func (c *Client) waitLocked(ctx context.Context, timer <-chan time.Time) (ok bool) {
-	ch := c.changed
+	ch := c.changedLocked()
 	c.mu.Unlock()
 	defer c.mu.Lock()
 	select {
