@@ -10,11 +10,12 @@ import (
 // SIGNATURE when it was given none.
 const DefaultServerSignature = "vspc-bridge"
 
-// ServerState is everything an AccessServer has negotiated with its client.
-// It is a plain value: State returns a copy and Restore takes one, so a
-// session that moves (a VM's vMotion to another host renegotiates
-// COM-PORT-OPTION on a new connection) keeps its line settings, masks and
-// last notified states without re-sending anything to the device.
+// ServerState is everything an AccessServer has negotiated with its client,
+// as a plain value (State returns a copy). The AccessServer, not the
+// connection, holds it: package vspc keeps one per VM serial port, so when
+// a vMotion renegotiates COM-PORT-OPTION on the new host's connection the
+// same settings, masks and last notified states answer it, and nothing is
+// re-sent to the device.
 type ServerState struct {
 	// Settings in effect on the port, as last set or reported; zero fields
 	// are unknown. A request for the value already in effect is answered
@@ -74,10 +75,6 @@ func NewAccessServer(signature string) *AccessServer {
 
 // State returns a copy of the negotiated state.
 func (s *AccessServer) State() ServerState { return s.st }
-
-// Restore replaces the negotiated state, e.g. with the State of the
-// session a VM had on its previous host. Nothing is sent to the device.
-func (s *AccessServer) Restore(st ServerState) { s.st = st }
 
 // Suspended reports whether the client asked us to stop sending data
 // (FLOWCONTROL-SUSPEND without a RESUME since).

@@ -185,37 +185,6 @@ func TestAccessServerNotify(t *testing.T) {
 	}
 }
 
-// After a vMotion the VM renegotiates on a new connection: restoring the
-// old session's state means ESXi re-sending the same settings does not
-// touch the device, queries are answered from it, and no spurious
-// notification goes out.
-func TestAccessServerRestore(t *testing.T) {
-	port := rfc2217test.NewMemPort(rfc2217.Settings{Baud: 9600, DataSize: 8, Parity: rfc2217.ParityNone, StopSize: rfc2217.Stop1})
-	old := rfc2217.NewAccessServer("")
-	ctx := context.Background()
-	for _, p := range [][]byte{{1, 0, 1, 0xc2, 0}, {4, 2}, {5, 9}, {11, 0xf0}} {
-		if _, err := old.Handle(ctx, p, port); err != nil {
-			t.Fatal(err)
-		}
-	}
-	old.Notify(nil, 0, rfc2217.ModemCD|rfc2217.ModemCTS)
-	port.Calls()
-
-	moved := rfc2217.NewAccessServer("")
-	moved.Restore(old.State())
-	runSteps(t, moved, port, []handleStep{
-		{"same baud", "01 00 01 c2 00", "ff fa 2c 65 00 01 c2 00 ff f0", "", ""},
-		{"same stop size", "04 02", "ff fa 2c 68 02 ff f0", "", ""},
-		{"DTR query", "05 07", "ff fa 2c 69 09 ff f0", "", ""},
-	})
-	if got := moved.Notify(nil, 0, rfc2217.ModemCD|rfc2217.ModemCTS); len(got) != 0 {
-		t.Errorf("restored session re-notified % x", got)
-	}
-	if moved.State() != old.State() {
-		t.Errorf("state changed:\n%+v\n%+v", moved.State(), old.State())
-	}
-}
-
 func FuzzAccessServer(f *testing.F) {
 	for _, p := range []string{"00", "01 00 00 25 80", "02 07", "03 03", "04 03", "05 08", "05 0f", "07", "0a ff", "0b 00", "0c 03", "08", "09", "65 00"} {
 		f.Add(unhex(f, p))
