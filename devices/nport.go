@@ -1,0 +1,316 @@
+package devices
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/aspp"
+	"github.com/vspc-bridge/vspc-bridge/rfc2217"
+)
+
+// nportDevice is a Moxa NPort serial port in TCP Server mode (KindNPort):
+// data travels raw on the data port; line control goes through the
+// command port (package aspp) when the NPort accepts a connection there
+// ("Allow driver control"), and the line settings are fixed, as for tcp,
+// when it does not or the URI says cmd=none.
+//
+// Data never waits for control: Open returns once both sockets are
+// connected, and the initial settings are sent beside the data by a
+// goroutine the device owns. Port calls wait for that initialisation, one
+// command at a time, each answer for at most the command timeout; a
+// command the NPort does not answer or refuses is logged and reported by
+// Mismatch, and the data keeps flowing.
+type nportDevice struct {
+	streamConn // the data socket
+	fixedLine  // the configured settings; the Port while ctl is nil
+	ctl        *nportControl
+	log        *slog.Logger
+	configured rfc2217.Settings
+
+	ctx    context.Context // ends with Close: bounds the initialisation
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the initialisation goroutine
+	once   sync.Once      // Close
+}
+
+var _ Device = (*nportDevice)(nil)
+
+// nportOpen is what opening an NPort device needs beyond the Target.
+type nportOpen struct {
+	cmdAddr    string           // host:port of the command port; "" for none
+	configured rfc2217.Settings // the route's settings (fixed-line answer, and applied on open)
+	apply      rfc2217.Settings // the guest's settings, applied over configured on open
+	timeout    time.Duration    // per command answer; zero: DefaultNPortCommandTimeout
+	// refusedLogged is consulted and set when the command port refuses:
+	// the warning is logged once per caller (a bridge link keeps one
+	// across reconnects), not once per open.
+	refusedLogged *bool
+}
+
+// openNPort connects the command socket, then the data socket (the order
+// of Moxa's driver), and starts the initialisation. A command port that
+// refuses the connection is logged and leaves a fixed-line device; any
+// other failure to connect fails Open.
+func openNPort(ctx context.Context, t Target, o nportOpen, opts *Options, log *slog.Logger) (*nportDevice, error) {
+	var cmd net.Conn
+	refused := false
+	if o.cmdAddr != "" {
+		c, err := dialAddr(ctx, t.Kind, o.cmdAddr, opts)
+		switch {
+		case err == nil:
+			cmd = c
+		case errors.Is(err, syscall.ECONNREFUSED):
+			refused = true
+			msg := "devices: nport command port refused the connection; line settings stay as configured on the NPort (turn on \"Allow driver control\" in its TCP Server settings, or use ?cmd=none)"
+			if o.refusedLogged == nil || !*o.refusedLogged {
+				log.Warn(msg, "command_port", o.cmdAddr, "settings", o.configured.String())
+				if o.refusedLogged != nil {
+					*o.refusedLogged = true
+				}
+			} else {
+				log.Debug(msg, "command_port", o.cmdAddr)
+			}
+		default:
+			return nil, fmt.Errorf("devices: nport command port %s: %w", o.cmdAddr, err)
+		}
+	}
+	data, err := dial(ctx, t, opts)
+	if err != nil {
+		if cmd != nil {
+			cmd.Close()
+		}
+		return nil, err
+	}
+	d := &nportDevice{
+		streamConn: streamConn{kind: t.Kind, addr: t.Addr(), conn: data},
+		fixedLine:  newFixedLine(t.Kind, t.Addr(), o.configured, log),
+		log:        log,
+		configured: o.configured,
+	}
+	if refused {
+		// The refusal was the warning; mismatches say the same again.
+		d.fixedLine.logged = true
+	}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	if cmd != nil {
+		d.ctl = newNPortControl(cmd, log, o.timeout, d.controlLost)
+		want := o.apply.Merge(o.configured)
+		d.wg.Go(func() { d.initialise(want) })
+	}
+	return d, nil
+}
+
+// dialAddr dials addr like dial does for a Target.
+func dialAddr(ctx context.Context, k Kind, addr string, opts *Options) (net.Conn, error) {
+	timeout := opts.DialTimeout
+	if timeout <= 0 {
+		timeout = DefaultDialTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	d := opts.Dial
+	if d == nil {
+		d = (&net.Dialer{}).DialContext
+	}
+	return d(ctx, "tcp", addr)
+}
+
+// initialise sends the settings known at open (route's, or the guest's
+// over them) and TX_FIFO, as Moxa's driver does on open. With no settings
+// known it leaves the NPort as configured until the guest sets some.
+func (d *nportDevice) initialise(want rfc2217.Settings) {
+	d.ctl.reqMu.Lock()
+	defer d.ctl.reqMu.Unlock()
+	if want == (rfc2217.Settings{}) {
+		return
+	}
+	eff, err := d.ctl.apply(d.ctx, want.Merge(nportDefaults()))
+	if err != nil {
+		if d.ctx.Err() == nil {
+			d.log.Warn("devices: nport: initial line settings", "settings", want.String(), "err", err)
+		}
+		return
+	}
+	d.log.Info("devices: nport line settings applied through the command port", "settings", eff.String())
+	if f, err := d.ctl.call(d.ctx, aspp.AppendTxFIFO(nil, nportTxFIFO)); err != nil || !f.OK() {
+		d.log.Debug("devices: nport TX_FIFO", "answer", f, "err", err) // Moxa's driver ignores the answer too
+	}
+}
+
+// controlLost runs on the command reader when the command session ended by
+// itself (the NPort closed it, or its stream went out of step). Like
+// Moxa's daemon, the device then ends the data session too: the owner
+// reconnects both and applies the settings again.
+func (d *nportDevice) controlLost(err error) {
+	if d.closed.Load() {
+		return
+	}
+	d.log.Warn("devices: nport command connection lost; closing the data connection to reconnect both", "err", err)
+	d.conn.Close() // not streamConn.close: Read then names the cause, not ErrClosed
+}
+
+func (d *nportDevice) Read(p []byte) (int, error) {
+	n, err := d.conn.Read(p)
+	if err != nil && d.ctl != nil && !d.closed.Load() {
+		if cerr := d.ctl.readErr(); cerr != nil {
+			return n, fmt.Errorf("devices: %s %s: command connection lost: %w", d.streamConn.kind, d.streamConn.addr, cerr)
+		}
+	}
+	return n, d.readErr(err)
+}
+
+func (d *nportDevice) Write(p []byte) (int, error) {
+	n, err := d.conn.Write(p)
+	return n, d.writeErr(err)
+}
+
+// Close closes both connections and waits for the device's goroutines. It
+// is idempotent.
+func (d *nportDevice) Close() error {
+	var err error
+	d.once.Do(func() {
+		if _, err = d.close(); errors.Is(err, net.ErrClosed) {
+			err = nil // controlLost closed it already
+		}
+		d.cancel()
+		if d.ctl != nil {
+			d.ctl.close()
+		}
+		d.wg.Wait()
+	})
+	return err
+}
+
+// LineControl reports whether line settings and modem control reach the
+// NPort (its command port is connected).
+func (d *nportDevice) LineControl() bool { return d.ctl != nil && d.ctl.readErr() == nil }
+
+// Mismatch describes the latest command the NPort did not take or answer
+// (or, without a command port, the latest settings request the fixed line
+// could not take); "" if none.
+func (d *nportDevice) Mismatch() string {
+	if d.ctl == nil {
+		return d.fixedLine.Mismatch()
+	}
+	d.ctl.mu.Lock()
+	defer d.ctl.mu.Unlock()
+	return d.ctl.mismatch
+}
+
+// Settings returns the line settings in effect as far as the device knows
+// (zero fields: unknown).
+func (d *nportDevice) Settings() rfc2217.Settings {
+	if d.ctl == nil {
+		return d.configured
+	}
+	d.ctl.mu.Lock()
+	defer d.ctl.mu.Unlock()
+	return d.ctl.settings
+}
+
+// SetSettings implements rfc2217.Port: the set fields of s over the
+// settings in effect go to the NPort; the answer is what it accepted.
+func (d *nportDevice) SetSettings(ctx context.Context, s rfc2217.Settings) (rfc2217.Settings, error) {
+	if d.ctl == nil {
+		return d.fixedLine.SetSettings(ctx, s)
+	}
+	d.ctl.reqMu.Lock()
+	defer d.ctl.reqMu.Unlock()
+	cur := d.Settings()
+	if s == (rfc2217.Settings{}) && cur != (rfc2217.Settings{}) {
+		return cur, nil // a query: nothing to send (the NPort has no query)
+	}
+	want := s.Merge(cur).Merge(d.configured).Merge(nportDefaults())
+	if want == cur {
+		return cur, nil
+	}
+	eff, err := d.ctl.apply(ctx, want)
+	if err != nil {
+		return eff, fmt.Errorf("devices: %s %s: %w", d.streamConn.kind, d.streamConn.addr, err)
+	}
+	return eff, nil
+}
+
+func (d *nportDevice) SetDTR(ctx context.Context, on bool) error {
+	if d.ctl == nil {
+		return d.fixedLine.SetDTR(ctx, on)
+	}
+	d.ctl.reqMu.Lock()
+	defer d.ctl.reqMu.Unlock()
+	d.ctl.mu.Lock()
+	rts := d.ctl.rts
+	d.ctl.mu.Unlock()
+	return d.ctl.lineCtrl(ctx, on, rts)
+}
+
+func (d *nportDevice) SetRTS(ctx context.Context, on bool) error {
+	if d.ctl == nil {
+		return d.fixedLine.SetRTS(ctx, on)
+	}
+	d.ctl.reqMu.Lock()
+	defer d.ctl.reqMu.Unlock()
+	d.ctl.mu.Lock()
+	dtr := d.ctl.dtr
+	d.ctl.mu.Unlock()
+	return d.ctl.lineCtrl(ctx, dtr, on)
+}
+
+func (d *nportDevice) SetBreak(ctx context.Context, on bool) error {
+	if d.ctl == nil {
+		return d.fixedLine.SetBreak(ctx, on)
+	}
+	d.ctl.reqMu.Lock()
+	defer d.ctl.reqMu.Unlock()
+	if err := d.ctl.simple(ctx, "BREAK "+onOff(on), aspp.AppendBreak(nil, on)); err != nil {
+		return err
+	}
+	d.ctl.mu.Lock()
+	d.ctl.brk = on
+	d.ctl.mu.Unlock()
+	return nil
+}
+
+// Purge flushes the NPort's buffers: the access server's receive buffer
+// (data from the serial line) is the NPort's RX, its transmit buffer the
+// NPort's TX.
+func (d *nportDevice) Purge(ctx context.Context, what rfc2217.PurgeTarget) error {
+	if d.ctl == nil {
+		return d.fixedLine.Purge(ctx, what)
+	}
+	sel := aspp.FlushBoth
+	switch what {
+	case rfc2217.PurgeRX:
+		sel = aspp.FlushRX
+	case rfc2217.PurgeTX:
+		sel = aspp.FlushTX
+	}
+	d.ctl.reqMu.Lock()
+	defer d.ctl.reqMu.Unlock()
+	return d.ctl.simple(ctx, "FLUSH "+sel.String(), aspp.AppendFlush(nil, sel))
+}
+
+// ModemState returns the modem inputs the NPort last reported (its
+// PORT_INIT answer and NOTIFY frames); all lines down until it reported
+// any.
+func (d *nportDevice) ModemState(ctx context.Context) (rfc2217.ModemState, error) {
+	if d.ctl == nil {
+		return d.fixedLine.ModemState(ctx)
+	}
+	m, _ := d.ctl.modemState()
+	return m, nil
+}
+
+// LineState returns the line errors and BREAKs the NPort reported since
+// the last call (NOTIFY events), and clears them.
+func (d *nportDevice) LineState(context.Context) (rfc2217.LineState, error) {
+	if d.ctl == nil {
+		return 0, notSupported(d.streamConn.kind, d.streamConn.addr, "line state")
+	}
+	return d.ctl.takeLineEvents(), nil
+}
