@@ -61,11 +61,11 @@ type nportControl struct {
 	wg        sync.WaitGroup // the reader
 	closeOnce sync.Once
 
-	mu       sync.Mutex        // guards the fields below
-	waitOp   aspp.Opcode       // the opcode whose answer is awaited; 0 when none
-	answer   chan aspp.Frame   // delivers that answer (cap 1)
-	greeted  chan struct{}     // closed when the IPv6 greeting came back (or not needed)
-	modem    aspp.MSR          // modem inputs last reported (PORT_INIT reply, NOTIFY)
+	mu       sync.Mutex      // guards the fields below
+	waitOp   aspp.Opcode     // the opcode whose answer is awaited; 0 when none
+	answer   chan aspp.Frame // delivers that answer (cap 1)
+	greeted  chan struct{}   // closed when the IPv6 greeting came back (or not needed)
+	modem    aspp.MSR        // modem inputs last reported (PORT_INIT reply, NOTIFY)
 	haveMSR  bool
 	events   rfc2217.LineState // line events reported since the last LineState call
 	settings rfc2217.Settings  // in effect: what the NPort accepted last
