@@ -34,6 +34,7 @@ Usage:
   vspc-bridge reload [-addr ADDR] [-config FILE]           (re-read the config file; SIGHUP does too)
   vspc-bridge gen-cert [-host NAME,IP] [-port 13371]       (self-signed telnets certificate for labs)
   vspc-bridge hash-password [-cost N]                      (bcrypt hash for a [[user]] password)
+  vspc-bridge probe [-settings "115200 8N1"] [-send TEXT] [-wait 2s] [-json] URI   (open a device and report what it says)
   vspc-bridge simulate-vm -proxy telnet://HOST:PORT -service URI -direction client|server [-name N -uuid U]
   vspc-bridge vc audit|provision|preflight ...   (vCenter helpers; vspc-bridge vc -h)
   vspc-bridge version
@@ -54,6 +55,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = cmdServe(ctx, rest, stdout, stderr)
 	case "check-config":
 		err = cmdCheckConfig(ctx, rest, stdout, stderr)
+	case "probe":
+		err = cmdProbe(ctx, rest, stdout, stderr)
 	case "simulate-vm":
 		err = cmdSimulateVM(ctx, rest, stdin, stdout, stderr)
 	case "status":
