@@ -28,7 +28,7 @@ FUZZ_TARGETS := \
 	./remote:FuzzFrontDoor \
 	./remote:FuzzLoginAndServiceURI
 
-.PHONY: all build run test test-unit fuzz-smoke fuzz bench lint peers clean
+.PHONY: all build run test test-unit fuzz-smoke fuzz bench bench-ab lint peers clean
 
 all: build
 
@@ -82,6 +82,20 @@ bench:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vspc-bridge
 	$(GO) build -o bin/vspc-load ./cmd/vspc-load
 	./bin/vspc-load -bridge-bin $(BIN) -idle 18000 -burst 1000 -remote 9000 -lat 1000 -vmotion-rate 1000
+
+# The load run on this build and on the build at BASE (default: the
+# commit before HEAD), side by side: every bridge phase runs on both,
+# in 2 rounds with the order swapped, and a second table gives each key
+# figure for both builds and their ratio. About 25 minutes on 2 cores.
+BASE ?= HEAD~1
+bench-ab:
+	rm -rf bin/base-src && mkdir -p bin/base-src
+	git archive $(BASE) | tar -x -C bin/base-src
+	cd bin/base-src && $(GO) build -o ../vspc-bridge-base ./cmd/vspc-bridge
+	rm -rf bin/base-src
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vspc-bridge
+	$(GO) build -o bin/vspc-load ./cmd/vspc-load
+	./bin/vspc-load -bridge-bin $(BIN) -baseline-bin bin/vspc-bridge-base -ab-rounds 2 -idle 18000 -burst 1000 -remote 9000 -lat 1000 -vmotion-rate 1000
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go') $$(git ls-files --others --exclude-standard '*.go')); \

@@ -13,11 +13,25 @@
 //	idle    N VMs whose remote is unreachable (one descriptor per port):
 //	        a burst of -burst VMs at once, then the rest; RSS per port;
 //	        CPU while idle; CPU while -pending hand-overs wait for PEER.
-//	remote  -remote VMs each joined to a remote: RSS per port; latency
-//	        at -lat sessions; throughput through one session and through
-//	        -agg sessions; a vMotion storm of -vmotion-vms VMs.
+//	idletls -idle-tls idle VM ports over telnets: RSS per port (crypto/tls
+//	        sets their floor, so they are reported apart).
+//	remote  -remote VMs each joined to a remote: RSS per port once idle;
+//	        a wake storm (every remote writes a line at once; every line
+//	        must arrive; the bridge's peak RSS); latency at -lat
+//	        sessions; throughput through one session and through -agg
+//	        sessions; a vMotion storm of -vmotion-vms VMs.
 //	relay   the same traffic through the plain relay.
 //	direct  the latency test with no relay at all (the added-latency base).
+//
+// RSS is read -settle plus -park-wait after the ports are up: a bridge
+// that parks idle connections does so a few seconds after their last
+// data.
+//
+// With -baseline-bin, every bridge phase runs against that build too,
+// right before the same phase on -bridge-bin (-ab-rounds times, the
+// order swapped each round), and a second table gives each key figure
+// for both builds and their ratio: the way to compare two builds on a
+// shared, noisy machine.
 //
 // Usage: go run ./cmd/vspc-load [flags]   (from the module root, or
 // -bridge-bin with a built bridge). "vspc-load relay -target ADDR" is the
@@ -66,10 +80,16 @@ func main() {
 
 type options struct {
 	bridgeBin     string
+	baselineBin   string
+	abRounds      int
 	bridgeAddr    string
 	bridgePid     int
 	phases        string
 	idle          int
+	idleTLS       int
+	wake          bool
+	wakeTimeout   time.Duration
+	parkWait      time.Duration
 	burst         int
 	burstRuns     int
 	remote        int
@@ -102,8 +122,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.bridgeBin, "bridge-bin", "", "vspc-bridge binary; default: go build ./cmd/vspc-bridge into a temp dir")
 	fs.StringVar(&o.bridgeAddr, "bridge-addr", "", "use a running bridge at this 127.0.0.0/8 address instead of starting one per phase")
 	fs.IntVar(&o.bridgePid, "bridge-pid", 0, "with -bridge-addr: its pid, for RSS and CPU figures")
-	fs.StringVar(&o.phases, "phases", "burst,idle,remote,relay,splice,direct", "phases to run, comma-separated")
+	fs.StringVar(&o.baselineBin, "baseline-bin", "", "a second vspc-bridge binary (the previous build): each bridge phase runs on it too, and a table compares the two")
+	fs.IntVar(&o.abRounds, "ab-rounds", 1, "with -baseline-bin: rounds of (baseline, this build), the order swapped each round; each round's ratio is shown")
+	fs.StringVar(&o.phases, "phases", "burst,idle,idletls,remote,relay,splice,direct", "phases to run, comma-separated")
 	fs.IntVar(&o.idle, "idle", 18000, "idle VM ports (no remote) to establish")
+	fs.IntVar(&o.idleTLS, "idle-tls", 2000, "idle VM ports over telnets in the idletls phase")
+	fs.BoolVar(&o.wake, "wake", true, "remote phase: the wake storm (every remote writes a line at once)")
+	fs.DurationVar(&o.wakeTimeout, "wake-timeout", time.Minute, "the wake storm fails when a line has not arrived by then")
+	fs.DurationVar(&o.parkWait, "park-wait", 12*time.Second, "added to -settle before idle RSS is read (a parking bridge parks 5 to 10 s after the last data)")
 	fs.IntVar(&o.burst, "burst", 1000, "VMs connecting at once, first of the idle ones (and in the burst phase)")
 	fs.IntVar(&o.burstRuns, "burst-runs", 7, "bursts in the burst phase, each against a fresh bridge")
 	fs.IntVar(&o.remote, "remote", 9000, "VM ports each joined to a remote")
@@ -143,19 +169,75 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	l := &loader{o: o, dir: dir, run: mrand.Uint32(), r: &report{agg: o.agg, latN: o.lat, latRate: o.latRate, cpuWindow: o.cpuDur}}
+	newReport := func() *report {
+		return &report{agg: o.agg, latN: o.lat, latRate: o.latRate, cpuWindow: o.cpuDur}
+	}
+	l := &loader{o: o, dir: dir, run: mrand.Uint32(), r: newReport(), bridgeBin: o.bridgeBin}
 	l.net8 = 100 + mrand.IntN(100) // 127.<net8>.0.0/16 for this run's targets
+	// With a baseline: one loader per build and round, sharing the
+	// relay and direct figures (they do not depend on the bridge).
+	type side struct {
+		name string
+		l    *loader
+	}
+	var rounds [][2]side
+	if o.baselineBin != "" {
+		if o.bridgeAddr != "" {
+			return errors.New("vspc-load: -baseline-bin starts both builds itself (no -bridge-addr)")
+		}
+		for k := range max(o.abRounds, 1) {
+			cur := l
+			if k > 0 {
+				cur = &loader{o: o, dir: dir, run: mrand.Uint32(), r: newReport(), bridgeBin: o.bridgeBin, net8: l.net8}
+			}
+			base := &loader{o: o, dir: dir, run: mrand.Uint32(), r: newReport(), bridgeBin: o.baselineBin, net8: l.net8}
+			pairOrder := [2]side{{"baseline", base}, {"this build", cur}}
+			if k%2 == 1 {
+				pairOrder[0], pairOrder[1] = pairOrder[1], pairOrder[0]
+			}
+			rounds = append(rounds, pairOrder)
+		}
+	}
+	printAll := func() {
+		l.r.print(stdout)
+		if len(rounds) > 0 {
+			var bases, curs []*report
+			for _, rd := range rounds {
+				for _, sd := range rd {
+					if sd.name == "baseline" {
+						bases = append(bases, sd.l.r)
+					} else {
+						curs = append(curs, sd.l.r)
+					}
+				}
+			}
+			fmt.Fprintf(stdout, "\ncomparison with the baseline build %s (this build: %s)\n", o.baselineBin, o.bridgeBin)
+			printComparison(stdout, bases, curs)
+		}
+	}
 	phases := strings.Split(o.phases, ",")
 	for _, ph := range phases {
+		ph = strings.TrimSpace(ph)
 		var err error
 		logf("phase %s: this process holds %d descriptors", ph, openFDs())
-		switch strings.TrimSpace(ph) {
-		case "idle":
-			err = l.phaseIdle(ctx)
-		case "burst":
-			err = l.phaseBurst(ctx)
-		case "remote":
-			err = l.phaseRemote(ctx)
+		switch ph {
+		case "idle", "burst", "idletls", "remote":
+			if len(rounds) == 0 {
+				err = l.bridgePhase(ctx, ph)
+				break
+			}
+			for k, rd := range rounds {
+				for _, sd := range rd {
+					logf("phase %s, round %d: %s (%s)", ph, k+1, sd.name, sd.l.bridgeBin)
+					if err = sd.l.bridgePhase(ctx, ph); err != nil {
+						err = fmt.Errorf("%s: %w", sd.name, err)
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
 		case "relay":
 			err = l.phaseRelay(ctx, false)
 		case "splice":
@@ -166,16 +248,45 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		default:
 			err = fmt.Errorf("vspc-load: unknown phase %q", ph)
 		}
+		for _, rd := range rounds { // relay and direct are the same for both builds
+			for _, sd := range rd {
+				if sd.l != l {
+					sd.l.r.relay, sd.l.r.splice, sd.l.r.directRTT, sd.l.r.relayCPUIdle = l.r.relay, l.r.splice, l.r.directRTT, l.r.relayCPUIdle
+				}
+			}
+		}
 		if err != nil {
-			l.r.print(stdout)
+			printAll()
 			return err
 		}
 	}
-	l.r.print(stdout)
+	printAll()
+	for _, rd := range rounds {
+		for _, sd := range rd {
+			if sd.l.r.lostAny {
+				return fmt.Errorf("vspc-load: bytes were lost, duplicated or corrupted (%s)", sd.name)
+			}
+		}
+	}
 	if l.r.lostAny {
 		return fmt.Errorf("vspc-load: bytes were lost, duplicated or corrupted")
 	}
 	return nil
+}
+
+// bridgePhase runs one of the phases that start a bridge.
+func (l *loader) bridgePhase(ctx context.Context, ph string) error {
+	switch ph {
+	case "idle":
+		return l.phaseIdle(ctx)
+	case "burst":
+		return l.phaseBurst(ctx)
+	case "idletls":
+		return l.phaseIdleTLS(ctx)
+	case "remote":
+		return l.phaseRemote(ctx)
+	}
+	return fmt.Errorf("vspc-load: %q is not a bridge phase", ph)
 }
 
 // quietGC collects now and turns this process's collector off until the
@@ -193,11 +304,12 @@ func logf(format string, args ...any) {
 }
 
 type loader struct {
-	o    options
-	dir  string
-	run  uint32
-	net8 int
-	r    *report
+	o         options
+	bridgeBin string // the build this loader measures
+	dir       string
+	run       uint32
+	net8      int
+	r         *report
 }
 
 // bridge starts a fresh bridge for a phase, or returns the running one
@@ -210,7 +322,7 @@ func (l *loader) bridge(ctx context.Context, name, reconnectMin, reconnectMax st
 		}
 		return &child{name: "bridge", addr: l.o.bridgeAddr, extPid: l.o.bridgePid}, nil
 	}
-	return startBridge(ctx, l.o.bridgeBin, l.dir, name, reconnectMin, reconnectMax)
+	return startBridge(ctx, l.bridgeBin, l.dir, name, reconnectMin, reconnectMax)
 }
 
 const remotePort = 21000 // remote listeners: 127.<net8+1>.x.y:21000
@@ -322,7 +434,7 @@ func (l *loader) phaseIdle(ctx context.Context) error {
 	l.r.idleN, l.r.idleOK = n, countOK(all)
 	l.r.hsP50, l.r.hsP99 = rtimes.pct(.5), rtimes.pct(.99)
 	logf("idle: %d of %d ports established (handshake at %d in flight: p50 %v p99 %v) err=%v", l.r.idleOK, n, o.conc, rtimes.pct(.5), rtimes.pct(.99), rerr)
-	time.Sleep(o.settle)
+	l.parkWait("idle")
 	rss1, _ := rssKiB(pid)
 	l.r.rssIdleBase, l.r.rssIdle = rss0, rss1
 	if l.r.idleOK > 0 {
@@ -381,7 +493,7 @@ func (l *loader) phaseRemote(ctx context.Context) error {
 	ok := okPairs(ps)
 	l.r.remoteN, l.r.remoteOK = o.remote, len(ok)
 	logf("remote: %d of %d ports joined to a remote (handshake p50 %v p99 %v) err=%v", len(ok), o.remote, times.pct(.5), times.pct(.99), err)
-	time.Sleep(o.settle)
+	l.parkWait("remote")
 	rss1, _ := rssKiB(pid)
 	if len(ok) > 0 {
 		l.r.rssPerRemote = float64(rss1-rss0) / float64(len(ok))
@@ -389,6 +501,16 @@ func (l *loader) phaseRemote(ctx context.Context) error {
 	logf("remote: bridge RSS %d KiB → %.2f KiB per port with a remote", rss1, l.r.rssPerRemote)
 	l.r.cpuIdleRemote, _ = cpuOver(pid, o.cpuDur)
 	logf("remote: CPU with %d idle joined ports: %.2f%% of a core", len(ok), 100*l.r.cpuIdleRemote)
+	if o.wake && len(ok) > 0 {
+		ws := wakeStorm(ctx, ok, pid, o.wakeTimeout)
+		l.r.wake = &ws
+		logf("remote: wake storm: %d of %d lines delivered in %v; bridge RSS %d KiB before, peak %d KiB (reset first: %v), %d KiB after; err=%v",
+			ws.delivered, ws.ports, ws.wall, ws.rssBefore, ws.hwmKiB, ws.hwmReset, ws.rssAfter, ws.err)
+		if ws.err != nil || ws.delivered != ws.ports {
+			l.r.lostAny = true
+			l.r.notes = append(l.r.notes, fmt.Sprintf("wake storm: %d of %d lines: %v", ws.delivered, ws.ports, ws.err))
+		}
+	}
 
 	if err := detachPairs(ok[:min(len(ok), o.trafficPairs())]); err != nil {
 		return err
@@ -639,6 +761,9 @@ type report struct {
 	pendingN                           int
 	remoteN, remoteOK                  int
 	rssPerRemote                       float64
+	tlsN, tlsOK                        int
+	rssPerTLS                          float64
+	wake                               *wakeStats
 	bridge, relay, splice              *trafficFigures
 	relayCPUIdle                       float64
 	directRTT                          durations
@@ -732,6 +857,18 @@ func (r *report) print(w io.Writer) {
 			relayCPU = fmt.Sprintf("%.2f %%", 100*r.relayCPUIdle)
 		}
 		row(fmt.Sprintf("CPU, %d idle joined ports", r.remoteOK), fmt.Sprintf("%.2f %% of a core", 100*r.cpuIdleRemote), "~0", relayCPU, "-", verdict(r.cpuIdleRemote < 0.01))
+	}
+	if w := r.wake; w != nil {
+		row(fmt.Sprintf("wake storm: %d idle ports, every remote writes a line at once", w.ports), fmt.Sprintf("%d lines delivered in %s", w.delivered, ms(w.wall)), "every line", "-", "-", verdict(w.err == nil && w.delivered == w.ports))
+		peak := fmt.Sprintf("%d KiB peak (RSS %d before, %d after)", w.hwmKiB, w.rssBefore, w.rssAfter)
+		if !w.hwmReset {
+			peak += "; peak since start: VmHWM could not be reset"
+		}
+		row("  bridge RSS during the wake storm", peak, "reported", "-", "-", "")
+	}
+	if r.tlsN > 0 {
+		row("idle telnets VM ports established", fmt.Sprintf("%d of %d", r.tlsOK, r.tlsN), "-", "-", "-", verdict(r.tlsOK == r.tlsN))
+		row("bridge RSS per idle telnets VM port", fmt.Sprintf("%.2f KiB", r.rssPerTLS), "reported (crypto/tls sets the floor)", "-", "-", "")
 	}
 	if b := r.bridge; b != nil {
 		rl := r.relay
