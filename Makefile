@@ -19,9 +19,8 @@ FUZZ_TARGETS := \
 	./configs:FuzzParseAllow \
 	./internal/vcuuid:FuzzNormalizeUUID \
 	./configs:FuzzScanKeyLines \
-	./configs:FuzzRouteDevice \
 	./alerts:FuzzLineAssembly \
-	./devices:FuzzParseURI \
+	./devices/target:FuzzParse \
 	./aspp:FuzzReplyDecoder \
 	./aspp:FuzzRequestDecoder \
 	./remote:FuzzEscaper \

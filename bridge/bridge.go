@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
-	"github.com/vspc-bridge/vspc-bridge/devices"
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
@@ -141,18 +141,14 @@ func (b *Bridge) Wait() { b.wg.Wait() }
 func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Backend, error) {
 	cfg := b.config()
 	var (
-		t       devices.Target
+		t       target.Target
 		initial rfc2217.Settings
 		trusted bool // from the config: connect_allow does not apply
 		via     string
 		route   string
 	)
 	if r, ok := cfg.MatchRoute(configs.RouteQuery{ServiceURI: req.ServiceURI, VMName: req.VMName, VCUUID: req.VCUUID}); ok {
-		var err error
-		t, err = devices.ParseURI(r.Device)
-		if err != nil {
-			return nil, fmt.Errorf("route %q: %w", r.Name, err)
-		}
+		t = r.Target() // parsed and checked when the config was loaded
 		initial = r.Settings()
 		trusted = true
 		via = "route " + r.Name
@@ -179,13 +175,11 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 			return be, nil
 		}
 		var err error
-		t, err = devices.ParseURI(req.ServiceURI)
+		t, err = target.Parse(req.ServiceURI)
 		if err != nil {
 			return nil, fmt.Errorf("service URI: %w", err)
 		}
-		switch t.Kind {
-		case devices.KindTCP, devices.KindNPort, devices.KindTelnet, devices.KindRFC2217:
-		default:
+		if !t.Kind.Network() {
 			return nil, fmt.Errorf("service URI %q: a VM may only name network targets (tcp, telnet, rfc2217); local devices need a [[route]]", req.ServiceURI)
 		}
 		if err := b.checkAllowed(ctx, cfg, t.Host, t.Port); err != nil {

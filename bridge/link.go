@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/devices"
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/internal/lazylog"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
@@ -23,7 +24,7 @@ var ErrLinkClosed = errors.New("bridge: link closed")
 type link struct {
 	b        *Bridge
 	req      vspc.Request
-	target   devices.Target
+	target   target.Target
 	key      string
 	route    string   // the route's name; "" for a service-URI target
 	observer Observer // console alerts; nil when none

@@ -6,7 +6,6 @@ import (
 	"slices"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
-	"github.com/vspc-bridge/vspc-bridge/devices"
 )
 
 // DeviceStatus is a snapshot of one link: the VM serial port it belongs
@@ -76,17 +75,16 @@ func (l *link) deviceStatus() DeviceStatus {
 // *vspc.Port has it.
 type Closer interface{ Close(reason string) }
 
-// ApplyConfig makes cfg apply to ports opened from now on (as SetConfig)
-// and closes the ports whose route was removed: a port joined through a
-// [[route]] is closed when cfg has no route with the name of the route
-// that joined it, unless a route of cfg still joins its VM to the same
-// device. Every other port keeps its device connection: changed routes,
-// limits and policy apply when the VM next connects. The port's VM
-// connection is closed with the reason logged; ESXi reconnects and the VM
-// gets whatever cfg gives it. It returns the links it closed.
+// ApplyConfig makes cfg apply to ports opened from now on and closes the
+// ports whose route was removed: a port joined through a [[route]] is
+// closed when cfg has no route with the name of the route that joined it,
+// unless a route of cfg still joins its VM to the same device. Every other
+// port keeps its device connection: changed routes, limits and policy
+// apply when the VM next connects. The port's VM connection is closed with
+// the reason logged; ESXi reconnects and the VM gets whatever cfg gives
+// it. It returns the links it closed.
 func (b *Bridge) ApplyConfig(cfg *configs.Config) []DeviceStatus {
 	b.mu.Lock()
-	old := b.cfg
 	b.cfg = cfg
 	links := make([]*link, 0, len(b.owners))
 	for _, l := range b.owners {
@@ -101,19 +99,16 @@ func (b *Bridge) ApplyConfig(cfg *configs.Config) []DeviceStatus {
 	}
 	var closed []DeviceStatus
 	for _, l := range links {
-		q := configs.RouteQuery{ServiceURI: l.req.ServiceURI, VMName: l.req.VMName, VCUUID: l.req.VCUUID}
-		was, ok := old.MatchRoute(q)
-		if !ok || names[was.Name] {
+		if names[l.route] {
 			continue
 		}
-		if r, ok := cfg.MatchRoute(q); ok {
-			if t, err := devices.ParseURI(r.Device); err == nil && t.Key() == l.key {
-				continue // renamed, same device
-			}
+		q := configs.RouteQuery{ServiceURI: l.req.ServiceURI, VMName: l.req.VMName, VCUUID: l.req.VCUUID}
+		if r, ok := cfg.MatchRoute(q); ok && r.Target().Key() == l.key {
+			continue // renamed, same device
 		}
 		st := l.deviceStatus()
-		reason := fmt.Sprintf("route %q was removed from the config", was.Name)
-		l.logger().Info("config reload: closing the port of a removed route", "route", was.Name, "service_uri", l.req.ServiceURI)
+		reason := fmt.Sprintf("route %q was removed from the config", l.route)
+		l.logger().Info("config reload: closing the port of a removed route", "route", l.route, "service_uri", l.req.ServiceURI)
 		if c, ok := l.vm.(Closer); ok {
 			c.Close(reason)
 		} else {

@@ -2,17 +2,13 @@ package configs
 
 import (
 	"errors"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/go-multierror"
-
-	"github.com/vspc-bridge/vspc-bridge/devices"
 )
 
 // addSeedFiles adds every example and testdata config to the corpus.
@@ -139,35 +135,6 @@ func FuzzScanKeyLines(f *testing.F) {
 		for k, l := range scanKeyLines(src) {
 			if l < 1 || l > n {
 				t.Fatalf("key %q at line %d of %d", k, l, n)
-			}
-		}
-	})
-}
-
-// FuzzRouteDevice: a route device the config accepts is one the bridge
-// can open: devices.ParseURI accepts it and names the same kind and
-// address (the two parsers disagreed on "tcp://h:1/").
-func FuzzRouteDevice(f *testing.F) {
-	for _, s := range []string{"tcp://h:1", "tcp://h:1/", "nport://h", "telnet://h:23", "rfc2217://[::1]:2001/", "serial:///dev/ttyS0?baud=9600", "/dev/ttyUSB0", "TCP://H:1"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		ct, err := ParseTarget(s)
-		if err != nil {
-			return
-		}
-		dt, err := devices.ParseURI(s)
-		if err != nil {
-			t.Fatalf("%q: the config accepts it, the bridge cannot open it: %v", s, err)
-		}
-		switch ct.Kind {
-		case TargetSerial:
-			if dt.Kind != devices.KindSerial || dt.Path != ct.Path {
-				t.Fatalf("%q: config %+v, devices %+v", s, ct, dt)
-			}
-		default:
-			if dt.Kind == devices.KindSerial || net.JoinHostPort(dt.Host, strconv.Itoa(dt.Port)) != ct.Addr {
-				t.Fatalf("%q: config %+v, devices %+v", s, ct, dt)
 			}
 		}
 	})

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/internal/vcuuid"
 )
 
@@ -277,7 +278,7 @@ func (d *decoder) intRange(key string, v, lo, hi int) {
 func (d *decoder) validateRemote(r *Remote, users []User) {
 	if r.Bind == "" {
 		d.errorf("remote.bind", `must not be empty: an IP address such as "127.0.0.1", or "0.0.0.0" for all interfaces`)
-	} else if err := checkHost(r.Bind); err != nil {
+	} else if err := target.CheckHost(r.Bind); err != nil {
 		d.fail("remote.bind", err)
 	}
 	if r.PortRange != "" {

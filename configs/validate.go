@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/internal/vcuuid"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
@@ -99,7 +100,7 @@ func checkListen(hostport string) error {
 		return fmt.Errorf("want host:port, such as \"127.0.0.1:13370\" or \":13370\": %w", errors.Unwrap(err))
 	}
 	if host != "" {
-		if err := checkHost(host); err != nil {
+		if err := target.CheckHost(host); err != nil {
 			return err
 		}
 	}
@@ -130,11 +131,23 @@ func checkProxyURI(s string) error {
 	if u.Fragment != "" && scheme != "telnets" {
 		return fmt.Errorf("%q: a #fragment is only meaningful on telnets://", s)
 	}
-	if err := checkHost(u.Hostname()); err != nil {
+	if err := target.CheckHost(u.Hostname()); err != nil {
 		return fmt.Errorf("%q: %w", s, err)
 	}
 	if err := checkPort(u.Port()); err != nil {
 		return fmt.Errorf("%q: %w", s, err)
+	}
+	return nil
+}
+
+// checkPort accepts a decimal port 1..65535.
+func checkPort(p string) error {
+	if p == "" {
+		return errors.New("missing port")
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 1 || n > 65535 || p[0] == '+' || p[0] == '0' {
+		return fmt.Errorf("port %q: want 1..65535", p)
 	}
 	return nil
 }
@@ -241,7 +254,9 @@ func (d *decoder) validateRoutes(routes []Route) {
 	}
 }
 
-// validateDevice parses r.Device and the line settings into r's caches.
+// validateDevice parses r.Device and the line settings into r's caches,
+// with the parser the bridge opens the device with (package target): a
+// device the config accepts is one the bridge can open.
 func (d *decoder) validateDevice(rk string, r *Route) {
 	l := defaultSettings
 	settingsOK := true
@@ -265,34 +280,37 @@ func (d *decoder) validateDevice(rk string, r *Route) {
 			l.Flow = f
 		}
 	}
+	// On tcp://, nport:// and telnet:// devices settings cannot travel:
+	// they record what the device server is configured to, which is what
+	// the guest is told is in effect (issue 4).
+	r.settings = l
 	if r.Device == "" {
-		if d.bad[rk+".device"] {
-			r.settings = l
-			return
+		if !d.bad[rk+".device"] {
+			d.errorf(rk+".device", `required: where to join the VM, such as "tcp://127.0.0.1:4001", "rfc2217://host:port" or "/dev/ttyUSB0"`)
 		}
-		d.errorf(rk+".device", `required: where to join the VM, such as "tcp://127.0.0.1:4001", "rfc2217://host:port" or "/dev/ttyUSB0"`)
-		r.settings = l
 		return
 	}
-	t, q, err := parseTarget(r.Device)
+	t, err := target.Parse(r.Device)
 	if err != nil {
+		var ue *target.URIError
+		if errors.As(err, &ue) {
+			msg := fmt.Sprintf("device %q: %s", r.Device, ue.Problem)
+			if ue.Want != "" {
+				msg += " (" + ue.Want + ")"
+			}
+			err = errors.New(msg)
+		}
 		d.fail(rk+".device", err)
-		r.settings = l
 		return
 	}
 	r.target = t
-	switch {
-	case len(q) > 0 && (r.SettingsText != "" || r.FlowText != ""):
-		d.errorf(rk+".device", "line settings are given both in the device query and in settings/flow; give them in one place")
-	case len(q) > 0:
-		if err := applyLineQuery(&l, q); err != nil {
-			d.fail(rk+".device", err) // not reached: parseTarget checked the query
+	if t.Settings != (rfc2217.Settings{}) {
+		if r.SettingsText != "" || r.FlowText != "" {
+			d.errorf(rk+".device", "line settings are given both in the device query and in settings/flow; give them in one place")
+			return
 		}
+		r.settings = t.Settings.Merge(defaultSettings)
 	}
-	// On tcp:// (NPort TCP Server mode) and telnet:// devices settings
-	// cannot travel: they record what the device server is configured to,
-	// which is what the guest is told is in effect (issue 4).
-	r.settings = l
 }
 
 // defaultRouteName names a route after its matchers.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
@@ -75,31 +76,31 @@ func (o *Options) logger() *slog.Logger {
 // handshakes, applying the initial settings); it is not kept. Open fails
 // fast with an error naming the device; retrying is the caller's business.
 // The caller owns the returned Device and must Close it.
-func Open(ctx context.Context, t Target, opts Options) (Device, error) {
+func Open(ctx context.Context, t target.Target, opts Options) (Device, error) {
 	initial := opts.Initial.Merge(t.Settings)
 	log := opts.logger()
 	switch t.Kind {
-	case KindTCP, KindNPort:
+	case target.KindTCP, target.KindNPort:
 		conn, err := dial(ctx, t, &opts)
 		if err != nil {
 			return nil, err
 		}
 		return newTCP(conn, t, initial, log), nil
-	case KindTelnet:
+	case target.KindTelnet:
 		conn, err := dial(ctx, t, &opts)
 		if err != nil {
 			return nil, err
 		}
 		return newTelnet(conn, t, initial, log, true), nil
-	case KindRFC2217:
+	case target.KindRFC2217:
 		return openRFC2217(ctx, t, initial, &opts, log)
-	case KindSerial:
+	case target.KindSerial:
 		return openSerial(ctx, t, initial, log)
 	}
 	return nil, fmt.Errorf("devices: cannot open %q: unknown kind %v", t.Raw, t.Kind)
 }
 
-func dial(ctx context.Context, t Target, opts *Options) (net.Conn, error) {
+func dial(ctx context.Context, t target.Target, opts *Options) (net.Conn, error) {
 	timeout := opts.DialTimeout
 	if timeout <= 0 {
 		timeout = DefaultDialTimeout
@@ -117,22 +118,9 @@ func dial(ctx context.Context, t Target, opts *Options) (net.Conn, error) {
 	return conn, nil
 }
 
-// flowName is the URI spelling of a flow control value.
-func flowName(f rfc2217.FlowControl) string {
-	switch f {
-	case rfc2217.FlowNone:
-		return "none"
-	case rfc2217.FlowXONXOFF:
-		return "xonxoff"
-	case rfc2217.FlowHardware:
-		return "rtscts"
-	}
-	return f.String()
-}
-
 // notSupported returns an error wrapping rfc2217.ErrNotSupported that says
 // which device could not do what.
-func notSupported(k Kind, addr, what string) error {
+func notSupported(k target.Kind, addr, what string) error {
 	return fmt.Errorf("devices: %s %s: %s: %w", k, addr, what, rfc2217.ErrNotSupported)
 }
 

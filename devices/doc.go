@@ -4,14 +4,10 @@
 // It implements item 2 ("Device kinds") and the device side of item 4
 // ("Faults") of issue 4.
 //
-// A route names a device by URI (see ParseURI):
-//
-//	tcp://host:port          raw TCP: a Moxa NPort port in TCP Server mode, any raw serial server
-//	nport://host[:port]      the same; the port defaults to 4001
-//	telnet://host[:port]     a telnet remote; the port defaults to 23
-//	rfc2217://host:port      an RFC 2217 access server (ser2net, an NPort in RFC 2217 mode)
-//	serial:///dev/ttyUSB0?baud=115200&parity=none&databits=8&stopbits=1&flow=none
-//	/dev/ttyUSB0             a local tty, settings as they are
+// Open takes a target.Target: a route's device or a VM's service URI,
+// parsed by package target, the one grammar of device URIs (tcp://,
+// nport://, telnet://, rfc2217://, serial:// and plain /dev paths), which
+// the config checker uses too.
 //
 // # Kinds and what their line control does
 //

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
@@ -15,7 +16,7 @@ import (
 // settings, which is what an RFC 2217 access server does when it cannot
 // take a value (RFC 2217 §3: the reply is the value in effect).
 type fixedLine struct {
-	kind       Kind
+	kind       target.Kind
 	addr       string
 	log        *slog.Logger
 	configured rfc2217.Settings // immutable after construction
@@ -25,7 +26,7 @@ type fixedLine struct {
 	logged   bool   // guarded by mu: the first mismatch was logged
 }
 
-func newFixedLine(k Kind, addr string, configured rfc2217.Settings, log *slog.Logger) fixedLine {
+func newFixedLine(k target.Kind, addr string, configured rfc2217.Settings, log *slog.Logger) fixedLine {
 	return fixedLine{kind: k, addr: addr, log: log, configured: configured}
 }
 

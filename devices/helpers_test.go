@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 )
 
@@ -157,9 +158,9 @@ func readErrWithin(t *testing.T, r io.Reader, d time.Duration) error {
 	}
 }
 
-func mustParse(t *testing.T, uri string) Target {
+func mustParse(t *testing.T, uri string) target.Target {
 	t.Helper()
-	tg, err := ParseURI(uri)
+	tg, err := target.Parse(uri)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,10 +11,11 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/aspp"
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
-// nportDevice is a Moxa NPort serial port in TCP Server mode (KindNPort):
+// nportDevice is a Moxa NPort serial port in TCP Server mode (target.KindNPort):
 // data travels raw on the data port; line control goes through the
 // command port (package aspp) when the NPort accepts a connection there
 // ("Allow driver control"), and the line settings are fixed, as for tcp,
@@ -57,7 +58,7 @@ type nportOpen struct {
 // of Moxa's driver), and starts the initialisation. A command port that
 // refuses the connection is logged and leaves a fixed-line device; any
 // other failure to connect fails Open.
-func openNPort(ctx context.Context, t Target, o nportOpen, opts *Options, log *slog.Logger) (*nportDevice, error) {
+func openNPort(ctx context.Context, t target.Target, o nportOpen, opts *Options, log *slog.Logger) (*nportDevice, error) {
 	var cmd net.Conn
 	refused := false
 	if o.cmdAddr != "" {
@@ -107,7 +108,7 @@ func openNPort(ctx context.Context, t Target, o nportOpen, opts *Options, log *s
 }
 
 // dialAddr dials addr like dial does for a Target.
-func dialAddr(ctx context.Context, k Kind, addr string, opts *Options) (net.Conn, error) {
+func dialAddr(ctx context.Context, k target.Kind, addr string, opts *Options) (net.Conn, error) {
 	timeout := opts.DialTimeout
 	if timeout <= 0 {
 		timeout = DefaultDialTimeout

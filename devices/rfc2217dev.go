@@ -8,17 +8,18 @@ import (
 	"log/slog"
 	"sync/atomic"
 
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
-// rfc2217Device is an RFC 2217 access server (KindRFC2217): an
+// rfc2217Device is an RFC 2217 access server (target.KindRFC2217): an
 // rfc2217.Client on a dialed connection. Settings, DTR/RTS/BREAK and purge
 // are forwarded live; ModemState is the server's last NOTIFY-MODEMSTATE
 // (ErrNotSupported from a server that never sends one). The Client never
 // blocks data on an acknowledgement and waits at most its AckTimeout for
 // one, so Port calls are bounded.
 type rfc2217Device struct {
-	kind   Kind
+	kind   target.Kind
 	addr   string
 	c      *rfc2217.Client
 	closed atomic.Bool
@@ -26,7 +27,7 @@ type rfc2217Device struct {
 
 var _ Device = (*rfc2217Device)(nil)
 
-func openRFC2217(ctx context.Context, t Target, initial rfc2217.Settings, opts *Options, log *slog.Logger) (Device, error) {
+func openRFC2217(ctx context.Context, t target.Target, initial rfc2217.Settings, opts *Options, log *slog.Logger) (Device, error) {
 	conn, err := dial(ctx, t, opts)
 	if err != nil {
 		return nil, err

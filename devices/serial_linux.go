@@ -17,6 +17,7 @@ import (
 	"go.bug.st/serial"
 	"golang.org/x/sys/unix"
 
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
@@ -25,7 +26,7 @@ import (
 // stop size it cannot do.
 var ErrBadSetting = errors.New("devices: setting not supported by the tty")
 
-// serialDevice is a local tty (KindSerial).
+// serialDevice is a local tty (target.KindSerial).
 //
 // go.bug.st/serial owns the first descriptor: Open, SetMode (speed, data
 // bits, parity, stop bits), Read, DTR/RTS, modem status and buffer resets.
@@ -51,7 +52,7 @@ type serialDevice struct {
 
 var _ Device = (*serialDevice)(nil)
 
-func openSerial(_ context.Context, t Target, initial rfc2217.Settings, log *slog.Logger) (Device, error) {
+func openSerial(_ context.Context, t target.Target, initial rfc2217.Settings, log *slog.Logger) (Device, error) {
 	if err := validSettings(initial); err != nil {
 		return nil, fmt.Errorf("devices: serial %s: %w", t.Path, err)
 	}

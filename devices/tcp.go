@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync/atomic"
 
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
@@ -15,7 +16,7 @@ import (
 // net.Conn whose errors name the device, with io.EOF for a peer that went
 // away and ErrClosed after Close.
 type streamConn struct {
-	kind   Kind
+	kind   target.Kind
 	addr   string
 	conn   net.Conn
 	closed atomic.Bool
@@ -54,7 +55,7 @@ func (c *streamConn) close() (bool, error) {
 	return true, nil
 }
 
-// tcpDevice is a raw TCP device (KindTCP, KindNPort): bytes pass through
+// tcpDevice is a raw TCP device (target.KindTCP, target.KindNPort): bytes pass through
 // untouched; the line settings are fixed (see fixedLine).
 type tcpDevice struct {
 	streamConn
@@ -63,7 +64,7 @@ type tcpDevice struct {
 
 var _ Device = (*tcpDevice)(nil)
 
-func newTCP(conn net.Conn, t Target, configured rfc2217.Settings, log *slog.Logger) *tcpDevice {
+func newTCP(conn net.Conn, t target.Target, configured rfc2217.Settings, log *slog.Logger) *tcpDevice {
 	return &tcpDevice{
 		streamConn: streamConn{kind: t.Kind, addr: t.Addr(), conn: conn},
 		fixedLine:  newFixedLine(t.Kind, t.Addr(), configured, log),

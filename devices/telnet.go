@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/telnet"
 )
@@ -28,7 +29,7 @@ const (
 	telnetBinaryWait = 2 * time.Second
 )
 
-// telnetDevice is a telnet remote (KindTelnet), 8-bit clean where the
+// telnetDevice is a telnet remote (target.KindTelnet), 8-bit clean where the
 // remote agrees: at connect we offer and ask for BINARY both ways (RFC
 // 856) and SUPPRESS-GO-AHEAD both ways (RFC 858), accept the remote's own
 // requests for them, and refuse every other option (RFC 1143; the zero
@@ -76,7 +77,7 @@ var _ Device = (*telnetDevice)(nil)
 // newTelnet starts the telnet session on conn. With binary false it offers
 // nothing and refuses everything (NVT only): tests use it to play a
 // client whose remote refuses BINARY.
-func newTelnet(conn net.Conn, t Target, configured rfc2217.Settings, log *slog.Logger, binary bool) *telnetDevice {
+func newTelnet(conn net.Conn, t target.Target, configured rfc2217.Settings, log *slog.Logger, binary bool) *telnetDevice {
 	d := &telnetDevice{
 		streamConn: streamConn{kind: t.Kind, addr: t.Addr(), conn: conn},
 		fixedLine:  newFixedLine(t.Kind, t.Addr(), configured, log),

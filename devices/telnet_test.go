@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/telnet"
@@ -247,7 +248,7 @@ func TestTelnetRemote(t *testing.T) {
 func telnetPipe(t *testing.T, binary bool) (*telnetDevice, net.Conn) {
 	t.Helper()
 	a, b := net.Pipe()
-	tg := Target{Kind: KindTelnet, Host: "pipe", Port: 23}
+	tg := target.Target{Kind: target.KindTelnet, Host: "pipe", Port: 23}
 	d := newTelnet(a, tg, rfc2217.Settings{}, devicetest.Logger(t), binary)
 	t.Cleanup(func() { d.Close(); b.Close() })
 	return d, b

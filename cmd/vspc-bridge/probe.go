@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/devices"
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
@@ -80,7 +81,7 @@ func cmdProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stderr, probeUsage)
 		return errUsage
 	}
-	t, err := devices.ParseURI(fs.Arg(0))
+	t, err := target.Parse(fs.Arg(0))
 	if err != nil {
 		return err
 	}
@@ -125,7 +126,7 @@ func cmdProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // probe opens t and fills in the report. It never fails: what went wrong
 // is in the report.
-func probe(ctx context.Context, t devices.Target, want rfc2217.Settings, send, until []byte, wait, timeout time.Duration, log *slog.Logger) probeReport {
+func probe(ctx context.Context, t target.Target, want rfc2217.Settings, send, until []byte, wait, timeout time.Duration, log *slog.Logger) probeReport {
 	rep := probeReport{Device: t.String(), Kind: t.Kind.String(), Address: t.Addr()}
 	if want != (rfc2217.Settings{}) {
 		rep.Requested = want.String()

@@ -7,6 +7,8 @@ import (
 	"slices"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
+	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
 // FromConfig returns the Bridge a config describes.
@@ -69,7 +71,18 @@ func (b configBridge) Route(q RouteQuery) (Route, bool) {
 	if !ok {
 		return Route{}, false
 	}
-	return Route{Name: r.Name, Device: r.Target().String()}, true
+	return Route{Name: r.Name, Device: deviceEndpoint(r.Target())}, true
+}
+
+// deviceEndpoint names the device a route joins by where it is, as the
+// audit compares and shows devices: the raw-TCP URI for tcp:// and
+// nport:// alike, without the line settings of a query.
+func deviceEndpoint(t target.Target) string {
+	if t.Kind == target.KindNPort {
+		t.Kind = target.KindTCP
+	}
+	t.Settings = rfc2217.Settings{}
+	return t.String()
 }
 
 // TLSCert reads [vspc] tls_cert (relative to the working directory, as the

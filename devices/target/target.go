@@ -1,8 +1,32 @@
-package devices
+// Package target is the grammar of device URIs: what a [[route]]'s device
+// key and a direction-client VM's service URI name, parsed once. It does no
+// I/O, so the config layer validates routes with the parser the bridge
+// opens them with (package devices) without linking a serial driver.
+//
+//	tcp://host:port          raw TCP: a Moxa NPort port in TCP Server mode, any raw serial server
+//	nport://host[:port]      the same; the port defaults to 4001
+//	telnet://host[:port]     a telnet remote; the port defaults to 23
+//	rfc2217://host:port      an RFC 2217 access server (ser2net, an NPort in RFC 2217 mode)
+//	serial:///dev/ttyUSB0    a local tty
+//	/dev/ttyUSB0             a local tty, the path taken verbatim
+//
+// Every URI form may carry line settings in its query:
+// ?baud=…&databits=…&parity=…&stopbits=…&flow=…, each value in the grammar
+// of package rfc2217's field parsers (ParseBaud, ParseParity, …).
+//
+// Before this package there were two grammars, one in the config checker
+// and one in the device layer, and they disagreed. Where they did, this one
+// accepts what either accepted, so a config that loaded still loads and a
+// service URI that opened still opens, with one exception that can never
+// have worked: host names must be DNS names (or IP literals), checked label
+// by label, as the config checker did.
+package target
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -27,12 +51,13 @@ const (
 	// KindRFC2217 is an RFC 2217 access server (ser2net, an NPort in
 	// RFC 2217 mode, pyserial's example server).
 	KindRFC2217
-	// KindSerial is a local tty opened through go.bug.st/serial.
+	// KindSerial is a local tty.
 	KindSerial
 )
 
 var kindNames = [...]string{KindTCP: "tcp", KindNPort: "nport", KindTelnet: "telnet", KindRFC2217: "rfc2217", KindSerial: "serial"}
 
+// String returns the kind's URI scheme.
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
 		return kindNames[k]
@@ -46,6 +71,12 @@ func (k Kind) String() string {
 // connected.
 func (k Kind) FixedLine() bool {
 	return k == KindTCP || k == KindNPort || k == KindTelnet
+}
+
+// Network reports whether the kind is reached over the network (a VM may
+// name these itself; a local device needs a route).
+func (k Kind) Network() bool {
+	return k == KindTCP || k == KindNPort || k == KindTelnet || k == KindRFC2217
 }
 
 // Default ports for the schemes that have one.
@@ -66,9 +97,9 @@ type Target struct {
 	// Settings are the line settings given in the URI query (zero =
 	// unset). For KindSerial and KindRFC2217 they are applied on Open; for
 	// KindTCP, KindNPort and KindTelnet they are the expectation of what the
-	// far end is configured to, exactly like Options.Initial.
+	// far end is configured to.
 	Settings rfc2217.Settings
-	Raw      string // the URI as given to ParseURI
+	Raw      string // the URI as given to Parse
 }
 
 // Addr returns host:port for network kinds and Path for KindSerial.
@@ -91,7 +122,7 @@ func (t Target) Key() string {
 	return "tcp:" + strings.ToLower(t.Addr())
 }
 
-// String returns t in canonical URI form; ParseURI(t.String()) yields t
+// String returns t in canonical URI form; Parse(t.String()) yields t
 // again (apart from Raw). A plain device path is written as serial://.
 func (t Target) String() string {
 	var b strings.Builder
@@ -109,10 +140,10 @@ func (t Target) String() string {
 	return b.String()
 }
 
-// URIError is returned by ParseURI. Its message names the problem, the
-// URI and, where it helps, what was expected:
+// URIError is returned by Parse. Its message names the problem, the URI
+// and, where it helps, what was expected:
 //
-//	devices: unknown scheme "foo" in "foo://x" (want tcp, nport, telnet, rfc2217, serial or a /dev path)
+//	target: unknown scheme "foo" in "foo://x" (want tcp, nport, telnet, rfc2217, serial or an absolute device path)
 type URIError struct {
 	URI     string
 	Problem string // e.g. `unknown scheme "foo"`
@@ -120,30 +151,21 @@ type URIError struct {
 }
 
 func (e *URIError) Error() string {
-	s := "devices: " + e.Problem + " in " + strconv.Quote(e.URI)
+	s := "target: " + e.Problem + " in " + strconv.Quote(e.URI)
 	if e.Want != "" {
 		s += " (" + e.Want + ")"
 	}
 	return s
 }
 
-const wantScheme = "want tcp, nport, telnet, rfc2217, serial or a /dev path"
+const wantScheme = "want tcp, nport, telnet, rfc2217, serial or an absolute device path"
 
-// ParseURI parses a device URI:
-//
-//	tcp://host:port                    raw TCP (Moxa NPort TCP Server mode, any raw serial server)
-//	nport://host[:port]                the same, port defaults to 4001
-//	telnet://host[:port]               telnet remote, port defaults to 23
-//	rfc2217://host:port                RFC 2217 access server
-//	serial:///dev/ttyUSB0?baud=115200&parity=none&databits=8&stopbits=1&flow=none
-//	/dev/ttyUSB0                       a local tty, settings left as they are
-//
-// Query parameters (every scheme but a plain path): baud (1–4294967295),
-// parity (none, odd, even, mark, space or n, o, e, m, s), databits (5–8),
-// stopbits (1, 1.5, 2), flow (none, xonxoff, rtscts; also software,
-// hardware). Scheme and parameter values are case-insensitive; unknown
-// or repeated parameters are errors. All errors are *URIError.
-func ParseURI(uri string) (Target, error) {
+// Parse parses a device URI (see the package documentation for the
+// forms). Scheme, query keys and their values are case-insensitive;
+// unknown or repeated query keys are errors; a bare trailing slash after
+// host:port ("rfc2217://h:2001/") is allowed. A plain path is taken
+// verbatim, a "?" in it included. All errors are *URIError.
+func Parse(uri string) (Target, error) {
 	fail := func(want, format string, args ...any) (Target, error) {
 		return Target{}, &URIError{URI: uri, Problem: fmt.Sprintf(format, args...), Want: want}
 	}
@@ -151,11 +173,8 @@ func ParseURI(uri string) (Target, error) {
 		return fail(wantScheme, "empty URI")
 	}
 	if strings.HasPrefix(uri, "/") {
-		switch {
-		case uri == "/":
-			return fail("want a device path such as /dev/ttyUSB0", "missing device path")
-		case strings.ContainsRune(uri, 0):
-			return fail("", "NUL byte in device path")
+		if problem, want := checkPath(uri); problem != "" {
+			return fail(want, "%s", problem)
 		}
 		return Target{Kind: KindSerial, Path: uri, Raw: uri}, nil
 	}
@@ -185,6 +204,10 @@ func ParseURI(uri string) (Target, error) {
 	t := Target{Kind: kind, Raw: uri}
 	var err error
 	if t.Settings, err = parseSettingsQuery(query); err != nil {
+		var qe *queryError
+		if errors.As(err, &qe) {
+			return fail(qe.want, "%s", qe.problem)
+		}
 		return fail("", "%v", err)
 	}
 	if kind == KindSerial {
@@ -193,13 +216,11 @@ func ParseURI(uri string) (Target, error) {
 			return fail("want serial:///dev/ttyUSB0, with three slashes", "host %q in serial URI", host)
 		}
 		p, err := url.PathUnescape(authority)
-		switch {
-		case err != nil:
+		if err != nil {
 			return fail("", "bad escape in device path %q", authority)
-		case p == "/":
-			return fail("want serial:///dev/ttyUSB0", "missing device path")
-		case strings.ContainsRune(p, 0):
-			return fail("", "NUL byte in device path")
+		}
+		if problem, want := checkPath(p); problem != "" {
+			return fail(want, "%s", problem)
 		}
 		t.Path = p
 		return t, nil
@@ -227,8 +248,8 @@ func ParseURI(uri string) (Target, error) {
 		if !ok {
 			return fail(want, "missing ']' in host %q", hostport)
 		}
-		ip := net.ParseIP(inner)
-		if ip == nil || ip.To4() != nil || strings.Contains(inner, "%") {
+		ip, err := netip.ParseAddr(inner)
+		if err != nil || !ip.Is6() || ip.Is4In6() || ip.Zone() != "" {
 			return fail("want an IPv6 address inside [ ]", "bad IPv6 address %q", inner)
 		}
 		host = inner
@@ -243,12 +264,12 @@ func ParseURI(uri string) (Target, error) {
 			return fail("write IPv6 addresses as [addr]:port", "too many colons in %q", hostport)
 		}
 		host, port, hasPort = strings.Cut(hostport, ":")
-		if err := checkHostName(host); err != "" {
-			return fail(want, "%s", err)
+		if host == "" {
+			return fail(want, "missing host")
 		}
-	}
-	if host == "" {
-		return fail(want, "missing host")
+		if err := CheckHost(host); err != nil {
+			return fail(want, "%v", err)
+		}
 	}
 	switch {
 	case !hasPort && defPort == 0:
@@ -257,7 +278,7 @@ func ParseURI(uri string) (Target, error) {
 		t.Port = defPort
 	default:
 		p, err := strconv.ParseUint(port, 10, 16)
-		if err != nil || p == 0 || port[0] == '+' {
+		if err != nil || p == 0 {
 			return fail("want a port number 1–65535", "bad port %q", port)
 		}
 		t.Port = int(p)
@@ -266,19 +287,59 @@ func ParseURI(uri string) (Target, error) {
 	return t, nil
 }
 
-// checkHostName accepts DNS names and IPv4 literals: letters, digits, '-',
-// '_' and '.'. It returns a problem or "".
-func checkHostName(h string) string {
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
-		default:
-			return fmt.Sprintf("bad character %q in host %q", c, h)
+// checkPath accepts an absolute path to a device: not "/" and not a
+// directory ("/dev/"), without NUL. It returns a problem and what to
+// write instead, or "".
+func checkPath(p string) (problem, want string) {
+	switch {
+	case p == "/":
+		return "missing device path", "want a device path such as /dev/ttyUSB0"
+	case strings.HasSuffix(p, "/"):
+		return fmt.Sprintf("device path %q names a directory", p), "want a device path such as /dev/ttyUSB0"
+	case strings.ContainsRune(p, 0):
+		return "NUL byte in device path", ""
+	}
+	return "", ""
+}
+
+// CheckHost accepts an IP address without a zone (IPv6 without brackets)
+// or a DNS name: dot-separated labels of letters, digits, '-' and '_', each
+// 1–63 bytes and not starting or ending with '-', 253 bytes in all, with
+// an optional trailing dot. Its errors describe only the host; the caller
+// says where it came from.
+func CheckHost(h string) error {
+	if h == "" {
+		return errors.New("missing host")
+	}
+	if ip, err := netip.ParseAddr(h); err == nil {
+		if ip.Zone() != "" {
+			return fmt.Errorf("host %q: zones are not allowed", h)
+		}
+		return nil
+	}
+	name := strings.TrimSuffix(h, ".")
+	if len(name) == 0 || len(name) > 253 {
+		return fmt.Errorf("invalid host %q", h)
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("invalid host %q", h)
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return fmt.Errorf("invalid host %q", h)
+			}
 		}
 	}
-	return ""
+	return nil
 }
+
+// queryError is a bad query parameter: the problem and, from rfc2217's
+// parsers, what would have been accepted.
+type queryError struct{ problem, want string }
+
+func (e *queryError) Error() string { return e.problem }
 
 func parseSettingsQuery(raw string) (rfc2217.Settings, error) {
 	var s rfc2217.Settings
@@ -293,88 +354,41 @@ func parseSettingsQuery(raw string) (rfc2217.Settings, error) {
 		k, v, _ := strings.Cut(part, "=")
 		key, err := url.QueryUnescape(k)
 		if err != nil {
-			return s, fmt.Errorf("bad parameter %q", k)
+			return s, &queryError{problem: fmt.Sprintf("bad parameter %q", k)}
 		}
 		val, err := url.QueryUnescape(v)
 		if err != nil {
-			return s, fmt.Errorf("bad value %q for %s", v, key)
+			return s, &queryError{problem: fmt.Sprintf("bad value %q for %s", v, key)}
 		}
 		key = strings.ToLower(key)
 		if seen[key] {
-			return s, fmt.Errorf("parameter %q given twice", key)
+			return s, &queryError{problem: fmt.Sprintf("parameter %q given twice", key)}
 		}
 		seen[key] = true
-		lv := strings.ToLower(val)
 		switch key {
 		case "baud":
-			b, err := strconv.ParseUint(val, 10, 32)
-			if err != nil || b == 0 {
-				return s, fmt.Errorf("bad baud %q (want 1–4294967295)", val)
-			}
-			s.Baud = uint32(b)
+			s.Baud, err = rfc2217.ParseBaud(val)
 		case "parity":
-			p, ok := parseParity(lv)
-			if !ok {
-				return s, fmt.Errorf("bad parity %q (want none, odd, even, mark or space)", val)
-			}
-			s.Parity = p
+			s.Parity, err = rfc2217.ParseParity(val)
 		case "databits":
-			switch val {
-			case "5", "6", "7", "8":
-				s.DataSize = val[0] - '0'
-			default:
-				return s, fmt.Errorf("bad databits %q (want 5, 6, 7 or 8)", val)
-			}
+			s.DataSize, err = rfc2217.ParseDataSize(val)
 		case "stopbits":
-			switch val {
-			case "1":
-				s.StopSize = rfc2217.Stop1
-			case "2":
-				s.StopSize = rfc2217.Stop2
-			case "1.5":
-				s.StopSize = rfc2217.Stop15
-			default:
-				return s, fmt.Errorf("bad stopbits %q (want 1, 1.5 or 2)", val)
-			}
+			s.StopSize, err = rfc2217.ParseStopSize(val)
 		case "flow":
-			f, ok := parseFlow(lv)
-			if !ok {
-				return s, fmt.Errorf("bad flow %q (want none, xonxoff or rtscts)", val)
-			}
-			s.Flow = f
+			s.Flow, err = rfc2217.ParseFlow(val)
 		default:
-			return s, fmt.Errorf("unknown parameter %q (want baud, parity, databits, stopbits or flow)", key)
+			return s, &queryError{problem: fmt.Sprintf("unknown parameter %q", key), want: "want baud, parity, databits, stopbits or flow"}
+		}
+		if err != nil {
+			qe := &queryError{problem: fmt.Sprintf("bad %s %q", key, val)}
+			var se *rfc2217.SettingError
+			if errors.As(err, &se) {
+				qe.want = se.Want
+			}
+			return s, qe
 		}
 	}
 	return s, nil
-}
-
-func parseParity(s string) (rfc2217.Parity, bool) {
-	switch s {
-	case "none", "n":
-		return rfc2217.ParityNone, true
-	case "odd", "o":
-		return rfc2217.ParityOdd, true
-	case "even", "e":
-		return rfc2217.ParityEven, true
-	case "mark", "m":
-		return rfc2217.ParityMark, true
-	case "space", "s":
-		return rfc2217.ParitySpace, true
-	}
-	return 0, false
-}
-
-func parseFlow(s string) (rfc2217.FlowControl, bool) {
-	switch s {
-	case "none":
-		return rfc2217.FlowNone, true
-	case "xonxoff", "software", "xon/xoff":
-		return rfc2217.FlowXONXOFF, true
-	case "rtscts", "hardware", "rts/cts":
-		return rfc2217.FlowHardware, true
-	}
-	return 0, false
 }
 
 // settingsQuery writes the non-zero fields of s as URI query parameters,
@@ -397,4 +411,17 @@ func settingsQuery(s rfc2217.Settings) string {
 		parts = append(parts, "flow="+flowName(s.Flow))
 	}
 	return strings.Join(parts, "&")
+}
+
+// flowName is the URI spelling of a flow control value.
+func flowName(f rfc2217.FlowControl) string {
+	switch f {
+	case rfc2217.FlowNone:
+		return "none"
+	case rfc2217.FlowXONXOFF:
+		return "xonxoff"
+	case rfc2217.FlowHardware:
+		return "rtscts"
+	}
+	return f.String()
 }
