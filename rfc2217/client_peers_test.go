@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
@@ -47,14 +48,26 @@ func exchange(t *testing.T, w io.Writer, r io.Reader, up []byte, w2 io.Writer, r
 type deadlineReader struct{ f *os.File }
 
 func (d deadlineReader) Read(p []byte) (int, error) {
-	d.f.SetReadDeadline(time.Now().Add(10 * time.Second))
+	d.f.SetReadDeadline(time.Now().Add(testwait.Timeout))
 	return d.f.Read(p)
 }
 
-// clientReader bounds reads from a Client the same way: Close unblocks.
-func closeAfter(t *testing.T, c *rfc2217.Client, d time.Duration) {
+// closeAfter bounds reads from a Client the same way: Close unblocks them.
+func closeAfter(t *testing.T, c *rfc2217.Client) {
+	d := testwait.Timeout
 	timer := time.AfterFunc(d, func() { t.Errorf("closing client after %v: stuck", d); c.Close() })
 	t.Cleanup(func() { timer.Stop() })
+}
+
+// waitTermios waits until the termios of tty satisfies ok: the server
+// applies a setting before it acknowledges it, but a reply later than
+// AckTimeout lets SetSettings return first.
+func waitTermios(t *testing.T, tty, what string, ok func(*unix.Termios) bool) {
+	t.Helper()
+	var tio *unix.Termios
+	if !testwait.Until(t, testwait.Timeout, func() bool { tio = ttyTermios(t, tty); return ok(tio) }) {
+		t.Errorf("%s never showed %s: ospeed %d cbaud %#o cstopb %v", tty, what, tio.Ospeed, tio.Cflag&unix.CBAUD, tio.Cflag&unix.CSTOPB != 0)
+	}
 }
 
 // ser2net 4.3 serving one end of a socat pty pair over RFC 2217: the
@@ -69,7 +82,7 @@ func TestClientSer2net(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	closeAfter(t, c, 30*time.Second)
+	closeAfter(t, c)
 	if !c.ComPort() {
 		t.Fatal("ser2net did not agree to COM-PORT-OPTION")
 	}
@@ -81,34 +94,34 @@ func TestClientSer2net(t *testing.T) {
 	if err != nil || got.Baud != 57600 || got.StopSize != rfc2217.Stop2 {
 		t.Fatalf("SetSettings 57600 2 stop bits = %v, %v", got, err)
 	}
-	tio := ttyTermios(t, ttyA)
-	if tio.Ospeed != 57600 || tio.Cflag&unix.CBAUD != unix.B57600 || tio.Cflag&unix.CSTOPB == 0 {
-		t.Errorf("pty after 57600/2: ospeed %d cbaud %#o cstopb %v", tio.Ospeed, tio.Cflag&unix.CBAUD, tio.Cflag&unix.CSTOPB != 0)
-	}
+	waitTermios(t, ttyA, "57600 with 2 stop bits", func(tio *unix.Termios) bool {
+		return tio.Ospeed == 57600 && tio.Cflag&unix.CBAUD == unix.B57600 && tio.Cflag&unix.CSTOPB != 0
+	})
 	got, err = c.SetSettings(t.Context(), rfc2217.Settings{Baud: 115200})
 	if err != nil || got.Baud != 115200 {
 		t.Fatalf("SetSettings 115200 = %v, %v", got, err)
 	}
-	if tio := ttyTermios(t, ttyA); tio.Ospeed != 115200 || tio.Cflag&unix.CBAUD != unix.B115200 {
-		t.Errorf("pty after 115200: ospeed %d", tio.Ospeed)
-	}
+	waitTermios(t, ttyA, "115200", func(tio *unix.Termios) bool {
+		return tio.Ospeed == 115200 && tio.Cflag&unix.CBAUD == unix.B115200
+	})
 
-	// ser2net on a pty never acknowledges DTR: we carry on after AckTimeout.
-	start := time.Now()
+	// ser2net on a pty never acknowledges DTR: we carry on after
+	// AckTimeout (TestClientAckTimeout times that, in a synctest bubble).
 	if err := c.SetDTR(t.Context(), true); err != nil {
 		t.Error(err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("SetDTR took %v", d)
 	}
 	if err := c.Purge(t.Context(), rfc2217.PurgeBoth); err != nil {
 		t.Error(err)
 	}
-	if m, err := c.ModemState(t.Context()); err != nil {
-		t.Errorf("ModemState: %v (ser2net notifies 0 at start)", err)
-	} else {
-		t.Logf("ser2net modem state %v", m)
-	}
+	// ser2net notifies the modem state (0) right after agreeing to the
+	// option; until it has arrived ModemState says ErrNotSupported.
+	var m rfc2217.ModemState
+	testwait.For(t, "ser2net's modem state", func() bool {
+		var err error
+		m, err = c.ModemState(t.Context())
+		return err == nil
+	})
+	t.Logf("ser2net modem state %v", m)
 
 	dev := openRaw(t, ttyB)
 	up, down := iacHeavy(64<<10, 3), iacHeavy(64<<10, 4)
@@ -125,15 +138,18 @@ func TestClientPyserialServer(t *testing.T) {
 	log, logs := testLogger(t)
 	notified := make(chan rfc2217.ModemState, 100)
 	c, err := rfc2217.NewClient(t.Context(), dial(t, addr), rfc2217.ClientOptions{
-		Logger:   log,
-		Initial:  rfc2217.Settings{Baud: 19200, DataSize: 7, Parity: rfc2217.ParityEven, StopSize: rfc2217.Stop2},
-		OnNotify: func(_ rfc2217.LineState, m rfc2217.ModemState) { notified <- m },
+		Logger: log,
+		// pyserial's server acknowledges every request; the bound only
+		// matters if it does not, which fails the test below anyway.
+		AckTimeout: testwait.Timeout,
+		Initial:    rfc2217.Settings{Baud: 19200, DataSize: 7, Parity: rfc2217.ParityEven, StopSize: rfc2217.Stop2},
+		OnNotify:   func(_ rfc2217.LineState, m rfc2217.ModemState) { notified <- m },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	closeAfter(t, c, 30*time.Second)
+	closeAfter(t, c)
 	if got := c.Settings().String(); got != "19200 7E2" {
 		t.Errorf("settings after NewClient %q, want 19200 7E2", got)
 	}
@@ -185,25 +201,26 @@ func TestClientSredird(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	closeAfter(t, c, 30*time.Second)
+	closeAfter(t, c)
 	got, err := c.SetSettings(t.Context(), rfc2217.Settings{Baud: 38400, DataSize: 8, Parity: rfc2217.ParityNone, StopSize: rfc2217.Stop2})
 	if err != nil || got.Baud != 38400 || got.StopSize != rfc2217.Stop2 {
 		t.Errorf("SetSettings = %v, %v", got, err)
 	}
-	if tio := ttyTermios(t, ttyA); tio.Ospeed != 38400 || tio.Cflag&unix.CSTOPB == 0 {
-		t.Errorf("pty after 38400/2: ospeed %d cstopb %v", tio.Ospeed, tio.Cflag&unix.CSTOPB != 0)
-	}
+	waitTermios(t, ttyA, "38400 with 2 stop bits", func(tio *unix.Termios) bool {
+		return tio.Ospeed == 38400 && tio.Cflag&unix.CSTOPB != 0
+	})
 	if err := c.SetDTR(t.Context(), true); err != nil {
 		t.Error(err)
 	}
-	if !strings.Contains(c.ServerSignature(), "SRedird") {
-		t.Errorf("server signature %q", c.ServerSignature())
-	}
-	for _, want := range []string{"padded a reply", "unexpected acknowledgement"} {
-		if !strings.Contains(logs.String(), want) {
-			t.Errorf("no log line about %q", want)
-		}
-	}
+	// sredird answers DTR ON with SET-CONTROL 1 (FLOW-NONE), which the
+	// Client records as the flow control in effect: nothing else asked
+	// for flow control here. (Whether the answer came within AckTimeout,
+	// and so was logged as unexpected, depends on the machine's load;
+	// TestClientQuirkyServer checks that log line against a scripted
+	// sredird.)
+	testwait.For(t, "sredird's FLOW-NONE answer to DTR ON", func() bool { return c.Settings().Flow == rfc2217.FlowNone })
+	testwait.For(t, "sredird's signature", func() bool { return strings.Contains(c.ServerSignature(), "SRedird") })
+	testwait.For(t, "a log line about sredird's padded baud reply", func() bool { return strings.Contains(logs.String(), "padded a reply") })
 	// sredird drops device data when a burst, doubled by IAC escaping,
 	// overflows its buffer (3010 bytes with 3000 0xFF in one write arrived
 	// as 1934): feed it in paced chunks.

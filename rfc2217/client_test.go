@@ -15,6 +15,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217/rfc2217test"
 	"github.com/vspc-bridge/vspc-bridge/telnet"
@@ -148,7 +149,7 @@ func TestClientLinesAndNotifications(t *testing.T) {
 
 func waitModem(t *testing.T, c *rfc2217.Client, notified <-chan rfc2217.ModemState, ok func(rfc2217.ModemState) bool) {
 	t.Helper()
-	timeout := time.After(5 * time.Second)
+	timeout := time.After(testwait.Timeout)
 	for {
 		select {
 		case m := <-notified:

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 )
 
 // Real peers (device-peers.md §2): socat, ser2net, pyserial, sredird.
@@ -97,7 +99,7 @@ func socatPair(t *testing.T) (a, b string) {
 	dir := t.TempDir()
 	a, b = filepath.Join(dir, "ttyA"), filepath.Join(dir, "ttyB")
 	out := startPeer(t, socat, "-d", "-d", "pty,raw,echo=0,link="+a, "pty,raw,echo=0,link="+b)
-	waitFor(t, "socat ptys "+out.String(), func() bool {
+	testwait.For(t, "socat's ptys", func() bool {
 		_, ea := os.Stat(a)
 		_, eb := os.Stat(b)
 		return ea == nil && eb == nil && strings.Contains(out.String(), "starting data transfer loop")
@@ -137,17 +139,6 @@ func listening(port int) bool {
 	return false
 }
 
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // startSer2net serves tty as an RFC 2217 port on 127.0.0.1 and returns
 // the address.
 func startSer2net(t *testing.T, tty string) string {
@@ -169,7 +160,7 @@ connection: &rfc
 		t.Fatal(err)
 	}
 	startPeer(t, ser2net, "-n", "-d", "-u", "-c", cfg, "-P", filepath.Join(dir, "ser2net.pid"))
-	waitFor(t, "ser2net to listen", func() bool { return listening(port) })
+	testwait.For(t, "ser2net to listen", func() bool { return listening(port) })
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
@@ -196,7 +187,7 @@ func startPyserialServer(t *testing.T) string {
 	}
 	port := freePort(t)
 	startPeer(t, py, script, "-p", strconv.Itoa(port), "-v", "-v", "loop://")
-	waitFor(t, "pyserial server to listen", func() bool { return listening(port) })
+	testwait.For(t, "pyserial server to listen", func() bool { return listening(port) })
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
@@ -209,7 +200,7 @@ func startSredird(t *testing.T, tty string) string {
 	lock := filepath.Join(t.TempDir(), "LCK..tty")
 	startPeer(t, socat, fmt.Sprintf("TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork", port),
 		fmt.Sprintf("EXEC:%s 7 %s %s 0", sredird, tty, lock))
-	waitFor(t, "socat for sredird to listen", func() bool { return listening(port) })
+	testwait.For(t, "socat for sredird to listen", func() bool { return listening(port) })
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 

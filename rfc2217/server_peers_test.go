@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217/rfc2217test"
 )
@@ -63,11 +64,19 @@ func echo(t *testing.T, rw io.ReadWriteCloser) {
 	})
 }
 
-// runPyserial runs testdata/pyserial_client.py against addr.
+// runPyserial runs testdata/pyserial_client.py against addr. pyserial
+// waits 3 s for each acknowledgement unless the URL says otherwise: a
+// loaded machine must not turn a slow answer into a failure, so the URL
+// gets timeout=30 (the script's own waits are as long).
 func runPyserial(t *testing.T, url string, args ...string) (string, error) {
 	t.Helper()
 	py := requirePyserial(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
+	if strings.Contains(url, "?") {
+		url += "&timeout=30"
+	} else {
+		url += "?timeout=30"
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*testwait.Timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, py, append([]string{"testdata/pyserial_client.py", url}, args...)...)
 	out, err := cmd.CombinedOutput()

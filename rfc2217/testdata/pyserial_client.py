@@ -22,7 +22,7 @@ import time
 import serial
 
 
-def wait_for(what, cond, timeout=5.0):
+def wait_for(what, cond, timeout=30.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if cond():
@@ -60,7 +60,7 @@ def main():
     data = bytes(0xFF if rnd.random() < 0.3 else rnd.randrange(256) for _ in range(int(nbytes)))
     s.write(data)
     got = b""
-    deadline = time.time() + 10
+    deadline = time.time() + 30
     while len(got) < len(data) and time.time() < deadline:
         got += s.read(len(data) - len(got))
     assert got == data, "echo differs: %d of %d bytes, first diff at %d" % (
