@@ -16,6 +16,7 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/internal/leaktest"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 )
 
 func TestMain(m *testing.M) { leaktest.Main(m, 2*time.Second) }
@@ -141,7 +142,7 @@ func TestObserveNeverBlocks(t *testing.T) {
 	}()
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
+	case <-time.After(testwait.Timeout):
 		t.Fatal("Observe blocked")
 	}
 	if st := m.Stats(); st.Skipped != 1000-16 || st.SkippedBytes != 10*(1000-16) {
@@ -194,7 +195,7 @@ func TestRateLimitAndWebhook(t *testing.T) {
 		for range n {
 			select {
 			case <-got:
-			case <-time.After(5 * time.Second):
+			case <-time.After(testwait.Timeout):
 				t.Fatal("webhook POST did not arrive")
 			}
 		}
@@ -204,7 +205,7 @@ func TestRateLimitAndWebhook(t *testing.T) {
 	}
 	m.Observe("vm-b", []byte("panic b\n")) // another VM has its own budget
 	wait(3)
-	waitFor(t, func() bool { return m.Stats().Suppressed == 3 })
+	testwait.For(t, "three alerts suppressed", func() bool { return m.Stats().Suppressed == 3 })
 	clk.add(30 * time.Second) // one token back
 	m.Observe("vm-a", []byte("panic again\n"))
 	wait(1)
@@ -226,7 +227,7 @@ func TestRateLimitAndWebhook(t *testing.T) {
 	if p := posts[len(posts)-1]; p.Pattern != "panic" || p.From != "vm" || !p.Time.Equal(clk.now()) {
 		t.Errorf("last post %+v", p)
 	}
-	waitFor(t, func() bool { return m.Stats().WebhookSent == 4 })
+	testwait.For(t, "four webhooks counted as sent", func() bool { return m.Stats().WebhookSent == 4 })
 	st := m.Stats()
 	if st.Alerts["panic"] != 4 || st.WebhookSent != 4 || st.WebhookFailed != 0 {
 		t.Errorf("stats %+v", st)
@@ -244,7 +245,7 @@ func TestWebhookFailureCounted(t *testing.T) {
 	wg.Go(func() { m.Run(ctx) })
 	defer func() { cancel(); wg.Wait() }()
 	m.Observe("vm", []byte("x\n"))
-	waitFor(t, func() bool { return m.Stats().WebhookFailed == 1 })
+	testwait.For(t, "a failed webhook counted", func() bool { return m.Stats().WebhookFailed == 1 })
 }
 
 func TestSetConfigAndFromConfig(t *testing.T) {
@@ -285,14 +286,4 @@ func TestNoRulesIsFree(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { m.Observe("vm", p) }); n != 0 {
 		t.Errorf("Observe with no rules allocates %v times", n)
 	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatal("condition not reached in 5s")
 }
