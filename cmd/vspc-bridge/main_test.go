@@ -13,9 +13,26 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/simulator"
+
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 )
+
+// dialServe dials a simulated VM into a serve started by run on another
+// goroutine, once its listener is up: until then the dial is refused.
+func dialServe(t *testing.T, addr string, vm vspctest.VM) *vspctest.Conn {
+	t.Helper()
+	var c *vspctest.Conn
+	var err error
+	if !testwait.Until(t, testwait.Timeout, func() bool {
+		c, err = vspctest.Dial(t.Context(), addr, vm)
+		return err == nil
+	}) {
+		t.Fatalf("VM %s never joined serve at %s: %v", vm.Name, addr, err)
+	}
+	return c
+}
 
 func TestVersionAndUsage(t *testing.T) {
 	var out, errb bytes.Buffer
@@ -80,18 +97,8 @@ func TestServeEndToEnd(t *testing.T) {
 	var out, errb bytes.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"serve", "-config", cfg, "-log-format", "json"}, nil, &out, &errb) }()
-	var vm *vspctest.Conn
-	var err error
-	for range 100 {
-		vm, err = vspctest.Dial(t.Context(), addr, vspctest.VM{Name: "e2e", VCUUID: "50000000-0000-0000-0000-000000000001", Direction: vspc.DirClient, ServiceURI: "tcp://" + remote.Addr().String()})
-		if err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	vm := dialServe(t, addr, vspctest.VM{Name: "e2e", VCUUID: "50000000-0000-0000-0000-000000000001", Direction: vspc.DirClient, ServiceURI: "tcp://" + remote.Addr().String()})
+	remote.(*net.TCPListener).SetDeadline(time.Now().Add(testwait.Timeout))
 	rc, err := remote.Accept()
 	if err != nil {
 		t.Fatal(err)
@@ -99,8 +106,8 @@ func TestServeEndToEnd(t *testing.T) {
 	defer rc.Close()
 	vm.Write([]byte("ping\xff"))
 	got := make([]byte, 5)
-	rc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := rc.Read(got); err != nil || string(got) != "ping\xff" {
+	rc.SetReadDeadline(time.Now().Add(testwait.Timeout))
+	if _, err := io.ReadFull(rc, got); err != nil || string(got) != "ping\xff" {
 		t.Fatalf("remote got %q %v", got, err)
 	}
 	cancel()
@@ -109,7 +116,7 @@ func TestServeEndToEnd(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("serve exit %d: %s", code, errb.String())
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(testwait.Timeout):
 		t.Fatal("serve did not stop")
 	}
 	vm.Close()
@@ -162,22 +169,11 @@ func TestServeRemoteAccess(t *testing.T) {
 		cancel()
 		select {
 		case <-done:
-		case <-time.After(10 * time.Second):
+		case <-time.After(testwait.Timeout):
 			t.Error("serve did not stop")
 		}
 	}()
-	var vm *vspctest.Conn
-	var err error
-	for range 100 {
-		vm, err = vspctest.Dial(t.Context(), addr, vspctest.VM{Name: "console-vm", VCUUID: "50000000-0000-0000-0000-000000000002", Direction: vspc.DirServer, ServiceURI: "tcp://" + console})
-		if err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("%v\n%s", err, errb.String())
-	}
+	vm := dialServe(t, addr, vspctest.VM{Name: "console-vm", VCUUID: "50000000-0000-0000-0000-000000000002", Direction: vspc.DirServer, ServiceURI: "tcp://" + console})
 	defer vm.Close()
 	user, err := net.Dial("tcp", console)
 	if err != nil {
@@ -190,7 +186,7 @@ func TestServeRemoteAccess(t *testing.T) {
 		t.Fatalf("VM got %q %v", got, err)
 	}
 	vm.Write([]byte("login: "))
-	user.SetReadDeadline(time.Now().Add(5 * time.Second))
+	user.SetReadDeadline(time.Now().Add(testwait.Timeout))
 	buf := make([]byte, 256)
 	var seen []byte
 	for !bytes.Contains(seen, []byte("login: ")) {
@@ -241,7 +237,7 @@ func TestServeFrontDoorInUse(t *testing.T) {
 		if code != 1 || !strings.Contains(errb.String(), "telnet_listen "+taken.Addr().String()) {
 			t.Fatalf("exit %d, stderr:\n%s", code, errb.String())
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(testwait.Timeout):
 		t.Fatalf("serve kept running with its front door port taken:\n%s", errb.String())
 	}
 	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {

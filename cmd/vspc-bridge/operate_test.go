@@ -21,6 +21,7 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/admin"
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 )
@@ -77,7 +78,7 @@ func startBridge(t *testing.T, cfg string, realSIGHUP bool) *bridgeUnderTest {
 	case err := <-done:
 		cancel()
 		t.Fatalf("serve: %v\n%s", err, b.logs)
-	case <-time.After(10 * time.Second):
+	case <-time.After(testwait.Timeout):
 		cancel()
 		t.Fatal("serve did not start")
 	}
@@ -88,7 +89,7 @@ func startBridge(t *testing.T, cfg string, realSIGHUP bool) *bridgeUnderTest {
 			if err != nil {
 				t.Errorf("serve: %v", err)
 			}
-		case <-time.After(10 * time.Second):
+		case <-time.After(testwait.Timeout):
 			t.Error("serve did not stop")
 		}
 		if t.Failed() {
@@ -149,7 +150,7 @@ func (d *device) uri() string { return "tcp://" + d.ln.Addr().String() }
 
 func (d *device) accept() net.Conn {
 	d.t.Helper()
-	d.ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+	d.ln.(*net.TCPListener).SetDeadline(time.Now().Add(testwait.Timeout))
 	c, err := d.ln.Accept()
 	if err != nil {
 		d.t.Fatalf("device %s: no connection from the bridge: %v", d.uri(), err)
@@ -213,15 +214,16 @@ func readFull(t *testing.T, r io.Reader, n int) string {
 		if err != nil {
 			t.Fatalf("read: %v (got %q)", err, buf)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(testwait.Timeout):
 		t.Fatalf("read timed out (got %q)", buf)
 	}
 	return string(buf)
 }
 
-// closedByPeer reports whether c was closed by the other side within 5 s.
+// closedByPeer reports whether c was closed by the other side within
+// testwait.Timeout.
 func closedByPeer(c net.Conn) bool {
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c.SetReadDeadline(time.Now().Add(testwait.Timeout))
 	_, err := c.Read(make([]byte, 1))
 	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
 }
@@ -273,7 +275,7 @@ func TestReloadRoutes(t *testing.T) {
 	if !closedByPeer(connB) {
 		t.Error("the removed route's device connection is still open")
 	}
-	if !vmB.WaitClosed(5 * time.Second) {
+	if !vmB.WaitClosed(testwait.Timeout) {
 		t.Error("the removed route's VM connection is still open")
 	}
 	if !strings.Contains(b.logs.String(), `reason="route \"rb\" was removed from the config"`) {
@@ -337,7 +339,7 @@ func TestReloadRoutes(t *testing.T) {
 	}
 	b.write(bridgeConfig(route("ra", "svc-a", devA.uri()) + route("rc", "svc-c", devC.uri())))
 	b.hup <- syscall.SIGHUP
-	waitUntil(t, "SIGHUP reload", func() bool { st, _ := b.client().Status(t.Context()); return st.Reloads.OK == 2 })
+	testwait.For(t, "SIGHUP reload", func() bool { st, _ := b.client().Status(t.Context()); return st.Reloads.OK == 2 })
 	roundTrip(t, vmA, connA, "a4")
 }
 
@@ -345,16 +347,6 @@ func tokenFile(t *testing.T) string {
 	f := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(f, []byte("secret-token\n"), 0o600)
 	return f
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 var thumbRE = regexp.MustCompile(`telnets://[^#\s]+#thumbprint=([0-9A-F:]{59})`)
@@ -447,7 +439,7 @@ func TestTLSAndListenerReload(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "reload on SIGHUP", func() bool {
+	testwait.For(t, "reload on SIGHUP", func() bool {
 		c := &admin.Client{Base: admin2, Token: "secret-token"}
 		st, err := c.Status(t.Context())
 		return err == nil && st.Reloads.OK == 1
