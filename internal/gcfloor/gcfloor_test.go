@@ -10,7 +10,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 )
 
 // report is what a helper process measured.
@@ -51,7 +52,7 @@ func helper(t *testing.T, mode string, env ...string) report {
 
 func TestGCFloor(t *testing.T) {
 	if mode := os.Getenv(childEnv); mode != "" {
-		child(mode)
+		child(t, mode)
 		return
 	}
 	none := helper(t, "none")
@@ -91,7 +92,7 @@ func TestGCFloor(t *testing.T) {
 	}
 }
 
-func child(mode string) {
+func child(t *testing.T, mode string) {
 	var f *Floor
 	if mode == "floor" {
 		f = Start(32 << 20)
@@ -114,13 +115,14 @@ func child(mode string) {
 	r.GCsSmall, r.GCsLarge = grow(24), grow(96)
 	if f != nil {
 		// The cleanup that ends the floor runs after a collection, on its
-		// own goroutine.
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		// own goroutine: collect until it has (the parent checks Ended).
+		testwait.Until(t, testwait.Timeout, func() bool {
 			if active, _ := f.Active(); !active {
-				break
+				return true
 			}
 			runtime.GC()
-		}
+			return false
+		})
 		var active bool
 		active, r.Percent = f.Active()
 		r.Ended = !active
