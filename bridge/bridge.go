@@ -3,12 +3,13 @@
 // without a route, the remote system their service URI names (subject to
 // [policy] connect_allow). It implements vspc.Bridger.
 //
-// Each joined port gets a link: a supervisor goroutine that opens the
-// device or remote, reconnects it with exponential backoff when it drops
-// (the VM session stays up), and copies its output to the VM through the
-// port's bounded queue. Data from the VM goes to the device directly;
-// while the device is away it is buffered (bounded), then the VM is
-// back-pressured. Nothing is dropped.
+// Each joined port gets a link: it opens the device or remote, reconnects
+// it with exponential backoff when it drops (the VM session stays up), and
+// copies its output to the VM through the port's bounded queue. Between
+// connect attempts a link holds a timer, not a goroutine (link.go). Data
+// from the VM goes to the device directly; while the device is away it is
+// buffered (bounded by [vmotion] buffer), then the VM is back-pressured.
+// Nothing is dropped.
 package bridge
 
 import (
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/devices"
 	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
@@ -42,12 +44,11 @@ type Bridge struct {
 
 	gate dialGate // first device connects of a reconnect storm wait for it to pass
 
-	// Resolver resolves host names for connect_allow checks; nil uses
-	// net.DefaultResolver.
-	resolver *net.Resolver
+	resolver *net.Resolver // host names for connect_allow checks
+
 }
 
-// New returns a Bridge using cfg; SetConfig replaces it later (reload).
+// New returns a Bridge using cfg; ApplyConfig replaces it later (reload).
 func New(cfg *configs.Config, log *slog.Logger) *Bridge {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -120,13 +121,6 @@ func (b *Bridge) SetConsoles(c Consoles) {
 	b.mu.Unlock()
 }
 
-// SetConfig makes cfg apply to ports opened from now on.
-func (b *Bridge) SetConfig(cfg *configs.Config) {
-	b.mu.Lock()
-	b.cfg = cfg
-	b.mu.Unlock()
-}
-
 func (b *Bridge) config() *configs.Config {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -188,18 +182,21 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 		via = "service URI"
 	}
 	l := &link{
-		b:       b,
-		req:     req,
-		target:  t,
-		key:     t.Key(),
-		route:   route,
-		trusted: trusted,
-		initial: initial,
-		vm:      vm,
-		buffer:  int(cfg.VMotion.Buffer),
-		minWait: cfg.Policy.ReconnectMin.Duration,
-		maxWait: cfg.Policy.ReconnectMax.Duration,
-		dialTO:  cfg.Policy.DialTimeout.Duration,
+		b:           b,
+		req:         req,
+		target:      t,
+		key:         t.Key(),
+		route:       route,
+		trusted:     trusted,
+		initial:     initial,
+		vm:          vm,
+		buffer:      int(cfg.VMotion.Buffer),
+		minWait:     cfg.Policy.ReconnectMin.Duration,
+		maxWait:     cfg.Policy.ReconnectMax.Duration,
+		dialTimeout: cfg.Policy.DialTimeout.Duration,
+	}
+	if t.Kind.FixedLine() {
+		l.fixed = devices.NewFixedLine(t, initial.Merge(t.Settings), l.logger())
 	}
 	l.cond.L = &l.mu
 	b.mu.Lock()

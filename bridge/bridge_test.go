@@ -16,6 +16,7 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/bridge"
 	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
@@ -486,5 +487,149 @@ func TestBurstDevicesConnect(t *testing.T) {
 		if got := readFull(t, rc, len("from vm")); string(got) != "from vm" {
 			t.Fatalf("device %d got %q", i, got)
 		}
+	}
+}
+
+// deviceOf is the status of the link of VM name.
+func deviceOf(br *bridge.Bridge, name string) (bridge.DeviceStatus, bool) {
+	for _, d := range br.Devices() {
+		if d.VMName == name {
+			return d, true
+		}
+	}
+	return bridge.DeviceStatus{}, false
+}
+
+// waitState waits until the link of VM name is in state.
+func waitState(t *testing.T, br *bridge.Bridge, name, state string) {
+	t.Helper()
+	testwait.For(t, fmt.Sprintf("the device of %s %s", name, state), func() bool {
+		d, ok := deviceOf(br, name)
+		return ok && d.State == state
+	})
+}
+
+// closedAddr returns a loopback address nothing listens on (yet).
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// acceptAll listens on addr and holds every connection until the test
+// ends.
+func acceptAll(t *testing.T, addr string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	})
+}
+
+// TestFixedLineSameAwayOrPresent: a tcp:// device cannot change its line,
+// and the guest's answer and the mismatch in status are one decision,
+// the same whether the device is away or connected. Through a route the
+// answer is the route's settings and a request for others is a mismatch;
+// for a target the VM named itself nothing is configured, so nothing is a
+// mismatch and the guest is told its request took.
+func TestFixedLineSameAwayOrPresent(t *testing.T) {
+	routed, named := closedAddr(t), closedAddr(t)
+	addr, _, br := start(t, fmt.Sprintf(`
+[vspc]
+listen = "127.0.0.1:0"
+[policy]
+connect_allow = ["127.0.0.0/8"]
+reconnect_min = "20ms"
+reconnect_max = "50ms"
+[[route]]
+service = "pdu-1"
+device = "tcp://%s"
+settings = "115200 8N1"
+`, routed))
+	ctx := t.Context()
+	pdu, err := vspctest.Dial(ctx, addr, vm("pdu", "pdu-1", vspc.DirServer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pdu.Close()
+	other := vm("named", "tcp://"+named, vspc.DirClient)
+	other.VCUUID = "50000000-0000-0000-0000-00000000beef"
+	own, err := vspctest.Dial(ctx, addr, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	for _, c := range []*vspctest.Conn{pdu, own} {
+		if err := c.EnableComPort(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	askBaud := func(c *vspctest.Conn, b uint32) uint32 {
+		t.Helper()
+		reply, err := c.ComPort(ctx, baud(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return binary.BigEndian.Uint32(reply[1:])
+	}
+	const wantMismatch = "asked for 9600 8N1, line is fixed at 115200 8N1 (tcp devices cannot change line settings; change them on the device server)"
+
+	// Away.
+	waitState(t, br, "pdu", "down")
+	waitState(t, br, "named", "down")
+	if got := askBaud(pdu, 9600); got != 115200 {
+		t.Errorf("device away: the route's tcp device answered baud %d, want the configured 115200", got)
+	}
+	if d, _ := deviceOf(br, "pdu"); d.Mismatch != wantMismatch || d.State != "down" {
+		t.Errorf("device away: status %+v, want mismatch %q", d, wantMismatch)
+	}
+	if got := askBaud(own, 9600); got != 9600 {
+		t.Errorf("device away: the VM-named tcp device answered baud %d, want the request (nothing configured)", got)
+	}
+	if d, _ := deviceOf(br, "named"); d.Mismatch != "" {
+		t.Errorf("device away: VM-named target shows mismatch %q against settings nobody configured", d.Mismatch)
+	}
+
+	// Present.
+	acceptAll(t, routed)
+	acceptAll(t, named)
+	waitState(t, br, "pdu", "up")
+	waitState(t, br, "named", "up")
+	if d, _ := deviceOf(br, "pdu"); d.Mismatch != wantMismatch {
+		t.Errorf("device back: mismatch %q, want the same %q", d.Mismatch, wantMismatch)
+	}
+	if got := askBaud(pdu, 9600); got != 115200 {
+		t.Errorf("device present: answered baud %d, want the configured 115200", got)
+	}
+	if d, _ := deviceOf(br, "pdu"); d.Mismatch != wantMismatch || d.State != "up" {
+		t.Errorf("device present: status %+v, want mismatch %q", d, wantMismatch)
+	}
+	if got := askBaud(own, 19200); got != 19200 {
+		t.Errorf("device present: the VM-named tcp device answered baud %d, want the request", got)
+	}
+	if d, _ := deviceOf(br, "named"); d.Mismatch != "" || d.Settings != "19200 ???" {
+		t.Errorf("device present: VM-named status %+v, want no mismatch and the guest's 19200", d)
 	}
 }

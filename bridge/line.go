@@ -14,7 +14,7 @@ import (
 
 var _ rfc2217.Port = (*link)(nil)
 
-func (l *link) device() (dev interface{ rfc2217.Port }, ok bool) {
+func (l *link) device() (dev rfc2217.Port, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.dev == nil {
@@ -23,24 +23,23 @@ func (l *link) device() (dev interface{ rfc2217.Port }, ok bool) {
 	return l.dev, true
 }
 
-// SetSettings implements rfc2217.Port.
+// SetSettings implements rfc2217.Port. While the device is away a fixed
+// line answers as it does when the device is there (l.fixed is the very
+// value the device answers with), and other kinds answer with what will be
+// applied when the device comes back.
 func (l *link) SetSettings(ctx context.Context, s rfc2217.Settings) (rfc2217.Settings, error) {
 	l.mu.Lock()
 	l.settings = s.Merge(l.settings)
 	want := l.settings.Merge(l.initial)
 	dev := l.dev
 	l.mu.Unlock()
-	if dev == nil {
-		if l.target.Kind.FixedLine() {
-			return l.initial, nil // what the device server is configured to
-		}
-		return want, nil // applied on reconnect
+	switch {
+	case dev != nil:
+		return dev.SetSettings(ctx, s)
+	case l.fixed != nil:
+		return l.fixed.SetSettings(ctx, s)
 	}
-	eff, err := dev.SetSettings(ctx, s)
-	if err != nil {
-		return eff, err
-	}
-	return eff, nil
+	return want, nil // applied on reconnect
 }
 
 func (l *link) control(what string, f func(p rfc2217.Port) error) error {

@@ -20,22 +20,28 @@ import (
 var ErrLinkClosed = errors.New("bridge: link closed")
 
 // link is the vspc.Backend of one port: the device or remote it is joined
-// to, kept open by run.
+// to, kept open by a chain of connect attempts (see attempt).
 type link struct {
-	b        *Bridge
-	req      vspc.Request
-	target   target.Target
-	key      string
-	route    string   // the route's name; "" for a service-URI target
-	observer Observer // console alerts; nil when none
-	trusted  bool
-	initial  rfc2217.Settings
-	vm       vspc.Sink
-	buffer   int
-	minWait  time.Duration
-	maxWait  time.Duration
-	dialTO   time.Duration
-	cancel   context.CancelFunc
+	b           *Bridge
+	req         vspc.Request
+	target      target.Target
+	key         string
+	route       string   // the route's name; "" for a service-URI target
+	observer    Observer // console alerts; nil when none
+	trusted     bool
+	initial     rfc2217.Settings // the route's settings; zero for a VM-named target
+	vm          vspc.Sink
+	buffer      int
+	minWait     time.Duration
+	maxWait     time.Duration
+	dialTimeout time.Duration
+	cancel      context.CancelFunc
+
+	// fixed answers line control for a kind whose line cannot change
+	// (tcp, nport, telnet), the device present or away: every Open gets
+	// it, and SetSettings consults it while the device is away. Nil for
+	// other kinds.
+	fixed *devices.FixedLine
 
 	wmu sync.Mutex // serialises writes to the device (VM data and the backlog flush)
 
@@ -67,7 +73,6 @@ func (l *link) vmUUID() string { return l.req.VCUUID }
 // goroutine waits, so a port whose device is unreachable costs a timer,
 // not a goroutine stack. At most one attempt runs at a time.
 
-// start schedules the first attempt at once.
 // start arms the first connect: at once, or, when held (a burst of VMs
 // attaching; see gate.go), once the bridge's dial gate lets it go.
 func (l *link) start(ctx context.Context, held bool) {
@@ -121,9 +126,9 @@ func (l *link) attempt(ctx context.Context) {
 	}
 	l.setState("connecting", "")
 	// Initial is the route's settings (for tcp/telnet kinds: what the
-	// device server is configured to); the guest's own settings are
-	// re-applied once the device is open.
-	opts := devices.Options{Initial: l.initial, Logger: l.logger(), DialTimeout: l.dialTO}
+	// device server is configured to, and the answer of l.fixed); the
+	// guest's own settings are re-applied once the device is open.
+	opts := devices.Options{Initial: l.initial, Line: l.fixed, Logger: l.logger(), DialTimeout: l.dialTimeout}
 	if !l.trusted {
 		opts.Dial = l.b.policyDial
 	}
@@ -147,7 +152,7 @@ func (l *link) attempt(ctx context.Context) {
 	}
 	l.attempts++
 	if guest := l.guestSettings(); guest != (rfc2217.Settings{}) {
-		sctx, cancel := context.WithTimeout(ctx, l.dialTO)
+		sctx, cancel := context.WithTimeout(ctx, l.dialTimeout)
 		if _, err := dev.SetSettings(sctx, guest); err != nil {
 			l.logger().Warn("re-applying the guest's line settings after reconnect", "settings", guest.String(), "err", err)
 		}
@@ -352,34 +357,9 @@ func (l *link) guestSettings() rfc2217.Settings {
 	return l.settings
 }
 
-// Status describes the link for status reports.
-type Status struct {
-	Device   string
-	State    string
-	LastErr  string
-	Connects int
-	Backlog  int
-	Settings string // what the guest set through RFC 2217
-	Mismatch string // what the guest asked for that the device cannot take
-}
-
-// mismatcher is implemented by devices whose line settings are fixed
-// (tcp/nport/telnet): they remember what a guest asked for in vain.
+// mismatcher is implemented by devices that remember what a guest asked
+// for in vain: FixedLine (tcp, nport, telnet) and an NPort's command port.
 type mismatcher interface{ Mismatch() string }
-
-// Status returns the link's state.
-func (l *link) Status() Status {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	st := Status{Device: l.key, State: l.state, LastErr: l.lastErr, Connects: l.connects, Backlog: len(l.backlog)}
-	if l.settings != (rfc2217.Settings{}) {
-		st.Settings = l.settings.String()
-	}
-	if m, ok := l.dev.(mismatcher); ok {
-		st.Mismatch = m.Mismatch()
-	}
-	return st
-}
 
 // jitter spreads reconnects of many ports over ±20 %.
 func jitter(d time.Duration) time.Duration {

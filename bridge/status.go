@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
 // DeviceStatus is a snapshot of one link: the VM serial port it belongs
@@ -54,21 +55,29 @@ func (b *Bridge) Devices() []DeviceStatus {
 func (l *link) DeviceStatus() DeviceStatus { return l.deviceStatus() }
 
 func (l *link) deviceStatus() DeviceStatus {
-	st := l.Status()
-	return DeviceStatus{
+	st := DeviceStatus{
 		VMName:     l.req.VMName,
 		VCUUID:     l.req.VCUUID,
 		ServiceURI: l.req.ServiceURI,
 		Direction:  l.req.Direction.String(),
 		Route:      l.trusted,
 		Device:     l.target.String(),
-		State:      st.State,
-		LastErr:    st.LastErr,
-		Connects:   st.Connects,
-		Backlog:    st.Backlog,
-		Settings:   st.Settings,
-		Mismatch:   st.Mismatch,
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st.State, st.LastErr, st.Connects, st.Backlog = l.state, l.lastErr, l.connects, len(l.backlog)
+	if l.settings != (rfc2217.Settings{}) {
+		st.Settings = l.settings.String()
+	}
+	// The device's own record when it has one (an NPort's command port
+	// knows more); else the fixed line's, which is the same whether or
+	// not the device is connected.
+	if m, ok := l.dev.(mismatcher); ok {
+		st.Mismatch = m.Mismatch()
+	} else if l.fixed != nil {
+		st.Mismatch = l.fixed.Mismatch()
+	}
+	return st
 }
 
 // Closer is what ApplyConfig needs of a link's VM side to end a port: a

@@ -48,6 +48,14 @@ type Options struct {
 	// configured to, and what SetSettings reports.
 	Initial rfc2217.Settings
 
+	// Line is what a tcp, nport or telnet device answers line control
+	// with (see FixedLine); nil: a FixedLine of its own, configured to
+	// Initial over the target's settings. Passing the same Line to every
+	// Open of a device keeps one answer and one mismatch across
+	// reconnects, and lets the caller answer with it while no device is
+	// open. Other kinds ignore it.
+	Line *FixedLine
+
 	// Logger receives the device's log lines; nil discards them. Open
 	// does not add the device to it: the caller narrows it (the bridge
 	// uses .With("device", t.String())).
@@ -79,19 +87,23 @@ func (o *Options) logger() *slog.Logger {
 func Open(ctx context.Context, t target.Target, opts Options) (Device, error) {
 	initial := opts.Initial.Merge(t.Settings)
 	log := opts.logger()
+	line := opts.Line
+	if line == nil && t.Kind.FixedLine() {
+		line = NewFixedLine(t, initial, log)
+	}
 	switch t.Kind {
 	case target.KindTCP, target.KindNPort:
 		conn, err := dial(ctx, t, &opts)
 		if err != nil {
 			return nil, err
 		}
-		return newTCP(conn, t, initial, log), nil
+		return newTCP(conn, t, line), nil
 	case target.KindTelnet:
 		conn, err := dial(ctx, t, &opts)
 		if err != nil {
 			return nil, err
 		}
-		return newTelnet(conn, t, initial, log, true), nil
+		return newTelnet(conn, t, line, log, true), nil
 	case target.KindRFC2217:
 		return openRFC2217(ctx, t, initial, &opts, log)
 	case target.KindSerial:

@@ -13,15 +13,20 @@
 //
 // tcp and nport: line settings cannot travel on an NPort's data port (its
 // command port 966 protocol is not publicly documented), so the settings
-// in effect are whatever the device server's console says. The route's
-// expectation (Options.Initial, or the URI query) is recorded; SetSettings
-// answers with it and never fails. Options.Initial must therefore be the
-// configured settings, not the guest's last request: re-apply the guest's
-// settings with SetSettings after Open, which the other kinds apply and
-// these kinds report as a mismatch. A request for other settings is logged
-// once per Device at warn level (later ones at debug) and kept for status:
-// the Device has a Mismatch() string method, for a consumer-side
-// interface{ Mismatch() string }. SetDTR, SetRTS, SetBreak and ModemState
+// in effect are whatever the device server's console says. Line control
+// is a FixedLine: the route's expectation (Options.Initial, or the URI
+// query) is recorded; SetSettings answers with it and never fails.
+// Options.Initial must therefore be the configured settings, not the
+// guest's last request: re-apply the guest's settings with SetSettings
+// after Open, which the other kinds apply and these kinds report as a
+// mismatch. A request for other settings is logged once per FixedLine at
+// warn level (later ones at debug) and kept for status: the Device has a
+// Mismatch() string method, for a consumer-side interface{ Mismatch()
+// string }. A caller that reconnects passes one FixedLine to every Open
+// (Options.Line) and answers with it while the device is away, so the
+// answer and the mismatch do not depend on the connection (the bridge
+// does). A field the settings leave unset is unknown: it is left unset in
+// the answer and is never a mismatch. SetDTR, SetRTS, SetBreak and ModemState
 // return errors wrapping rfc2217.ErrNotSupported. Purge is a no-op that
 // succeeds: the device server's buffers are out of reach, the Device
 // keeps none of its own, and guests purge on every open.

@@ -8,7 +8,7 @@ package devices
 
 // LineControl is false: the line is whatever the device server is
 // configured to.
-func (f *fixedLine) LineControl() bool { return false }
+func (f *FixedLine) LineControl() bool { return false }
 
 // LineControl reports whether the server agreed to COM-PORT-OPTION.
 func (d *rfc2217Device) LineControl() bool { return d.c.ComPort() }

@@ -29,7 +29,7 @@ import (
 // Mismatch, and the data keeps flowing.
 type nportDevice struct {
 	streamConn // the data socket
-	fixedLine  // the configured settings; the Port while ctl is nil
+	*FixedLine // the configured settings; the Port while ctl is nil
 	ctl        *nportControl
 	log        *slog.Logger
 	configured rfc2217.Settings
@@ -90,13 +90,13 @@ func openNPort(ctx context.Context, t target.Target, o nportOpen, opts *Options,
 	}
 	d := &nportDevice{
 		streamConn: streamConn{kind: t.Kind, addr: t.Addr(), conn: data},
-		fixedLine:  newFixedLine(t.Kind, t.Addr(), o.configured, log),
+		FixedLine:  NewFixedLine(t, o.configured, log),
 		log:        log,
 		configured: o.configured,
 	}
 	if refused {
 		// The refusal was the warning; mismatches say the same again.
-		d.fixedLine.logged = true
+		d.FixedLine.logged = true
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	if cmd != nil {
@@ -197,7 +197,7 @@ func (d *nportDevice) LineControl() bool { return d.ctl != nil && d.ctl.readErr(
 // could not take); "" if none.
 func (d *nportDevice) Mismatch() string {
 	if d.ctl == nil {
-		return d.fixedLine.Mismatch()
+		return d.FixedLine.Mismatch()
 	}
 	d.ctl.mu.Lock()
 	defer d.ctl.mu.Unlock()
@@ -219,7 +219,7 @@ func (d *nportDevice) Settings() rfc2217.Settings {
 // settings in effect go to the NPort; the answer is what it accepted.
 func (d *nportDevice) SetSettings(ctx context.Context, s rfc2217.Settings) (rfc2217.Settings, error) {
 	if d.ctl == nil {
-		return d.fixedLine.SetSettings(ctx, s)
+		return d.FixedLine.SetSettings(ctx, s)
 	}
 	d.ctl.reqMu.Lock()
 	defer d.ctl.reqMu.Unlock()
@@ -240,7 +240,7 @@ func (d *nportDevice) SetSettings(ctx context.Context, s rfc2217.Settings) (rfc2
 
 func (d *nportDevice) SetDTR(ctx context.Context, on bool) error {
 	if d.ctl == nil {
-		return d.fixedLine.SetDTR(ctx, on)
+		return d.FixedLine.SetDTR(ctx, on)
 	}
 	d.ctl.reqMu.Lock()
 	defer d.ctl.reqMu.Unlock()
@@ -252,7 +252,7 @@ func (d *nportDevice) SetDTR(ctx context.Context, on bool) error {
 
 func (d *nportDevice) SetRTS(ctx context.Context, on bool) error {
 	if d.ctl == nil {
-		return d.fixedLine.SetRTS(ctx, on)
+		return d.FixedLine.SetRTS(ctx, on)
 	}
 	d.ctl.reqMu.Lock()
 	defer d.ctl.reqMu.Unlock()
@@ -264,7 +264,7 @@ func (d *nportDevice) SetRTS(ctx context.Context, on bool) error {
 
 func (d *nportDevice) SetBreak(ctx context.Context, on bool) error {
 	if d.ctl == nil {
-		return d.fixedLine.SetBreak(ctx, on)
+		return d.FixedLine.SetBreak(ctx, on)
 	}
 	d.ctl.reqMu.Lock()
 	defer d.ctl.reqMu.Unlock()
@@ -282,7 +282,7 @@ func (d *nportDevice) SetBreak(ctx context.Context, on bool) error {
 // NPort's TX.
 func (d *nportDevice) Purge(ctx context.Context, what rfc2217.PurgeTarget) error {
 	if d.ctl == nil {
-		return d.fixedLine.Purge(ctx, what)
+		return d.FixedLine.Purge(ctx, what)
 	}
 	sel := aspp.FlushBoth
 	switch what {
@@ -301,7 +301,7 @@ func (d *nportDevice) Purge(ctx context.Context, what rfc2217.PurgeTarget) error
 // any.
 func (d *nportDevice) ModemState(ctx context.Context) (rfc2217.ModemState, error) {
 	if d.ctl == nil {
-		return d.fixedLine.ModemState(ctx)
+		return d.FixedLine.ModemState(ctx)
 	}
 	m, _ := d.ctl.modemState()
 	return m, nil

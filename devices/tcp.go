@@ -4,12 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"sync/atomic"
 
 	"github.com/vspc-bridge/vspc-bridge/devices/target"
-	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
 // streamConn is the byte-stream half shared by the network kinds: a
@@ -55,19 +53,19 @@ func (c *streamConn) close() (bool, error) {
 	return true, nil
 }
 
-// tcpDevice is a raw TCP device (target.KindTCP, target.KindNPort): bytes pass through
-// untouched; the line settings are fixed (see fixedLine).
+// tcpDevice is a raw TCP device (target.KindTCP, target.KindNPort): bytes
+// pass through untouched; the line settings are fixed (see FixedLine).
 type tcpDevice struct {
 	streamConn
-	fixedLine
+	*FixedLine
 }
 
 var _ Device = (*tcpDevice)(nil)
 
-func newTCP(conn net.Conn, t target.Target, configured rfc2217.Settings, log *slog.Logger) *tcpDevice {
+func newTCP(conn net.Conn, t target.Target, line *FixedLine) *tcpDevice {
 	return &tcpDevice{
 		streamConn: streamConn{kind: t.Kind, addr: t.Addr(), conn: conn},
-		fixedLine:  newFixedLine(t.Kind, t.Addr(), configured, log),
+		FixedLine:  line,
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/devices/target"
-	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/telnet"
 )
 
@@ -45,7 +44,7 @@ const (
 // blocks Read.
 type telnetDevice struct {
 	streamConn
-	fixedLine
+	*FixedLine
 	log *slog.Logger
 
 	// Owned by the goroutine calling Read.
@@ -77,10 +76,10 @@ var _ Device = (*telnetDevice)(nil)
 // newTelnet starts the telnet session on conn. With binary false it offers
 // nothing and refuses everything (NVT only): tests use it to play a
 // client whose remote refuses BINARY.
-func newTelnet(conn net.Conn, t target.Target, configured rfc2217.Settings, log *slog.Logger, binary bool) *telnetDevice {
+func newTelnet(conn net.Conn, t target.Target, line *FixedLine, log *slog.Logger, binary bool) *telnetDevice {
 	d := &telnetDevice{
 		streamConn: streamConn{kind: t.Kind, addr: t.Addr(), conn: conn},
-		fixedLine:  newFixedLine(t.Kind, t.Addr(), configured, log),
+		FixedLine:  line,
 		log:        log,
 		settled:    make(chan struct{}),
 		writes:     make(chan []byte),

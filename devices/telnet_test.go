@@ -249,7 +249,7 @@ func telnetPipe(t *testing.T, binary bool) (*telnetDevice, net.Conn) {
 	t.Helper()
 	a, b := net.Pipe()
 	tg := target.Target{Kind: target.KindTelnet, Host: "pipe", Port: 23}
-	d := newTelnet(a, tg, rfc2217.Settings{}, devicetest.Logger(t), binary)
+	d := newTelnet(a, tg, NewFixedLine(tg, rfc2217.Settings{}, nil), devicetest.Logger(t), binary)
 	t.Cleanup(func() { d.Close(); b.Close() })
 	return d, b
 }
@@ -456,7 +456,7 @@ func TestTelnetdAllByteValues(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d := newTelnet(conn, tg, rfc2217.Settings{}, devicetest.Logger(t), binary)
+			d := newTelnet(conn, tg, NewFixedLine(tg, rfc2217.Settings{}, nil), devicetest.Logger(t), binary)
 			defer d.Close()
 			conn.SetReadDeadline(time.Now().Add(testwait.Timeout))
 			expect := func(want string) {
