@@ -47,6 +47,9 @@ type Config struct {
 	Alerts     Alerts      `toml:"alerts"`
 	AlertRules []AlertRule `toml:"alert"`
 
+	// Web is the web console (web.go).
+	Web Web `toml:"web"`
+
 	allow *Allow // parsed Policy.ConnectAllow
 }
 
@@ -179,6 +182,7 @@ func defaults() Config {
 		Remote: defaultRemote(),
 		Admin:  adminDefaults(),
 		Alerts: alertsDefaults(),
+		Web:    webDefaults(),
 	}
 }
 

@@ -34,6 +34,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateRoutes(c.Routes)
 	d.validateRemote(&c.Remote, c.Users)
 	d.validateAdmin(c)
+	d.validateWeb(c)
 }
 
 func (d *decoder) positive(key string, v Duration) {
