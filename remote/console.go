@@ -82,6 +82,7 @@ type attachment struct {
 	pause       bool // a full queue pauses the console (client_overflow = "pause"), else drops the client
 	out         *outQueue
 	enc         func(dst, p []byte) []byte
+	replayed    int // scrollback bytes queued first by attach (before enc)
 }
 
 func (a *attachment) String() string {
@@ -370,6 +371,7 @@ func (c *console) attach(a *attachment) error {
 			sb = sb[len(sb)-keep:]
 		}
 		a.out.data(sb, a.enc, c.dropMsg, true) // never drops: at most half the limit
+		a.replayed = len(sb)
 	}
 	c.notifyLocked(a, fmt.Sprintf("%s joined (%s, %s from %s); %d attached", a.user, a.mode, a.via, a.peer, len(c.clients)+1))
 	a.out.setOnRoom(c.wake)
