@@ -78,6 +78,9 @@ type daemon struct {
 	// *remote.Hub's SetUsers); set before start. Without it a change of
 	// users is reported as needing a restart.
 	setUsers func(*configs.Config)
+	// web describes the web console's listener for status; nil when it
+	// is off. Set before start.
+	web func() admin.Listener
 
 	fatal chan error     // a listener failed on its own
 	wg    sync.WaitGroup // listener and matcher goroutines
@@ -605,6 +608,7 @@ func needsRestart(old, cfg *configs.Config, usersReload bool) []string {
 		{"log.format", old.Log.Format != cfg.Log.Format},
 		{"alerts.queue", old.Alerts.Queue != cfg.Alerts.Queue},
 		{"remote", !reflect.DeepEqual(old.Remote, cfg.Remote)},
+		{"web", !reflect.DeepEqual(old.Web, cfg.Web)},
 		{"user", !usersReload && !reflect.DeepEqual(old.Users, cfg.Users)},
 	} {
 		if k.changed {
@@ -658,6 +662,9 @@ func (d *daemon) status() admin.Status {
 			}
 		}
 		st.Listeners = append(st.Listeners, l)
+	}
+	if d.web != nil {
+		st.Listeners = append(st.Listeners, d.web())
 	}
 	return st
 }

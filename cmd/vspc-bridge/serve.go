@@ -152,7 +152,17 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 		hub.Close()
 		return fmt.Errorf("remote access: %w", err)
 	}
+	// The web console ([web] listen): a browser door of remote access.
+	wc, err := startWeb(cfg, log, hub, br, srv)
+	if err != nil {
+		hub.Close()
+		return fmt.Errorf("web console: %w", err)
+	}
+	if wc != nil {
+		d.web = wc.listener
+	}
 	if err := d.start(); err != nil {
+		wc.stop(log)
 		hub.Close()
 		return err
 	}
@@ -173,6 +183,8 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 	var vmAddr string
 	for _, l := range st.Listeners {
 		switch l.Kind {
+		case kindWeb:
+			continue // logged by startWeb
 		case kindAdmin:
 			log.Info("admin endpoint", "url", l.URI, "token", d.cfg.Admin.Token != "" || d.cfg.Admin.TokenFile != "")
 		case kindVSPCTLS:
@@ -185,6 +197,9 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 		}
 	}
 	printHints(stdout, cfg, vmAddr)
+	if wc != nil {
+		fmt.Fprintf(stdout, "The web console is at %s (log in as a [[user]]).\n", wc.url)
+	}
 
 	serveErr := d.run(rctx)
 	log.Info("shutting down: no new connections; flushing data in flight")
@@ -192,6 +207,7 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 	defer cancel()
 	srv.Shutdown(sctx)
 	hcancel()
+	wc.stop(log)
 	hub.Close()
 	if err := g.Wait(); err != nil {
 		serveErr = err

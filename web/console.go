@@ -1,0 +1,572 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/remote"
+)
+
+// subprotocol is the console protocol's WebSocket sub-protocol (doc.go).
+const subprotocol = "vspc.console.v1"
+
+// Limits of a console stream.
+const (
+	readLimit    = 64 << 10         // one message from the browser (the page sends input in 8 KiB pieces)
+	outChunk     = 32 << 10         // console output per binary frame at most
+	writeTimeout = 60 * time.Second // a frame the browser takes longer to accept ends the stream
+	statusTick   = time.Second      // users, state, mode and rights are looked at this often
+)
+
+// Close codes (doc.go).
+const (
+	closeTooSlow   = websocket.StatusTryAgainLater
+	closeSession   = websocket.StatusCode(4401)
+	closeForbidden = websocket.StatusCode(4403)
+	closeGone      = websocket.StatusCode(4404)
+	closeBusy      = websocket.StatusCode(4409)
+	closeTooMany   = websocket.StatusCode(4429)
+)
+
+// Control messages, server to browser.
+type (
+	helloMsg struct {
+		Type     string `json:"type"` // hello
+		ID       string `json:"id"`
+		Kind     string `json:"kind"` // console or link
+		VM       string `json:"vm"`
+		VCUUID   string `json:"vc_uuid"`
+		Service  string `json:"service"`
+		State    string `json:"state"` // the VM port's: attached, detached, vmotion
+		User     string `json:"user"`
+		Right    string `json:"right"` // rw or ro
+		Mode     string `json:"mode"`  // read-write, read-only, exclusive, exclusive-write; watch
+		CanWrite bool   `json:"can_write"`
+		Replay   int    `json:"replay"` // scrollback bytes that follow, then replay-end
+		Log      bool   `json:"log"`
+		Note     string `json:"note,omitempty"`
+	}
+	modeMsg struct {
+		Type     string `json:"type"` // mode
+		Mode     string `json:"mode"`
+		CanWrite bool   `json:"can_write"`
+		Note     string `json:"note,omitempty"`
+	}
+	usersMsg struct {
+		Type  string `json:"type"` // users
+		Users []User `json:"users"`
+	}
+	stateMsg struct {
+		Type   string `json:"type"` // state
+		State  string `json:"state"`
+		Paused bool   `json:"paused"` // the console waits for a slow client
+	}
+	textMsg struct {
+		Type string `json:"type"` // notice or error
+		Text string `json:"text"`
+	}
+)
+
+// clientMsg is a control message from the browser.
+type clientMsg struct {
+	Type string `json:"type"` // break, mode
+	Mode string `json:"mode,omitempty"`
+}
+
+// stream is one WebSocket (a console or a watch) and how it ends.
+//
+// Its loops stop when ctx ends; the WebSocket is closed (with a code the
+// page understands) by finish, which is also what unblocks the reader:
+// reads and writes use contexts that finish does not cancel, because
+// coder/websocket tears a connection down without a close frame when the
+// context of a pending read or write ends.
+type stream struct {
+	s    *Server
+	c    *websocket.Conn
+	ss   *session
+	user *configs.User
+	ctx  context.Context // ends when the stream finishes
+	stop context.CancelFunc
+	// onFinish runs once when the stream finishes, before the WebSocket
+	// is closed (a console detaches here, which ends its output).
+	onFinish func(reason string)
+	unhook   []func() bool // context.AfterFunc registrations to undo
+
+	once   sync.Once
+	code   websocket.StatusCode
+	reason string
+}
+
+// finish ends the stream with a close code and reason (the first call
+// decides; later calls wait for it to be done).
+func (st *stream) finish(code websocket.StatusCode, reason string) {
+	st.once.Do(func() {
+		st.code, st.reason = code, reason
+		st.stop()
+		if st.onFinish != nil {
+			st.onFinish(reason)
+		}
+		if len(reason) > 120 {
+			reason = reason[:120] // a close reason is at most 123 bytes
+		}
+		st.c.Close(code, reason)
+	})
+}
+
+// end is the handler's last word: the stream finishes (normally, unless
+// something else decided first) and its hooks are undone.
+func (st *stream) end() {
+	st.finish(websocket.StatusNormalClosure, "")
+	for _, f := range st.unhook {
+		f()
+	}
+}
+
+func (st *stream) writeJSON(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(st.s.ctx, writeTimeout)
+	defer cancel()
+	return st.c.Write(ctx, websocket.MessageText, b)
+}
+
+func (st *stream) writeBinary(p []byte) error {
+	ctx, cancel := context.WithTimeout(st.s.ctx, writeTimeout)
+	defer cancel()
+	return st.c.Write(ctx, websocket.MessageBinary, p)
+}
+
+// read reads the browser's next message; it returns once the stream is
+// finished (finish closes the WebSocket).
+func (st *stream) read() (websocket.MessageType, []byte, error) {
+	return st.c.Read(context.Background())
+}
+
+// accept accepts a WebSocket (the Origin is checked here) and its session;
+// on failure it has answered and returns nil. A stream that is refused
+// after the upgrade is closed with a code the page understands. The
+// caller defers st.end().
+func (s *Server) accept(w http.ResponseWriter, r *http.Request) *stream {
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{subprotocol}, OriginPatterns: s.origins})
+	if err != nil {
+		s.log.Warn("web console refused", "err", err, "origin", r.Header.Get("Origin"), "host", r.Host, "peer", r.RemoteAddr)
+		return nil
+	}
+	c.SetReadLimit(readLimit)
+	ss, u := s.session(r)
+	if u == nil {
+		c.Close(closeSession, "not logged in")
+		return nil
+	}
+	st := &stream{s: s, c: c, ss: ss, user: u}
+	st.ctx, st.stop = context.WithCancel(context.Background())
+	st.unhook = append(st.unhook,
+		context.AfterFunc(ss.ctx, func() { st.finish(closeSession, "logged out") }),
+		context.AfterFunc(s.ctx, func() { st.finish(websocket.StatusGoingAway, "the bridge is stopping") }))
+	return st
+}
+
+// userText is an error as users see it: without the package prefix.
+func userText(err error) string {
+	s := err.Error()
+	for _, p := range []string{"remote: ", "web: "} {
+		s = strings.TrimPrefix(s, p)
+	}
+	return s
+}
+
+func modeShort(m remote.Mode) string {
+	switch m {
+	case remote.ModeShared:
+		return "rw"
+	case remote.ModeReadOnly:
+		return "ro"
+	case remote.ModeExclusive:
+		return "x"
+	case remote.ModeExclusiveWrite:
+		return "xw"
+	}
+	return ""
+}
+
+func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) {
+	if !s.track() {
+		writeError(w, http.StatusServiceUnavailable, "shutting down")
+		return
+	}
+	defer s.wg.Done()
+	st := s.accept(w, r)
+	if st == nil {
+		return
+	}
+	defer st.end()
+	u := st.user
+	e, v, ok := s.find(r.PathValue("id"), u)
+	if !ok || e.Kind != kindConsole {
+		st.finish(closeGone, "no such console")
+		return
+	}
+	asked := r.URL.Query().Get("mode")
+	if asked == "" {
+		asked = "ro"
+		if v.Right == configs.AccessRW {
+			asked = "rw"
+		}
+	}
+	mode, ok := remote.ParseMode(asked)
+	if !ok {
+		st.finish(closeForbidden, "unknown mode "+asked+": want rw, ro, x or xw")
+		return
+	}
+	if mode != remote.ModeReadOnly && v.Right != configs.AccessRW {
+		st.finish(closeForbidden, "you have read-only access to this console")
+		return
+	}
+	if !s.reserve(u.Name) {
+		st.finish(closeTooMany, "too many consoles open ([web] max_consoles)")
+		return
+	}
+	defer s.release(u.Name)
+	out := newConsoleOut(s.ctx)
+	att, err := s.cfg.Consoles.Attach(e.key, out, remote.AttachOptions{User: u.Name, Mode: mode, Peer: r.RemoteAddr, Via: "web"})
+	switch {
+	case errors.Is(err, remote.ErrConsoleBusy):
+		st.finish(closeBusy, userText(err))
+		return
+	case errors.Is(err, remote.ErrNoConsole), errors.Is(err, remote.ErrConsoleClosed):
+		st.finish(closeGone, "the console is gone")
+		return
+	case errors.Is(err, remote.ErrNoAccess):
+		st.finish(closeForbidden, userText(err))
+		return
+	case err != nil:
+		st.finish(websocket.StatusInternalError, userText(err))
+		return
+	}
+	cs := &consoleStream{stream: st, att: att, out: out, entry: e, replayed: make(chan struct{})}
+	out.cs, out.replay = cs, att.Replay()
+	st.onFinish = func(string) {
+		out.stop()   // no more output frames: the close frame comes next
+		att.Detach() // waits for the hub's writer (closing out if it is stuck)
+		s.snap.invalidate()
+	}
+	s.snap.invalidate()
+	st.ss.streamOpened()
+	defer func() { st.ss.streamClosed(s.cfg.Now()) }()
+	started := time.Now()
+	log := s.log.With("user", u.Name, "vm", e.VM, "vc_uuid", e.VCUUID, "service_uri", e.Service, "peer", r.RemoteAddr)
+	got := att.Mode()
+	cs.lastMode = got
+	log.Info("web console attached", "mode", got.String())
+	hello := helloMsg{Type: "hello", ID: e.ID, Kind: kindConsole, VM: e.VM, VCUUID: e.VCUUID, Service: e.Service, State: e.State, User: u.Name,
+		Right: v.Right, Mode: got.String(), CanWrite: got != remote.ModeReadOnly, Replay: att.Replay(), Log: e.logFile != ""}
+	if mode == remote.ModeShared && got == remote.ModeReadOnly {
+		hello.Note = "someone holds write access exclusively: you are read-only"
+	}
+	err = st.writeJSON(hello)
+	if err == nil && out.replay == 0 {
+		if err = st.writeJSON(textMsg{Type: "replay-end"}); err == nil {
+			close(cs.replayed)
+		}
+	}
+	if err != nil {
+		st.finish(websocket.StatusAbnormalClosure, "")
+	} else {
+		close(out.ready) // the hub's writer may send output now
+		var wg sync.WaitGroup
+		wg.Go(cs.watch)
+		wg.Go(cs.status)
+		cs.input()
+		st.finish(websocket.StatusNormalClosure, "")
+		wg.Wait()
+	}
+	why := st.reason
+	if why == "" {
+		why = "closed by the browser"
+	}
+	log.Info("web console detached", "why", why, "after", time.Since(started).Round(time.Millisecond).String(),
+		"bytes_in", cs.bytesIn.Load(), "bytes_out", cs.bytesOut.Load(), "dropped_input", cs.dropped.Load())
+}
+
+// consoleStream is one attached console: the hub writes its output
+// through a consoleOut, watch notices the hub ending it, status sends the
+// status and pings, input (on the handler's goroutine) reads the
+// browser's messages.
+type consoleStream struct {
+	*stream
+	att   Attachment
+	out   *consoleOut
+	entry snapEntry
+
+	replayed  chan struct{} // closed after replay-end: status starts then
+	inputBusy atomic.Bool   // a write to the VM is blocked (back-pressure): do not expect pongs
+	bytesIn   atomic.Int64
+	bytesOut  atomic.Int64
+	dropped   atomic.Int64 // input bytes not sent: the mode does not write
+
+	mu       sync.Mutex // guards lastMode
+	lastMode remote.Mode
+}
+
+// consoleOut is the remote.ClientConn of a console: the hub's writer
+// (one goroutine at a time, only while there is output) sends the output
+// through it as binary frames; it marks where the scrollback ends with a
+// replay-end message. Write waits until the hello is out.
+type consoleOut struct {
+	cs     *consoleStream // set before ready is closed
+	replay int            // scrollback bytes still to send; only Write touches it after ready
+	ready  chan struct{}
+	ctx    context.Context // ended by Close: a write in progress stops
+	cancel context.CancelFunc
+
+	stopOnce sync.Once
+	stopped  chan struct{} // no more frames
+	failed   atomic.Bool   // a frame could not be written: the browser is gone or stuck
+}
+
+func newConsoleOut(parent context.Context) *consoleOut {
+	o := &consoleOut{ready: make(chan struct{}), stopped: make(chan struct{})}
+	o.ctx, o.cancel = context.WithCancel(parent)
+	return o
+}
+
+// Write implements remote.ClientConn.
+func (o *consoleOut) Write(p []byte) (int, error) {
+	select {
+	case <-o.ready:
+	case <-o.stopped:
+		return 0, net.ErrClosed
+	}
+	n := len(p)
+	for len(p) > 0 {
+		select {
+		case <-o.stopped:
+			return n - len(p), net.ErrClosed
+		default:
+		}
+		k := min(len(p), outChunk)
+		if o.replay > 0 {
+			k = min(k, o.replay)
+		}
+		if err := o.frame(websocket.MessageBinary, p[:k]); err != nil {
+			return n - len(p), err
+		}
+		o.cs.bytesOut.Add(int64(k))
+		p = p[k:]
+		if o.replay > 0 {
+			if o.replay -= k; o.replay == 0 {
+				b, _ := json.Marshal(textMsg{Type: "replay-end"})
+				if err := o.frame(websocket.MessageText, b); err != nil {
+					return n - len(p), err
+				}
+				close(o.cs.replayed)
+			}
+		}
+	}
+	return n, nil
+}
+
+func (o *consoleOut) frame(typ websocket.MessageType, b []byte) error {
+	ctx, cancel := context.WithTimeout(o.ctx, writeTimeout)
+	defer cancel()
+	err := o.cs.c.Write(ctx, typ, b)
+	if err != nil {
+		o.failed.Store(true)
+	}
+	return err
+}
+
+// stop ends the output without cutting a frame in progress.
+func (o *consoleOut) stop() { o.stopOnce.Do(func() { close(o.stopped) }) }
+
+// Close implements remote.ClientConn: the hub is done with the client
+// (dropped, the console gone, or detached); a write in progress ends.
+func (o *consoleOut) Close() error {
+	o.stop()
+	o.cancel()
+	return nil
+}
+
+// watch ends the stream when the hub ends the client.
+func (cs *consoleStream) watch() {
+	select {
+	case <-cs.att.Done():
+		switch {
+		case cs.att.Dropped():
+			cs.finish(closeTooSlow, "fell behind the console; reconnect to catch up")
+		case cs.out.failed.Load():
+			cs.finish(websocket.StatusGoingAway, "the browser stopped taking output")
+		default:
+			cs.finish(closeGone, "the console closed: the VM's serial port is gone")
+		}
+	case <-cs.ctx.Done():
+	}
+}
+
+// status sends users and state when they change (from after the replay
+// on), follows the session and the user's rights, and pings.
+func (cs *consoleStream) status() {
+	select {
+	case <-cs.replayed:
+	case <-cs.ctx.Done():
+		return
+	}
+	var lastUsers []byte
+	lastState, lastPaused := cs.entry.State, cs.entry.Paused
+	ping := time.Now().Add(cs.s.web.Ping.Duration)
+	t := time.NewTicker(statusTick)
+	defer t.Stop()
+	for {
+		u := cs.s.current(cs.ss)
+		if u == nil {
+			cs.finish(closeSession, "session ended: log in again")
+			return
+		}
+		right, ok := u.Right(cs.entry.VM, cs.entry.VCUUID)
+		if !ok {
+			cs.finish(closeForbidden, "your access to this console was withdrawn")
+			return
+		}
+		if right != configs.AccessRW && cs.att.Mode() != remote.ModeReadOnly {
+			cs.att.SetMode(remote.ModeReadOnly)
+		}
+		if e, _, ok := cs.s.find(cs.entry.ID, u); ok {
+			b, _ := json.Marshal(usersMsg{Type: "users", Users: e.Users})
+			if !bytes.Equal(b, lastUsers) {
+				if cs.writeJSON(json.RawMessage(b)) != nil {
+					cs.finish(websocket.StatusAbnormalClosure, "")
+					return
+				}
+				lastUsers = b
+			}
+			if e.State != lastState || e.Paused != lastPaused {
+				if cs.writeJSON(stateMsg{Type: "state", State: e.State, Paused: e.Paused}) != nil {
+					cs.finish(websocket.StatusAbnormalClosure, "")
+					return
+				}
+				lastState, lastPaused = e.State, e.Paused
+			}
+		}
+		if cs.sendMode("") != nil {
+			cs.finish(websocket.StatusAbnormalClosure, "")
+			return
+		}
+		if now := time.Now(); !now.Before(ping) {
+			ping = now.Add(cs.s.web.Ping.Duration)
+			if !cs.inputBusy.Load() {
+				pctx, cancel := context.WithTimeout(cs.s.ctx, cs.s.web.Ping.Duration)
+				err := cs.c.Ping(pctx)
+				cancel()
+				if err != nil && cs.ctx.Err() == nil {
+					cs.finish(websocket.StatusGoingAway, "no answer to ping")
+					return
+				}
+			}
+		}
+		select {
+		case <-t.C:
+		case <-cs.ctx.Done():
+			return
+		}
+	}
+}
+
+// sendMode tells the browser its mode when it changed (or, with a note,
+// always).
+func (cs *consoleStream) sendMode(note string) error {
+	m := cs.att.Mode()
+	cs.mu.Lock()
+	changed := m != cs.lastMode
+	cs.lastMode = m
+	cs.mu.Unlock()
+	if !changed && note == "" {
+		return nil
+	}
+	return cs.writeJSON(modeMsg{Type: "mode", Mode: m.String(), CanWrite: m != remote.ModeReadOnly, Note: note})
+}
+
+// input reads the browser's messages until the stream ends.
+func (cs *consoleStream) input() {
+	warned := false
+	for {
+		typ, data, err := cs.read()
+		if err != nil {
+			code := websocket.CloseStatus(err)
+			if code == -1 {
+				code = websocket.StatusAbnormalClosure
+			}
+			cs.finish(code, "")
+			return
+		}
+		if typ == websocket.MessageBinary {
+			cs.inputBusy.Store(true)
+			err := cs.att.Input(data)
+			cs.inputBusy.Store(false)
+			switch {
+			case errors.Is(err, remote.ErrReadOnly):
+				// Also what keeps a read-only viewer's terminal from
+				// answering queries found in the output.
+				cs.dropped.Add(int64(len(data)))
+				if !warned {
+					warned = true
+					if cs.writeJSON(textMsg{Type: "notice", Text: "you are read-only: input is not sent"}) != nil {
+						return
+					}
+				}
+			case err != nil:
+				cs.finish(closeGone, userText(err))
+				return
+			default:
+				cs.bytesIn.Add(int64(len(data)))
+			}
+			continue
+		}
+		var m clientMsg
+		if err := json.Unmarshal(data, &m); err != nil {
+			if cs.writeJSON(textMsg{Type: "error", Text: "bad message: " + err.Error()}) != nil {
+				return
+			}
+			continue
+		}
+		var reply error
+		switch m.Type {
+		case "break":
+			if err := cs.att.Break(); err != nil {
+				reply = cs.writeJSON(textMsg{Type: "error", Text: "BREAK not sent: " + userText(err)})
+			} else {
+				reply = cs.writeJSON(textMsg{Type: "notice", Text: "BREAK sent"})
+			}
+		case "mode":
+			want, ok := remote.ParseMode(m.Mode)
+			switch {
+			case !ok || (want != remote.ModeReadOnly && want != remote.ModeShared):
+				reply = cs.writeJSON(textMsg{Type: "error", Text: "switch to ro or rw here; reconnect for x or xw"})
+			default:
+				if err := cs.att.SetMode(want); err != nil {
+					reply = cs.writeJSON(textMsg{Type: "error", Text: userText(err)})
+				} else {
+					warned = false
+					reply = cs.sendMode("you are " + want.String())
+				}
+			}
+		default:
+			reply = cs.writeJSON(textMsg{Type: "error", Text: "unknown message type " + m.Type})
+		}
+		if reply != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,447 @@
+package web_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
+	"github.com/vspc-bridge/vspc-bridge/internal/leaktest"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
+	"github.com/vspc-bridge/vspc-bridge/remote"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
+	"github.com/vspc-bridge/vspc-bridge/web"
+)
+
+// TestMain fails the run if goroutines started by the tests outlive them
+// (consoles, event streams, the hub's writers).
+func TestMain(m *testing.M) { leaktest.Main(m, 5*time.Second) }
+
+// Test users: alice may write to every console; bob may only watch web-*;
+// carol may write to db-* only.
+const (
+	alicePW = "alice-secret"
+	bobPW   = "bob-secret"
+	carolPW = "carol-secret"
+)
+
+func hash(t testing.TB, pw string) string {
+	t.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(h)
+}
+
+// bridger opens every VM port through the hub, as the bridge does for a
+// direction-server port without a [[route]].
+type bridger struct{ h *remote.Hub }
+
+func (b bridger) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Backend, error) {
+	return b.h.Open(ctx, req, vm)
+}
+
+// env is a vspc server whose direction-server ports get consoles from a
+// remote hub, and the web console in front of it, all on 127.0.0.1.
+type env struct {
+	t        *testing.T
+	cfg      *configs.Config
+	hub      *remote.Hub
+	srv      *vspc.Server
+	web      *web.Server
+	vspcAddr string
+	base     string // http://127.0.0.1:PORT/
+	logDir   string
+}
+
+// newEnv starts the env; extra is TOML added to the [web] table.
+func newEnv(t *testing.T, extra string) *env {
+	t.Helper()
+	return newEnvWith(t, envOptions{web: extra})
+}
+
+// envOptions tune an env.
+type envOptions struct {
+	web, remote string // TOML added to the [web] and [remote] tables
+	sendBuffer  int    // SO_SNDBUF of the web console's connections; 0 leaves it
+}
+
+func newEnvWith(t *testing.T, o envOptions) *env {
+	t.Helper()
+	logDir := t.TempDir()
+	src := fmt.Sprintf(`
+[vspc]
+listen = "127.0.0.1:0"
+[remote]
+enabled = true
+login_delay = "10ms"
+log_dir = %q
+%s
+[web]
+listen = "127.0.0.1:0"
+%s
+
+[[user]]
+name = "alice"
+password = %q
+access = [{vm = "*", mode = "rw"}]
+
+[[user]]
+name = "bob"
+password = %q
+access = [{vm = "web-*", mode = "ro"}]
+
+[[user]]
+name = "carol"
+password = %q
+access = [{vm = "db-*", mode = "rw"}]
+`, logDir, o.remote, o.web, hash(t, alicePW), hash(t, bobPW), hash(t, carolPW))
+	cfg, err := configs.Parse("test.toml", []byte(src))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, src)
+	}
+	log := devicetest.Logger(t)
+	hub, err := remote.New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, cfg: cfg, hub: hub, logDir: logDir}
+	e.srv = vspc.NewServer(vspc.Config{Bridger: bridger{hub}, Logger: log, GracePeriod: 5 * time.Second})
+	e.web, err = web.New(web.Config{Config: cfg, Consoles: web.HubConsoles(hub), Ports: e.srv.Ports, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := func() net.Listener {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln
+	}
+	vln, wln := listen(), listen()
+	if o.sendBuffer > 0 {
+		wln = smallSendBuffer{wln, o.sendBuffer}
+	}
+	e.vspcAddr = vln.Addr().String()
+	e.base = "http://" + wln.Addr().String() + "/"
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { e.srv.Serve(ctx, vln) })
+	wg.Go(func() { e.web.Serve(ctx, wln) })
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		e.srv.Close()
+		hub.Close()
+	})
+	return e
+}
+
+// smallSendBuffer sets SO_SNDBUF on accepted connections, so that a
+// client that stops reading holds the server's writes up soon.
+type smallSendBuffer struct {
+	net.Listener
+	size int
+}
+
+func (l smallSendBuffer) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(l.size)
+	}
+	return c, err
+}
+
+// vm connects a simulated ESXi host for a direction-server VM port.
+func (e *env) vm(name, uuid, service string) *vspctest.Conn {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(e.t.Context(), 10*time.Second)
+	defer cancel()
+	c, err := vspctest.Dial(ctx, e.vspcAddr, vspctest.VM{Name: name, VCUUID: uuid, BIOSUUID: uuid, LocUUID: uuid, Direction: vspc.DirServer, ServiceURI: service})
+	if err != nil {
+		e.t.Fatalf("VM %s: %v", name, err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// console waits for the hub's console of VM name.
+func (e *env) console(name string) remote.ConsoleInfo {
+	e.t.Helper()
+	var ci remote.ConsoleInfo
+	testwait.For(e.t, "the console of "+name, func() bool {
+		for _, c := range e.hub.Consoles() {
+			if c.VMName == name {
+				ci = c
+				return true
+			}
+		}
+		return false
+	})
+	return ci
+}
+
+// waitClients waits until the console of VM name has n clients.
+func (e *env) waitClients(name string, n int) remote.ConsoleInfo {
+	e.t.Helper()
+	var ci remote.ConsoleInfo
+	testwait.For(e.t, fmt.Sprintf("%d clients on %s", n, name), func() bool {
+		ci = e.console(name)
+		return len(ci.Clients) == n
+	})
+	return ci
+}
+
+// client is a non-browser HTTP client with a cookie jar.
+type client struct {
+	t      *testing.T
+	e      *env
+	http   *http.Client
+	rcvbuf int // SO_RCVBUF of its WebSocket connections; 0 leaves it
+}
+
+func (e *env) client() *client {
+	jar, _ := cookiejar.New(nil)
+	return &client{t: e.t, e: e, http: &http.Client{Jar: jar, Timeout: 30 * time.Second}}
+}
+
+// do sends a request with an optional JSON body and headers, and returns
+// the response with its body read.
+func (c *client) do(method, path string, body any, hdr map[string]string) (*http.Response, []byte) {
+	c.t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.e.base+strings.TrimPrefix(path, "/"), r)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		if strings.EqualFold(k, "Host") {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+func (c *client) login(user, pw string) {
+	c.t.Helper()
+	resp, b := c.do("POST", "api/login", map[string]string{"user": user, "password": pw}, nil)
+	if resp.StatusCode != http.StatusOK {
+		c.t.Fatalf("login %s: %s %s", user, resp.Status, b)
+	}
+}
+
+func (c *client) list() web.List {
+	c.t.Helper()
+	resp, b := c.do("GET", "api/consoles", nil, nil)
+	if resp.StatusCode != http.StatusOK {
+		c.t.Fatalf("list: %s %s", resp.Status, b)
+	}
+	var l web.List
+	if err := json.Unmarshal(b, &l); err != nil {
+		c.t.Fatal(err)
+	}
+	return l
+}
+
+// entry waits for the list entry of VM vm and returns it.
+func (c *client) entry(vm string) web.Entry {
+	c.t.Helper()
+	var e web.Entry
+	testwait.For(c.t, "the list to show "+vm, func() bool {
+		for _, x := range c.list().Consoles {
+			if x.VM == vm {
+				e = x
+				return true
+			}
+		}
+		return false
+	})
+	return e
+}
+
+// wsConn is a console WebSocket as a test sees it.
+type wsConn struct {
+	t *testing.T
+	c *websocket.Conn
+}
+
+// dial opens path (ws/console/ID?…) with the client's cookies and
+// origin ("" for none). It returns the HTTP response when the upgrade is
+// refused.
+func (c *client) dial(path, origin string) (*wsConn, *http.Response, error) {
+	c.t.Helper()
+	u, _ := url.Parse(c.e.base)
+	h := http.Header{}
+	for _, ck := range c.http.Jar.Cookies(u) {
+		h.Add("Cookie", ck.Name+"="+ck.Value)
+	}
+	if origin != "" {
+		h.Set("Origin", origin)
+	}
+	ctx, cancel := context.WithTimeout(c.t.Context(), 10*time.Second)
+	defer cancel()
+	opts := &websocket.DialOptions{HTTPHeader: h, Subprotocols: []string{"vspc.console.v1"}}
+	if c.rcvbuf > 0 {
+		d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, c.rcvbuf)
+			})
+			return serr
+		}}
+		opts.HTTPClient = &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+	}
+	ws, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(c.e.base, "http")+path, opts)
+	if err != nil {
+		return nil, resp, err
+	}
+	ws.SetReadLimit(1 << 20)
+	w := &wsConn{t: c.t, c: ws}
+	c.t.Cleanup(func() { ws.CloseNow() })
+	return w, resp, nil
+}
+
+// msg is any control message.
+type msg map[string]any
+
+// next reads the next frame: a control message or console bytes.
+func (w *wsConn) next() (msg, []byte, error) {
+	ctx, cancel := context.WithTimeout(w.t.Context(), 20*time.Second)
+	defer cancel()
+	typ, b, err := w.c.Read(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if typ == websocket.MessageBinary {
+		return nil, b, nil
+	}
+	var m msg
+	if err := json.Unmarshal(b, &m); err != nil {
+		w.t.Fatalf("bad control message %q: %v", b, err)
+	}
+	return m, nil, nil
+}
+
+// expect reads frames until a control message of type typ, collecting
+// console bytes on the way.
+func (w *wsConn) expect(typ string) (msg, []byte) {
+	w.t.Helper()
+	var out []byte
+	for {
+		m, b, err := w.next()
+		if err != nil {
+			w.t.Fatalf("waiting for %q: %v (console bytes so far %q)", typ, err, out)
+		}
+		out = append(out, b...)
+		if m != nil && m["type"] == typ {
+			return m, out
+		}
+	}
+}
+
+// output reads console bytes until they contain want (control messages
+// are skipped).
+func (w *wsConn) output(want string) string {
+	w.t.Helper()
+	var out []byte
+	for !bytes.Contains(out, []byte(want)) {
+		_, b, err := w.next()
+		if err != nil {
+			w.t.Fatalf("waiting for %q: %v (got %q)", want, err, out)
+		}
+		out = append(out, b...)
+	}
+	return string(out)
+}
+
+// closed reads until the server closes and returns the close status.
+func (w *wsConn) closed() (websocket.StatusCode, string) {
+	w.t.Helper()
+	for {
+		_, _, err := w.next()
+		if err != nil {
+			var ce websocket.CloseError
+			if ok := asCloseError(err, &ce); ok {
+				return ce.Code, ce.Reason
+			}
+			w.t.Fatalf("read: %v, want a close", err)
+		}
+	}
+}
+
+func (w *wsConn) send(m msg) {
+	w.t.Helper()
+	b, _ := json.Marshal(m)
+	if err := w.c.Write(w.t.Context(), websocket.MessageText, b); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *wsConn) input(s string) {
+	w.t.Helper()
+	if err := w.c.Write(w.t.Context(), websocket.MessageBinary, []byte(s)); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// readVM reads from the VM until it has got want (exactly) or times out.
+func readVM(t *testing.T, vm io.Reader, want string) {
+	t.Helper()
+	got := make([]byte, 0, len(want))
+	buf := make([]byte, 4096)
+	done := make(chan error, 1)
+	go func() {
+		for len(got) < len(want) {
+			n, err := vm.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("VM read: %v after %q", err, got)
+		}
+	case <-time.After(testwait.Timeout):
+		t.Fatalf("VM got %q, want %q", got, want)
+	}
+	if string(got) != want {
+		t.Fatalf("VM got %q, want %q", got, want)
+	}
+}

@@ -1,0 +1,505 @@
+package web_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/coder/websocket"
+
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
+)
+
+func asCloseError(err error, ce *websocket.CloseError) bool { return errors.As(err, ce) }
+
+// waitFromVM waits until the bridge has taken n bytes from VM name (so its
+// console, scrollback and log have them).
+func (e *env) waitFromVM(name string, n int64) {
+	e.t.Helper()
+	testwait.For(e.t, "the console to take the VM's output", func() bool {
+		for _, p := range e.srv.Ports() {
+			if p.VMName == name && p.BytesFromVM >= n {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func TestLoginSessionAndHeaders(t *testing.T) {
+	e := newEnv(t, "")
+	c := e.client()
+
+	resp, body := c.do("GET", "/", nil, nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`<script defer src="static/app.js">`)) {
+		t.Fatalf("GET /: %s %.200s", resp.Status, body)
+	}
+	h := resp.Header
+	for k, want := range map[string]string{
+		"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+		"X-Content-Type-Options":  "nosniff",
+		"X-Frame-Options":         "DENY",
+		"Referrer-Policy":         "no-referrer",
+		"Cache-Control":           "no-store",
+		"Content-Type":            "text/html; charset=utf-8",
+	} {
+		if got := h.Get(k); got != want {
+			t.Errorf("GET / %s = %q, want %q", k, got, want)
+		}
+	}
+	if h.Get("Strict-Transport-Security") != "" {
+		t.Error("HSTS without TLS")
+	}
+
+	if resp, _ := c.do("GET", "api/session", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("session before login: %s", resp.Status)
+	}
+	if resp, _ := c.do("GET", "api/consoles", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("list before login: %s", resp.Status)
+	}
+	if resp, b := c.do("POST", "api/login", map[string]string{"user": "alice", "password": "wrong"}, nil); resp.StatusCode != http.StatusUnauthorized || !bytes.Contains(b, []byte("login incorrect")) {
+		t.Fatalf("wrong password: %s %s", resp.Status, b)
+	}
+	if resp, b := c.do("POST", "api/login", map[string]string{"user": "mallory", "password": "x"}, nil); resp.StatusCode != http.StatusUnauthorized || !bytes.Contains(b, []byte("login incorrect")) {
+		t.Fatalf("unknown user: %s %s", resp.Status, b)
+	}
+	// A form post (what a cross-site page could send without a preflight)
+	// is not taken.
+	if resp, _ := c.do("POST", "api/login", nil, map[string]string{"Content-Type": "application/x-www-form-urlencoded"}); resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Fatalf("form login: %s", resp.Status)
+	}
+
+	resp, b := c.do("POST", "api/login", map[string]string{"user": "alice", "password": alicePW}, nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(b, []byte(`"user":"alice"`)) || !bytes.Contains(b, []byte(`"log":true`)) {
+		t.Fatalf("login: %s %s", resp.Status, b)
+	}
+	ck := resp.Cookies()
+	if len(ck) != 1 || ck[0].Name != "vspc_session" || !ck[0].HttpOnly || ck[0].SameSite != http.SameSiteStrictMode || ck[0].Path != "/" || ck[0].Secure || len(ck[0].Value) < 40 {
+		t.Fatalf("session cookie %+v", ck)
+	}
+	raw := resp.Header.Get("Set-Cookie")
+	if !strings.Contains(raw, "HttpOnly") || !strings.Contains(raw, "SameSite=Strict") {
+		t.Fatalf("Set-Cookie %q", raw)
+	}
+	if resp, b := c.do("GET", "api/session", nil, nil); resp.StatusCode != http.StatusOK || !bytes.Contains(b, []byte(`"user":"alice"`)) {
+		t.Fatalf("session: %s %s", resp.Status, b)
+	}
+	if k := e.hub.Counters(); k.Logins != 1 || k.LoginFailures != 2 {
+		t.Fatalf("hub counters %+v: web logins count with the others", k)
+	}
+
+	if resp, _ := c.do("POST", "api/logout", nil, nil); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("logout: %s", resp.Status)
+	}
+	if resp, _ := c.do("GET", "api/session", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("session after logout: %s", resp.Status)
+	}
+	if resp, b := c.do("GET", "no/such/page", nil, nil); resp.StatusCode != http.StatusNotFound || resp.Header.Get("Content-Security-Policy") == "" {
+		t.Fatalf("404: %s %s", resp.Status, b)
+	}
+}
+
+func TestLoginRateLimited(t *testing.T) {
+	e := newEnv(t, "")
+	c := e.client()
+	for range 5 { // [remote] login_max_failures
+		c.do("POST", "api/login", map[string]string{"user": "bob", "password": "nope"}, nil)
+	}
+	resp, b := c.do("POST", "api/login", map[string]string{"user": "bob", "password": bobPW}, nil)
+	if resp.StatusCode != http.StatusTooManyRequests || !bytes.Contains(b, []byte("too many failed logins")) {
+		t.Fatalf("login after 5 failures: %s %s", resp.Status, b)
+	}
+	if k := e.hub.Counters(); k.LoginsRefused != 1 || k.LoginFailures != 5 {
+		t.Fatalf("counters %+v", k)
+	}
+}
+
+func TestStaticAssets(t *testing.T) {
+	e := newEnv(t, "")
+	c := e.client()
+	for _, p := range []string{"static/app.js", "static/app.css", "static/csp.js", "static/vendor/xterm.js", "static/vendor/xterm.css",
+		"static/vendor/addon-fit.js", "static/vendor/addon-search.js", "static/vendor/LICENSE.xterm", "favicon.ico"} {
+		resp, b := c.do("GET", p, nil, nil)
+		if resp.StatusCode != http.StatusOK || len(b) == 0 {
+			t.Errorf("%s: %s (%d bytes)", p, resp.Status, len(b))
+		}
+	}
+	// xterm.js: gzip for browsers that take it, revalidated by ETag.
+	req, _ := http.NewRequest("GET", e.base+"static/vendor/xterm.js", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Header.Get("Content-Encoding") != "gzip" || resp.Header.Get("Cache-Control") != "no-cache" || resp.Header.Get("Content-Type") != "text/javascript; charset=utf-8" {
+		t.Fatalf("xterm.js headers %v", resp.Header)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(zb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := io.ReadAll(zr)
+	want, _ := os.ReadFile(filepath.Join("static", "vendor", "xterm.js"))
+	if !bytes.Equal(plain, want) || len(zb) > len(want)/3 {
+		t.Fatalf("gzip body: %d bytes for %d (decoded equal: %v)", len(zb), len(want), bytes.Equal(plain, want))
+	}
+	etag := resp.Header.Get("ETag")
+	if resp, _ := c.do("GET", "static/vendor/xterm.js", nil, map[string]string{"If-None-Match": etag}); resp.StatusCode != http.StatusNotModified {
+		t.Fatalf("If-None-Match: %s", resp.Status)
+	}
+	if resp, _ := c.do("GET", "static/index.html", nil, nil); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("static/index.html: %s", resp.Status)
+	}
+}
+
+// TestCrossSiteRefused: the requests a page on another site could make in
+// a logged-in operator's browser are refused.
+func TestCrossSiteRefused(t *testing.T) {
+	e := newEnv(t, "")
+	e.vm("web-1", "564d0000-0000-0000-0000-000000000001", "com1")
+	c := e.client()
+	c.login("alice", alicePW)
+	id := c.entry("web-1").ID
+
+	// A cross-site logout (or any POST) is refused, and the session lives.
+	for _, hdr := range []map[string]string{
+		{"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+		{"Origin": "https://evil.example"},
+	} {
+		if resp, b := c.do("POST", "api/logout", nil, hdr); resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("cross-site logout %v: %s %s", hdr, resp.Status, b)
+		}
+		if resp, b := c.do("POST", "api/login", map[string]string{"user": "alice", "password": alicePW}, hdr); resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("cross-site login %v: %s %s", hdr, resp.Status, b)
+		}
+	}
+	if resp, _ := c.do("GET", "api/session", nil, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("session after the cross-site logout: %s", resp.Status)
+	}
+
+	// A cross-site WebSocket (the browser sends the cookie along) is
+	// refused before the upgrade.
+	if _, resp, err := c.dial("ws/console/"+id, "https://evil.example"); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-site upgrade: %v %v", resp, err)
+	}
+	// Same origin works.
+	w, _, err := c.dial("ws/console/"+id, strings.TrimSuffix(e.base, "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.expect("hello")
+	e.waitClients("web-1", 1)
+	w.c.Close(websocket.StatusNormalClosure, "")
+	e.waitClients("web-1", 0)
+
+	// No cookie, no console.
+	anon := e.client()
+	w, _, err = anon.dial("ws/console/"+id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, reason := w.closed(); code != 4401 {
+		t.Fatalf("no cookie: close %d %q, want 4401", code, reason)
+	}
+	if ci := e.console("web-1"); len(ci.Clients) != 0 {
+		t.Fatalf("a client without a session got attached: %+v", ci.Clients)
+	}
+
+	// DNS rebinding: a name that is not loopback is refused on a loopback
+	// listener.
+	if resp, _ := c.do("GET", "/", nil, map[string]string{"Host": "evil.example"}); resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Fatalf("Host evil.example: %s", resp.Status)
+	}
+	if resp, _ := c.do("GET", "/", nil, map[string]string{"Host": "localhost:1"}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("Host localhost: %s", resp.Status)
+	}
+}
+
+// TestTrustedOrigin: [web] origins admits a reverse proxy's origin on the
+// upgrade and on POSTs.
+func TestTrustedOrigin(t *testing.T) {
+	e := newEnv(t, `origins = ["https://console.example.com"]`)
+	e.vm("web-1", "564d0000-0000-0000-0000-000000000001", "com1")
+	c := e.client()
+	c.login("alice", alicePW)
+	id := c.entry("web-1").ID
+	w, _, err := c.dial("ws/console/"+id, "https://console.example.com")
+	if err != nil {
+		t.Fatalf("trusted origin: %v", err)
+	}
+	w.expect("hello")
+	if _, resp, err := c.dial("ws/console/"+id, "https://other.example.com"); err == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("other origin: %v", err)
+	}
+	if resp, _ := c.do("POST", "api/logout", nil, map[string]string{"Origin": "https://console.example.com", "Sec-Fetch-Site": "cross-site"}); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("logout from the trusted origin: %s", resp.Status)
+	}
+	if resp, _ := c.do("GET", "/", nil, map[string]string{"Host": "console.example.com"}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("Host of a trusted origin: %s", resp.Status)
+	}
+}
+
+// TestListRights: each user sees the ports their access list reaches,
+// with the modes their right allows, and who is attached.
+func TestListRights(t *testing.T) {
+	e := newEnv(t, "")
+	e.vm("web-1", "564d0000-0000-0000-0000-000000000001", "com1")
+	e.vm("db-1", "564d0000-0000-0000-0000-000000000002", "com1")
+	alice, bob, carol := e.client(), e.client(), e.client()
+	alice.login("alice", alicePW)
+	bob.login("bob", bobPW)
+	carol.login("carol", carolPW)
+
+	a := alice.entry("web-1")
+	alice.entry("db-1")
+	if a.Kind != "console" || a.Right != "rw" || !slices.Equal(a.Modes, []string{"rw", "ro", "x", "xw"}) || a.State != "attached" ||
+		a.Service != "com1" || a.VCUUID != "564d0000-0000-0000-0000-000000000001" || !a.Log {
+		t.Fatalf("alice's web-1: %+v", a)
+	}
+	b := bob.entry("web-1")
+	if b.Right != "ro" || !slices.Equal(b.Modes, []string{"ro"}) || b.ID != a.ID {
+		t.Fatalf("bob's web-1: %+v", b)
+	}
+	if l := bob.list(); len(l.Consoles) != 1 {
+		t.Fatalf("bob sees %+v", l.Consoles)
+	}
+	if l := carol.list(); len(l.Consoles) != 1 || l.Consoles[0].VM != "db-1" {
+		t.Fatalf("carol sees %+v", l.Consoles)
+	}
+	// carol cannot open web-1 even knowing its id.
+	w, _, err := carol.dial("ws/console/"+a.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := w.closed(); code != 4404 {
+		t.Fatalf("carol on web-1: close %d, want 4404", code)
+	}
+	// bob cannot ask for read-write.
+	w, _, err = bob.dial("ws/console/"+a.ID+"?mode=rw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, reason := w.closed(); code != 4403 || !strings.Contains(reason, "read-only") {
+		t.Fatalf("bob rw: close %d %q, want 4403", code, reason)
+	}
+
+	// Attached users show up in the list.
+	w, _, err = bob.dial("ws/console/"+a.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.expect("hello")
+	testwait.For(t, "alice's list to show bob attached", func() bool {
+		for _, x := range alice.list().Consoles {
+			if x.VM == "web-1" && len(x.Users) == 1 && x.Users[0].User == "bob" && x.Users[0].Via == "web" && x.Users[0].Mode == "read-only" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestConsoleProtocol drives a console as the page does: scrollback, input
+// that reaches the VM once, the answer, a read-only viewer whose input
+// reaches nothing, BREAK, mode switches, lock modes and the log download.
+func TestConsoleProtocol(t *testing.T) {
+	e := newEnv(t, "")
+	vm := e.vm("web-1", "564d0000-0000-0000-0000-000000000001", "com1")
+	vm.Write([]byte("boot: old line\r\n"))
+	e.waitFromVM("web-1", int64(len("boot: old line\r\n")))
+	alice, bob := e.client(), e.client()
+	alice.login("alice", alicePW)
+	bob.login("bob", bobPW)
+	id := alice.entry("web-1").ID
+
+	a, _, err := alice.dial("ws/console/"+id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.c.Subprotocol() != "vspc.console.v1" {
+		t.Fatalf("subprotocol %q", a.c.Subprotocol())
+	}
+	hello, _ := a.expect("hello")
+	if hello["vm"] != "web-1" || hello["mode"] != "read-write" || hello["can_write"] != true || hello["right"] != "rw" || hello["replay"] != float64(16) || hello["log"] != true {
+		t.Fatalf("hello %v", hello)
+	}
+	if _, replay := a.expect("replay-end"); string(replay) != "boot: old line\r\n" {
+		t.Fatalf("replay %q", replay)
+	}
+	users, _ := a.expect("users")
+	if u := users["users"].([]any); len(u) != 1 || u[0].(map[string]any)["user"] != "alice" {
+		t.Fatalf("users %v", users)
+	}
+
+	a.input("root\r")
+	readVM(t, vm, "root\r")
+	vm.Write([]byte("login: ok\r\n"))
+	a.output("login: ok")
+
+	// bob: read-only; he sees the output, and what his terminal sends
+	// reaches nothing (he is told once).
+	b, _, err := bob.dial("ws/console/"+id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello, _ = b.expect("hello")
+	if hello["mode"] != "read-only" || hello["can_write"] != false {
+		t.Fatalf("bob's hello %v", hello)
+	}
+	_, replay := b.expect("replay-end")
+	if !bytes.Contains(replay, []byte("login: ok")) {
+		t.Fatalf("bob's replay %q", replay)
+	}
+	b.input("\x1b[12;40R") // a terminal's answer to a cursor position query
+	if n, _ := b.expect("notice"); !strings.Contains(n["text"].(string), "read-only") {
+		t.Fatalf("notice %v", n)
+	}
+	b.send(msg{"type": "break"})
+	if m, _ := b.expect("error"); !strings.Contains(m["text"].(string), "BREAK not sent") {
+		t.Fatalf("bob's BREAK: %v", m)
+	}
+	b.send(msg{"type": "mode", "mode": "rw"})
+	if m, _ := b.expect("error"); !strings.Contains(m["text"].(string), "read-only access") {
+		t.Fatalf("bob's mode switch: %v", m)
+	}
+	// Only alice's next line reaches the VM: nothing of bob's came before.
+	a.input("ls\r")
+	readVM(t, vm, "ls\r")
+	vm.Write([]byte("bin etc\r\n"))
+	b.output("bin etc")
+
+	// alice sends a BREAK and switches to read-only and back.
+	a.send(msg{"type": "break"})
+	if m, _ := a.expect("notice"); m["text"] != "BREAK sent" {
+		t.Fatalf("BREAK: %v", m)
+	}
+	a.send(msg{"type": "mode", "mode": "ro"})
+	if m, _ := a.expect("mode"); m["mode"] != "read-only" || m["can_write"] != false {
+		t.Fatalf("mode ro: %v", m)
+	}
+	a.send(msg{"type": "mode", "mode": "rw"})
+	if m, _ := a.expect("mode"); m["mode"] != "read-write" {
+		t.Fatalf("mode rw: %v", m)
+	}
+	a.send(msg{"type": "mode", "mode": "x"})
+	if m, _ := a.expect("error"); !strings.Contains(m["text"].(string), "reconnect for x or xw") {
+		t.Fatalf("mode x: %v", m)
+	}
+	a.send(msg{"type": "nonsense"})
+	a.expect("error")
+
+	// Lock modes: exclusive-write is refused beside a writer; exclusive
+	// beside anyone.
+	x, _, err := alice.dial("ws/console/"+id+"?mode=xw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, reason := x.closed(); code != 4409 || !strings.Contains(reason, "read-write") {
+		t.Fatalf("xw beside a writer: %d %q", code, reason)
+	}
+	x, _, err = alice.dial("ws/console/"+id+"?mode=x", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := x.closed(); code != 4409 {
+		t.Fatalf("x beside others: %d", code)
+	}
+
+	// The log has what the VM printed.
+	resp, body := bob.do("GET", "api/consoles/"+id+"/log", nil, nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("boot: old line")) || !bytes.Contains(body, []byte("bin etc")) ||
+		resp.Header.Get("Content-Type") != "application/octet-stream" || !strings.HasPrefix(resp.Header.Get("Content-Disposition"), "attachment; filename=\"web-1_") {
+		t.Fatalf("log: %s %v %q", resp.Status, resp.Header, body)
+	}
+	if resp, _ := bob.do("GET", "api/consoles/"+id+"/log?n=1", nil, nil); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("rotated log that does not exist: %s", resp.Status)
+	}
+	if resp, _ := bob.do("GET", "api/consoles/"+id+"/log?n=../x", nil, nil); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("bad n: %s", resp.Status)
+	}
+
+	// Logging out closes the session's consoles.
+	bob.do("POST", "api/logout", nil, nil)
+	if code, _ := b.closed(); code != 4401 {
+		t.Fatalf("after logout: close %d, want 4401", code)
+	}
+	e.waitClients("web-1", 1)
+
+	// The VM's port going away closes the console: 4404.
+	e.srv.Close()
+	if code, _ := a.closed(); code != 4404 {
+		t.Fatalf("console gone: close %d, want 4404", code)
+	}
+}
+
+// TestSlowBrowserPausesThenDropped: a browser is a client like any other
+// under [remote] client_overflow = "pause": while one stops reading, the
+// console waits (the VM is not read), after client_stall it is dropped,
+// and a browser that reads gets every byte of a megabyte.
+func TestSlowBrowserPausesThenDropped(t *testing.T) {
+	e := newEnvWith(t, envOptions{remote: "client_queue = \"16KiB\"\nclient_stall = \"300ms\"", sendBuffer: 4096})
+	vm := e.vm("web-1", "564d0000-0000-0000-0000-000000000001", "com1")
+	fast, slow := e.client(), e.client()
+	fast.login("alice", alicePW)
+	slow.login("alice", alicePW)
+	slow.rcvbuf = 4096
+	id := fast.entry("web-1").ID
+	f, _, err := fast.dial("ws/console/"+id+"?mode=ro", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.expect("replay-end")
+	s, _, err := slow.dial("ws/console/"+id+"?mode=ro", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.expect("replay-end") // then it reads no more
+	e.waitClients("web-1", 2)
+
+	want := make([]byte, 1<<20)
+	for i := range want {
+		want[i] = byte('a' + i%26)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := vm.Write(want)
+		wrote <- err
+	}()
+	got := make([]byte, 0, len(want))
+	for len(got) < len(want) {
+		_, b, err := f.next()
+		if err != nil {
+			t.Fatalf("fast browser after %d bytes: %v", len(got), err)
+		}
+		got = append(got, b...)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("fast browser got %d bytes, not the VM's megabyte", len(got))
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	ci := e.waitClients("web-1", 1)
+	if ci.Stalled != 1 || ci.Pauses == 0 {
+		t.Fatalf("console: stalled %d, pauses %d; want the slow browser dropped after a pause", ci.Stalled, ci.Pauses)
+	}
+	if k := e.hub.Counters(); k.ClientsDropped != 1 {
+		t.Fatalf("counters %+v", k)
+	}
+	// The slow browser's connection ends (after the hub's grace for the
+	// last words); reading it now gets what was buffered, then the end.
+	for {
+		if _, _, err := s.next(); err != nil {
+			break
+		}
+	}
+}
