@@ -4,16 +4,18 @@
 # everything is present it changes nothing and does not touch the network.
 #
 #   socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd
-#   openssh-client tmux
+#   openssh-client tmux chromium fonts-dejavu-core
 #
 # inetutils-telnetd is run by the tests under socat (devicetest.TelnetdEcho);
 # it pulls in inetutils-inetd, whose telnet entry Debian installs disabled.
+# chromium (with fonts-dejavu-core for the terminal's monospace font) runs
+# the web console's browser tests, driven by chromedp.
 #
 # Runs apt-get as root, or through sudo when not root and sudo is there.
 # Prints what it did. Exits non-zero if a package could not be installed.
 set -u
 
-PACKAGES="socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd openssh-client tmux"
+PACKAGES="socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd openssh-client tmux chromium fonts-dejavu-core"
 
 log() { printf 'install-test-peers: %s\n' "$*"; }
 
