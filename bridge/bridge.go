@@ -200,7 +200,7 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 	}
 	l.cond.L = &l.mu
 	b.mu.Lock()
-	l.observer = b.observer
+	l.observer = &linkObserver{next: b.observer} // alerts, and taps (tap.go)
 	if b.closed {
 		b.mu.Unlock()
 		return nil, errors.New("bridge closing")

@@ -1,0 +1,97 @@
+package bridge_test
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/vspc-bridge/vspc-bridge/bridge"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
+)
+
+// tapRecorder records what a tap sees, per direction.
+type tapRecorder struct {
+	mu   sync.Mutex
+	from map[bool][]byte
+}
+
+func (r *tapRecorder) fn(fromDevice bool, p []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.from[fromDevice] = append(r.from[fromDevice], p...)
+}
+
+func (r *tapRecorder) seen(fromDevice bool) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return string(r.from[fromDevice])
+}
+
+// TestTapSeesOneLinkOnly: a tap gets both directions of the link of the
+// port it names, and not those of another port of the same VM (which the
+// console alerts' Observer, keyed by VM name and route, cannot tell
+// apart); the alert observer still sees everything; after untap the tap
+// sees nothing more.
+func TestTapSeesOneLinkOnly(t *testing.T) {
+	remote1, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer remote1.Close()
+	remote2, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer remote2.Close()
+	var br *bridge.Bridge
+	addr, obs := observedServer(t, "[policy]\nconnect_allow = [\"127.0.0.0/8\"]\n", func(b *bridge.Bridge) { br = b })
+	svc1, svc2 := "tcp://"+remote1.Addr().String(), "tcp://"+remote2.Addr().String()
+	c1, err := vspctest.Dial(t.Context(), addr, vm("two-ports", svc1, vspc.DirClient))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	c2, err := vspctest.Dial(t.Context(), addr, vm("two-ports", svc2, vspc.DirClient))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	r1, err := remote1.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	r2, err := remote2.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+
+	if _, err := br.Tap(vspc.PortKeyOf("50112233-4455-6677-8899-aabbccddeeff", "two-ports", "com9"), func(bool, []byte) {}); !errors.Is(err, bridge.ErrNoLink) {
+		t.Fatalf("tap on no link: %v", err)
+	}
+	rec := &tapRecorder{from: map[bool][]byte{}}
+	untap, err := br.Tap(vspc.PortKeyOf("50112233-4455-6677-8899-aabbccddeeff", "two-ports", svc1), rec.fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1.Write([]byte("login: "))
+	readFull(t, c1, len("login: "))
+	r2.Write([]byte("other port\r\n"))
+	readFull(t, c2, len("other port\r\n"))
+	c1.Write([]byte("root\r"))
+	readFull(t, r1, len("root\r"))
+	c2.Write([]byte("not this\r"))
+	readFull(t, r2, len("not this\r"))
+	testwait.For(t, "the tap to see both directions", func() bool { return rec.seen(true) == "login: " && rec.seen(false) == "root\r" })
+
+	untap()
+	untap() // idempotent
+	r1.Write([]byte("after"))
+	readFull(t, c1, len("after"))
+	if rec.seen(true) != "login: " {
+		t.Fatalf("tap after untap saw %q", rec.seen(true))
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if got := string(obs.from[true]); len(got) != len("login: other port\r\nafter") {
+		t.Fatalf("the alert observer saw %q from the devices", got)
+	}
+}
