@@ -21,6 +21,7 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
 // updateScreenshot rewrites the README's screenshot from the browser test:
@@ -300,6 +301,9 @@ func TestBrowserConsole(t *testing.T) {
 	e := newEnv(t, "")
 	vm := e.vm("web-1", "564d0000-0000-0000-0000-000000000001", "telnet://127.0.0.1:7001")
 	e.vm("db-1", "564d0000-0000-0000-0000-000000000002", "com1")
+	swSvc, accept := remoteSystem(t)
+	sw := e.vmDir("web-sw", "564d0000-0000-0000-0000-000000000003", swSvc, vspc.DirClient)
+	swRemote := accept()
 	boot := "boot: old line\r\nweb-1 login: "
 	vm.Write([]byte(boot))
 	e.waitFromVM("web-1", int64(len(boot)))
@@ -309,10 +313,11 @@ func TestBrowserConsole(t *testing.T) {
 	// alice logs in and reads the list.
 	alice := b.page("alice")
 	alice.login(base, "alice", alicePW)
-	alice.waitJS("both VMs in the list", `window.vspc.listReady && window.vspc.list.length === 2`)
+	alice.waitJS("the three ports in the list", `window.vspc.listReady && window.vspc.list.length === 3 && window.vspc.list[2].device_state === 'up'`)
 	rows := eval[[]string](alice, `[...document.querySelectorAll('#consoles-body tr')].map(r => [...r.cells].slice(0, 6).map(c => c.innerText.replace(/\s+/g, ' ').trim()).join(' | '))`)
-	if len(rows) != 2 || !strings.HasPrefix(rows[0], "db-1 564d0000-0000-0000-0000-000000000002 | com1 | attached | — |  | rw") ||
-		!strings.HasPrefix(rows[1], "web-1 564d0000-0000-0000-0000-000000000001 | telnet://127.0.0.1:7001 | attached") {
+	if len(rows) != 3 || !strings.HasPrefix(rows[0], "db-1 564d0000-0000-0000-0000-000000000002 | com1 | attached | — |  | rw") ||
+		!strings.HasPrefix(rows[1], "web-1 564d0000-0000-0000-0000-000000000001 | telnet://127.0.0.1:7001 | attached") ||
+		!strings.HasPrefix(rows[2], "web-sw 564d0000-0000-0000-0000-000000000003 | "+swSvc+" | attached | "+swSvc+" up") {
 		t.Fatalf("alice's list:\n%s", strings.Join(rows, "\n"))
 	}
 	if *updateScreenshot {
@@ -320,7 +325,7 @@ func TestBrowserConsole(t *testing.T) {
 	}
 	// The filter narrows it.
 	alice.do("filter", chromedp.SendKeys(chromedp.ID("filter"), "web"))
-	if n := eval[int](alice, `document.querySelectorAll('#consoles-body tr').length`); n != 1 {
+	if n := eval[int](alice, `document.querySelectorAll('#consoles-body tr').length`); n != 2 {
 		t.Fatalf("filter 'web': %d rows", n)
 	}
 
@@ -332,7 +337,7 @@ func TestBrowserConsole(t *testing.T) {
 		t.Fatalf("alice's mode %q", m)
 	}
 	alice.typeKeys("root\r")
-	readVM(t, vm, "root\r")
+	readExactly(t, vm, "root\r")
 	vm.Write([]byte("\r\nPassword: \r\nLast login: today\r\n[root@web-1 ~]# "))
 	alice.waitScreen("[root@web-1 ~]#")
 
@@ -340,7 +345,7 @@ func TestBrowserConsole(t *testing.T) {
 	// reaches nothing, and he cannot send a BREAK.
 	bob := b.page("bob")
 	bob.login(base, "bob", bobPW)
-	bob.waitJS("bob's list", `window.vspc.listReady && window.vspc.list.length === 1 && window.vspc.list[0].right === 'ro'`)
+	bob.waitJS("bob's list", `window.vspc.listReady && window.vspc.list.length === 2 && window.vspc.list.every(c => c.right === 'ro')`)
 	bob.openConsole("web-1", "")
 	bob.waitScreen("Last login: today")
 	if m := eval[string](bob, `window.vspc.con.modeName + ' ' + document.getElementById('btn-break').disabled`); m != "read-only true" {
@@ -350,7 +355,7 @@ func TestBrowserConsole(t *testing.T) {
 	alice.waitJS("bob in alice's who panel", `[...document.querySelectorAll('#who-list li b')].map(b => b.textContent).join(',') === 'alice,bob'`)
 	// Only alice's next line reaches the VM: nothing of bob's came first.
 	alice.typeKeys("uptime\r")
-	readVM(t, vm, "uptime\r")
+	readExactly(t, vm, "uptime\r")
 	vm.Write([]byte("uptime\r\n 10:00:00 up 42 days\r\n[root@web-1 ~]# "))
 	alice.waitScreen("up 42 days")
 	bob.waitScreen("up 42 days")
@@ -374,7 +379,7 @@ func TestBrowserConsole(t *testing.T) {
 	}))
 	alice.do("fill the clipboard", chromedp.Evaluate[chromedp.Void](`navigator.clipboard.writeText('echo pasted\n')`, chromedp.EvalAwaitPromise))
 	alice.do("paste", chromedp.Click(chromedp.ID("btn-paste")))
-	readVM(t, vm, "echo pasted\r")
+	readExactly(t, vm, "echo pasted\r")
 
 	if *updateScreenshot {
 		alice.screenshot("web-console.png")
@@ -389,7 +394,34 @@ func TestBrowserConsole(t *testing.T) {
 	bob.waitJS("bob to reconnect", `window.vspc.con.connected && window.vspc.con.replayDone`)
 	alice.waitScreen("up 42 days")
 	alice.typeKeys("id\r")
-	readVM(t, vm, "id\r")
+	readExactly(t, vm, "id\r")
+
+	// bob watches the switch joined to web-sw: what the device says
+	// shows, both ways when he asks; his typing reaches nothing.
+	bob.do("back to the list", chromedp.Click(chromedp.CSS("a.back")), chromedp.WaitVisible(chromedp.ID("view-list")))
+	bob.openConsole("web-sw", "") // its "open" link is Watch
+	if v := eval[string](bob, `window.vspc.con.modeName + ' ' + document.getElementById('btn-break').hidden + ' ' + document.getElementById('watch-dir').hidden`); v != "watch true false" {
+		t.Fatalf("bob's watch view: %q", v)
+	}
+	swRemote.Write([]byte("Switch> "))
+	readExactly(t, sw, "Switch> ")
+	sw.Write([]byte("show vlan\r\n"))
+	readExactly(t, swRemote, "show vlan\r\n") // the switch gets it
+	bob.waitScreen("show vlan")
+	if s := bob.screen(); strings.Contains(s, "Switch>") {
+		t.Fatalf("watching the VM's output showed the device's: %q", s)
+	}
+	bob.do("watch both directions", chromedp.SetValue(chromedp.ID("watch-dir"), "both"), chromedp.Evaluate[chromedp.Void](`document.getElementById('watch-dir').dispatchEvent(new Event('change'))`))
+	bob.waitJS("the watch of both directions", `window.vspc.con.hello && window.vspc.con.hello.dir === 'both' && window.vspc.con.replayDone`)
+	swRemote.Write([]byte("VLAN 10 up\r\n"))
+	readExactly(t, sw, "VLAN 10 up\r\n")
+	bob.waitScreen("VLAN 10 up")
+	bob.typeKeys("reload\r")
+	sw.Write([]byte("!"))
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(swRemote, first); err != nil || first[0] != '!' {
+		t.Fatalf("the switch got %q before the VM's '!' (a watcher's input?): %v", first, err)
+	}
 
 	for _, p := range []*page{alice, bob} {
 		if v := p.cspViolations(); len(v) != 0 {

@@ -56,6 +56,10 @@ type (
 		Replay   int    `json:"replay"` // scrollback bytes that follow, then replay-end
 		Log      bool   `json:"log"`
 		Note     string `json:"note,omitempty"`
+		// A watch: the device, its state, and the direction watched.
+		Device      string `json:"device,omitempty"`
+		DeviceState string `json:"device_state,omitempty"`
+		Dir         string `json:"dir,omitempty"`
 	}
 	modeMsg struct {
 		Type     string `json:"type"` // mode
@@ -71,6 +75,8 @@ type (
 		Type   string `json:"type"` // state
 		State  string `json:"state"`
 		Paused bool   `json:"paused"` // the console waits for a slow client
+		// DeviceState is a watched link's device: connecting, up, down.
+		DeviceState string `json:"device_state,omitempty"`
 	}
 	textMsg struct {
 		Type string `json:"type"` // notice or error

@@ -19,6 +19,7 @@ import (
 	"github.com/coder/websocket"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/vspc-bridge/vspc-bridge/bridge"
 	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
 	"github.com/vspc-bridge/vspc-bridge/internal/leaktest"
@@ -50,20 +51,15 @@ func hash(t testing.TB, pw string) string {
 	return string(h)
 }
 
-// bridger opens every VM port through the hub, as the bridge does for a
-// direction-server port without a [[route]].
-type bridger struct{ h *remote.Hub }
-
-func (b bridger) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Backend, error) {
-	return b.h.Open(ctx, req, vm)
-}
-
-// env is a vspc server whose direction-server ports get consoles from a
-// remote hub, and the web console in front of it, all on 127.0.0.1.
+// env is a vspc server with the real bridge: direction-server ports get
+// consoles from a remote hub, direction-client ports are joined to the
+// loopback remotes they name; and the web console in front of it, all on
+// 127.0.0.1.
 type env struct {
 	t        *testing.T
 	cfg      *configs.Config
 	hub      *remote.Hub
+	br       *bridge.Bridge
 	srv      *vspc.Server
 	web      *web.Server
 	vspcAddr string
@@ -89,6 +85,8 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 	src := fmt.Sprintf(`
 [vspc]
 listen = "127.0.0.1:0"
+[policy]
+connect_allow = ["127.0.0.0/8"]
 [remote]
 enabled = true
 login_delay = "10ms"
@@ -123,8 +121,10 @@ access = [{vm = "db-*", mode = "rw"}]
 		t.Fatal(err)
 	}
 	e := &env{t: t, cfg: cfg, hub: hub, logDir: logDir}
-	e.srv = vspc.NewServer(vspc.Config{Bridger: bridger{hub}, Logger: log, GracePeriod: 5 * time.Second})
-	e.web, err = web.New(web.Config{Config: cfg, Consoles: web.HubConsoles(hub), Ports: e.srv.Ports, Logger: log})
+	e.br = bridge.New(cfg, log)
+	e.br.SetConsoles(hub)
+	e.srv = vspc.NewServer(vspc.Config{Bridger: e.br, Logger: log, GracePeriod: 5 * time.Second})
+	e.web, err = web.New(web.Config{Config: cfg, Consoles: web.HubConsoles(hub), Ports: e.srv.Ports, Devices: e.br.Devices, Taps: e.br, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +150,7 @@ access = [{vm = "db-*", mode = "rw"}]
 		wg.Wait()
 		e.srv.Close()
 		hub.Close()
+		e.br.Close()
 	})
 	return e
 }
@@ -172,9 +173,15 @@ func (l smallSendBuffer) Accept() (net.Conn, error) {
 // vm connects a simulated ESXi host for a direction-server VM port.
 func (e *env) vm(name, uuid, service string) *vspctest.Conn {
 	e.t.Helper()
+	return e.vmDir(name, uuid, service, vspc.DirServer)
+}
+
+// vmDir connects a simulated ESXi host for a VM port of either direction.
+func (e *env) vmDir(name, uuid, service string, dir vspc.Direction) *vspctest.Conn {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(e.t.Context(), 10*time.Second)
 	defer cancel()
-	c, err := vspctest.Dial(ctx, e.vspcAddr, vspctest.VM{Name: name, VCUUID: uuid, BIOSUUID: uuid, LocUUID: uuid, Direction: vspc.DirServer, ServiceURI: service})
+	c, err := vspctest.Dial(ctx, e.vspcAddr, vspctest.VM{Name: name, VCUUID: uuid, BIOSUUID: uuid, LocUUID: uuid, Direction: dir, ServiceURI: service})
 	if err != nil {
 		e.t.Fatalf("VM %s: %v", name, err)
 	}
@@ -416,8 +423,9 @@ func (w *wsConn) input(s string) {
 	}
 }
 
-// readVM reads from the VM until it has got want (exactly) or times out.
-func readVM(t *testing.T, vm io.Reader, want string) {
+// readExactly reads r (a VM, a remote system) until it has got want
+// (exactly) or times out.
+func readExactly(t *testing.T, vm io.Reader, want string) {
 	t.Helper()
 	got := make([]byte, 0, len(want))
 	buf := make([]byte, 4096)

@@ -46,6 +46,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/events", s.handleEvents)
 	mux.HandleFunc("GET /api/consoles/{id}/log", s.handleLog)
 	mux.HandleFunc("GET /ws/console/{id}", s.handleConsole)
+	mux.HandleFunc("GET /ws/watch/{id}", s.handleWatch)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such page: "+r.Method+" "+r.URL.Path)
 	})
@@ -136,10 +137,11 @@ type sessionInfo struct {
 	User    string    `json:"user"`
 	Expires time.Time `json:"expires"` // the session's absolute end
 	Log     bool      `json:"log"`     // console logs can be downloaded ([remote] log_dir)
+	Watch   bool      `json:"watch"`   // ports joined to a device or remote can be watched
 }
 
 func (s *Server) info(ss *session) sessionInfo {
-	return sessionInfo{User: ss.user, Expires: ss.created.Add(s.sessions.max), Log: s.cfg.Config.Remote.LogDir != ""}
+	return sessionInfo{User: ss.user, Expires: ss.created.Add(s.sessions.max), Log: s.cfg.Config.Remote.LogDir != "", Watch: s.cfg.Taps != nil}
 }
 
 func (s *Server) handleSession(w http.ResponseWriter, r *http.Request) {

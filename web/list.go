@@ -83,7 +83,8 @@ type snapshot struct {
 // snapEntry is an entry before a user's rights are applied.
 type snapEntry struct {
 	Entry
-	key     string // the port's vspc.PortKey, as a string (remote.ConsoleInfo.Key)
+	key     string       // a console's key for Attach (remote.ConsoleInfo.Key)
+	pkey    vspc.PortKey // a link's port, for Tap
 	logFile string
 }
 
@@ -152,14 +153,14 @@ func (s *Server) collect() *snapshot {
 		}})
 	}
 	for _, d := range s.cfg.Devices() {
-		key := vspc.PortKeyOf(d.VCUUID, d.VMName, d.ServiceURI).String()
+		pk := vspc.PortKeyOf(d.VCUUID, d.VMName, d.ServiceURI)
 		st := "attached"
-		if p, ok := ports[key]; ok {
+		if p, ok := ports[pk.String()]; ok {
 			st = p.State
 		}
-		add(snapEntry{key: key, Entry: Entry{
-			ID: entryID(key), Kind: kindLink, VM: d.VMName, VCUUID: d.VCUUID, Service: d.ServiceURI,
-			Direction: d.Direction, State: st, Device: d.Device, DeviceState: d.State, Users: []User{},
+		add(snapEntry{key: pk.String(), pkey: pk, Entry: Entry{
+			ID: entryID(pk.String()), Kind: kindLink, VM: d.VMName, VCUUID: d.VCUUID, Service: d.ServiceURI,
+			Direction: d.Direction, State: st, Device: d.Device, DeviceState: d.State, Users: s.watchers(pk.String()),
 		}})
 	}
 	slices.SortStableFunc(snap.entries, func(a, b snapEntry) int {
@@ -183,6 +184,8 @@ func (s *Server) forUser(e snapEntry, u *configs.User) (Entry, bool) {
 	out := e.Entry
 	out.Right = right
 	switch {
+	case e.Kind == kindLink && s.cfg.Taps != nil:
+		out.Modes = []string{"watch"}
 	case e.Kind == kindLink:
 		out.Modes = []string{}
 	case right == configs.AccessRW:

@@ -68,6 +68,9 @@ type Config struct {
 	// *bridge.Bridge's Devices), for the list. nil: none.
 	Ports   func() []vspc.PortInfo
 	Devices func() []bridge.DeviceStatus
+	// Taps lets users watch the ports joined to a device or remote (a
+	// *bridge.Bridge); nil: they are listed but cannot be watched.
+	Taps Taps
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -92,10 +95,11 @@ type Server struct {
 	ctx    context.Context // ended by Close: every stream
 	cancel context.CancelFunc
 
-	mu     sync.Mutex // guards the fields below
-	closed bool
-	open   map[string]int // consoles and watches open, per user
-	wg     sync.WaitGroup // stream handlers (WebSockets, event streams)
+	mu       sync.Mutex // guards the fields below
+	closed   bool
+	open     map[string]int                   // consoles and watches open, per user
+	watching map[string]map[*watcher]struct{} // watchers by port key
+	wg       sync.WaitGroup                   // stream handlers (WebSockets, event streams)
 }
 
 // New returns the web console for cfg.
@@ -124,12 +128,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	w := cfg.Config.Web
 	s := &Server{
-		cfg:     cfg,
-		web:     w,
-		log:     cfg.Logger,
-		assets:  a,
-		origins: w.OriginList(),
-		open:    map[string]int{},
+		cfg:      cfg,
+		web:      w,
+		log:      cfg.Logger,
+		assets:   a,
+		origins:  w.OriginList(),
+		open:     map[string]int{},
+		watching: map[string]map[*watcher]struct{}{},
 		sessions: &sessions{
 			m: map[string]*session{}, idle: w.SessionIdle.Duration, max: w.SessionMax.Duration,
 			limit: w.MaxSessions, now: cfg.Now, rand: cfg.Rand,

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+	"github.com/vspc-bridge/vspc-bridge/web"
 )
 
 func asCloseError(err error, ce *websocket.CloseError) bool { return errors.As(err, ce) }
@@ -341,7 +344,7 @@ func TestConsoleProtocol(t *testing.T) {
 	}
 
 	a.input("root\r")
-	readVM(t, vm, "root\r")
+	readExactly(t, vm, "root\r")
 	vm.Write([]byte("login: ok\r\n"))
 	a.output("login: ok")
 
@@ -373,7 +376,7 @@ func TestConsoleProtocol(t *testing.T) {
 	}
 	// Only alice's next line reaches the VM: nothing of bob's came before.
 	a.input("ls\r")
-	readVM(t, vm, "ls\r")
+	readExactly(t, vm, "ls\r")
 	vm.Write([]byte("bin etc\r\n"))
 	b.output("bin etc")
 
@@ -501,5 +504,115 @@ func TestSlowBrowserPausesThenDropped(t *testing.T) {
 		if _, _, err := s.next(); err != nil {
 			break
 		}
+	}
+}
+
+// remoteSystem is a loopback TCP remote a direction-client VM is joined to.
+func remoteSystem(t *testing.T) (service string, accept func() net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return "tcp://" + ln.Addr().String(), func() net.Conn {
+		t.Helper()
+		c, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+}
+
+// TestWatchLink: a port joined to a remote system is listed with its
+// device and can be watched read-only by users with rights to its VM: the
+// watcher sees the direction it asked for, shows up as a watcher, and
+// sends nothing.
+func TestWatchLink(t *testing.T) {
+	e := newEnv(t, "")
+	svc, accept := remoteSystem(t)
+	vm := e.vmDir("web-2", "564d0000-0000-0000-0000-000000000003", svc, vspc.DirClient)
+	rs := accept()
+	alice, bob, carol := e.client(), e.client(), e.client()
+	alice.login("alice", alicePW)
+	bob.login("bob", bobPW)
+	carol.login("carol", carolPW)
+	var l web.Entry
+	testwait.For(t, "the link to be up in the list", func() bool {
+		l = alice.entry("web-2")
+		return l.DeviceState == "up"
+	})
+	if l.Kind != "link" || l.Device != svc || l.Direction != "client" || l.State != "attached" || !slices.Equal(l.Modes, []string{"watch"}) {
+		t.Fatalf("link entry %+v", l)
+	}
+
+	both, _, err := alice.dial("ws/watch/"+l.ID+"?dir=both", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello, _ := both.expect("hello")
+	if hello["kind"] != "link" || hello["mode"] != "watch" || hello["can_write"] != false || hello["device"] != svc || hello["dir"] != "both" || hello["replay"] != float64(0) {
+		t.Fatalf("hello %v", hello)
+	}
+	both.expect("replay-end")
+	vmOnly, _, err := bob.dial("ws/watch/"+l.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := vmOnly.expect("hello"); h["dir"] != "vm" {
+		t.Fatalf("bob's hello %v", h)
+	}
+	vmOnly.expect("replay-end")
+	testwait.For(t, "two watchers in the list", func() bool { return len(alice.entry("web-2").Users) == 2 })
+	if u := alice.entry("web-2").Users; u[0].User != "alice" || u[0].Mode != "watch (both)" || u[1].Mode != "watch (vm)" {
+		t.Fatalf("watchers %+v", u)
+	}
+
+	rs.Write([]byte("router> "))
+	readExactly(t, vm, "router> ")
+	vm.Write([]byte("show version\r"))
+	buf := make([]byte, len("show version\r"))
+	if _, err := io.ReadFull(rs, buf); err != nil || string(buf) != "show version\r" {
+		t.Fatalf("remote got %q, %v", buf, err)
+	}
+	if got := both.output("show version\r"); got != "router> show version\r" {
+		t.Fatalf("both directions: %q", got)
+	}
+	if got := vmOnly.output("show version\r"); got != "show version\r" {
+		t.Fatalf("VM output only: %q", got)
+	}
+	// A watcher's typing reaches nothing.
+	both.input("reload\r")
+	if m, _ := both.expect("notice"); !strings.Contains(m["text"].(string), "not sent") {
+		t.Fatalf("notice %v", m)
+	}
+	vm.Write([]byte("x"))
+	if _, err := io.ReadFull(rs, buf[:1]); err != nil || buf[0] != 'x' {
+		t.Fatalf("remote got %q (a watcher's input came first?)", buf[:1])
+	}
+
+	// carol has no rights to web-2.
+	w, _, err := carol.dial("ws/watch/"+l.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := w.closed(); code != 4404 {
+		t.Fatalf("carol: close %d", code)
+	}
+	// A console cannot be watched, a link cannot be opened as a console.
+	w, _, err = alice.dial("ws/console/"+l.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := w.closed(); code != 4404 {
+		t.Fatalf("link as a console: close %d", code)
+	}
+
+	// The VM's port closing ends the watch.
+	e.srv.Close()
+	if code, _ := both.closed(); code != 4404 {
+		t.Fatalf("port gone: close %d", code)
 	}
 }

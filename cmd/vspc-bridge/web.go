@@ -44,7 +44,7 @@ func startWeb(cfg *configs.Config, log *slog.Logger, hub *remote.Hub, br *bridge
 		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*c}}
 	}
 	ws, err := web.New(web.Config{
-		Config: cfg, Consoles: web.HubConsoles(hub), Ports: srv.Ports, Devices: br.Devices,
+		Config: cfg, Consoles: web.HubConsoles(hub), Ports: srv.Ports, Devices: br.Devices, Taps: br,
 		Logger: log.With("component", "web"),
 	})
 	if err != nil {

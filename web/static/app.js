@@ -390,6 +390,9 @@
         $('btn-log').href = 'api/consoles/' + m.id + '/log';
         setMode(con, m.mode, m.can_write);
         setState(m.state);
+        setLink(m.kind === 'link' ? m.device : '', m.device_state);
+        $('watch-dir').hidden = m.kind !== 'link';
+        if (m.dir) $('watch-dir').value = m.dir;
         if (con.retry) toast('reconnected');
         con.retry = 0;
         hideBanner();
@@ -408,6 +411,7 @@
         break;
       case 'state':
         setState(m.state, m.paused);
+        if (con.kind === 'watch') setLink(con.hello.device, m.device_state);
         break;
       case 'mode':
         setMode(con, m.mode, m.can_write);
@@ -507,6 +511,12 @@
     b.title = paused ? 'The console waits for a client that is slow to take its output; the VM is not read meanwhile' : '';
   }
 
+  function setLink(device, st) {
+    const b = $('con-link');
+    b.textContent = device ? device + ' · ' + st : '';
+    b.className = 'badge ' + stateClass(st);
+  }
+
   function updateButtons(con) {
     const isConsole = con.kind === 'console';
     const h = con.hello;
@@ -521,6 +531,7 @@
     $('btn-paste').hidden = !isConsole;
     $('btn-paste').disabled = !(con.connected && con.canWrite);
     $('keys').hidden = !isConsole;
+    $('watch-dir').hidden = isConsole;
   }
 
   function renderWho(con, users) {
@@ -594,6 +605,10 @@
     const con = state.con;
     if (con) control(con, { type: 'break' });
     if (con) con.term.focus();
+  });
+  $('watch-dir').addEventListener('change', function () {
+    const con = state.con;
+    if (con && con.kind === 'watch') location.hash = '#/watch/' + con.id + '?dir=' + $('watch-dir').value;
   });
   $('btn-copy').addEventListener('click', function () { if (state.con) copySelection(state.con); });
   $('btn-paste').addEventListener('click', function () { if (state.con) pasteClipboard(state.con); });

@@ -1,0 +1,324 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/vspc-bridge/vspc-bridge/bridge"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+)
+
+// Taps lets users watch a port joined to a device or remote: a copy of
+// its traffic, read-only, that never holds the link up (a
+// *bridge.Bridge).
+type Taps interface {
+	Tap(key vspc.PortKey, fn bridge.TapFunc) (untap func(), err error)
+}
+
+// Directions a watcher sees.
+const (
+	dirVM     = "vm"     // what the VM sends (its console output)
+	dirDevice = "device" // what the device or remote sends to the VM
+	dirBoth   = "both"
+)
+
+// watchBuffer bounds the traffic waiting for one watcher; past it the
+// watcher misses output (and is told how much), the link never waits.
+const watchBuffer = 256 << 10
+
+// watcher is one browser watching a link, for the list and who panels.
+type watcher struct {
+	user, dir, peer string
+	since           time.Time
+}
+
+func (s *Server) addWatcher(key string, w *watcher) {
+	s.mu.Lock()
+	if s.watching[key] == nil {
+		s.watching[key] = map[*watcher]struct{}{}
+	}
+	s.watching[key][w] = struct{}{}
+	s.mu.Unlock()
+	s.snap.invalidate()
+}
+
+func (s *Server) removeWatcher(key string, w *watcher) {
+	s.mu.Lock()
+	delete(s.watching[key], w)
+	if len(s.watching[key]) == 0 {
+		delete(s.watching, key)
+	}
+	s.mu.Unlock()
+	s.snap.invalidate()
+}
+
+// watchers lists who watches the port with key, oldest first.
+func (s *Server) watchers(key string) []User {
+	s.mu.Lock()
+	out := make([]User, 0, len(s.watching[key]))
+	for w := range s.watching[key] {
+		out = append(out, User{User: w.user, Mode: "watch (" + w.dir + ")", Via: "web", Peer: w.peer, Since: w.since})
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b User) int {
+		if c := a.Since.Compare(b.Since); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Peer, b.Peer)
+	})
+	return out
+}
+
+// tapBuffer takes a link's traffic from the tap (on the forwarding path:
+// it never blocks) and hands it to the watcher's output loop.
+type tapBuffer struct {
+	dir   string
+	limit int
+	wake  chan struct{} // one token: there is something to take
+
+	mu   sync.Mutex // guards buf and lost
+	buf  []byte
+	lost int64
+}
+
+func newTapBuffer(dir string, limit int) *tapBuffer {
+	return &tapBuffer{dir: dir, limit: limit, wake: make(chan struct{}, 1)}
+}
+
+// add is the bridge.TapFunc.
+func (b *tapBuffer) add(fromDevice bool, p []byte) {
+	if b.dir == dirVM && fromDevice || b.dir == dirDevice && !fromDevice {
+		return
+	}
+	b.mu.Lock()
+	if len(b.buf)+len(p) > b.limit {
+		b.lost += int64(len(p))
+	} else {
+		b.buf = append(b.buf, p...)
+	}
+	b.mu.Unlock()
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns what is waiting (into spare's array) and how much was
+// lost since the last take.
+func (b *tapBuffer) take(spare []byte) ([]byte, int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out, lost := b.buf, b.lost
+	b.buf, b.lost = spare[:0], 0
+	return out, lost
+}
+
+// handleWatch streams a copy of a joined port's traffic: a console that
+// only reads. The protocol is the console's (doc.go) with kind "link",
+// mode "watch", no scrollback (a link keeps none) and no input.
+func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
+	if !s.track() {
+		writeError(w, http.StatusServiceUnavailable, "shutting down")
+		return
+	}
+	defer s.wg.Done()
+	st := s.accept(w, r)
+	if st == nil {
+		return
+	}
+	defer st.end()
+	u := st.user
+	e, v, ok := s.find(r.PathValue("id"), u)
+	if !ok || e.Kind != kindLink {
+		st.finish(closeGone, "no such port")
+		return
+	}
+	if s.cfg.Taps == nil {
+		st.finish(closeGone, "watching is not wired in")
+		return
+	}
+	dir := r.URL.Query().Get("dir")
+	switch dir {
+	case "":
+		dir = dirVM
+	case dirVM, dirDevice, dirBoth:
+	default:
+		st.finish(closeForbidden, "unknown dir "+dir+": want vm, device or both")
+		return
+	}
+	if !s.reserve(u.Name) {
+		st.finish(closeTooMany, "too many consoles open ([web] max_consoles)")
+		return
+	}
+	defer s.release(u.Name)
+	tb := newTapBuffer(dir, watchBuffer)
+	untap, err := s.cfg.Taps.Tap(e.pkey, tb.add)
+	if err != nil {
+		st.finish(closeGone, "the port is no longer joined: "+userText(err))
+		return
+	}
+	wr := &watcher{user: u.Name, dir: dir, peer: r.RemoteAddr, since: s.cfg.Now()}
+	s.addWatcher(e.key, wr)
+	st.onFinish = func(string) {
+		untap()
+		s.removeWatcher(e.key, wr)
+	}
+	st.ss.streamOpened()
+	defer func() { st.ss.streamClosed(s.cfg.Now()) }()
+	started := time.Now()
+	log := s.log.With("user", u.Name, "vm", e.VM, "vc_uuid", e.VCUUID, "service_uri", e.Service, "device", e.Device, "peer", r.RemoteAddr)
+	log.Info("web watch started", "dir", dir)
+	hello := helloMsg{Type: "hello", ID: e.ID, Kind: kindLink, VM: e.VM, VCUUID: e.VCUUID, Service: e.Service, State: e.State, User: u.Name,
+		Right: v.Right, Mode: "watch", Device: e.Device, DeviceState: e.DeviceState, Dir: dir}
+	ws := &watchStream{stream: st, tb: tb, entry: e}
+	if st.writeJSON(hello) != nil || st.writeJSON(textMsg{Type: "replay-end"}) != nil {
+		st.finish(websocket.StatusAbnormalClosure, "")
+	} else {
+		var wg sync.WaitGroup
+		wg.Go(ws.output)
+		wg.Go(ws.status)
+		ws.input()
+		st.finish(websocket.StatusNormalClosure, "")
+		wg.Wait()
+	}
+	why := st.reason
+	if why == "" {
+		why = "closed by the browser"
+	}
+	log.Info("web watch ended", "why", why, "after", time.Since(started).Round(time.Millisecond).String(), "bytes_out", ws.bytesOut.Load(), "lost", ws.lost.Load())
+}
+
+// watchStream is one watch: output sends the tapped traffic, status the
+// status and pings, input (the handler's goroutine) refuses input.
+type watchStream struct {
+	*stream
+	tb       *tapBuffer
+	entry    snapEntry
+	bytesOut atomic.Int64
+	lost     atomic.Int64
+}
+
+func (ws *watchStream) output() {
+	var spare []byte
+	for {
+		select {
+		case <-ws.tb.wake:
+		case <-ws.ctx.Done():
+			return
+		}
+		data, lost := ws.tb.take(spare)
+		if lost > 0 {
+			ws.lost.Add(lost)
+			if ws.writeJSON(textMsg{Type: "notice", Text: fmt.Sprintf("this browser fell behind: %d bytes of traffic were not shown", lost)}) != nil {
+				ws.finish(websocket.StatusAbnormalClosure, "")
+				return
+			}
+		}
+		for p := data; len(p) > 0; {
+			k := min(len(p), outChunk)
+			if ws.writeBinary(p[:k]) != nil {
+				ws.finish(websocket.StatusAbnormalClosure, "")
+				return
+			}
+			ws.bytesOut.Add(int64(k))
+			p = p[k:]
+		}
+		spare = data
+		if cap(spare) > watchBuffer {
+			spare = nil
+		}
+	}
+}
+
+// status sends watchers, the port's and the device's state when they
+// change, follows the session and the user's rights, and pings.
+func (ws *watchStream) status() {
+	var lastUsers []byte
+	lastState, lastDevice := ws.entry.State, ws.entry.DeviceState
+	ping := time.Now().Add(ws.s.web.Ping.Duration)
+	t := time.NewTicker(statusTick)
+	defer t.Stop()
+	for {
+		u := ws.s.current(ws.ss)
+		if u == nil {
+			ws.finish(closeSession, "session ended: log in again")
+			return
+		}
+		if _, ok := u.Right(ws.entry.VM, ws.entry.VCUUID); !ok {
+			ws.finish(closeForbidden, "your access to this VM was withdrawn")
+			return
+		}
+		e, _, ok := ws.s.find(ws.entry.ID, u)
+		if !ok {
+			ws.finish(closeGone, "the port closed")
+			return
+		}
+		b, _ := json.Marshal(usersMsg{Type: "users", Users: e.Users})
+		if !bytes.Equal(b, lastUsers) {
+			if ws.writeJSON(json.RawMessage(b)) != nil {
+				ws.finish(websocket.StatusAbnormalClosure, "")
+				return
+			}
+			lastUsers = b
+		}
+		if e.State != lastState || e.DeviceState != lastDevice {
+			if ws.writeJSON(stateMsg{Type: "state", State: e.State, DeviceState: e.DeviceState}) != nil {
+				ws.finish(websocket.StatusAbnormalClosure, "")
+				return
+			}
+			lastState, lastDevice = e.State, e.DeviceState
+		}
+		if now := time.Now(); !now.Before(ping) {
+			ping = now.Add(ws.s.web.Ping.Duration)
+			pctx, cancel := context.WithTimeout(ws.s.ctx, ws.s.web.Ping.Duration)
+			err := ws.c.Ping(pctx)
+			cancel()
+			if err != nil && ws.ctx.Err() == nil {
+				ws.finish(websocket.StatusGoingAway, "no answer to ping")
+				return
+			}
+		}
+		select {
+		case <-t.C:
+		case <-ws.ctx.Done():
+			return
+		}
+	}
+}
+
+// input reads the browser's messages: a watcher sends nothing to the VM.
+func (ws *watchStream) input() {
+	warned := false
+	for {
+		typ, _, err := ws.read()
+		if err != nil {
+			code := websocket.CloseStatus(err)
+			if code == -1 {
+				code = websocket.StatusAbnormalClosure
+			}
+			ws.finish(code, "")
+			return
+		}
+		var reply error
+		switch {
+		case typ == websocket.MessageBinary && !warned:
+			warned = true
+			reply = ws.writeJSON(textMsg{Type: "notice", Text: "watching: input is not sent"})
+		case typ == websocket.MessageText:
+			reply = ws.writeJSON(textMsg{Type: "error", Text: "watching: nothing is sent to the VM"})
+		}
+		if reply != nil {
+			return
+		}
+	}
+}
