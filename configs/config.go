@@ -49,6 +49,9 @@ type Config struct {
 
 	// Web is the web console (web.go).
 	Web Web `toml:"web"`
+	// Cluster: several bridges as one on etcd (cluster.go); nil (no
+	// [cluster] table) = a single node.
+	Cluster *Cluster `toml:"cluster,omitempty"`
 
 	allow *Allow // parsed Policy.ConnectAllow
 }

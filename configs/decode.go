@@ -184,6 +184,11 @@ func (d *decoder) value(key string, v any, f reflect.Value) {
 		return
 	}
 	switch f.Kind() {
+	case reflect.Pointer: // an optional table: present when the file has it
+		if f.IsNil() {
+			f.Set(reflect.New(f.Type().Elem()))
+		}
+		d.value(key, v, f.Elem())
 	case reflect.String:
 		s, ok := v.(string)
 		if !ok {

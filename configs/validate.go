@@ -35,6 +35,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateRemote(&c.Remote, c.Users)
 	d.validateAdmin(c)
 	d.validateWeb(c)
+	d.validateCluster(c)
 }
 
 func (d *decoder) positive(key string, v Duration) {

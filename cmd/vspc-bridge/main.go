@@ -37,6 +37,8 @@ Usage:
   vspc-bridge probe [-settings "115200 8N1"] [-send TEXT] [-wait 2s] [-json] URI   (open a device and report what it says)
   vspc-bridge simulate-vm -proxy telnet://HOST:PORT -service URI -direction client|server [-name N -uuid U]
   vspc-bridge vc audit|provision|preflight ...   (vCenter helpers; vspc-bridge vc -h)
+  vspc-bridge etcd -name NAME -data-dir DIR [-listen-client URL] [-listen-peer URL] [-initial-cluster N=URL,...]
+  vspc-bridge cluster init -cluster NAME -members ID,ID,... [-hosts NAME,IP,...] [-dir DIR]
   vspc-bridge version
 
 Run "vspc-bridge COMMAND -h" for a command's flags.
@@ -71,6 +73,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = cmdHashPassword(rest, stdin, stdout, stderr)
 	case "vc":
 		return cmdVC(ctx, rest, stdout, stderr)
+	case "etcd":
+		err = cmdEtcd(ctx, rest, stdout, stderr)
+	case "cluster":
+		err = cmdCluster(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "vspc-bridge %s\n", version)
 		return 0

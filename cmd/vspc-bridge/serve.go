@@ -113,6 +113,13 @@ func vspcConfig(cfg *configs.Config, br vspc.Bridger, log *slog.Logger) vspc.Con
 const gcFloor = 32 << 20
 
 func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io.Writer, opts serveOptions) error {
+	if cfg.Cluster.Enabled() {
+		// Serving as a member needs the VM side to claim ports, forward
+		// connections and finish hand-overs through the cluster; until
+		// then a member must not start as a single node that claims
+		// nothing (two of them would hold the same devices).
+		return errors.New("[cluster] is checked by check-config, but serve cannot run as a cluster member yet (the VM side does not claim ports through etcd); remove [cluster] to run a single node")
+	}
 	limit := raiseFileLimit(log)
 	// No garbage collection until the heap passes 32 MiB: the first
 	// collections of a young bridge would otherwise fall inside the

@@ -17,7 +17,11 @@ const module = "github.com/vspc-bridge/vspc-bridge/"
 
 // Main runs the tests and then waits up to wait for the module's
 // goroutines to end; any left make the run fail with their stacks.
-func Main(m *testing.M, wait time.Duration) {
+func Main(m *testing.M, wait time.Duration) { os.Exit(Run(m, wait)) }
+
+// Run is Main without the exit, for a TestMain that has more to tear
+// down after the check: it returns the exit code.
+func Run(m *testing.M, wait time.Duration) int {
 	code := m.Run()
 	if code == 0 {
 		if leaked := Leaked(wait); leaked != "" {
@@ -25,7 +29,7 @@ func Main(m *testing.M, wait time.Duration) {
 			code = 1
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // Leaked waits up to wait for every goroutine running this module's code

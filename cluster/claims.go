@@ -1,0 +1,415 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Claim is a key this member holds under its lease: a VM serial port or a
+// device. Its fence is the key's CreateRevision: a later holder's is
+// always higher, so a stale holder's fenced write fails.
+type Claim struct {
+	n     *Node
+	key   string // full etcd key
+	kind  string // "port" or "device"
+	name  string // port id or device, for logs
+	value string
+	fence atomic.Int64
+	lost  chan struct{}
+	once  sync.Once
+	gone  atomic.Bool // released or lost
+}
+
+// Fence is the claim's fencing token (the key's CreateRevision). It
+// changes when the member re-claims after losing its lease.
+func (c *Claim) Fence() int64 { return c.fence.Load() }
+
+// Key is the claim's etcd key.
+func (c *Claim) Key() string { return c.key }
+
+// Lost is closed when the claim is no longer this member's: its lease
+// lapsed on the member's clock (devices), or another member took the key
+// while the lease was gone. The holder must stop using what it claimed.
+func (c *Claim) Lost() <-chan struct{} { return c.lost }
+
+func (c *Claim) lose() {
+	c.gone.Store(true)
+	c.once.Do(func() { close(c.lost) })
+}
+
+// Release gives the claim back: the key is deleted if it is still this
+// claim's (fenced by its CreateRevision). For a device it records a clean
+// release, so the next holder need not wait the lock delay. Idempotent.
+func (c *Claim) Release(ctx context.Context) error {
+	if c.gone.Swap(true) {
+		return nil
+	}
+	c.n.drop(c)
+	c.once.Do(func() { close(c.lost) })
+	ops := []clientv3.Op{clientv3.OpDelete(c.key)}
+	switch c.kind {
+	case "device":
+		h := deviceHistory{Member: c.n.cfg.Member, Lease: int64(c.n.Lease()), Released: true}
+		ops = append(ops, clientv3.OpPut(c.n.key(kDevHist+strings.TrimPrefix(c.key, c.n.key(kDevices))), mustJSON(h)))
+	case "port":
+		var rec PortRecord
+		if r, err := decode[PortRecord]([]byte(c.value)); err == nil {
+			rec = r
+		}
+		info := PortInfo{Port: rec.Port, VMName: rec.VMName, Direction: rec.Direction, Member: c.n.cfg.Member, Attached: false, Seen: time.Now()}
+		ops = append(ops, clientv3.OpPut(c.n.key(kPortInfo+rec.Port.path()), mustJSON(info)))
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.n.cfg.CallTimeout)
+	defer cancel()
+	c.n.op()
+	_, err := c.n.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(c.key), "=", c.Fence())).Then(ops...).Commit()
+	if err != nil {
+		// The key stays until the member lease ends; the next holder then
+		// waits the lock delay.
+		return fmt.Errorf("cluster: releasing %s %s: %w", c.kind, c.name, err)
+	}
+	c.n.stats.releases.Add(1)
+	return nil
+}
+
+// drop forgets a claim the node renews.
+func (n *Node) drop(c *Claim) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	m := n.ports
+	if c.kind == "device" {
+		m = n.devices
+	}
+	if m[c.key] == c {
+		delete(m, c.key)
+	}
+}
+
+// hold registers a claim the node renews after a lease loss.
+func (n *Node) hold(c *Claim) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if c.kind == "device" {
+		n.devices[c.key] = c
+	} else {
+		n.ports[c.key] = c
+	}
+}
+
+// reclaim claims c's key again under the current lease.
+func (n *Node) reclaim(ctx context.Context, c *Claim) error {
+	lease := n.Lease()
+	n.op()
+	r, err := n.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(c.key), "=", 0)).
+		Then(clientv3.OpPut(c.key, c.value, clientv3.WithLease(lease))).
+		Else(clientv3.OpGet(c.key)).Commit()
+	if err != nil {
+		return err
+	}
+	if r.Succeeded {
+		c.fence.Store(r.Header.Revision)
+		return nil
+	}
+	kvs := r.Responses[0].GetResponseRange().Kvs
+	if len(kvs) > 0 && clientv3.LeaseID(kvs[0].Lease) == lease {
+		c.fence.Store(kvs[0].CreateRevision)
+		return nil
+	}
+	return errors.New("held by another member")
+}
+
+// retry runs f (each try bounded by the call timeout) until it succeeds,
+// fails for a reason other than etcd being unreachable, or ctx ends: while
+// etcd is unavailable, or this member's lease has lapsed, new claims wait.
+func (n *Node) retry(ctx context.Context, what string, f func(ctx context.Context) error) error {
+	backoff := 50 * time.Millisecond
+	for {
+		var err error
+		if !n.Valid() {
+			err = ErrFenced
+		} else {
+			cctx, cancel := context.WithTimeout(ctx, n.cfg.CallTimeout)
+			err = f(cctx)
+			cancel()
+			if err == nil || !retryable(err) {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: %s: %w (last: %v)", what, ctx.Err(), err)
+		case <-n.ctx.Done():
+			return ErrClosed
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// errRetry: try again at once (a race with another member).
+var errRetry = errors.New("cluster: lost a race; trying again")
+
+// retryable reports errors that mean "etcd did not answer in time".
+func retryable(err error) bool {
+	var held *HeldError
+	switch {
+	case errors.As(err, &held):
+		return false
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrFenced), errors.Is(err, errRetry):
+		return true
+	}
+	// gRPC Unavailable and friends.
+	s := err.Error()
+	return strings.Contains(s, "Unavailable") || strings.Contains(s, "no leader") || strings.Contains(s, "timed out") ||
+		strings.Contains(s, "connection") || strings.Contains(s, "lease not found")
+}
+
+// Owner describes the member that holds a port.
+type Owner struct {
+	Record PortRecord
+	Fence  int64 // the key's CreateRevision
+	Lease  int64
+}
+
+// ClaimPort claims a VM serial port for this member, unless another
+// member holds it: then it returns that member's record and no claim.
+// While etcd is unreachable it waits (until ctx ends). A port this member
+// already holds under its lease is adopted.
+func (n *Node) ClaimPort(ctx context.Context, rec PortRecord) (*Claim, *Owner, error) {
+	rec.Member = n.cfg.Member
+	if rec.Since.IsZero() {
+		rec.Since = time.Now()
+	}
+	k := n.key(kPorts + rec.Port.path())
+	val := mustJSON(rec)
+	info := mustJSON(PortInfo{Port: rec.Port, VMName: rec.VMName, Direction: rec.Direction, Member: n.cfg.Member, Attached: true, Seen: rec.Since})
+	var claim *Claim
+	var owner *Owner
+	err := n.retry(ctx, "claiming port "+rec.Port.String(), func(ctx context.Context) error {
+		lease := n.Lease()
+		n.op()
+		r, err := n.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+			Then(clientv3.OpPut(k, val, clientv3.WithLease(lease)), clientv3.OpPut(n.key(kPortInfo+rec.Port.path()), info)).
+			Else(clientv3.OpGet(k)).Commit()
+		if err != nil {
+			return err
+		}
+		c := &Claim{n: n, key: k, kind: "port", name: rec.Port.String(), value: val, lost: make(chan struct{})}
+		if r.Succeeded {
+			c.fence.Store(r.Header.Revision)
+			claim = c
+			return nil
+		}
+		kvs := r.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			return errRetry // the key vanished between compare and read
+		}
+		if clientv3.LeaseID(kvs[0].Lease) == lease {
+			c.fence.Store(kvs[0].CreateRevision)
+			claim = c
+			return nil
+		}
+		cur, err := decode[PortRecord](kvs[0].Value)
+		if err != nil {
+			return err
+		}
+		owner = &Owner{Record: cur, Fence: kvs[0].CreateRevision, Lease: kvs[0].Lease}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if claim != nil {
+		n.stats.claims.Add(1)
+		n.hold(claim)
+		return claim, nil, nil
+	}
+	n.stats.conflicts.Add(1)
+	return nil, owner, nil
+}
+
+// PortOwner reads who holds a port (nil when nobody does).
+func (n *Node) PortOwner(ctx context.Context, p PortID) (*Owner, error) {
+	n.op()
+	r, err := n.cli.Get(ctx, n.key(kPorts+p.path()))
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Kvs) == 0 {
+		return nil, nil
+	}
+	cur, err := decode[PortRecord](r.Kvs[0].Value)
+	if err != nil {
+		return nil, err
+	}
+	return &Owner{Record: cur, Fence: r.Kvs[0].CreateRevision, Lease: r.Kvs[0].Lease}, nil
+}
+
+// HeldError says another port or member holds a device.
+type HeldError struct {
+	Device string
+	Record DeviceRecord
+}
+
+func (e *HeldError) Error() string {
+	return fmt.Sprintf("cluster: device %s is held by member %s (port %s) since %s", e.Device, e.Record.Member, e.Record.Holder, e.Record.Since.Format(time.RFC3339))
+}
+
+// ClaimDevice claims a device before it is opened. holder names the port
+// that will use it (for status). A device held by anyone else gives a
+// *HeldError. If the last holder vanished by lease expiry instead of
+// releasing the device, the claim waits the lock delay before it returns:
+// that holder fences itself (closes the device) within its validity
+// margin, well before. While etcd is unreachable, or this member's own
+// lease has lapsed, it waits (until ctx ends).
+func (n *Node) ClaimDevice(ctx context.Context, device, holder string) (*Claim, error) {
+	dk := deviceKey(device)
+	k := n.key(kDevices + dk)
+	hk := n.key(kDevHist + dk)
+	rec := DeviceRecord{Member: n.cfg.Member, Device: device, Holder: holder, Since: time.Now()}
+	val := mustJSON(rec)
+	var claim *Claim
+	var prev *deviceHistory
+	err := n.retry(ctx, "claiming device "+device, func(ctx context.Context) error {
+		lease := n.Lease()
+		hist := mustJSON(deviceHistory{Member: n.cfg.Member, Lease: int64(lease)})
+		n.op()
+		r, err := n.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+			Then(clientv3.OpGet(hk), clientv3.OpPut(k, val, clientv3.WithLease(lease)), clientv3.OpPut(hk, hist)).
+			Else(clientv3.OpGet(k)).Commit()
+		if err != nil {
+			return err
+		}
+		c := &Claim{n: n, key: k, kind: "device", name: device, value: val, lost: make(chan struct{})}
+		kvs := r.Responses[0].GetResponseRange().Kvs
+		if r.Succeeded {
+			c.fence.Store(r.Header.Revision)
+			claim = c
+			if len(kvs) > 0 {
+				h, err := decode[deviceHistory](kvs[0].Value)
+				if err == nil {
+					prev = &h
+				}
+			}
+			return nil
+		}
+		if len(kvs) == 0 {
+			return errRetry
+		}
+		cur, err := decode[DeviceRecord](kvs[0].Value)
+		if err != nil {
+			return err
+		}
+		if clientv3.LeaseID(kvs[0].Lease) == lease && cur.Holder == holder {
+			c.fence.Store(kvs[0].CreateRevision) // ours already (fenced, then valid again)
+			claim = c
+			return nil
+		}
+		return &HeldError{Device: device, Record: cur}
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.stats.claims.Add(1)
+	n.hold(claim)
+	if prev != nil && !prev.Released && !n.ownLease(prev.Lease) {
+		n.stats.lockDelays.Add(1)
+		n.log.Info("device's last holder vanished without releasing it; waiting the lock delay before opening",
+			"device", device, "last_holder", prev.Member, "lock_delay", n.cfg.LockDelay)
+		select {
+		case <-n.clock.After(n.cfg.LockDelay):
+		case <-ctx.Done():
+			claim.Release(context.Background())
+			return nil, fmt.Errorf("cluster: claiming device %s: %w during the lock delay", device, ctx.Err())
+		case <-claim.Lost():
+			return nil, fmt.Errorf("cluster: claiming device %s: %w during the lock delay", device, ErrFenced)
+		}
+	}
+	return claim, nil
+}
+
+func (n *Node) ownLease(l int64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.leases[clientv3.LeaseID(l)]
+}
+
+// DeviceHolder reads who holds a device (nil when nobody does).
+func (n *Node) DeviceHolder(ctx context.Context, device string) (*DeviceRecord, error) {
+	n.op()
+	r, err := n.cli.Get(ctx, n.key(kDevices+deviceKey(device)))
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Kvs) == 0 {
+		return nil, nil
+	}
+	rec, err := decode[DeviceRecord](r.Kvs[0].Value)
+	return &rec, err
+}
+
+// ErrNoListener: every port of the range is assigned.
+var ErrNoListener = errors.New("cluster: every listener port of the range is assigned")
+
+// AssignListener returns the direction-server listener port of a VM
+// serial port, assigning the first free one in [lo, hi] the first time:
+// the VM keeps its listener port whichever member serves it.
+func (n *Node) AssignListener(ctx context.Context, p PortID, lo, hi int) (int, error) {
+	vk := n.key(kListenVM + p.path())
+	var port int
+	err := n.retry(ctx, "assigning a listener port to "+p.String(), func(ctx context.Context) error {
+		// One snapshot of both: a listing that sees every port taken must
+		// also see this port's own assignment if it was made meanwhile.
+		n.op()
+		snap, err := n.cli.Txn(ctx).Then(clientv3.OpGet(vk), clientv3.OpGet(n.key(kListenN), clientv3.WithPrefix(), clientv3.WithKeysOnly())).Commit()
+		if err != nil {
+			return err
+		}
+		if kvs := snap.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			port, err = strconv.Atoi(string(kvs[0].Value))
+			return err
+		}
+		taken := snap.Responses[1].GetResponseRange()
+		used := map[int]bool{}
+		for _, kv := range taken.Kvs {
+			if v, err := strconv.Atoi(strings.TrimPrefix(string(kv.Key), n.key(kListenN))); err == nil {
+				used[v] = true
+			}
+		}
+		free := slices.DeleteFunc(seq(lo, hi), func(v int) bool { return used[v] })
+		if len(free) == 0 {
+			return ErrNoListener
+		}
+		cand := free[0]
+		pk := n.key(kListenN + itoa(cand))
+		n.op()
+		t, err := n.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(vk), "=", 0), clientv3.Compare(clientv3.CreateRevision(pk), "=", 0)).
+			Then(clientv3.OpPut(vk, itoa(cand)), clientv3.OpPut(pk, p.path())).Commit()
+		if err != nil {
+			return err
+		}
+		if !t.Succeeded {
+			return errRetry // lost a race: look again
+		}
+		port = cand
+		return nil
+	})
+	return port, err
+}
+
+func seq(lo, hi int) []int {
+	var s []int
+	for v := lo; v <= hi; v++ {
+		s = append(s, v)
+	}
+	return s
+}
