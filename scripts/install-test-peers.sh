@@ -4,7 +4,8 @@
 # everything is present it changes nothing and does not touch the network.
 #
 #   socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd
-#   openssh-client tmux chromium fonts-dejavu-core
+#   openssh-client tmux chromium fonts-dejavu-core conserver-server
+#   conserver-client
 #
 # inetutils-telnetd is run by the tests under socat (devicetest.TelnetdEcho);
 # it pulls in inetutils-inetd, whose telnet entry Debian installs disabled.
@@ -15,7 +16,7 @@
 # Prints what it did. Exits non-zero if a package could not be installed.
 set -u
 
-PACKAGES="socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd openssh-client tmux chromium fonts-dejavu-core"
+PACKAGES="socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd openssh-client tmux chromium fonts-dejavu-core conserver-server conserver-client"
 
 log() { printf 'install-test-peers: %s\n' "$*"; }
 
