@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
-	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
 // ClientConn is the transport of a kind of client the hub does not serve
@@ -65,13 +64,13 @@ var ErrNoConsole = errors.New("remote: no such console")
 // ErrNoConsole, ErrNoAccess (the user may not reach it, or not in that
 // mode), ErrConsoleBusy (lock modes, max_clients) or ErrConsoleClosed.
 // The caller must call Detach when the client goes.
-func (h *Hub) Attach(key vspc.PortKey, conn ClientConn, opt AttachOptions) (*Client, error) {
+func (h *Hub) Attach(key string, conn ClientConn, opt AttachOptions) (*Client, error) {
 	if !h.cfg.Remote.Enabled {
 		return nil, ErrDisabled
 	}
 	c := h.consoleByKey(key)
 	if c == nil {
-		return nil, fmt.Errorf("%w: %s", ErrNoConsole, key)
+		return nil, fmt.Errorf("%w: %q", ErrNoConsole, key)
 	}
 	u := h.auth.user(opt.User)
 	if u == nil {
@@ -116,11 +115,11 @@ func (h *Hub) Attach(key vspc.PortKey, conn ClientConn, opt AttachOptions) (*Cli
 }
 
 // consoleByKey returns the open console with key, or nil.
-func (h *Hub) consoleByKey(key vspc.PortKey) *console {
+func (h *Hub) consoleByKey(key string) *console {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for c := range h.consoles {
-		if c.req.PortKey() == key {
+		if c.key == key {
 			return c
 		}
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/remote"
-	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
 // TestAttachClientConn: a kind of client the hub does not serve itself
@@ -28,7 +27,7 @@ client_stall = "300ms"`)
 
 	srv, cli := net.Pipe()
 	t.Cleanup(func() { cli.Close() })
-	if _, err := h.hub.Attach(vspc.PortKey{VM: "nope"}, srv, remote.AttachOptions{User: "alice"}); !errors.Is(err, remote.ErrNoConsole) {
+	if _, err := h.hub.Attach("nope", srv, remote.AttachOptions{User: "alice"}); !errors.Is(err, remote.ErrNoConsole) {
 		t.Fatalf("unknown key: %v", err)
 	}
 	if _, err := h.hub.Attach(key, srv, remote.AttachOptions{User: "bob", Mode: remote.ModeShared}); !errors.Is(err, remote.ErrNoAccess) {

@@ -496,9 +496,9 @@ func (c *console) state() string {
 
 // ConsoleInfo describes a console for status.
 type ConsoleInfo struct {
-	// Key identifies the console for Hub.Attach: the VM serial port's
-	// key, as package vspc keys it.
-	Key                        vspc.PortKey
+	// Key identifies the console for Hub.Attach: the String form of its
+	// VM serial port's vspc.PortKey.
+	Key                        string
 	VMName, VCUUID, ServiceURI string
 	Listen                     string // per-VM listener as a URI ("telnet://127.0.0.1:7001"); "" if none
 	State                      string // the VM port's state: attached, detached, vmotion
@@ -527,7 +527,7 @@ type ClientInfo struct {
 }
 
 func (c *console) info() ConsoleInfo {
-	ci := ConsoleInfo{Key: c.req.PortKey(), VMName: c.req.VMName, VCUUID: c.req.VCUUID, ServiceURI: c.req.ServiceURI, Listen: c.lnURL, State: c.state(), Since: c.created}
+	ci := ConsoleInfo{Key: c.key, VMName: c.req.VMName, VCUUID: c.req.VCUUID, ServiceURI: c.req.ServiceURI, Listen: c.lnURL, State: c.state(), Since: c.created}
 	if c.logw != nil {
 		ci.LogFile = c.logw.path
 		ci.LogLost = c.logw.lostTotal.Load()

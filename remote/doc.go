@@ -84,9 +84,9 @@
 //
 // Telnet, raw TCP and SSH clients are served by the hub itself. Another
 // kind (a web console's WebSocket, say) attaches through Hub.Attach, by
-// the console's vspc.PortKey (ConsoleInfo.Key), a user and a mode, with a
-// ClientConn, the small interface the hub writes output to: it gets the
-// same queue, the same pause/drop rule, the same lock modes, notices and
+// the console's key (ConsoleInfo.Key, its vspc.PortKey as a string), a
+// user and a mode, with a ClientConn, the small interface the hub writes
+// output to: it gets the same queue, the same pause/drop rule, the same lock modes, notices and
 // scrollback as every other client. The caller authenticates its user;
 // the user's [[user]] access list decides what it may reach.
 package remote
