@@ -102,6 +102,8 @@ func openNPort(ctx context.Context, t target.Target, o nportOpen, opts *Options,
 	if cmd != nil {
 		d.ctl = newNPortControl(cmd, log, o.timeout, d.controlLost)
 		want := o.apply.Merge(o.configured)
+		// Taken here, released by initialise: Port calls go after it.
+		d.ctl.reqMu.Lock()
 		d.wg.Go(func() { d.initialise(want) })
 	}
 	return d, nil
@@ -126,8 +128,7 @@ func dialAddr(ctx context.Context, k target.Kind, addr string, opts *Options) (n
 // over them) and TX_FIFO, as Moxa's driver does on open. With no settings
 // known it leaves the NPort as configured until the guest sets some.
 func (d *nportDevice) initialise(want rfc2217.Settings) {
-	d.ctl.reqMu.Lock()
-	defer d.ctl.reqMu.Unlock()
+	defer d.ctl.reqMu.Unlock() // locked by openNPort
 	if want == (rfc2217.Settings{}) {
 		return
 	}

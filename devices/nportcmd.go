@@ -328,11 +328,22 @@ func portInit(s rfc2217.Settings, dtr, rts bool) (aspp.Init, rfc2217.Settings, e
 // effect afterwards: want where the NPort accepted it, the previous
 // settings where it refused, want where it did not answer (recorded as a
 // mismatch). Callers hold reqMu.
-func (c *nportControl) apply(ctx context.Context, want rfc2217.Settings) (rfc2217.Settings, error) {
+func (c *nportControl) apply(ctx context.Context, want rfc2217.Settings) (_ rfc2217.Settings, rerr error) {
 	c.mu.Lock()
 	prev, dtr, rts := c.settings, c.dtr, c.rts
-	c.mismatch = "" // a request taken in full clears an earlier mismatch
 	c.mu.Unlock()
+	taken := true // every part answered and accepted
+	note := func(msg string, err error) {
+		taken = false
+		c.noteMismatch(msg, err)
+	}
+	defer func() {
+		if taken && rerr == nil { // a request taken in full clears an earlier mismatch
+			c.mu.Lock()
+			c.mismatch = ""
+			c.mu.Unlock()
+		}
+	}()
 	p, eff, err := portInit(want, dtr, rts)
 	if err != nil {
 		return prev, err
@@ -342,17 +353,17 @@ func (c *nportControl) apply(ctx context.Context, want rfc2217.Settings) (rfc221
 		if !errors.Is(err, errNoAnswer) {
 			return prev, err
 		}
-		c.noteMismatch(fmt.Sprintf("asked the NPort for %v: PORT_INIT not answered within %v; assuming it took", want, c.timeout), err)
+		note(fmt.Sprintf("asked the NPort for %v: PORT_INIT not answered within %v; assuming it took", want, c.timeout), err)
 		c.setSettings(eff)
 		return eff, nil
 	}
 	m, merr := f.Modem()
 	if errors.Is(merr, aspp.ErrRefused) {
-		c.noteMismatch(fmt.Sprintf("asked the NPort for %v: refused (PORT_INIT answered FF FF FF); still %v", want, prev), merr)
+		note(fmt.Sprintf("asked the NPort for %v: refused (PORT_INIT answered FF FF FF); still %v", want, prev), merr)
 		return prev, nil
 	}
 	if merr != nil {
-		c.noteMismatch(fmt.Sprintf("asked the NPort for %v: bad PORT_INIT answer %v", want, f), merr)
+		note(fmt.Sprintf("asked the NPort for %v: bad PORT_INIT answer %v", want, f), merr)
 		return prev, nil
 	}
 	c.mu.Lock()
@@ -364,9 +375,9 @@ func (c *nportControl) apply(ctx context.Context, want rfc2217.Settings) (rfc221
 		case err != nil && !errors.Is(err, errNoAnswer):
 			return prev, err
 		case err != nil:
-			c.noteMismatch(fmt.Sprintf("asked the NPort for %d baud: SETBAUD not answered within %v; assuming it took", want.Baud, c.timeout), err)
+			note(fmt.Sprintf("asked the NPort for %d baud: SETBAUD not answered within %v; assuming it took", want.Baud, c.timeout), err)
 		case !f.OK():
-			c.noteMismatch(fmt.Sprintf("asked the NPort for %d baud: refused (%v); still %d baud", want.Baud, f, prev.Baud), nil)
+			note(fmt.Sprintf("asked the NPort for %d baud: refused (%v); still %d baud", want.Baud, f, prev.Baud), nil)
 			eff.Baud = prev.Baud
 		}
 	}
@@ -376,9 +387,9 @@ func (c *nportControl) apply(ctx context.Context, want rfc2217.Settings) (rfc221
 		case err != nil && !errors.Is(err, errNoAnswer):
 			return eff, err
 		case err != nil:
-			c.noteMismatch(fmt.Sprintf("XONXOFF characters for %v not answered within %v", want, c.timeout), err)
+			note(fmt.Sprintf("XONXOFF characters for %v not answered within %v", want, c.timeout), err)
 		case !f.OK():
-			c.noteMismatch(fmt.Sprintf("XONXOFF characters for %v refused (%v)", want, f), nil)
+			note(fmt.Sprintf("XONXOFF characters for %v refused (%v)", want, f), nil)
 		}
 	}
 	c.setSettings(eff)

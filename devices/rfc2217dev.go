@@ -36,18 +36,17 @@ func openRFC2217(ctx context.Context, t target.Target, initial rfc2217.Settings,
 	if timeout <= 0 {
 		timeout = DefaultDialTimeout
 	}
-	hsCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c, err := rfc2217.NewClient(hsCtx, conn, rfc2217.ClientOptions{
+	// Data never waits for control: the negotiation and the initial
+	// settings go on beside the data (the Client logs a server that
+	// refuses COM-PORT-OPTION, and missing acknowledgements).
+	c, err := rfc2217.NewClient(ctx, conn, rfc2217.ClientOptions{
 		Logger:           log,
 		Initial:          initial,
 		HandshakeTimeout: min(timeout, rfc2217.DefaultHandshakeTimeout),
+		Background:       true,
 	})
 	if err != nil { // NewClient closed conn
 		return nil, fmt.Errorf("devices: rfc2217 %s: %w", t.Addr(), err)
-	}
-	if !c.ComPort() {
-		log.Warn("devices: server refused COM-PORT-OPTION; data only, line control not supported")
 	}
 	return &rfc2217Device{kind: t.Kind, addr: t.Addr(), c: c}, nil
 }

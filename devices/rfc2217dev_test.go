@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
@@ -163,8 +164,10 @@ func TestRFC2217FaultRestart(t *testing.T) {
 		t.Fatalf("Open after restart: %v", err)
 	}
 	defer dev2.Close()
-	if s := devicetest.TTY(t, pair.A); s.Speed != 57600 || s.StopBits != 2 {
-		t.Errorf("pty after reopen: %+v, want the initial 57600/2 again", s)
-	}
+	// The initial settings go beside the data (Background): wait for them.
+	testwait.For(t, "the initial 57600/2 on the pty again", func() bool {
+		s := devicetest.TTY(t, pair.A)
+		return s.Speed == 57600 && s.StopBits == 2
+	})
 	exchangeMarked(t, dev2, far)
 }

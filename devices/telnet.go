@@ -52,8 +52,7 @@ type telnetDevice struct {
 	opts telnet.Options // what we offer and accept; everything else refused
 
 	// Owned by the goroutine calling Write.
-	wbuf     []byte
-	waitOnce bool // the Write that gave up waiting for BINARY logged it
+	wbuf []byte
 
 	sendBinary atomic.Bool   // our BINARY is on: data goes out with only 255 doubled
 	recvBinary atomic.Bool   // the remote's BINARY is on (mirrors dec.Binary, for status)
@@ -269,10 +268,10 @@ func (d *telnetDevice) awaitBinaryAnswer() error {
 	case <-d.done:
 		return d.writeErr(net.ErrClosed)
 	case <-t.C:
-		if !d.waitOnce {
-			d.waitOnce = true
-			d.log.Warn("devices: telnet remote has not answered WILL BINARY; sending NVT text", "waited", telnetBinaryWait)
-		}
+		// Once is enough: later data goes as NVT at once (and as
+		// BINARY if the remote agrees after all).
+		d.settle()
+		d.log.Warn("devices: telnet remote has not answered WILL BINARY; sending NVT text", "waited", telnetBinaryWait)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package rfc2217
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -47,6 +48,15 @@ type ClientOptions struct {
 	// queried instead, so Settings reports what the server has.
 	Initial Settings
 
+	// Background makes NewClient return as soon as the session is
+	// started, so that data flows from the first moment: option
+	// negotiation and Initial proceed beside it, on a goroutine the Client
+	// owns. Port calls wait for them (their own deadline still applies).
+	// Until the server has answered our WILL BINARY (or HandshakeTimeout
+	// has passed), a Write holding a CR waits, because a CR is sent as CR
+	// NUL in NVT and alone in BINARY; other data goes at once.
+	Background bool
+
 	// OnNotify, if set, is called for every NOTIFY-LINESTATE and
 	// NOTIFY-MODEMSTATE from the server, with the latest value of both. It
 	// runs on the Client's reader goroutine: it must not block, and must
@@ -88,6 +98,9 @@ type Client struct {
 
 	reqMu sync.Mutex // serialises Port calls (one outstanding batch)
 
+	ready    chan struct{}      // closed when negotiation and Initial are done (Background)
+	bgCancel context.CancelFunc // ends the Background setup; nil without Background
+
 	wg        sync.WaitGroup // reader and writer goroutines
 	closeOnce sync.Once
 	closeErr  error
@@ -107,6 +120,7 @@ type Client struct {
 	wdone   uint64 // … and ever written
 	werr    error  // why the writer stopped
 
+	settled   bool // option negotiation finished (or timed out)
 	suspended bool // the server sent FLOWCONTROL-SUSPEND
 	acks      [numSlots]ack
 	settings  Settings // in effect: last acknowledged or, lacking an ack, requested
@@ -127,7 +141,8 @@ type Client struct {
 //
 // A server that refuses COM-PORT-OPTION, or does not answer within
 // HandshakeTimeout, still gives a working data stream; Port methods then
-// return ErrNotSupported.
+// return ErrNotSupported. With opts.Background, NewClient does not wait:
+// see ClientOptions.Background.
 func NewClient(ctx context.Context, conn io.ReadWriteCloser, opts ClientOptions) (*Client, error) {
 	c := &Client{
 		conn:        conn,
@@ -164,9 +179,26 @@ func NewClient(ctx context.Context, conn io.ReadWriteCloser, opts ClientOptions)
 	// pyserial's server announces WILL 44: agree (it also takes our WILL).
 	c.neg.Accept(telnet.Remote, telnet.ComPort, true)
 
+	c.ready = make(chan struct{})
 	c.wg.Go(c.readLoop)
 	c.wg.Go(c.writeLoop)
 
+	if opts.Background {
+		bg, cancel := context.WithCancel(context.Background())
+		c.bgCancel = cancel
+		c.wg.Go(func() {
+			defer close(c.ready)
+			if err := c.handshake(bg, hsTimeout); err != nil {
+				c.log.Debug("rfc2217: negotiation ended", "err", err) // Read reports the cause
+				return
+			}
+			if _, err := c.applySettings(bg, opts.Initial, true); err != nil && !errors.Is(err, ErrNotSupported) && bg.Err() == nil {
+				c.log.Warn("rfc2217: initial line settings", "settings", opts.Initial.String(), "err", err)
+			}
+		})
+		return c, nil
+	}
+	defer close(c.ready)
 	if err := c.handshake(ctx, hsTimeout); err != nil {
 		c.Close()
 		return nil, err
@@ -178,12 +210,27 @@ func NewClient(ctx context.Context, conn io.ReadWriteCloser, opts ClientOptions)
 	return c, nil
 }
 
+// awaitReady waits until the Background setup is done (at once without
+// Background).
+func (c *Client) awaitReady(ctx context.Context) error {
+	select {
+	case <-c.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // handshake waits until the options we asked for are settled.
 func (c *Client) handshake(ctx context.Context, timeout time.Duration) error {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer func() { // Writes holding a CR wait for this
+		c.settled = true
+		c.broadcastLocked()
+	}()
 	for {
 		if c.closed {
 			return net.ErrClosed
@@ -499,6 +546,14 @@ func (c *Client) Write(p []byte) (int, error) {
 	if err := c.writeErrLocked(); err != nil {
 		return 0, err
 	}
+	// A CR's encoding depends on whether the server took our WILL BINARY:
+	// wait for the negotiation (Background; bounded by HandshakeTimeout).
+	for !c.settled && !c.closed && c.rerr == nil && bytes.IndexByte(p, '\r') >= 0 {
+		c.waitLocked(context.Background(), nil)
+	}
+	if err := c.writeErrLocked(); err != nil {
+		return 0, err
+	}
 	n0 := len(c.wbuf)
 	if c.neg.Enabled(telnet.Local, telnet.Binary) {
 		c.wbuf = telnet.AppendData(c.wbuf, p)
@@ -536,6 +591,9 @@ func (c *Client) Close() error {
 		c.closed = true
 		c.broadcastLocked()
 		c.mu.Unlock()
+		if c.bgCancel != nil {
+			c.bgCancel()
+		}
 		c.closeErr = c.conn.Close()
 		c.wg.Wait()
 	})

@@ -598,3 +598,91 @@ func TestClientServerGoneDuringRequest(t *testing.T) {
 		}
 	})
 }
+
+// With Background, NewClient returns at once and data flows while the
+// negotiation and the initial settings are still out: a server that
+// answers no query (VMware's serial_diagnostics.py) costs the data
+// nothing. A Write holding a CR waits only for the BINARY answer.
+func TestClientBackground(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f, conn := startFake(t, nil, agreeAll, nil)
+		start := time.Now()
+		c, err := rfc2217.NewClient(t.Context(), conn, rfc2217.ClientOptions{
+			AckTimeout: 500 * time.Millisecond, Background: true,
+			Initial: rfc2217.Settings{Baud: 115200, DataSize: 8, Parity: rfc2217.ParityNone, StopSize: rfc2217.Stop1},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if d := time.Since(start); d != 0 {
+			t.Errorf("NewClient took %v", d)
+		}
+		if _, err := c.Write([]byte("first\xff")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("cr\r")); err != nil { // after the BINARY answer: no NUL
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if d := time.Since(start); d != 0 {
+			t.Errorf("the data waited %v", d)
+		}
+		if got := string(f.received()); got != "first\xffcr\r" {
+			t.Errorf("server got %q", got)
+		}
+		// A Port call waits for the initial batch (one AckTimeout), then
+		// its own.
+		got, err := c.SetSettings(t.Context(), rfc2217.Settings{Baud: 57600})
+		if err != nil || got.Baud != 57600 || got.DataSize != 8 {
+			t.Errorf("SetSettings = %v, %v", got, err)
+		}
+		if d := time.Since(start); d != time.Second {
+			t.Errorf("SetSettings returned after %v, want two AckTimeouts", d)
+		}
+		var bauds []uint32
+		for _, p := range f.payloads() {
+			if m, err := rfc2217.Parse(p); err == nil && m.Command == rfc2217.SetBaudrate {
+				bauds = append(bauds, m.Baud)
+			}
+		}
+		if fmt.Sprint(bauds) != "[115200 57600]" {
+			t.Errorf("SET-BAUDRATE sent %v, want the initial then the guest's", bauds)
+		}
+	})
+}
+
+// With Background and a server that never negotiates, data without a CR
+// goes at once, and a CR waits for HandshakeTimeout and then goes as NVT
+// (CR NUL).
+func TestClientBackgroundSilentServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f, conn := startFake(t, nil, nil, nil)
+		start := time.Now()
+		c, err := rfc2217.NewClient(t.Context(), conn, rfc2217.ClientOptions{Background: true, HandshakeTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if got := string(f.received()); got != "x" || time.Since(start) != 0 {
+			t.Errorf("server got %q after %v", got, time.Since(start))
+		}
+		if _, err := c.Write([]byte("\r")); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if d := time.Since(start); d != 2*time.Second {
+			t.Errorf("the CR waited %v, want the handshake timeout", d)
+		}
+		if got := string(f.received()); got != "x\r\x00" {
+			t.Errorf("server got %q", got)
+		}
+		if err := c.SetDTR(t.Context(), true); !errors.Is(err, rfc2217.ErrNotSupported) {
+			t.Errorf("SetDTR without COM-PORT-OPTION: %v", err)
+		}
+	})
+}

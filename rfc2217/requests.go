@@ -221,6 +221,9 @@ func validate(s Settings) error {
 // settings in effect: the acknowledged values, or the requested ones where
 // the server did not answer (logged). Zero fields are left as they are.
 func (c *Client) SetSettings(ctx context.Context, s Settings) (Settings, error) {
+	if err := c.awaitReady(ctx); err != nil {
+		return c.Settings(), err
+	}
 	return c.applySettings(ctx, s, false)
 }
 
@@ -270,6 +273,9 @@ func (c *Client) applySettings(ctx context.Context, s Settings, queryUnset bool)
 }
 
 func (c *Client) control(ctx context.Context, v Control) error {
+	if err := c.awaitReady(ctx); err != nil {
+		return err
+	}
 	res, unasked, err := c.roundTrip(ctx, []Message{{Command: SetControl, Value: uint8(v)}})
 	if err != nil {
 		return err
@@ -306,6 +312,9 @@ func (c *Client) Purge(ctx context.Context, what PurgeTarget) error {
 	if what < PurgeRX || what > PurgeBoth {
 		return fmt.Errorf("rfc2217: invalid purge target %d", what)
 	}
+	if err := c.awaitReady(ctx); err != nil {
+		return err
+	}
 	res, unasked, err := c.roundTrip(ctx, []Message{{Command: PurgeData, Value: uint8(what)}})
 	if err != nil {
 		return err
@@ -330,6 +339,9 @@ func (c *Client) ModemState(ctx context.Context) (ModemState, error) {
 		return 0, fmt.Errorf("rfc2217: server sent no modem state: %w", ErrNotSupported)
 	}
 	c.mu.Unlock()
+	if err := c.awaitReady(ctx); err != nil {
+		return 0, err
+	}
 	res, _, err := c.roundTrip(ctx, []Message{{Command: NotifyModemstate, Poll: true}})
 	if err != nil {
 		return 0, err

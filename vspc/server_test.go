@@ -391,6 +391,10 @@ func telnetRemote(t *testing.T) (addr string, conns <-chan *telnetPeer) {
 								p.mu.Lock()
 								p.negs = append(p.negs, fmt.Sprintf("%v %v", ev.Command, ev.Option))
 								p.mu.Unlock()
+								if ev.Option == telnet.Binary && (ev.Command == telnet.WILL || ev.Command == telnet.DO) {
+									// An NVT-only server: refuse BINARY both ways.
+									c.Write(telnet.AppendNegotiation(nil, map[telnet.Command]telnet.Command{telnet.WILL: telnet.DONT, telnet.DO: telnet.WONT}[ev.Command], ev.Option))
+								}
 							}
 							return nil
 						})
@@ -441,7 +445,9 @@ func TestClientDirectionTelnet(t *testing.T) {
 	remote.mu.Lock()
 	negs := fmt.Sprint(remote.negs)
 	remote.mu.Unlock()
-	for _, want := range []string{"WONT TERMINAL-TYPE", "WONT NAWS", "DONT ECHO", "DONT SGA"} {
+	// The device refuses what it does not support and offers (and so
+	// accepts) SGA and BINARY.
+	for _, want := range []string{"WONT TERMINAL-TYPE", "WONT NAWS", "DONT ECHO", "DO SGA", "WILL BINARY"} {
 		if !strings.Contains(negs, want) {
 			t.Errorf("telnet remote got %s; want it to include %q", negs, want)
 		}

@@ -150,12 +150,14 @@ func probe(ctx context.Context, t target.Target, want rfc2217.Settings, send, un
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 
-	if lc, ok := dev.(lineControlled); ok {
-		rep.LineControl = lc.LineControl()
-	}
+	// SetSettings first: it waits for the device's negotiation and initial
+	// settings (rfc2217, nport), after which LineControl is known.
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	eff, serr := dev.SetSettings(cctx, want)
 	cancel()
+	if lc, ok := dev.(lineControlled); ok {
+		rep.LineControl = lc.LineControl()
+	}
 	switch {
 	case serr != nil && errors.Is(serr, rfc2217.ErrNotSupported):
 	case serr != nil:

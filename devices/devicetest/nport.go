@@ -105,9 +105,10 @@ type Fault struct {
 // shows speed, stop bits and flow flags.
 //
 // One session at a time: a session starts with a command or a data
-// connection and ends when either closes (the other is closed too); a new
-// command connection, or a second data connection, ends the running
-// session and starts a new one from the Default settings. Requests are
+// connection (accepted independently, in either order) and ends when
+// either closes (the other is closed too); a second command or data
+// connection ends the running session and starts a new one from the
+// Default settings. Requests are
 // handled strictly in order, several per read or one split over reads;
 // each reply is one Write (two with Fault.Split).
 type NPort struct {
@@ -337,7 +338,10 @@ func (n *NPort) accept(l net.Listener, isCmd bool) {
 			return
 		}
 		old := n.sess
-		newSession := old == nil || isCmd || old.data != nil
+		// The two listeners accept independently, in either order: a
+		// connection joins the running session unless that already has
+		// one of its kind.
+		newSession := old == nil || (isCmd && old.cmd != nil) || (!isCmd && old.data != nil)
 		n.mu.Unlock()
 		if newSession && old != nil {
 			n.endSession(old, "replaced by a new connection")
