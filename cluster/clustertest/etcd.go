@@ -23,6 +23,7 @@ import (
 // Etcd is an etcd cluster of embedded members on 127.0.0.1.
 type Etcd struct {
 	Members []*embedetcd.Member
+	cfgs    []embedetcd.Config
 	mu      sync.Mutex
 	closed  map[int]bool
 }
@@ -81,7 +82,7 @@ func NewEtcd(n int, dir string) (*Etcd, error) {
 		}
 		initial = append(initial, name+"="+cfgs[i].PeerURL)
 	}
-	e := &Etcd{Members: make([]*embedetcd.Member, n), closed: map[int]bool{}}
+	e := &Etcd{Members: make([]*embedetcd.Member, n), cfgs: cfgs, closed: map[int]bool{}}
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
@@ -116,8 +117,8 @@ func freePort() (int, error) {
 // Endpoints lists the members' client URLs.
 func (e *Etcd) Endpoints() []string {
 	var out []string
-	for _, m := range e.Members {
-		out = append(out, m.ClientURL())
+	for _, c := range e.cfgs {
+		out = append(out, c.ClientURL)
 	}
 	return out
 }
@@ -159,6 +160,35 @@ func (e *Etcd) Stop(i int) {
 	e.closed[i] = true
 	e.mu.Unlock()
 	e.Members[i].Close()
+}
+
+// Kill stops member i abruptly (no leadership transfer).
+func (e *Etcd) Kill(i int) {
+	e.mu.Lock()
+	if e.closed[i] {
+		e.mu.Unlock()
+		return
+	}
+	e.closed[i] = true
+	e.mu.Unlock()
+	e.Members[i].Kill()
+}
+
+// Restart starts a stopped member again on its data directory. A member
+// of a cluster that lost its quorum waits for the others: start them
+// together (one goroutine each).
+func (e *Etcd) Restart(i int) error {
+	c := e.cfgs[i]
+	c.Existing = true
+	m, err := embedetcd.Start(context.Background(), c)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.Members[i] = m
+	e.closed[i] = false
+	e.mu.Unlock()
+	return nil
 }
 
 // Close stops every member still running, in parallel.

@@ -161,6 +161,13 @@ func (m *Member) Err() <-chan error { return m.e.Err() }
 // IsLeader reports whether the member is the raft leader now.
 func (m *Member) IsLeader() bool { return m.e.Server.Leader() == m.e.Server.MemberID() }
 
+// Kill stops the member abruptly, as a crash would look to its peers and
+// clients: no leadership transfer, connections cut.
+func (m *Member) Kill() {
+	m.e.Server.HardStop()
+	m.e.Close()
+}
+
 // Close stops the member gracefully (it hands leadership over first) and
 // waits for it. Close clients first: etcd waits for their streams.
 func (m *Member) Close() { m.e.Close() }
