@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -120,5 +121,113 @@ func TestEtcdQuorumLoss(t *testing.T) {
 	}
 	if rec, err := b.DeviceHolder(ctxT(t), "tcp://127.0.0.1:4001"); err != nil || rec == nil || rec.Member != "a" {
 		t.Errorf("device holder after quorum came back: %+v %v", rec, err)
+	}
+}
+
+// linked starts a node whose member link serves failsafe questions and
+// whose Failsafe asks the other members over the link.
+func (e *env) linked(id, certDir string) *member {
+	t := e.t
+	t.Helper()
+	l := loadLink(t, certDir, "lab", id, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n *Node
+	var mu sync.Mutex
+	m := e.node(id, func(c *Config) {
+		c.Info.Link = ln.Addr().String()
+		c.Failsafe = func(ctx context.Context) bool {
+			mu.Lock()
+			self := n
+			mu.Unlock()
+			return Failsafe(l, self)(ctx)
+		}
+	})
+	mu.Lock()
+	n = m.Node
+	mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		l.Serve(ctx, ln, func(ctx context.Context, s *Stream) {
+			if s.Header.Kind == KindFailsafe {
+				m.AnswerFailsafe(s)
+				return
+			}
+			s.Reply(Reply{Err: "unexpected"})
+			s.Conn.Close()
+		})
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return m
+}
+
+// A member cut from etcd while the others still reach it: the failsafe
+// does not hold (another member answers that it reaches etcd), so the
+// cut member fences its device before the other may open it.
+func TestMemberCutFromEtcd(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := InitCerts(CertOptions{Dir: dir, Cluster: "lab", Members: []string{"a", "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	a, b := e.linked("a", dir), e.linked("b", dir)
+	testwait.For(t, "a and b to see each other", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	const dev = "tcp://127.0.0.1:4001"
+	da, err := a.ClaimDevice(ctxT(t), dev, "vm-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Both cut: every member confirms etcd is down; a keeps its device.
+	a.cut()
+	b.cut()
+	testwait.For(t, "a's failsafe", func() bool { return a.Health().Failsafe })
+	select {
+	case <-da.Lost():
+		t.Fatal("device fenced while etcd was down for every member")
+	default:
+	}
+
+	// b reaches etcd again, a does not: a fences, and does so before b
+	// can open the device (a's lease expires, then b waits the lock
+	// delay).
+	b.restore()
+	var fencedAt time.Time
+	var mu sync.Mutex
+	go func() {
+		<-da.Lost()
+		mu.Lock()
+		fencedAt = time.Now()
+		mu.Unlock()
+	}()
+	var db *Claim
+	testwait.For(t, "b to claim the device", func() bool {
+		c, err := b.ClaimDevice(ctxT(t), dev, "vm-1")
+		var held *HeldError
+		if errors.As(err, &held) {
+			return false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		db = c
+		return true
+	})
+	openedAt := time.Now()
+	mu.Lock()
+	f := fencedAt
+	mu.Unlock()
+	if f.IsZero() || !f.Before(openedAt) {
+		t.Fatalf("a fenced at %v, b opened the device at %v: two holders", f, openedAt)
+	}
+	if b.Stats().LockDelays != 1 {
+		t.Errorf("b did not wait the lock delay: %+v", b.Stats())
+	}
+	db.Release(ctxT(t))
+	if s := a.Stats(); s.Fences != 1 || s.FailsafeHolds != 1 {
+		t.Errorf("a's stats %+v", s)
 	}
 }
