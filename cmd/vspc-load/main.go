@@ -20,6 +20,8 @@
 //	        must arrive; the bridge's peak RSS); latency at -lat
 //	        sessions; throughput through one session and through -agg
 //	        sessions; a vMotion storm of -vmotion-vms VMs.
+//	console, cstream, cstall: direction server (remote access); see
+//	        console.go.
 //	relay   the same traffic through the plain relay.
 //	direct  the latency test with no relay at all (the added-latency base).
 //
@@ -110,6 +112,11 @@ type options struct {
 	settle        time.Duration
 	rssWait       time.Duration
 	timeout       time.Duration
+	consoles      int
+	cstreamN      int
+	cstreamBytes  int64
+	cstallN       int
+	cstall        time.Duration
 }
 
 // trafficPairs is how many pairs the traffic tests take: the latency
@@ -150,6 +157,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.settle, "settle", 2*time.Second, "wait before reading RSS and CPU")
 	fs.DurationVar(&o.rssWait, "rss-wait", 0, "read the idle RSS again after this long (130s: after the runtime's 2-minute forced GC)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "the whole run is cancelled after this")
+	fs.IntVar(&o.consoles, "consoles", 1000, "console phase: direction-server consoles, one telnet client each")
+	fs.IntVar(&o.cstreamN, "cstream-n", 50, "cstream phase: consoles (and direction-client pairs) streaming at once")
+	fs.Int64Var(&o.cstreamBytes, "cstream-bytes", 256<<10, "cstream phase: bytes each way per console")
+	fs.IntVar(&o.cstallN, "cstall-n", 10, "cstall phase: consoles streaming, console 0 with a stalled second client")
+	fs.DurationVar(&o.cstall, "cstall", 10*time.Second, "cstall phase: [remote] client_stall")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -221,7 +233,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		var err error
 		logf("phase %s: this process holds %d descriptors", ph, openFDs())
 		switch ph {
-		case "idle", "burst", "idletls", "remote":
+		case "idle", "burst", "idletls", "remote", "console", "cstream", "cstall":
 			if len(rounds) == 0 {
 				err = l.bridgePhase(ctx, ph)
 				break
@@ -285,6 +297,12 @@ func (l *loader) bridgePhase(ctx context.Context, ph string) error {
 		return l.phaseIdleTLS(ctx)
 	case "remote":
 		return l.phaseRemote(ctx)
+	case "console":
+		return l.phaseConsole(ctx)
+	case "cstream":
+		return l.phaseConsoleStream(ctx)
+	case "cstall":
+		return l.phaseConsoleStall(ctx)
 	}
 	return fmt.Errorf("vspc-load: %q is not a bridge phase", ph)
 }
@@ -768,6 +786,7 @@ type report struct {
 	relayCPUIdle                       float64
 	directRTT                          durations
 	storms                             []*stormStats
+	consoles                           *consoleFigures
 	sent, got, junk, lost              int64
 	lostAny                            bool
 	notes                              []string
@@ -930,6 +949,7 @@ func (r *report) print(w io.Writer) {
 	if r.sent > 0 {
 		row("bytes lost / duplicated or corrupted", fmt.Sprintf("%d / %d of %d", r.lost, r.junk, r.sent), "0", "-", "-", verdict(!r.lostAny))
 	}
+	r.printConsoles(row)
 	tw.Flush()
 	for _, n := range r.notes {
 		fmt.Fprintln(w, "note:", n)
