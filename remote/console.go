@@ -119,38 +119,58 @@ type console struct {
 	stalled int64         // clients dropped for taking no output for client_stall
 }
 
-// ring keeps the last len(buf) bytes written.
+// ring keeps the last max bytes written. Its buffer grows as output
+// arrives (a console that never printed holds none), up to max; then it
+// wraps.
 type ring struct {
-	buf  []byte
-	next int  // index of the oldest byte once full
-	full bool // buf has wrapped
+	max  int
+	buf  []byte // len(buf) == max once full
+	next int    // once full: index of the oldest byte
+	full bool
 }
 
 func (r *ring) write(p []byte) {
-	n := len(r.buf)
-	if n == 0 {
+	if r.max == 0 || len(p) == 0 {
 		return
 	}
+	if !r.full {
+		if n := len(r.buf) + len(p); n < r.max {
+			if n > cap(r.buf) {
+				nb := make([]byte, len(r.buf), min(r.max, max(2*cap(r.buf), n, 256)))
+				copy(nb, r.buf)
+				r.buf = nb
+			}
+			r.buf = append(r.buf, p...)
+			return
+		}
+		// It fills up now: keep the last max bytes, and wrap from here on.
+		nb := make([]byte, r.max)
+		if len(p) >= r.max {
+			copy(nb, p[len(p)-r.max:])
+		} else {
+			k := copy(nb, r.buf[len(r.buf)-(r.max-len(p)):])
+			copy(nb[k:], p)
+		}
+		r.buf, r.next, r.full = nb, 0, true
+		return
+	}
+	n := len(r.buf)
 	if len(p) >= n {
 		copy(r.buf, p[len(p)-n:])
-		r.next, r.full = 0, true
+		r.next = 0
 		return
 	}
 	c := copy(r.buf[r.next:], p)
 	if c < len(p) {
 		copy(r.buf, p[c:])
-		r.full = true
 	}
 	r.next = (r.next + len(p)) % n
-	if r.next == 0 && len(p) > 0 {
-		r.full = true
-	}
 }
 
 // appendTo appends the kept bytes, oldest first.
 func (r *ring) appendTo(dst []byte) []byte {
 	if !r.full {
-		return append(dst, r.buf[:r.next]...)
+		return append(dst, r.buf...)
 	}
 	dst = append(dst, r.buf[r.next:]...)
 	return append(dst, r.buf[:r.next]...)

@@ -164,7 +164,7 @@ func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Ba
 		created: h.now(),
 		dropMsg: fmt.Sprintf("\r\n[vspc-bridge: you fell more than %s behind the console of %s; disconnecting]\r\n", r.ClientQueue, req.VMName),
 	}
-	c.sb.buf = make([]byte, r.Scrollback)
+	c.sb.max = int(r.Scrollback)
 	bind := func(port int) (net.Listener, error) {
 		h.mu.Lock()
 		o := h.byPort[port]

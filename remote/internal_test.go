@@ -81,8 +81,13 @@ func FuzzEscaper(f *testing.F) {
 	})
 }
 
+// TestRing: the scrollback keeps the last max bytes whatever the write
+// sizes, growing only as output arrives.
 func TestRing(t *testing.T) {
-	r := ring{buf: make([]byte, 8)}
+	r := ring{max: 8}
+	if r.buf != nil {
+		t.Fatal("buffer before any output")
+	}
 	r.write([]byte("abc"))
 	if got := string(r.appendTo(nil)); got != "abc" {
 		t.Fatal(got)
@@ -103,6 +108,23 @@ func TestRing(t *testing.T) {
 	z.write([]byte("x"))
 	if len(z.appendTo(nil)) != 0 {
 		t.Fatal("zero ring kept data")
+	}
+	// Against a plain "last max bytes" model, with writes of every size.
+	for _, max := range []int{1, 7, 300, 1000} {
+		r := ring{max: max}
+		var all []byte
+		for i := range 200 {
+			p := bytes.Repeat([]byte{byte(i)}, (i*37)%(2*max+3))
+			r.write(p)
+			all = append(all, p...)
+			want := all[len(all)-min(len(all), max):]
+			if got := r.appendTo(nil); !bytes.Equal(got, want) {
+				t.Fatalf("max %d, write %d: got %d bytes, want %d", max, i, len(got), len(want))
+			}
+			if cap(r.buf) > max {
+				t.Fatalf("max %d: buffer of %d", max, cap(r.buf))
+			}
+		}
 	}
 }
 

@@ -26,6 +26,13 @@ type telnetIn struct {
 	evs    []inputEvent
 }
 
+// A client's read buffer starts small (an idle client should hold little)
+// and grows once a read fills it.
+const (
+	minReadBuf = 128
+	maxReadBuf = 4096
+)
+
 // greeting is what we ask for at connect: we echo and suppress go-ahead
 // (character mode), BINARY both ways.
 func (t *telnetIn) greeting() []byte {
@@ -61,11 +68,15 @@ func (t *telnetIn) readInput() (inputEvent, error) {
 	for len(t.evs) == 0 {
 		n, err := t.nc.Read(t.buf)
 		if n > 0 {
+			in := t.buf[:n]
+			if n == len(t.buf) && n < maxReadBuf {
+				t.buf = make([]byte, maxReadBuf) // typing is small; a paste is not (in keeps the old one)
+			}
 			if t.raw {
-				return inputEvent{data: append([]byte(nil), t.buf[:n]...)}, nil
+				return inputEvent{data: append([]byte(nil), in...)}, nil
 			}
 			var replies []byte
-			derr := t.dec.Decode(t.buf[:n], func(ev telnet.Event) error {
+			derr := t.dec.Decode(in, func(ev telnet.Event) error {
 				switch ev.Kind {
 				case telnet.EventData:
 					t.addData(ev.Data)
@@ -123,7 +134,7 @@ func (h *Hub) serveTelnet(ctx context.Context, nc net.Conn, raw bool, con *conso
 	// The writer's end (dropped, console gone, write failed) closes the
 	// connection, which ends the session's read.
 	out := h.newOutQueue(nc, func() { nc.Close() }, func(error) { nc.Close() })
-	t := &telnetIn{nc: nc, out: out, raw: raw, buf: make([]byte, 4096)}
+	t := &telnetIn{nc: nc, out: out, raw: raw, buf: make([]byte, minReadBuf)}
 	peer := nc.RemoteAddr().String()
 	s := &session{
 		h: h, log: h.log.With("peer", peer, "via", via), peer: peer, ip: hostOf(nc.RemoteAddr()), via: via,
