@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,14 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 )
+
+// goroutines returns every goroutine's stack, for a test that found
+// something stuck.
+func goroutines() string {
+	var b strings.Builder
+	pprof.Lookup("goroutine").WriteTo(&b, 2)
+	return b.String()
+}
 
 // dialServe dials a simulated VM into a serve started by run on another
 // goroutine, once its listener is up: until then the dial is refused.
@@ -94,7 +103,8 @@ func TestServeEndToEnd(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "c.toml")
 	os.WriteFile(cfg, []byte("[vspc]\nlisten = \""+addr+"\"\n[policy]\nconnect_allow = [\"127.0.0.0/8\"]\n"), 0o644)
 	ctx, cancel := context.WithCancel(t.Context())
-	var out, errb bytes.Buffer
+	var out bytes.Buffer
+	var errb syncBuffer // serve's log, read while serve may still write it
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"serve", "-config", cfg, "-log-format", "json"}, nil, &out, &errb) }()
 	vm := dialServe(t, addr, vspctest.VM{Name: "e2e", VCUUID: "50000000-0000-0000-0000-000000000001", Direction: vspc.DirClient, ServiceURI: "tcp://" + remote.Addr().String()})
@@ -117,7 +127,7 @@ func TestServeEndToEnd(t *testing.T) {
 			t.Fatalf("serve exit %d: %s", code, errb.String())
 		}
 	case <-time.After(testwait.Timeout):
-		t.Fatal("serve did not stop")
+		t.Fatalf("serve did not stop; its log:\n%s\n%s", errb.String(), goroutines())
 	}
 	vm.Close()
 	if !strings.Contains(errb.String(), `"msg":"stopped"`) {
