@@ -130,7 +130,8 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 
 	// The daemon binds the VM listeners ([vspc] listen, tls_listen), the
 	// admin endpoint and runs the alert matcher; it applies reloads
-	// (SIGHUP, POST /api/v1/reload) to all of them (daemon.go).
+	// (SIGHUP, POST /api/v1/reload) to all of them (daemon.go,
+	// reload.go).
 	if opts.version == "" {
 		opts.version = version
 	}
