@@ -44,6 +44,9 @@ type Bridge struct {
 
 	gate dialGate // first device connects of a reconnect storm wait for it to pass
 
+	// open opens a link's device: devices.Open (tests replace it).
+	open func(ctx context.Context, t target.Target, opts devices.Options) (devices.Device, error)
+
 	resolver *net.Resolver // host names for connect_allow checks
 
 }
@@ -54,7 +57,7 @@ func New(cfg *configs.Config, log *slog.Logger) *Bridge {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Bridge{cfg: cfg, log: log, owners: make(map[string]*link), resolver: net.DefaultResolver,
-		gate: dialGate{quiet: gateQuiet, max: gateMax}}
+		gate: dialGate{quiet: gateQuiet, max: gateMax}, open: devices.Open}
 }
 
 // Consoles opens the backend of a direction-server port that no route

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"runtime"
@@ -132,7 +133,7 @@ func (l *link) attempt(ctx context.Context) {
 	if !l.trusted {
 		opts.Dial = l.b.policyDial
 	}
-	dev, err := devices.Open(ctx, l.target, opts)
+	dev, err := l.b.open(ctx, l.target, opts)
 	if err != nil {
 		if ctx.Err() != nil {
 			l.release()
@@ -158,19 +159,23 @@ func (l *link) attempt(ctx context.Context) {
 		}
 		cancel()
 	}
-	if !l.up(dev) {
+	switch err = l.up(dev); {
+	case errors.Is(err, ErrLinkClosed):
 		dev.Close()
 		l.release()
 		return
+	case err != nil:
+		dev.Close() // the backlog did not go through: lost at once
+	default:
+		if l.connects > 1 {
+			l.logger().Info("device reconnected", "connects", l.connects)
+		} else {
+			l.logger().Info("device connected")
+		}
+		l.wait = l.minWait
+		err = l.pump(dev)
+		l.down(dev)
 	}
-	if l.connects > 1 {
-		l.logger().Info("device reconnected", "connects", l.connects)
-	} else {
-		l.logger().Info("device connected")
-	}
-	l.wait = l.minWait
-	err = l.pump(dev)
-	l.down(dev)
 	if ctx.Err() != nil {
 		l.release()
 		return
@@ -180,14 +185,18 @@ func (l *link) attempt(ctx context.Context) {
 	l.schedule(ctx, jitter(l.minWait))
 }
 
-// up publishes dev and flushes the backlog to it.
-func (l *link) up(dev devices.Device) bool {
+// up flushes the backlog to dev, then publishes it: while l.dev is set
+// the backlog is empty, so VM data never overtakes data held for the
+// device. It returns ErrLinkClosed after Close, and the write error if the
+// backlog did not go through (what did not is kept, in order, for the
+// next device).
+func (l *link) up(dev devices.Device) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return false
+		return ErrLinkClosed
 	}
 	backlog := l.backlog
 	l.backlog = nil
@@ -195,9 +204,12 @@ func (l *link) up(dev devices.Device) bool {
 	if len(backlog) > 0 {
 		if n, err := dev.Write(backlog); err != nil {
 			l.mu.Lock()
-			l.backlog = append(backlog[n:], l.backlog...)
+			l.backlog = backlog[n:] // nothing was added: wmu is held
+			if n > 0 {
+				l.cond.Broadcast() // room for a back-pressured Write
+			}
 			l.mu.Unlock()
-			return true // pump will fail at once and we retry
+			return fmt.Errorf("delivering %d bytes the VM sent while the device was away: %w", len(backlog), err)
 		}
 		l.logger().Info("delivered data the VM sent while the device was away", "bytes", len(backlog))
 	}
@@ -208,7 +220,7 @@ func (l *link) up(dev devices.Device) bool {
 	l.connects++
 	l.cond.Broadcast()
 	l.mu.Unlock()
-	return true
+	return nil
 }
 
 func (l *link) down(dev devices.Device) {
@@ -252,46 +264,59 @@ func (l *link) pump(dev devices.Device) error {
 	}
 }
 
-// Write implements vspc.Backend: VM data to the device, or to the
-// backlog while it is away (bounded; then it blocks).
+// Write implements vspc.Backend: VM data to the device, or, while it is
+// away, to the backlog, which never holds more than the buffer ([vmotion]
+// buffer): what does not fit waits for the device (the VM is
+// back-pressured) and goes to it once the backlog has. A device that fails
+// a write is away from then on, for this Write and the next ones, until
+// the next connect.
 func (l *link) Write(p []byte) (int, error) {
 	if l.observer != nil {
 		l.observer.ObserveConsole(l.req.VMName, l.route, false, p)
 	}
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	l.mu.Lock()
-	dev := l.dev
-	for dev == nil {
-		if l.closed {
-			l.mu.Unlock()
-			return 0, ErrLinkClosed
-		}
-		if len(l.backlog)+len(p) <= l.buffer || len(l.backlog) == 0 {
-			l.backlog = append(l.backlog, p...)
-			l.mu.Unlock()
-			return len(p), nil
-		}
-		// Backlog full: back-pressure the VM until the device is back.
-		// (The writer lock is released while waiting so up() can flush.)
-		l.wmu.Unlock()
-		l.cond.Wait()
-		l.mu.Unlock()
-		l.wmu.Lock()
+	done := 0
+	for done < len(p) {
 		l.mu.Lock()
-		dev = l.dev
-	}
-	l.mu.Unlock()
-	n, err := dev.Write(p)
-	if err != nil {
-		// The device broke mid-write: keep the rest for the next one.
-		l.mu.Lock()
-		l.backlog = append(l.backlog, p[n:]...)
+		dev := l.dev
+		if dev == nil {
+			if l.closed {
+				l.mu.Unlock()
+				return done, ErrLinkClosed
+			}
+			if room := l.buffer - len(l.backlog); room > 0 {
+				k := min(room, len(p)-done)
+				l.backlog = append(l.backlog, p[done:done+k]...)
+				done += k
+				l.mu.Unlock()
+				continue
+			}
+			// Backlog full: back-pressure the VM until the device is back
+			// or the link closes. The writer lock is released while
+			// waiting so that up can flush.
+			l.wmu.Unlock()
+			l.cond.Wait()
+			l.mu.Unlock()
+			l.wmu.Lock()
+			continue
+		}
 		l.mu.Unlock()
-		dev.Close() // pump notices and reconnects
-		return len(p), nil
+		n, err := dev.Write(p[done:])
+		done += n
+		if err != nil {
+			// The device broke mid-write. Until pump notices (it reads,
+			// and may be blocked a while), no Write may use it again:
+			// the rest goes to the bounded backlog.
+			l.mu.Lock()
+			if l.dev == dev {
+				l.dev = nil
+			}
+			l.mu.Unlock()
+			dev.Close() // pump notices and reconnects
+		}
 	}
-	return n, nil
+	return done, nil
 }
 
 // Close implements vspc.Backend.

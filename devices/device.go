@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/devices/target"
@@ -136,6 +137,26 @@ func notSupported(k target.Kind, addr, what string) error {
 	return fmt.Errorf("devices: %s %s: %s: %w", k, addr, what, rfc2217.ErrNotSupported)
 }
 
-// errorsIsClosed reports whether err comes from using a closed conn or
-// file.
-func errorsIsClosed(err error) bool { return errors.Is(err, net.ErrClosed) }
+// ident names a device in its errors and knows whether its owner closed
+// it: the error conventions every kind shares.
+type ident struct {
+	kind   target.Kind
+	addr   string      // host:port, or the tty's path
+	closed atomic.Bool // set by Close, before it closes anything
+}
+
+// wrap names the device in err, a failure of what ("read", "DTR", …):
+// once the owner closed the device it is an error wrapping ErrClosed
+// (whatever the I/O said about it); a read that met the peer's end is
+// io.EOF itself; anything else is "devices: KIND ADDR: what: err".
+func (id *ident) wrap(what string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case id.closed.Load():
+		return fmt.Errorf("devices: %s %s: %w", id.kind, id.addr, ErrClosed)
+	case what == "read" && errors.Is(err, io.EOF):
+		return io.EOF
+	}
+	return fmt.Errorf("devices: %s %s: %s: %w", id.kind, id.addr, what, err)
+}

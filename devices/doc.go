@@ -44,7 +44,7 @@
 // other data never waits. One writer goroutine owns the write side; the
 // reader queues its replies for it (bounded), so a slow remote never
 // blocks Read behind a Write. Line control as for tcp.
-
+//
 // rfc2217: wraps rfc2217.Client (NewClient on the dialed connection in
 // Background mode: Open returns once connected, and the negotiation and
 // Options.Initial go on beside the data, a CR waiting only for the BINARY
@@ -52,8 +52,9 @@
 // (after the initial settings) and ModemState reports the server's last
 // NOTIFY-MODEMSTATE (ErrNotSupported from a server that sends none).
 // Acknowledgements are awaited for at most the Client's AckTimeout and
-// never hold up data. The device has a Client() *rfc2217.Client method
-// for status (signature, line state).
+// never hold up data. LineControl reports whether the server agreed to
+// COM-PORT-OPTION; the device has a Client() *rfc2217.Client method for
+// reports (the server's signature).
 //
 // serial: a local tty through go.bug.st/serial v1.8.0, with the settings
 // applied. Settings are read back from the tty (TCGETS2), so SetSettings

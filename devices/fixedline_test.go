@@ -11,6 +11,9 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
+// configured8N1 is what a device server's port is configured to.
+var configured8N1 = rfc2217.Settings{Baud: 115200, DataSize: 8, Parity: rfc2217.ParityNone, StopSize: rfc2217.Stop1, Flow: rfc2217.FlowNone}
+
 // TestFixedLineAnswers: the answer is the configured settings; a request
 // differs only where the configured settings know the field; an unknown
 // field is no mismatch and stays unset in the answer (the access server
@@ -27,12 +30,12 @@ func TestFixedLineAnswers(t *testing.T) {
 		req        rfc2217.Settings
 		mismatch   string // substring; "" = none
 	}{
-		{"same", moxa8N1, moxa8N1, ""},
-		{"a query", moxa8N1, rfc2217.Settings{}, ""},
-		{"part of it", moxa8N1, rfc2217.Settings{Baud: 115200}, ""},
-		{"other baud", moxa8N1, rfc2217.Settings{Baud: 9600}, "asked for 9600 8N1, line is fixed at 115200 8N1 (tcp devices cannot change line settings"},
-		{"other stop bits", moxa8N1, rfc2217.Settings{StopSize: rfc2217.Stop2}, "asked for 115200 8N2, line is fixed at 115200 8N1"},
-		{"nothing configured", rfc2217.Settings{}, moxa8N1, ""},
+		{"same", configured8N1, configured8N1, ""},
+		{"a query", configured8N1, rfc2217.Settings{}, ""},
+		{"part of it", configured8N1, rfc2217.Settings{Baud: 115200}, ""},
+		{"other baud", configured8N1, rfc2217.Settings{Baud: 9600}, "asked for 9600 8N1, line is fixed at 115200 8N1 (tcp devices cannot change line settings"},
+		{"other stop bits", configured8N1, rfc2217.Settings{StopSize: rfc2217.Stop2}, "asked for 115200 8N2, line is fixed at 115200 8N1"},
+		{"nothing configured", rfc2217.Settings{}, configured8N1, ""},
 		{"unknown fields", baud9600, rfc2217.Settings{Baud: 9600, DataSize: 7, Parity: rfc2217.ParityEven}, ""},
 		{"a known field", baud9600, rfc2217.Settings{Baud: 19200, DataSize: 7}, "asked for 19200 7??, line is fixed at 9600 ???"},
 	} {
@@ -70,7 +73,7 @@ func TestFixedLineAcrossOpens(t *testing.T) {
 	}()
 	tg := mustParse(t, "tcp://"+ln.Addr().String())
 	rec := &logRecorder{}
-	line := NewFixedLine(tg, moxa8N1, slog.New(rec))
+	line := NewFixedLine(tg, configured8N1, slog.New(rec))
 	ctx := t.Context()
 	ask := rfc2217.Settings{Baud: 9600}
 	for i := range 2 {
@@ -78,8 +81,8 @@ func TestFixedLineAcrossOpens(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, err := dev.SetSettings(ctx, ask); err != nil || got != moxa8N1 {
-			t.Fatalf("open %d: SetSettings = %v, %v; want the line's %v, not Initial", i, got, err, moxa8N1)
+		if got, err := dev.SetSettings(ctx, ask); err != nil || got != configured8N1 {
+			t.Fatalf("open %d: SetSettings = %v, %v; want the line's %v, not Initial", i, got, err, configured8N1)
 		}
 		if m := dev.(interface{ Mismatch() string }).Mismatch(); m != line.Mismatch() || m == "" {
 			t.Fatalf("open %d: the device's mismatch %q is not the line's %q", i, m, line.Mismatch())
@@ -90,8 +93,8 @@ func TestFixedLineAcrossOpens(t *testing.T) {
 	}
 	// No device open: the same answer and the same record.
 	before := line.Mismatch()
-	if got, err := line.SetSettings(ctx, ask); err != nil || got != moxa8N1 || line.Mismatch() != before {
-		t.Fatalf("with no device: %v, %v, %q; want %v and %q", got, err, line.Mismatch(), moxa8N1, before)
+	if got, err := line.SetSettings(ctx, ask); err != nil || got != configured8N1 || line.Mismatch() != before {
+		t.Fatalf("with no device: %v, %v, %q; want %v and %q", got, err, line.Mismatch(), configured8N1, before)
 	}
 	if n := rec.count(slog.LevelWarn, "devices: line settings mismatch"); n != 1 {
 		t.Errorf("mismatch warned %d times over two connections, want once", n)

@@ -89,7 +89,7 @@ func openNPort(ctx context.Context, t target.Target, o nportOpen, opts *Options,
 		return nil, err
 	}
 	d := &nportDevice{
-		streamConn: streamConn{kind: t.Kind, addr: t.Addr(), conn: data},
+		streamConn: streamConn{ident: ident{kind: t.Kind, addr: t.Addr()}, conn: data},
 		FixedLine:  NewFixedLine(t, o.configured, log),
 		log:        log,
 		configured: o.configured,

@@ -4,9 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"sync/atomic"
+	"net"
 
 	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
@@ -19,10 +18,8 @@ import (
 // blocks data on an acknowledgement and waits at most its AckTimeout for
 // one, so Port calls are bounded.
 type rfc2217Device struct {
-	kind   target.Kind
-	addr   string
-	c      *rfc2217.Client
-	closed atomic.Bool
+	ident
+	c *rfc2217.Client
 }
 
 var _ Device = (*rfc2217Device)(nil)
@@ -48,24 +45,12 @@ func openRFC2217(ctx context.Context, t target.Target, initial rfc2217.Settings,
 	if err != nil { // NewClient closed conn
 		return nil, fmt.Errorf("devices: rfc2217 %s: %w", t.Addr(), err)
 	}
-	return &rfc2217Device{kind: t.Kind, addr: t.Addr(), c: c}, nil
+	return &rfc2217Device{ident: ident{kind: t.Kind, addr: t.Addr()}, c: c}, nil
 }
 
-// Client returns the underlying RFC 2217 session (for status: server
-// signature, line state, suspension).
+// Client returns the underlying RFC 2217 session, for reports (vspc-bridge
+// probe shows the server's signature).
 func (d *rfc2217Device) Client() *rfc2217.Client { return d.c }
-
-func (d *rfc2217Device) wrap(what string, err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case d.closed.Load():
-		return fmt.Errorf("devices: %s %s: %w", d.kind, d.addr, ErrClosed)
-	case what == "read" && errors.Is(err, io.EOF):
-		return io.EOF
-	}
-	return fmt.Errorf("devices: %s %s: %s: %w", d.kind, d.addr, what, err)
-}
 
 func (d *rfc2217Device) Read(p []byte) (int, error) {
 	n, err := d.c.Read(p)
@@ -82,7 +67,7 @@ func (d *rfc2217Device) Close() error {
 	if !d.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	if err := d.c.Close(); err != nil && !errorsIsClosed(err) {
+	if err := d.c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("devices: %s %s: close: %w", d.kind, d.addr, err)
 	}
 	return nil

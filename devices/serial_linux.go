@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 
 	"go.bug.st/serial"
@@ -38,14 +37,14 @@ var ErrBadSetting = errors.New("devices: setting not supported by the tty")
 // Termios belongs to the tty, not the descriptor, so both see the same
 // line.
 type serialDevice struct {
-	path string
-	log  *slog.Logger
-	port serial.Port // first descriptor (go.bug.st/serial)
-	ctl  *os.File    // second descriptor, non-blocking
+	ident        // kind serial, addr the path; closed is set by Close
+	path  string // the tty
+	log   *slog.Logger
+	port  serial.Port // first descriptor (go.bug.st/serial)
+	ctl   *os.File    // second descriptor, non-blocking
 
 	mu sync.Mutex // serialises Port calls (read-modify-write of termios)
 
-	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -63,7 +62,7 @@ func openSerial(_ context.Context, t target.Target, initial rfc2217.Settings, lo
 		return nil, fmt.Errorf("devices: serial %s: open: %w", t.Path, err)
 	}
 	ctl := os.NewFile(uintptr(fd), t.Path)
-	d := &serialDevice{path: t.Path, log: log, ctl: ctl}
+	d := &serialDevice{ident: ident{kind: target.KindSerial, addr: t.Path}, path: t.Path, log: log, ctl: ctl}
 	cur, err := d.readback()
 	if err != nil {
 		ctl.Close()
@@ -421,16 +420,6 @@ func (d *serialDevice) Close() error {
 		}
 	})
 	return d.closeErr
-}
-
-func (d *serialDevice) wrap(what string, err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case d.closed.Load():
-		return fmt.Errorf("devices: serial %s: %w", d.path, ErrClosed)
-	}
-	return fmt.Errorf("devices: serial %s: %s: %w", d.path, what, err)
 }
 
 // portErr gives go.bug.st/serial's *PortError (which has no Unwrap) an

@@ -1,11 +1,8 @@
 package devices
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"sync/atomic"
 
 	"github.com/vspc-bridge/vspc-bridge/devices/target"
 )
@@ -14,33 +11,12 @@ import (
 // net.Conn whose errors name the device, with io.EOF for a peer that went
 // away and ErrClosed after Close.
 type streamConn struct {
-	kind   target.Kind
-	addr   string
-	conn   net.Conn
-	closed atomic.Bool
+	ident
+	conn net.Conn
 }
 
-func (c *streamConn) readErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case c.closed.Load():
-		return fmt.Errorf("devices: %s %s: %w", c.kind, c.addr, ErrClosed)
-	case errors.Is(err, io.EOF):
-		return io.EOF
-	}
-	return fmt.Errorf("devices: %s %s: read: %w", c.kind, c.addr, err)
-}
-
-func (c *streamConn) writeErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case c.closed.Load():
-		return fmt.Errorf("devices: %s %s: %w", c.kind, c.addr, ErrClosed)
-	}
-	return fmt.Errorf("devices: %s %s: write: %w", c.kind, c.addr, err)
-}
+func (c *streamConn) readErr(err error) error  { return c.wrap("read", err) }
+func (c *streamConn) writeErr(err error) error { return c.wrap("write", err) }
 
 // close closes the conn once; it reports whether this call did it.
 func (c *streamConn) close() (bool, error) {
@@ -64,7 +40,7 @@ var _ Device = (*tcpDevice)(nil)
 
 func newTCP(conn net.Conn, t target.Target, line *FixedLine) *tcpDevice {
 	return &tcpDevice{
-		streamConn: streamConn{kind: t.Kind, addr: t.Addr(), conn: conn},
+		streamConn: streamConn{ident: ident{kind: t.Kind, addr: t.Addr()}, conn: conn},
 		FixedLine:  line,
 	}
 }

@@ -77,7 +77,7 @@ var _ Device = (*telnetDevice)(nil)
 // client whose remote refuses BINARY.
 func newTelnet(conn net.Conn, t target.Target, line *FixedLine, log *slog.Logger, binary bool) *telnetDevice {
 	d := &telnetDevice{
-		streamConn: streamConn{kind: t.Kind, addr: t.Addr(), conn: conn},
+		streamConn: streamConn{ident: ident{kind: t.Kind, addr: t.Addr()}, conn: conn},
 		FixedLine:  line,
 		log:        log,
 		settled:    make(chan struct{}),
