@@ -202,7 +202,7 @@ func TestNPortSettingsAndOwnership(t *testing.T) {
 listen = "127.0.0.1:0"
 [[route]]
 service = "pdu-*"
-device = "nport://%s"
+device = "nport://%s?cmd=none"
 settings = "115200 8N1"
 `, nport))
 	ctx := t.Context()

@@ -47,9 +47,10 @@ func (r *Route) Target() target.Target { return r.target }
 
 // Settings returns the route's line settings, every field set: settings
 // and flow (default "9600 8N1", no flow control), or the device URI's
-// query parameters over that default. For rfc2217:// and serial devices they
-// are applied when the device opens; for tcp://, nport:// and telnet://
-// devices they are what the device server is configured to.
+// query parameters over that default. For rfc2217://, nport:// (through
+// its command port) and serial devices they are applied when the device
+// opens; for tcp:// and telnet:// devices, and nport:// without its command
+// port, they are what the device server is configured to.
 func (r *Route) Settings() rfc2217.Settings { return r.settings }
 
 // defaultSettings are the line settings of a route that sets none: 9600

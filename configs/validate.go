@@ -282,9 +282,11 @@ func (d *decoder) validateDevice(rk string, r *Route) {
 			l.Flow = f
 		}
 	}
-	// On tcp://, nport:// and telnet:// devices settings cannot travel:
-	// they record what the device server is configured to, which is what
-	// the guest is told is in effect (issue 4).
+	// On tcp:// and telnet:// devices (and nport:// with cmd=none, or
+	// whose command port is off) settings cannot travel: they record what
+	// the device server is configured to, which is what the guest is told
+	// is in effect (issue 4). nport:// applies them through the command
+	// port (issue 14).
 	r.settings = l
 	if r.Device == "" {
 		if !d.bad[rk+".device"] {

@@ -57,6 +57,17 @@ type Options struct {
 	// open. Other kinds ignore it.
 	Line *FixedLine
 
+	// Guest are the guest's line settings (zero fields = unset), applied
+	// over Initial when the device opens, by the kinds that can change the
+	// line: the bridge passes what the guest set before a reconnect. The
+	// Device applies them beside the data (rfc2217, nport) or at once
+	// (serial); Open never waits for a device server's answer to them.
+	Guest rfc2217.Settings
+
+	// CommandTimeout bounds the wait for an NPort's answer to one command
+	// on its command port. Zero means DefaultNPortCommandTimeout.
+	CommandTimeout time.Duration
+
 	// Logger receives the device's log lines; nil discards them. Open
 	// does not add the device to it: the caller narrows it (the bridge
 	// uses .With("device", t.String())).
@@ -93,7 +104,21 @@ func Open(ctx context.Context, t target.Target, opts Options) (Device, error) {
 		line = NewFixedLine(t, initial, log)
 	}
 	switch t.Kind {
-	case target.KindTCP, target.KindNPort:
+	case target.KindNPort:
+		if t.CmdPort != 0 {
+			d, err := openNPort(ctx, t, nportOpen{cmdAddr: t.CmdAddr(), configured: initial, apply: opts.Guest,
+				timeout: opts.CommandTimeout, line: line}, &opts, log)
+			if err != nil {
+				return nil, err
+			}
+			return d, nil
+		}
+		conn, err := dial(ctx, t, &opts)
+		if err != nil {
+			return nil, err
+		}
+		return newTCP(conn, t, line), nil
+	case target.KindTCP:
 		conn, err := dial(ctx, t, &opts)
 		if err != nil {
 			return nil, err
@@ -106,9 +131,9 @@ func Open(ctx context.Context, t target.Target, opts Options) (Device, error) {
 		}
 		return newTelnet(conn, t, line, log, true), nil
 	case target.KindRFC2217:
-		return openRFC2217(ctx, t, initial, &opts, log)
+		return openRFC2217(ctx, t, opts.Guest.Merge(initial), &opts, log)
 	case target.KindSerial:
-		return openSerial(ctx, t, initial, log)
+		return openSerial(ctx, t, opts.Guest.Merge(initial), log)
 	}
 	return nil, fmt.Errorf("devices: cannot open %q: unknown kind %v", t.Raw, t.Kind)
 }

@@ -35,8 +35,9 @@ type FixedLine struct {
 	configured rfc2217.Settings // immutable after construction
 
 	mu       sync.Mutex
-	mismatch string // guarded by mu: the latest request the line cannot take
-	logged   bool   // guarded by mu: the first mismatch was logged
+	mismatch string          // guarded by mu: the latest request the line cannot take
+	logged   bool            // guarded by mu: the first mismatch was logged
+	warned   map[string]bool // guarded by mu: one-time warnings given (see once)
 }
 
 // NewFixedLine returns the fixed line of the device t names, configured to

@@ -48,37 +48,46 @@ type nportOpen struct {
 	configured rfc2217.Settings // the route's settings (fixed-line answer, and applied on open)
 	apply      rfc2217.Settings // the guest's settings, applied over configured on open
 	timeout    time.Duration    // per command answer; zero: DefaultNPortCommandTimeout
-	// refusedLogged is consulted and set when the command port refuses:
-	// the warning is logged once per caller (a bridge link keeps one
-	// across reconnects), not once per open.
-	refusedLogged *bool
+	// line answers line control when the command port does not connect.
+	// The caller keeps one per device across reconnects (Options.Line),
+	// so its mismatch, and the warning about the command port, are
+	// logged once. Nil: one of its own.
+	line *FixedLine
 }
+
+// nportCmdDialTimeout bounds connecting the command port: data waits for
+// it, since Moxa's order is command port first.
+const nportCmdDialTimeout = 3 * time.Second
 
 // openNPort connects the command socket, then the data socket (the order
 // of Moxa's driver), and starts the initialisation. A command port that
-// refuses the connection is logged and leaves a fixed-line device; any
-// other failure to connect fails Open.
+// does not connect (refused: "Allow driver control" is off; or no answer
+// within nportCmdDialTimeout) is logged and leaves a fixed-line device,
+// as tcp://; the data port failing fails Open.
 func openNPort(ctx context.Context, t target.Target, o nportOpen, opts *Options, log *slog.Logger) (*nportDevice, error) {
+	line := o.line
+	if line == nil {
+		line = NewFixedLine(t, o.configured, log)
+	}
 	var cmd net.Conn
-	refused := false
 	if o.cmdAddr != "" {
-		c, err := dialAddr(ctx, t.Kind, o.cmdAddr, opts)
-		switch {
-		case err == nil:
+		dctx, cancel := context.WithTimeout(ctx, nportCmdDialTimeout)
+		c, err := dialAddr(dctx, o.cmdAddr, opts)
+		cancel()
+		if err == nil {
 			cmd = c
-		case errors.Is(err, syscall.ECONNREFUSED):
-			refused = true
-			msg := "devices: nport command port refused the connection; line settings stay as configured on the NPort (turn on \"Allow driver control\" in its TCP Server settings, or use ?cmd=none)"
-			if o.refusedLogged == nil || !*o.refusedLogged {
-				log.Warn(msg, "command_port", o.cmdAddr, "settings", o.configured.String())
-				if o.refusedLogged != nil {
-					*o.refusedLogged = true
-				}
-			} else {
-				log.Debug(msg, "command_port", o.cmdAddr)
+		} else {
+			why := "did not connect"
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				why = "refused the connection (is \"Allow driver control\" off in its TCP Server settings?)"
 			}
-		default:
-			return nil, fmt.Errorf("devices: nport command port %s: %w", o.cmdAddr, err)
+			msg := "devices: nport command port " + why + "; line settings stay as configured on the NPort"
+			if line.once("nport-command-port") {
+				log.Warn(msg, "command_port", o.cmdAddr, "settings", o.configured.String(), "err", err)
+			} else {
+				log.Debug(msg, "command_port", o.cmdAddr, "err", err)
+			}
+			line.explained() // that was the warning: settings mismatches need none
 		}
 	}
 	data, err := dial(ctx, t, opts)
@@ -90,13 +99,9 @@ func openNPort(ctx context.Context, t target.Target, o nportOpen, opts *Options,
 	}
 	d := &nportDevice{
 		streamConn: streamConn{ident: ident{kind: t.Kind, addr: t.Addr()}, conn: data},
-		FixedLine:  NewFixedLine(t, o.configured, log),
+		FixedLine:  line,
 		log:        log,
 		configured: o.configured,
-	}
-	if refused {
-		// The refusal was the warning; mismatches say the same again.
-		d.FixedLine.logged = true
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	if cmd != nil {
@@ -109,8 +114,32 @@ func openNPort(ctx context.Context, t target.Target, o nportOpen, opts *Options,
 	return d, nil
 }
 
-// dialAddr dials addr like dial does for a Target.
-func dialAddr(ctx context.Context, k target.Kind, addr string, opts *Options) (net.Conn, error) {
+// once reports true the first time it is called with key on f: a warning
+// about the device rather than one connection is logged once per
+// FixedLine, that is once per bridge link.
+func (f *FixedLine) once(key string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.warned[key] {
+		return false
+	}
+	if f.warned == nil {
+		f.warned = make(map[string]bool)
+	}
+	f.warned[key] = true
+	return true
+}
+
+// explained makes later settings mismatches log at debug: a warning that
+// says why the line is fixed was logged already.
+func (f *FixedLine) explained() {
+	f.mu.Lock()
+	f.logged = true
+	f.mu.Unlock()
+}
+
+// dialAddr dials addr with the Options' dialer and timeout.
+func dialAddr(ctx context.Context, addr string, opts *Options) (net.Conn, error) {
 	timeout := opts.DialTimeout
 	if timeout <= 0 {
 		timeout = DefaultDialTimeout
@@ -225,7 +254,7 @@ func (d *nportDevice) SetSettings(ctx context.Context, s rfc2217.Settings) (rfc2
 	d.ctl.reqMu.Lock()
 	defer d.ctl.reqMu.Unlock()
 	cur := d.Settings()
-	if s == (rfc2217.Settings{}) && cur != (rfc2217.Settings{}) {
+	if s == (rfc2217.Settings{}) {
 		return cur, nil // a query: nothing to send (the NPort has no query)
 	}
 	want := s.Merge(cur).Merge(d.configured).Merge(nportDefaults())
@@ -306,6 +335,16 @@ func (d *nportDevice) ModemState(ctx context.Context) (rfc2217.ModemState, error
 	}
 	m, _ := d.ctl.modemState()
 	return m, nil
+}
+
+// ModemKnown reports whether the NPort has reported its modem inputs yet
+// (ModemState reads all lines down until it has).
+func (d *nportDevice) ModemKnown() bool {
+	if d.ctl == nil {
+		return false
+	}
+	_, ok := d.ctl.modemState()
+	return ok
 }
 
 // LineState returns the line errors and BREAKs the NPort reported since

@@ -29,11 +29,11 @@ func settings(t *testing.T, s string) rfc2217.Settings {
 	return v
 }
 
-// openSimNPort opens an nport device on the simulator, the way Open will
-// for nport://127.0.0.1:DATA?cmd=CMD.
+// openSimNPort opens an nport device on the simulator with the options o
+// (Open does the same for nport://127.0.0.1:DATA?cmd=CMD).
 func openSimNPort(t *testing.T, sim *devicetest.NPort, o nportOpen, log *slog.Logger) *nportDevice {
 	t.Helper()
-	tg := mustParse(t, "nport://"+sim.DataAddr)
+	tg := mustParse(t, "nport://"+sim.DataAddr+"?cmd=none") // the command port is in o
 	if o.cmdAddr == "" {
 		o.cmdAddr = sim.CmdAddr
 	}
@@ -210,8 +210,8 @@ func TestNPortCommandPortRefused(t *testing.T) {
 	sim := devicetest.StartNPort(t, devicetest.NPortOptions{NoCommandPort: true})
 	rec := &logRecorder{}
 	log := slog.New(rec)
-	var logged bool
-	o := nportOpen{cmdAddr: sim.CmdAddr, configured: settings(t, "9600 8N1"), refusedLogged: &logged}
+	tg := mustParse(t, "nport://"+sim.DataAddr+"?cmd=none")
+	o := nportOpen{cmdAddr: sim.CmdAddr, configured: settings(t, "9600 8N1"), line: NewFixedLine(tg, settings(t, "9600 8N1"), log)}
 	d := openSimNPort(t, sim, o, log)
 	tty := openTTY(t, sim.TTY)
 	nportExchange(t, d, tty, "first")
@@ -446,4 +446,63 @@ func TestNPortLateAnswer(t *testing.T) {
 			t.Errorf("second call got %v", f)
 		}
 	})
+}
+
+// TestNPortOpen: Open on nport://HOST:DATA?cmd=CMD connects the command
+// port, and the guest's settings from before a reconnect (Options.Guest)
+// go out over the route's; a closed command port leaves the data port
+// working, with one warning per Options.Line (per bridge link).
+func TestNPortOpen(t *testing.T) {
+	sim := devicetest.StartNPort(t, devicetest.NPortOptions{})
+	_, cmdPort, _ := net.SplitHostPort(sim.CmdAddr)
+	tg := mustParse(t, "nport://"+sim.DataAddr+"?cmd="+cmdPort)
+	dev, err := Open(t.Context(), tg, Options{Initial: settings(t, "9600 8N1"), Guest: settings(t, "57600 7E2"), Logger: devicetest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	testwait.For(t, "the guest's settings on the NPort", func() bool {
+		st := sim.State()
+		return st.Baud == 57600 && st.Mode.String() == "7E2"
+	})
+	if reqs := sim.State().Requests; len(reqs) < 1 || reqs[0] != "2c 08 09 0e 01 01 00 00 00 00" {
+		t.Errorf("first request %q, want PORT_INIT 57600 7E2", reqs)
+	}
+	if lc := dev.(interface{ LineControl() bool }); !lc.LineControl() {
+		t.Error("LineControl() = false")
+	}
+	nportExchange(t, dev, openTTY(t, sim.TTY), "open")
+
+	off := devicetest.StartNPort(t, devicetest.NPortOptions{NoCommandPort: true})
+	_, closed, _ := net.SplitHostPort(off.CmdAddr)
+	tg = mustParse(t, "nport://"+off.DataAddr+"?cmd="+closed)
+	rec := &logRecorder{}
+	opts := Options{Initial: settings(t, "9600 8N1"), Logger: slog.New(rec)}
+	opts.Line = NewFixedLine(tg, opts.Initial, opts.Logger)
+	tty := openTTY(t, off.TTY)
+	for i := range 2 {
+		d, err := Open(t.Context(), tg, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nportExchange(t, d, tty, "fallback")
+		if got, _ := d.SetSettings(t.Context(), settings(t, "115200 8N1")); got != settings(t, "9600 8N1") {
+			t.Errorf("open %d: SetSettings answered %v", i, got)
+		}
+		d.Close()
+	}
+	warns := 0
+	rec.mu.Lock()
+	for _, r := range rec.recs {
+		if r.Level >= slog.LevelWarn {
+			warns++
+		}
+	}
+	rec.mu.Unlock()
+	if warns != 1 {
+		t.Errorf("%d warnings over two opens with the command port closed, want 1", warns)
+	}
+	if m := opts.Line.Mismatch(); !strings.Contains(m, "115200") {
+		t.Errorf("Mismatch() = %q", m)
+	}
 }

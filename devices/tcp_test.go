@@ -27,7 +27,11 @@ func TestTCPSocatMoxa(t *testing.T) {
 			a, b := devicetest.SocatPTY(t)
 			addr := devicetest.SocatTCPServer(t, a)
 			rec := &logRecorder{}
-			dev, err := Open(t.Context(), mustParse(t, scheme+"://"+addr), Options{Initial: moxa8N1, Logger: slog.New(rec)})
+			uri := scheme + "://" + addr
+			if scheme == "nport" {
+				uri += "?cmd=none" // data port only
+			}
+			dev, err := Open(t.Context(), mustParse(t, uri), Options{Initial: moxa8N1, Logger: slog.New(rec)})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -43,6 +43,7 @@ type probeReport struct {
 	Device      string   `json:"device"`
 	Kind        string   `json:"kind"`
 	Address     string   `json:"address"`
+	CommandPort string   `json:"command_port,omitempty"` // nport:// with line control
 	Connected   bool     `json:"connected"`
 	Error       string   `json:"error,omitempty"`
 	LineControl bool     `json:"line_control"`
@@ -61,6 +62,7 @@ type (
 	mismatcher     interface{ Mismatch() string }
 	rfc2217Session interface{ Client() *rfc2217.Client }
 	telnetModes    interface{ Binary() (in, out bool) }
+	modemKnower    interface{ ModemKnown() bool }
 )
 
 func cmdProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -127,13 +129,15 @@ func cmdProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // probe opens t and fills in the report. It never fails: what went wrong
 // is in the report.
 func probe(ctx context.Context, t target.Target, want rfc2217.Settings, send, until []byte, wait, timeout time.Duration, log *slog.Logger) probeReport {
-	rep := probeReport{Device: t.String(), Kind: t.Kind.String(), Address: t.Addr()}
+	rep := probeReport{Device: t.String(), Kind: t.Kind.String(), Address: t.Addr(), CommandPort: t.CmdAddr()}
 	if want != (rfc2217.Settings{}) {
 		rep.Requested = want.String()
 	}
 	opts := devices.Options{Logger: log, DialTimeout: timeout}
 	if t.Kind.FixedLine() {
-		opts.Initial = want // what the device server is configured to
+		// What the device server is configured to (an nport:// device
+		// falls back to it when its command port does not connect).
+		opts.Initial = want
 	}
 	start := time.Now()
 	dev, err := devices.Open(ctx, t, opts)
@@ -166,13 +170,20 @@ func probe(ctx context.Context, t target.Target, want rfc2217.Settings, send, un
 	if eff.Baud != 0 {
 		rep.Settings = eff.String()
 	}
-	if rep.Requested != "" && !t.Kind.FixedLine() && want.Merge(eff) != eff {
+	fixed := t.FixedLine() || !rep.LineControl && t.Kind == target.KindNPort
+	if rep.Requested != "" && !fixed && want.Merge(eff) != eff {
 		rep.Mismatch = fmt.Sprintf("asked for %v, the device has %v", want, eff)
 	}
-	if m, ok := dev.(mismatcher); ok && m.Mismatch() != "" && !t.Kind.FixedLine() {
+	if m, ok := dev.(mismatcher); ok && m.Mismatch() != "" && !fixed {
 		rep.Mismatch = m.Mismatch()
 	}
-	if t.Kind.FixedLine() && !rep.LineControl {
+	if t.CmdAddr() != "" && !rep.LineControl {
+		rep.Notes = append(rep.Notes, "command port "+t.CmdAddr()+" did not connect: turn on \"Allow driver control\" in the NPort's TCP Server settings, or use ?cmd=none")
+	}
+	if !fixed && t.Kind == target.KindNPort && rep.Settings == "" {
+		rep.Notes = append(rep.Notes, "line settings: not known (an NPort cannot be asked; pass -settings to apply some)")
+	}
+	if fixed {
 		if rep.Settings == "" {
 			rep.Notes = append(rep.Notes, "line settings: as configured on the device server (pass -settings to say what that is)")
 		} else {
@@ -182,7 +193,10 @@ func probe(ctx context.Context, t target.Target, want rfc2217.Settings, send, un
 	cctx, cancel = context.WithTimeout(ctx, timeout)
 	modem, merr := dev.ModemState(cctx)
 	cancel()
+	mk, hasMK := dev.(modemKnower)
 	switch {
+	case merr == nil && hasMK && !mk.ModemKnown():
+		rep.Notes = append(rep.Notes, "modem lines: not reported yet (an NPort reports them when settings are applied: pass -settings)")
 	case merr == nil:
 		rep.Modem = modemLines(modem)
 	case errors.Is(merr, rfc2217.ErrNotSupported):
@@ -286,7 +300,11 @@ func (c *collector) wait() []byte {
 func printProbe(w io.Writer, r probeReport) {
 	row := func(k, v string) { fmt.Fprintf(w, "%-12s %s\n", k, v) }
 	row("device", r.Device)
-	row("kind", r.Kind+" at "+r.Address)
+	if r.CommandPort != "" {
+		row("kind", r.Kind+" at "+r.Address+", command port "+r.CommandPort)
+	} else {
+		row("kind", r.Kind+" at "+r.Address)
+	}
 	if !r.Connected {
 		row("connected", "no: "+r.Error)
 		return

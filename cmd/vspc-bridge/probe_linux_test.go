@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vspc-bridge/vspc-bridge/aspp"
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
 )
 
@@ -130,5 +132,35 @@ func TestProbeTCPAndTelnet(t *testing.T) {
 	code, rep = probeJSON(t, "-wait", "0s", "telnet://"+devicetest.TelnetdEcho(t))
 	if code != 0 || rep.LineControl || rep.Settings != "" || !strings.Contains(strings.Join(rep.Notes, "\n"), "telnet: to the device") {
 		t.Errorf("telnet: exit %d, %+v", code, rep)
+	}
+}
+
+func TestProbeNPort(t *testing.T) {
+	sim := devicetest.StartNPort(t, devicetest.NPortOptions{Modem: aspp.Modem{DCD: true, DSR: true, CTS: true}})
+	_, cmd, _ := net.SplitHostPort(sim.CmdAddr)
+	uri := "nport://" + sim.DataAddr + "?cmd=" + cmd
+	code, out, errs := runProbe(t, "-settings", "57600 7E2", "-wait", "0s", uri)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s\n%s", code, out, errs)
+	}
+	for _, want := range []string{"command port " + sim.CmdAddr, "line control yes", "settings     57600 7E2", "modem lines  CD DSR CTS -RI"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if st := sim.State(); st.Baud != 57600 || st.Mode.String() != "7E2" {
+		t.Errorf("the NPort has %+v", st.NPortLine)
+	}
+	// Without -settings nothing is sent, and nothing is claimed.
+	code, rep := probeJSON(t, "-wait", "0s", uri)
+	if code != 0 || !rep.LineControl || rep.Settings != "" || rep.Modem != "" {
+		t.Errorf("without -settings: exit %d, %+v", code, rep)
+	}
+	// The command port closed: data only, and the report says why.
+	off := devicetest.StartNPort(t, devicetest.NPortOptions{NoCommandPort: true})
+	_, closed, _ := net.SplitHostPort(off.CmdAddr)
+	code, rep = probeJSON(t, "-settings", "9600 8N1", "-wait", "0s", "nport://"+off.DataAddr+"?cmd="+closed)
+	if code != 0 || rep.LineControl || rep.Settings != "9600 8N1" || !strings.Contains(strings.Join(rep.Notes, "\n"), "Allow driver control") {
+		t.Errorf("closed command port: exit %d, %+v", code, rep)
 	}
 }

@@ -3,16 +3,25 @@
 // I/O, so the config layer validates routes with the parser the bridge
 // opens them with (package devices) without linking a serial driver.
 //
-//	tcp://host:port          raw TCP: a Moxa NPort port in TCP Server mode, any raw serial server
-//	nport://host[:port]      the same; the port defaults to 4001
-//	telnet://host[:port]     a telnet remote; the port defaults to 23
-//	rfc2217://host:port      an RFC 2217 access server (ser2net, an NPort in RFC 2217 mode)
-//	serial:///dev/ttyUSB0    a local tty
-//	/dev/ttyUSB0             a local tty, the path taken verbatim
+//	tcp://host:port                raw TCP: a Moxa NPort port in TCP Server mode, any raw serial server
+//	nport://host[:data][?cmd=port|none]
+//	                               a Moxa NPort port in TCP Server mode: data port (default 4001) and
+//	                               command port for line control (default 966 + data − 4001)
+//	telnet://host[:port]           a telnet remote; the port defaults to 23
+//	rfc2217://host:port            an RFC 2217 access server (ser2net, an NPort in RFC 2217 mode)
+//	serial:///dev/ttyUSB0          a local tty
+//	/dev/ttyUSB0                   a local tty, the path taken verbatim
 //
 // Every URI form may carry line settings in its query:
 // ?baud=…&databits=…&parity=…&stopbits=…&flow=…, each value in the grammar
 // of package rfc2217's field parsers (ParseBaud, ParseParity, …).
+//
+// An nport:// URI may also say where the NPort's command port is
+// (?cmd=PORT), or that line control is not to be used (?cmd=none: the
+// data port alone, settings fixed as for tcp://). Without it the command
+// port is 966 + (data − 4001) for data ports 4001–4032, the NPort's
+// defaults for its serial ports 1–32 in TCP Server mode; other data ports
+// must say.
 //
 // Before this package there were two grammars, one in the config checker
 // and one in the device layer, and they disagreed. Where they did, this one
@@ -42,11 +51,14 @@ const (
 	// KindTCP is a raw TCP byte stream: a Moxa NPort port in TCP Server
 	// mode or any other raw serial server. No line control travels on it.
 	KindTCP Kind = iota + 1
-	// KindNPort is KindTCP with the NPort's default data port (4001). It
-	// behaves exactly like KindTCP; the name is kept for status output.
+	// KindNPort is a Moxa NPort serial port in TCP Server mode: raw data
+	// on its data port (default 4001), line control through its command
+	// port (Target.CmdPort; "Allow driver control" on the NPort). With no
+	// command port it is KindTCP with a default port.
 	KindNPort
-	// KindTelnet is a telnet remote: all its options are refused, data is
-	// NVT text with 255 escaped. No line control travels on it.
+	// KindTelnet is a telnet remote: BINARY is negotiated both ways where
+	// the remote agrees (NVT text otherwise), 255 escaped. No line control
+	// travels on it.
 	KindTelnet
 	// KindRFC2217 is an RFC 2217 access server (ser2net, an NPort in
 	// RFC 2217 mode, pyserial's example server).
@@ -68,7 +80,8 @@ func (k Kind) String() string {
 // FixedLine reports whether line settings and modem control cannot travel
 // to a device of this kind (tcp, nport, telnet): what is in effect is what
 // the device server is configured to, whether or not the device is
-// connected.
+// connected. An nport target with a command port can change them: ask the
+// Target (Target.FixedLine).
 func (k Kind) FixedLine() bool {
 	return k == KindTCP || k == KindNPort || k == KindTelnet
 }
@@ -86,7 +99,22 @@ const (
 	NPortDefaultPort = 4001
 	// TelnetDefaultPort is the well-known telnet port.
 	TelnetDefaultPort = 23
+	// NPortDefaultCmdPort is the command port of an NPort's first serial
+	// port; port n (data 4000+n) has 965+n.
+	NPortDefaultCmdPort = 966
+	// nportDefaultPorts is how many serial ports have default data and
+	// command ports (4001–4032, 966–997).
+	nportDefaultPorts = 32
 )
+
+// NPortCmdPort returns the default command port for an NPort data port,
+// and false for a data port outside 4001–4032, which has none.
+func NPortCmdPort(data int) (int, bool) {
+	if data < NPortDefaultPort || data >= NPortDefaultPort+nportDefaultPorts {
+		return 0, false
+	}
+	return NPortDefaultCmdPort + data - NPortDefaultPort, true
+}
 
 // Target is a parsed device URI.
 type Target struct {
@@ -94,12 +122,30 @@ type Target struct {
 	Host string // network kinds: host name or IP address, without brackets
 	Port int    // network kinds: 1–65535
 	Path string // KindSerial: absolute device path
+	// CmdPort is, for KindNPort, the NPort's command port on Host (line
+	// control); 0 means none (cmd=none). Zero for other kinds.
+	CmdPort int
 	// Settings are the line settings given in the URI query (zero =
 	// unset). For KindSerial and KindRFC2217 they are applied on Open; for
 	// KindTCP, KindNPort and KindTelnet they are the expectation of what the
 	// far end is configured to.
 	Settings rfc2217.Settings
 	Raw      string // the URI as given to Parse
+}
+
+// FixedLine reports whether line settings cannot travel to the device: a
+// kind with a fixed line, except an nport target with a command port.
+func (t Target) FixedLine() bool {
+	return t.Kind.FixedLine() && !(t.Kind == KindNPort && t.CmdPort != 0)
+}
+
+// CmdAddr returns host:port of an nport target's command port, "" when it
+// has none.
+func (t Target) CmdAddr() string {
+	if t.Kind != KindNPort || t.CmdPort == 0 {
+		return ""
+	}
+	return net.JoinHostPort(t.Host, strconv.Itoa(t.CmdPort))
 }
 
 // Addr returns host:port for network kinds and Path for KindSerial.
@@ -133,11 +179,29 @@ func (t Target) String() string {
 	} else {
 		b.WriteString(t.Addr())
 	}
-	if q := settingsQuery(t.Settings); q != "" {
+	q := settingsQuery(t.Settings)
+	if t.Kind == KindNPort {
+		// The command port when it is not the data port's default.
+		def, ok := NPortCmdPort(t.Port)
+		switch {
+		case t.CmdPort == 0:
+			q = joinQuery("cmd=none", q)
+		case !ok || def != t.CmdPort:
+			q = joinQuery("cmd="+strconv.Itoa(t.CmdPort), q)
+		}
+	}
+	if q != "" {
 		b.WriteString("?")
 		b.WriteString(q)
 	}
 	return b.String()
+}
+
+func joinQuery(a, b string) string {
+	if b == "" {
+		return a
+	}
+	return a + "&" + b
 }
 
 // URIError is returned by Parse. Its message names the problem, the URI
@@ -203,12 +267,16 @@ func Parse(uri string) (Target, error) {
 	authority, query, _ := strings.Cut(rest, "?")
 	t := Target{Kind: kind, Raw: uri}
 	var err error
-	if t.Settings, err = parseSettingsQuery(query); err != nil {
+	var cmd string
+	if t.Settings, cmd, err = parseQuery(query); err != nil {
 		var qe *queryError
 		if errors.As(err, &qe) {
 			return fail(qe.want, "%s", qe.problem)
 		}
 		return fail("", "%v", err)
+	}
+	if cmd != "" && kind != KindNPort {
+		return fail("cmd is for nport://host[:data]?cmd=port|none", "parameter \"cmd\" on a %s URI", kind)
 	}
 	if kind == KindSerial {
 		if !strings.HasPrefix(authority, "/") {
@@ -284,6 +352,25 @@ func Parse(uri string) (Target, error) {
 		t.Port = int(p)
 	}
 	t.Host = host
+	if kind == KindNPort {
+		switch def, ok := NPortCmdPort(t.Port); {
+		case strings.EqualFold(cmd, "none"):
+		case cmd != "":
+			p, err := strconv.ParseUint(cmd, 10, 16)
+			if err != nil || p == 0 {
+				return fail("want cmd=PORT (1–65535) or cmd=none", "bad command port %q", cmd)
+			}
+			t.CmdPort = int(p)
+		case ok:
+			t.CmdPort = def
+		default:
+			return fail("give ?cmd=PORT, the NPort's command port for this serial port, or ?cmd=none for data only",
+				"data port %d has no default command port (only 4001–4032 do)", t.Port)
+		}
+		if t.CmdPort != 0 && t.CmdPort == t.Port {
+			return fail("the NPort's command port differs from its data port", "command port %d is the data port", t.CmdPort)
+		}
+	}
 	return t, nil
 }
 
@@ -341,10 +428,11 @@ type queryError struct{ problem, want string }
 
 func (e *queryError) Error() string { return e.problem }
 
-func parseSettingsQuery(raw string) (rfc2217.Settings, error) {
-	var s rfc2217.Settings
+// parseQuery reads the settings parameters and nport's cmd (returned as
+// given, "" when absent; the caller checks it).
+func parseQuery(raw string) (s rfc2217.Settings, cmd string, err error) {
 	if raw == "" {
-		return s, nil
+		return s, "", nil
 	}
 	seen := map[string]bool{}
 	for part := range strings.SplitSeq(raw, "&") {
@@ -354,18 +442,23 @@ func parseSettingsQuery(raw string) (rfc2217.Settings, error) {
 		k, v, _ := strings.Cut(part, "=")
 		key, err := url.QueryUnescape(k)
 		if err != nil {
-			return s, &queryError{problem: fmt.Sprintf("bad parameter %q", k)}
+			return s, "", &queryError{problem: fmt.Sprintf("bad parameter %q", k)}
 		}
 		val, err := url.QueryUnescape(v)
 		if err != nil {
-			return s, &queryError{problem: fmt.Sprintf("bad value %q for %s", v, key)}
+			return s, "", &queryError{problem: fmt.Sprintf("bad value %q for %s", v, key)}
 		}
 		key = strings.ToLower(key)
 		if seen[key] {
-			return s, &queryError{problem: fmt.Sprintf("parameter %q given twice", key)}
+			return s, "", &queryError{problem: fmt.Sprintf("parameter %q given twice", key)}
 		}
 		seen[key] = true
 		switch key {
+		case "cmd":
+			if val == "" {
+				return s, "", &queryError{problem: "empty cmd", want: "want cmd=PORT or cmd=none"}
+			}
+			cmd = val
 		case "baud":
 			s.Baud, err = rfc2217.ParseBaud(val)
 		case "parity":
@@ -377,7 +470,7 @@ func parseSettingsQuery(raw string) (rfc2217.Settings, error) {
 		case "flow":
 			s.Flow, err = rfc2217.ParseFlow(val)
 		default:
-			return s, &queryError{problem: fmt.Sprintf("unknown parameter %q", key), want: "want baud, parity, databits, stopbits or flow"}
+			return s, "", &queryError{problem: fmt.Sprintf("unknown parameter %q", key), want: "want baud, parity, databits, stopbits, flow, or cmd on nport://"}
 		}
 		if err != nil {
 			qe := &queryError{problem: fmt.Sprintf("bad %s %q", key, val)}
@@ -385,10 +478,10 @@ func parseSettingsQuery(raw string) (rfc2217.Settings, error) {
 			if errors.As(err, &se) {
 				qe.want = se.Want
 			}
-			return s, qe
+			return s, "", qe
 		}
 	}
-	return s, nil
+	return s, cmd, nil
 }
 
 // settingsQuery writes the non-zero fields of s as URI query parameters,

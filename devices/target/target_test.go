@@ -19,9 +19,16 @@ func TestParse(t *testing.T) {
 		{"tcp://[::1]:7000", Target{Kind: KindTCP, Host: "::1", Port: 7000}},
 		{"tcp://host.example.:23", Target{Kind: KindTCP, Host: "host.example.", Port: 23}},
 		{"tcp://under_score:23", Target{Kind: KindTCP, Host: "under_score", Port: 23}},
-		{"nport://192.168.127.254", Target{Kind: KindNPort, Host: "192.168.127.254", Port: 4001}},
-		{"nport://192.168.127.254:4004", Target{Kind: KindNPort, Host: "192.168.127.254", Port: 4004}},
-		{"nport://np1?baud=115200&databits=8&parity=none&stopbits=1&flow=none", Target{Kind: KindNPort, Host: "np1", Port: 4001, Settings: s115200}},
+		{"nport://192.168.127.254", Target{Kind: KindNPort, Host: "192.168.127.254", Port: 4001, CmdPort: 966}},
+		{"nport://192.168.127.254:4004", Target{Kind: KindNPort, Host: "192.168.127.254", Port: 4004, CmdPort: 969}},
+		{"nport://np1:4032", Target{Kind: KindNPort, Host: "np1", Port: 4032, CmdPort: 997}},
+		{"nport://np1?baud=115200&databits=8&parity=none&stopbits=1&flow=none", Target{Kind: KindNPort, Host: "np1", Port: 4001, CmdPort: 966, Settings: s115200}},
+		{"nport://np1?cmd=none", Target{Kind: KindNPort, Host: "np1", Port: 4001}},
+		{"nport://np1:4001?CMD=None&baud=9600", Target{Kind: KindNPort, Host: "np1", Port: 4001, Settings: rfc2217.Settings{Baud: 9600}}},
+		{"nport://np1:4002?cmd=966", Target{Kind: KindNPort, Host: "np1", Port: 4002, CmdPort: 966}},
+		{"nport://np1:950?cmd=966", Target{Kind: KindNPort, Host: "np1", Port: 950, CmdPort: 966}}, // Real COM mode's ports
+		{"nport://np1:5000?cmd=none", Target{Kind: KindNPort, Host: "np1", Port: 5000}},
+		{"nport://[fd00::5]:4003?cmd=0968", Target{Kind: KindNPort, Host: "fd00::5", Port: 4003, CmdPort: 968}},
 		{"telnet://linuxbox", Target{Kind: KindTelnet, Host: "linuxbox", Port: 23}},
 		{"telnet://linuxbox:2323", Target{Kind: KindTelnet, Host: "linuxbox", Port: 2323}},
 		{"telnet://[::1]:23", Target{Kind: KindTelnet, Host: "::1", Port: 23}},
@@ -68,6 +75,16 @@ func TestParse(t *testing.T) {
 		{"tcp://host", `target: missing port in "tcp://host" (want tcp://host:port)`},
 		{"tcp://host:", `target: bad port "" in "tcp://host:" (want a port number 1–65535)`},
 		{"nport://host:", `target: bad port "" in "nport://host:" (want a port number 1–65535)`},
+		{"nport://host:4033", `target: data port 4033 has no default command port (only 4001–4032 do) in "nport://host:4033" (give ?cmd=PORT, the NPort's command port for this serial port, or ?cmd=none for data only)`},
+		{"nport://host:950", `target: data port 950 has no default command port (only 4001–4032 do) in "nport://host:950" (give ?cmd=PORT, the NPort's command port for this serial port, or ?cmd=none for data only)`},
+		{"nport://host?cmd=x", `target: bad command port "x" in "nport://host?cmd=x" (want cmd=PORT (1–65535) or cmd=none)`},
+		{"nport://host?cmd=0", `target: bad command port "0" in "nport://host?cmd=0" (want cmd=PORT (1–65535) or cmd=none)`},
+		{"nport://host?cmd=65536", `target: bad command port "65536" in "nport://host?cmd=65536" (want cmd=PORT (1–65535) or cmd=none)`},
+		{"nport://host?cmd=", `target: empty cmd in "nport://host?cmd=" (want cmd=PORT or cmd=none)`},
+		{"nport://host?cmd=966&cmd=967", `target: parameter "cmd" given twice in "nport://host?cmd=966&cmd=967"`},
+		{"nport://host:966?cmd=966", `target: command port 966 is the data port in "nport://host:966?cmd=966" (the NPort's command port differs from its data port)`},
+		{"tcp://host:4001?cmd=966", `target: parameter "cmd" on a tcp URI in "tcp://host:4001?cmd=966" (cmd is for nport://host[:data]?cmd=port|none)`},
+		{"serial:///dev/ttyS0?cmd=none", `target: parameter "cmd" on a serial URI in "serial:///dev/ttyS0?cmd=none" (cmd is for nport://host[:data]?cmd=port|none)`},
 		{"tcp://:4001", `target: missing host in "tcp://:4001" (want tcp://host:port)`},
 		{"tcp://host:0", `target: bad port "0" in "tcp://host:0" (want a port number 1–65535)`},
 		{"tcp://host:65536", `target: bad port "65536" in "tcp://host:65536" (want a port number 1–65535)`},
@@ -91,7 +108,7 @@ func TestParse(t *testing.T) {
 		{"tcp://.:1", `target: invalid host "." in "tcp://.:1" (want tcp://host:port)`},
 		{"tcp://" + strings.Repeat("a", 64) + ":1", ``},
 		{"tcp://h:1#frag", `target: fragment not allowed in "tcp://h:1#frag"`},
-		{"tcp://host:1?q", `target: unknown parameter "q" in "tcp://host:1?q" (want baud, parity, databits, stopbits or flow)`},
+		{"tcp://host:1?q", `target: unknown parameter "q" in "tcp://host:1?q" (want baud, parity, databits, stopbits, flow, or cmd on nport://)`},
 		{"rfc2217://ts1", `target: missing port in "rfc2217://ts1" (want rfc2217://host:port)`},
 		{"nport://", `target: missing host in "nport://" (want nport://host[:port], port defaults to 4001)`},
 		{"telnet://", `target: missing host in "telnet://" (want telnet://host[:port], port defaults to 23)`},
@@ -110,7 +127,7 @@ func TestParse(t *testing.T) {
 		{"serial:///dev/ttyS0?databits=9", `target: bad databits "9" in "serial:///dev/ttyS0?databits=9" (want 5, 6, 7 or 8)`},
 		{"serial:///dev/ttyS0?stopbits=3", `target: bad stopbits "3" in "serial:///dev/ttyS0?stopbits=3" (want 1, 1.5 or 2)`},
 		{"serial:///dev/ttyS0?flow=dtr", `target: bad flow "dtr" in "serial:///dev/ttyS0?flow=dtr" (want none, xonxoff or rtscts (also software, hardware, xon/xoff, rts/cts))`},
-		{"serial:///dev/ttyS0?speed=9600", `target: unknown parameter "speed" in "serial:///dev/ttyS0?speed=9600" (want baud, parity, databits, stopbits or flow)`},
+		{"serial:///dev/ttyS0?speed=9600", `target: unknown parameter "speed" in "serial:///dev/ttyS0?speed=9600" (want baud, parity, databits, stopbits, flow, or cmd on nport://)`},
 		{"serial:///dev/ttyS0?baud=9600&baud=19200", `target: parameter "baud" given twice in "serial:///dev/ttyS0?baud=9600&baud=19200"`},
 		{"serial:///dev/ttyS0?baud=9600&BAUD=19200", `target: parameter "baud" given twice in "serial:///dev/ttyS0?baud=9600&BAUD=19200"`},
 		{"serial:///dev/ttyS0?baud=%zz", `target: bad value "%zz" for baud in "serial:///dev/ttyS0?baud=%zz"`},
@@ -164,6 +181,7 @@ func FuzzParse(f *testing.F) {
 		"serial:///dev/ttyUSB0?baud=115200&parity=none&databits=8&stopbits=1&flow=none", "/dev/ttyS0",
 		"serial:///dev/a%20b", "foo://x", "tcp://h:1#x", "serial://x/y", "tcp://[::1", "tcp://h:+1",
 		"tcp://h:1/", "TCP://H:1", "tcp://a..b:1", "/dev/", "telnet://h.:023?FLOW=rts/cts&parity=S",
+		"nport://np1:4002?cmd=966", "nport://np1:5000?cmd=none", "nport://np1:950", "nport://h?cmd=966&baud=1",
 	} {
 		f.Add(s)
 	}
@@ -187,6 +205,12 @@ func FuzzParse(f *testing.F) {
 		case tg.Kind.Network():
 			if tg.Port < 1 || tg.Port > 65535 || tg.Path != "" {
 				t.Fatalf("network target %+v", tg)
+			}
+			if tg.Kind != KindNPort && tg.CmdPort != 0 || tg.CmdPort < 0 || tg.CmdPort > 65535 || tg.CmdPort == tg.Port {
+				t.Fatalf("command port of %+v", tg)
+			}
+			if def, ok := NPortCmdPort(tg.Port); tg.Kind == KindNPort && !strings.Contains(strings.ToLower(uri), "cmd=") && (!ok || tg.CmdPort != def) {
+				t.Fatalf("nport target without cmd= has command port %d, want the default of data port %d", tg.CmdPort, tg.Port)
 			}
 			if err := CheckHost(tg.Host); err != nil {
 				t.Fatalf("network target %+v: %v", tg, err)
@@ -239,6 +263,15 @@ func TestKinds(t *testing.T) {
 	} {
 		if k.FixedLine() != want[0] || k.Network() != want[1] {
 			t.Errorf("%v: FixedLine %v, Network %v; want %v", k, k.FixedLine(), k.Network(), want)
+		}
+	}
+	for uri, want := range map[string]bool{"nport://h": false, "nport://h?cmd=none": true, "tcp://h:1": true, "telnet://h": true, "rfc2217://h:1": false, "/dev/ttyS0": false} {
+		tg := mustParse(t, uri)
+		if tg.FixedLine() != want {
+			t.Errorf("%s: FixedLine %v, want %v", uri, tg.FixedLine(), want)
+		}
+		if got, wantAddr := tg.CmdAddr(), map[string]string{"nport://h": "h:966"}[uri]; got != wantAddr {
+			t.Errorf("%s: CmdAddr %q, want %q", uri, got, wantAddr)
 		}
 	}
 	if KindRFC2217.String() != "rfc2217" || Kind(0).String() != "Kind(0)" || Kind(9).String() != "Kind(9)" {

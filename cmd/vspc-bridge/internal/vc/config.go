@@ -79,7 +79,7 @@ func (b configBridge) Route(q RouteQuery) (Route, bool) {
 // nport:// alike, without the line settings of a query.
 func deviceEndpoint(t target.Target) string {
 	if t.Kind == target.KindNPort {
-		t.Kind = target.KindTCP
+		t.Kind, t.CmdPort = target.KindTCP, 0 // the data port is where the device is
 	}
 	t.Settings = rfc2217.Settings{}
 	return t.String()
