@@ -116,9 +116,8 @@ func TestProbeRFC2217(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	if s := devicetest.TTY(t, a); s.Speed != 19200 {
-		t.Errorf("ser2net's tty at %d baud", s.Speed)
-	}
+	// (Not the tty afterwards: ser2net closes it when the probe leaves,
+	// and a pty nobody holds forgets its settings.)
 }
 
 func TestProbeTCPAndTelnet(t *testing.T) {
