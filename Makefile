@@ -17,6 +17,7 @@ FUZZ_TARGETS := \
 	./vspc:FuzzServerConn \
 	./configs:FuzzParse \
 	./configs:FuzzParseAllow \
+	./configs:FuzzParseOrigin \
 	./internal/vcuuid:FuzzNormalizeUUID \
 	./configs:FuzzScanKeyLines \
 	./alerts:FuzzLineAssembly \
@@ -25,7 +26,8 @@ FUZZ_TARGETS := \
 	./aspp:FuzzRequestDecoder \
 	./remote:FuzzEscaper \
 	./remote:FuzzFrontDoor \
-	./remote:FuzzLoginAndServiceURI
+	./remote:FuzzLoginAndServiceURI \
+	./web:FuzzUnauthenticated
 
 .PHONY: all build run test test-unit fuzz-smoke fuzz bench bench-ab lint peers clean
 
@@ -36,8 +38,10 @@ build:
 
 # Starts the bridge on the embedded default config (configs/example.toml):
 # VMs on 127.0.0.1:13370, loopback targets only. Ctrl-C stops it.
+# make run CONFIG=FILE starts it on FILE instead.
+CONFIG ?=
 run: build
-	./$(BIN) serve
+	./$(BIN) serve $(if $(CONFIG),-config $(CONFIG))
 
 # Installs the real test peers (socat, ser2net, pyserial, sredird, telnet)
 # from Debian when missing, then runs every test with the race detector and

@@ -65,6 +65,8 @@ type env struct {
 	vspcAddr string
 	base     string // http://127.0.0.1:PORT/
 	logDir   string
+	cfgText  string            // the config it runs on
+	hashes   map[string]string // bcrypt hash of each test user's password in cfgText
 }
 
 // newEnv starts the env; extra is TOML added to the [web] table.
@@ -75,13 +77,15 @@ func newEnv(t *testing.T, extra string) *env {
 
 // envOptions tune an env.
 type envOptions struct {
-	web, remote string // TOML added to the [web] and [remote] tables
-	sendBuffer  int    // SO_SNDBUF of the web console's connections; 0 leaves it
+	web, remote string           // TOML added to the [web] and [remote] tables
+	sendBuffer  int              // SO_SNDBUF of the web console's connections; 0 leaves it
+	now         func() time.Time // the web console's clock; nil: time.Now
 }
 
 func newEnvWith(t *testing.T, o envOptions) *env {
 	t.Helper()
 	logDir := t.TempDir()
+	hashes := map[string]string{"alice": hash(t, alicePW), "bob": hash(t, bobPW), "carol": hash(t, carolPW)}
 	src := fmt.Sprintf(`
 [vspc]
 listen = "127.0.0.1:0"
@@ -110,7 +114,7 @@ access = [{vm = "web-*", mode = "ro"}]
 name = "carol"
 password = %q
 access = [{vm = "db-*", mode = "rw"}]
-`, logDir, o.remote, o.web, hash(t, alicePW), hash(t, bobPW), hash(t, carolPW))
+`, logDir, o.remote, o.web, hashes["alice"], hashes["bob"], hashes["carol"])
 	cfg, err := configs.Parse("test.toml", []byte(src))
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, src)
@@ -120,11 +124,11 @@ access = [{vm = "db-*", mode = "rw"}]
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, cfg: cfg, hub: hub, logDir: logDir}
+	e := &env{t: t, cfg: cfg, hub: hub, logDir: logDir, cfgText: src, hashes: hashes}
 	e.br = bridge.New(cfg, log)
 	e.br.SetConsoles(hub)
 	e.srv = vspc.NewServer(vspc.Config{Bridger: e.br, Logger: log, GracePeriod: 5 * time.Second})
-	e.web, err = web.New(web.Config{Config: cfg, Consoles: web.HubConsoles(hub), Ports: e.srv.Ports, Devices: e.br.Devices, Taps: e.br, Logger: log})
+	e.web, err = web.New(web.Config{Config: cfg, Consoles: web.HubConsoles(hub), Ports: e.srv.Ports, Devices: e.br.Devices, Taps: e.br, Logger: log, Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}

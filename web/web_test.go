@@ -11,10 +11,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 	"github.com/vspc-bridge/vspc-bridge/web"
@@ -614,5 +617,133 @@ func TestWatchLink(t *testing.T) {
 	e.srv.Close()
 	if code, _ := both.closed(); code != 4404 {
 		t.Fatalf("port gone: close %d", code)
+	}
+}
+
+// clock is an injected time for session expiry.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// TestSessionExpiry: a session ends after session_idle without requests
+// or open consoles, an open console keeps it alive, and session_max ends
+// it and closes its consoles whatever happens.
+func TestSessionExpiry(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)}
+	e := newEnvWith(t, envOptions{web: "session_idle = \"10m\"\nsession_max = \"1h\"", now: clk.Now})
+	e.vm("web-1", "564d0000-0000-0000-0000-000000000001", "com1")
+	c := e.client()
+	c.login("alice", alicePW)
+	clk.advance(9 * time.Minute)
+	if resp, _ := c.do("GET", "api/session", nil, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after 9 idle minutes: %s", resp.Status)
+	}
+	clk.advance(10 * time.Minute) // 10 minutes since the last request
+	if resp, _ := c.do("GET", "api/session", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("after 10 idle minutes: %s", resp.Status)
+	}
+
+	c.login("alice", alicePW)
+	id := c.entry("web-1").ID
+	w, _, err := c.dial("ws/console/"+id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.expect("replay-end")
+	clk.advance(30 * time.Minute) // idle, but a console is open
+	if resp, _ := c.do("GET", "api/session", nil, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("idle with a console open: %s", resp.Status)
+	}
+	clk.advance(31 * time.Minute) // past session_max
+	if code, _ := w.closed(); code != 4401 {
+		t.Fatalf("at session_max: close %d, want 4401", code)
+	}
+	if resp, _ := c.do("GET", "api/session", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("after session_max: %s", resp.Status)
+	}
+	e.waitClients("web-1", 0)
+}
+
+// TestSessionFollowsUsers: a reload that changes a user's password or
+// removes the user ends their web sessions and closes their consoles;
+// one that narrows their rights downgrades or closes what they have open.
+func TestSessionFollowsUsers(t *testing.T) {
+	e := newEnv(t, "")
+	e.vm("web-1", "564d0000-0000-0000-0000-000000000001", "com1")
+	e.vm("db-1", "564d0000-0000-0000-0000-000000000002", "com1")
+	alice, carol := e.client(), e.client()
+	alice.login("alice", alicePW)
+	carol.login("carol", carolPW)
+	aw, _, err := alice.dial("ws/console/"+alice.entry("web-1").ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := aw.expect("hello"); h["mode"] != "read-write" {
+		t.Fatalf("alice's hello %v", h)
+	}
+	cw, _, err := carol.dial("ws/console/"+carol.entry("db-1").ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cw.expect("replay-end")
+
+	// The reload: alice only watches web-*, carol gets a new password.
+	src := strings.Replace(strings.Replace(e.cfgText,
+		`access = [{vm = "*", mode = "rw"}]`, `access = [{vm = "web-*", mode = "ro"}]`, 1),
+		e.hashes["carol"], hash(t, "carol-new"), 1)
+	cfg, err := configs.Parse("reload.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.hub.SetUsers(cfg)
+	if m, _ := aw.expect("mode"); m["mode"] != "read-only" {
+		t.Fatalf("alice after the reload: %v", m)
+	}
+	if code, _ := cw.closed(); code != 4401 {
+		t.Fatalf("carol after her password changed: close %d, want 4401", code)
+	}
+	if resp, _ := carol.do("GET", "api/consoles", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("carol's session after the reload: %s", resp.Status)
+	}
+	if l := alice.list(); len(l.Consoles) != 1 || l.Consoles[0].Right != "ro" {
+		t.Fatalf("alice's list after the reload: %+v", l.Consoles)
+	}
+}
+
+// TestMaxConsoles: [web] max_consoles bounds the consoles one user has
+// open at once, over all their sessions.
+func TestMaxConsoles(t *testing.T) {
+	e := newEnv(t, "max_consoles = 2")
+	e.vm("web-1", "564d0000-0000-0000-0000-000000000001", "com1")
+	a, b := e.client(), e.client()
+	a.login("alice", alicePW)
+	b.login("alice", alicePW)
+	id := a.entry("web-1").ID
+	for _, c := range []*client{a, b} {
+		w, _, err := c.dial("ws/console/"+id+"?mode=ro", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.expect("hello")
+	}
+	w, _, err := a.dial("ws/console/"+id+"?mode=ro", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, reason := w.closed(); code != 4429 || !strings.Contains(reason, "max_consoles") {
+		t.Fatalf("third console: %d %q", code, reason)
 	}
 }
