@@ -121,7 +121,7 @@ type RemoteCounters struct {
 
 // Listener is one listening socket of the bridge.
 type Listener struct {
-	Kind string `json:"kind"` // vspc (telnet), vspc-tls (telnets), admin
+	Kind string `json:"kind"` // vspc (telnet), vspc-tls (telnets), admin, web (the web console)
 	Addr string `json:"addr"` // the bound address
 	// URI is what ESXi is given as the proxy URI for this listener; for a
 	// TLS listener it carries the certificate's thumbprint

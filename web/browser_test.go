@@ -320,9 +320,6 @@ func TestBrowserConsole(t *testing.T) {
 		!strings.HasPrefix(rows[2], "web-sw 564d0000-0000-0000-0000-000000000003 | "+swSvc+" | attached | "+swSvc+" up") {
 		t.Fatalf("alice's list:\n%s", strings.Join(rows, "\n"))
 	}
-	if *updateScreenshot {
-		alice.screenshot("web-console-list.png")
-	}
 	// The filter narrows it.
 	alice.do("filter", chromedp.SendKeys(chromedp.ID("filter"), "web"))
 	if n := eval[int](alice, `document.querySelectorAll('#consoles-body tr').length`); n != 2 {
@@ -399,6 +396,10 @@ func TestBrowserConsole(t *testing.T) {
 	// bob watches the switch joined to web-sw: what the device says
 	// shows, both ways when he asks; his typing reaches nothing.
 	bob.do("back to the list", chromedp.Click(chromedp.CSS("a.back")), chromedp.WaitVisible(chromedp.ID("view-list")))
+	if *updateScreenshot {
+		bob.waitJS("the list to show alice attached", `window.vspc.list.find(c => c.vm === 'web-1').users.map(u => u.user).join() === 'alice'`)
+		bob.screenshot("web-console-list.png")
+	}
 	bob.openConsole("web-sw", "") // its "open" link is Watch
 	if v := eval[string](bob, `window.vspc.con.modeName + ' ' + document.getElementById('btn-break').hidden + ' ' + document.getElementById('watch-dir').hidden`); v != "watch true false" {
 		t.Fatalf("bob's watch view: %q", v)
