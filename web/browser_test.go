@@ -151,6 +151,18 @@ func eval[T any](p *page, expr string) T {
 	return v
 }
 
+// evalAwait evaluates a JavaScript expression whose value is a promise.
+func evalAwait[T any](p *page, expr string) T {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, testwait.Timeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		p.t.Fatalf("%s: %s: %v", p.name, expr, err)
+	}
+	return v
+}
+
 // waitJS waits until a JavaScript expression is true in the page.
 func (p *page) waitJS(what, expr string) {
 	p.t.Helper()
@@ -231,6 +243,33 @@ func (p *page) openConsole(vm, mode string) {
 		chromedp.WaitVisible(chromedp.ID("view-console")),
 	)
 	p.waitJS("the console to be attached and replayed", `window.vspc.con && window.vspc.con.connected && window.vspc.con.replayDone`)
+}
+
+// readUntil reads r until the byte end and returns what it read.
+func readUntil(t *testing.T, r io.Reader, end byte) string {
+	t.Helper()
+	done := make(chan string, 1)
+	go func() {
+		var got []byte
+		b := make([]byte, 1)
+		for {
+			if _, err := r.Read(b); err != nil {
+				done <- string(got) + " (" + err.Error() + ")"
+				return
+			}
+			if got = append(got, b[0]); b[0] == end {
+				done <- string(got)
+				return
+			}
+		}
+	}()
+	select {
+	case s := <-done:
+		return s
+	case <-time.After(testwait.Timeout):
+		t.Fatalf("no %q from the VM", end)
+		return ""
+	}
 }
 
 // cspViolations returns what the page's CSP listener recorded.
@@ -360,6 +399,14 @@ func TestBrowserConsole(t *testing.T) {
 		t.Fatalf("bob's page sent %d bytes", n)
 	}
 
+	// The VM asks the terminal where its cursor is (DSR): alice's
+	// terminal answers, bob's (read-only) answer goes nowhere; the next
+	// thing the VM gets after alice's answer is alice's paste below.
+	vm.Write([]byte("\x1b[6n"))
+	if ans := readUntil(t, vm, 'R'); !strings.HasPrefix(ans, "\x1b[") || !strings.Contains(ans, ";") {
+		t.Fatalf("the VM got %q, want a cursor position report", ans)
+	}
+
 	// BREAK and paste from alice's toolbar.
 	alice.do("send BREAK", chromedp.Click(chromedp.ID("btn-break")))
 	testwait.For(t, "the VM to get a BREAK", func() bool { return vm.Breaks() == 1 })
@@ -377,6 +424,16 @@ func TestBrowserConsole(t *testing.T) {
 	alice.do("fill the clipboard", chromedp.Evaluate[chromedp.Void](`navigator.clipboard.writeText('echo pasted\n')`, chromedp.EvalAwaitPromise))
 	alice.do("paste", chromedp.Click(chromedp.ID("btn-paste")))
 	readExactly(t, vm, "echo pasted\r")
+	// Guest output is untrusted: an OSC 52 clipboard write and an OSC 0
+	// title change do nothing.
+	vm.Write([]byte("\x1b]52;c;ZXZpbA==\x07\x1b]0;pwned\x07after escapes\r\n"))
+	alice.waitScreen("after escapes")
+	if clip := evalAwait[string](alice, `navigator.clipboard.readText()`); clip != "echo pasted\n" {
+		t.Fatalf("the clipboard after OSC 52: %q", clip)
+	}
+	if title := eval[string](alice, `document.title`); title != "web-1 — vspc-bridge" {
+		t.Fatalf("the title after OSC 0: %q", title)
+	}
 
 	if *updateScreenshot {
 		alice.screenshot("web-console.png")
@@ -390,6 +447,8 @@ func TestBrowserConsole(t *testing.T) {
 	alice.waitJS("alice to reconnect", `window.vspc.con.connected && window.vspc.con.replayDone`)
 	bob.waitJS("bob to reconnect", `window.vspc.con.connected && window.vspc.con.replayDone`)
 	alice.waitScreen("up 42 days")
+	// The replayed scrollback holds the DSR query: neither terminal's
+	// answer reaches the VM, only what alice types next.
 	alice.typeKeys("id\r")
 	readExactly(t, vm, "id\r")
 

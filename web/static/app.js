@@ -5,7 +5,8 @@
 // names, console output) is untrusted text: it is set with textContent or
 // written to the terminal, never parsed as HTML. The terminal's window
 // title is never set from guest output, and no clipboard addon is loaded
-// (guest OSC 52 cannot write the clipboard).
+// (guest OSC 52 cannot write the clipboard); links the guest prints open
+// only as http(s), after a confirmation, in a tab that cannot reach this one.
 'use strict';
 (function () {
   const $ = (id) => document.getElementById(id);
@@ -299,6 +300,9 @@
       theme: { background: '#101418' },
       rightClickSelectsWord: true,
       macOptionIsMeta: true,
+      // Links the guest prints (OSC 8) are untrusted: http(s) only, after
+      // a confirmation, in a new tab that cannot reach this page.
+      linkHandler: { activate: openGuestLink, allowNonHttpProtocols: false },
     });
     const fit = new FitAddon.FitAddon();
     const search = new SearchAddon.SearchAddon();
@@ -321,6 +325,19 @@
     updateButtons(con);
     connect(con);
     term.focus();
+  }
+
+  function openGuestLink(ev, uri) {
+    let u;
+    try {
+      u = new URL(uri);
+    } catch (e) {
+      return;
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') return;
+    if (confirm('The console output links to\n\n' + u.href + '\n\nOpen it in a new tab?')) {
+      window.open(u.href, '_blank', 'noopener,noreferrer');
+    }
   }
 
   function refit(con) {
