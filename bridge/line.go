@@ -25,8 +25,9 @@ func (l *link) device() (dev rfc2217.Port, ok bool) {
 
 // SetSettings implements rfc2217.Port. While the device is away a fixed
 // line answers as it does when the device is there (l.fixed is the very
-// value the device answers with), and other kinds answer with what will be
-// applied when the device comes back.
+// value the device answers with), and other kinds (an nport target with a
+// command port among them) answer with what will be applied when the
+// device comes back.
 func (l *link) SetSettings(ctx context.Context, s rfc2217.Settings) (rfc2217.Settings, error) {
 	l.mu.Lock()
 	l.settings = s.Merge(l.settings)
@@ -36,7 +37,7 @@ func (l *link) SetSettings(ctx context.Context, s rfc2217.Settings) (rfc2217.Set
 	switch {
 	case dev != nil:
 		return dev.SetSettings(ctx, s)
-	case l.fixed != nil:
+	case l.fixed != nil && l.target.FixedLine():
 		return l.fixed.SetSettings(ctx, s)
 	}
 	return want, nil // applied on reconnect
@@ -78,4 +79,24 @@ func (l *link) ModemState(ctx context.Context) (rfc2217.ModemState, error) {
 		return 0, nil
 	}
 	return dev.ModemState(ctx)
+}
+
+// lineStater is a device that reports line events (an NPort's command
+// port): parity and framing errors, overruns, BREAK received.
+type lineStater interface {
+	LineState(ctx context.Context) (rfc2217.LineState, error)
+}
+
+// LineState passes on the line events the device reported since the last
+// call (vspc notifies the guest under its line-state mask); none while the
+// device is away or for devices that report none.
+func (l *link) LineState(ctx context.Context) (rfc2217.LineState, error) {
+	dev, ok := l.device()
+	if !ok {
+		return 0, nil
+	}
+	if ls, ok := dev.(lineStater); ok {
+		return ls.LineState(ctx)
+	}
+	return 0, nil
 }

@@ -127,9 +127,10 @@ func (l *link) attempt(ctx context.Context) {
 	}
 	l.setState("connecting", "")
 	// Initial is the route's settings (for tcp/telnet kinds: what the
-	// device server is configured to, and the answer of l.fixed); the
-	// guest's own settings are re-applied once the device is open.
-	opts := devices.Options{Initial: l.initial, Line: l.fixed, Logger: l.logger(), DialTimeout: l.dialTimeout}
+	// device server is configured to, and the answer of l.fixed). Guest
+	// is what the guest set before this (re)connect: the device applies
+	// it over Initial beside the data, so that data never waits for it.
+	opts := devices.Options{Initial: l.initial, Guest: l.guestSettings(), Line: l.fixed, Logger: l.logger(), DialTimeout: l.dialTimeout}
 	if !l.trusted {
 		opts.Dial = l.b.policyDial
 	}
@@ -152,13 +153,6 @@ func (l *link) attempt(ctx context.Context) {
 		return
 	}
 	l.attempts++
-	if guest := l.guestSettings(); guest != (rfc2217.Settings{}) {
-		sctx, cancel := context.WithTimeout(ctx, l.dialTimeout)
-		if _, err := dev.SetSettings(sctx, guest); err != nil {
-			l.logger().Warn("re-applying the guest's line settings after reconnect", "settings", guest.String(), "err", err)
-		}
-		cancel()
-	}
 	switch err = l.up(dev); {
 	case errors.Is(err, ErrLinkClosed):
 		dev.Close()

@@ -133,7 +133,16 @@ func Open(ctx context.Context, t target.Target, opts Options) (Device, error) {
 	case target.KindRFC2217:
 		return openRFC2217(ctx, t, opts.Guest.Merge(initial), &opts, log)
 	case target.KindSerial:
-		return openSerial(ctx, t, opts.Guest.Merge(initial), log)
+		d, err := openSerial(ctx, t, initial, log)
+		if err != nil || opts.Guest == (rfc2217.Settings{}) {
+			return d, err
+		}
+		// A local tty takes them at once; one it refuses is no reason
+		// to fail the open (the guest is told what is in effect).
+		if _, err := d.SetSettings(ctx, opts.Guest); err != nil {
+			log.Warn("devices: applying the guest's line settings", "settings", opts.Guest.String(), "err", err)
+		}
+		return d, nil
 	}
 	return nil, fmt.Errorf("devices: cannot open %q: unknown kind %v", t.Raw, t.Kind)
 }

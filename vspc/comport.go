@@ -79,9 +79,18 @@ func (p *Port) comRequest(payload []byte) []byte {
 	return reply
 }
 
+// lineStater is a LineBackend whose device reports line events (parity,
+// framing, overrun, BREAK received; an NPort's command port does): each
+// call returns those since the last call.
+type lineStater interface {
+	LineState(ctx context.Context) (rfc2217.LineState, error)
+}
+
 // startModemPoll starts, once, the goroutine that reports the device's
-// modem state to the VM (NOTIFY-MODEMSTATE per the VM's mask). Devices
-// that cannot tell (raw TCP, telnet) are not polled: idle ports use no CPU.
+// modem state to the VM (NOTIFY-MODEMSTATE per the VM's mask), and its
+// line events where it has them (NOTIFY-LINESTATE per the VM's line-state
+// mask). Devices that cannot tell (raw TCP, telnet) are not polled: idle
+// ports use no CPU.
 func (p *Port) startModemPoll() {
 	if p.polling {
 		return
@@ -103,6 +112,12 @@ func (p *Port) startModemPoll() {
 			}
 			ctx, cancel := context.WithTimeout(p.srv.ctx, modemPoll)
 			ms, err := p.line().ModemState(ctx)
+			var line rfc2217.LineState
+			if ls, ok := p.line().(lineStater); ok && err == nil {
+				if l, lerr := ls.LineState(ctx); lerr == nil {
+					line = l
+				}
+			}
 			cancel()
 			if errors.Is(err, rfc2217.ErrNotSupported) {
 				return
@@ -111,7 +126,7 @@ func (p *Port) startModemPoll() {
 				continue
 			}
 			p.comMu.Lock()
-			msg := p.com.Notify(nil, 0, ms)
+			msg := p.com.Notify(nil, line, ms)
 			p.comMu.Unlock()
 			if len(msg) > 0 {
 				if p.sendRaw(msg) != nil {

@@ -1,0 +1,268 @@
+package bridge_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/aspp"
+	"github.com/vspc-bridge/vspc-bridge/bridge"
+	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
+	"github.com/vspc-bridge/vspc-bridge/rfc2217"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
+)
+
+// warnings counts warn-level records and passes every record on.
+type warnings struct {
+	slog.Handler
+	mu   *sync.Mutex
+	msgs *[]string // guarded by mu
+}
+
+func (w warnings) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		w.mu.Lock()
+		*w.msgs = append(*w.msgs, r.Message)
+		w.mu.Unlock()
+	}
+	return w.Handler.Handle(ctx, r)
+}
+
+func (w warnings) WithAttrs(a []slog.Attr) slog.Handler {
+	return warnings{Handler: w.Handler.WithAttrs(a), mu: w.mu, msgs: w.msgs}
+}
+
+func (w warnings) WithGroup(g string) slog.Handler {
+	return warnings{Handler: w.Handler.WithGroup(g), mu: w.mu, msgs: w.msgs}
+}
+
+func (w warnings) list() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), *w.msgs...)
+}
+
+// startCounting is start with a logger that counts warnings.
+func startCounting(t *testing.T, toml string) (string, *bridge.Bridge, warnings) {
+	t.Helper()
+	cfg, err := configs.Parse("test.toml", []byte(toml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := warnings{Handler: devicetest.Logger(t).Handler(), mu: &sync.Mutex{}, msgs: new([]string)}
+	log := slog.New(w)
+	br := bridge.New(cfg, log)
+	srv := vspc.NewServer(vspc.Config{Bridger: br, Logger: log, GracePeriod: 5 * time.Second})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done; srv.Close(); br.Close() })
+	return ln.Addr().String(), br, w
+}
+
+// routerVM is a VM that identifies itself completely (no warnings about
+// its identification to count).
+func routerVM() vspctest.VM {
+	v := vm("router", "router-1", vspc.DirServer)
+	v.BIOSUUID = "42112233-4455-6677-8899-aabbccddeeff"
+	v.LocUUID = "56112233-4455-6677-8899-aabbccddeeff"
+	return v
+}
+
+// setLine sends the four RFC 2217 settings requests and checks that each
+// answer is the value asked for.
+func setLine(t *testing.T, c *vspctest.Conn, b uint32, data, parity, stop byte) {
+	t.Helper()
+	ctx := t.Context()
+	reply, err := c.ComPort(ctx, baud(b))
+	if err != nil || binary.BigEndian.Uint32(reply[1:]) != b {
+		t.Fatalf("SET-BAUDRATE %d: % x, %v", b, reply, err)
+	}
+	for _, req := range [][]byte{
+		{byte(rfc2217.SetDatasize), data},
+		{byte(rfc2217.SetParity), parity},
+		{byte(rfc2217.SetStopsize), stop},
+	} {
+		reply, err := c.ComPort(ctx, req)
+		if err != nil || len(reply) < 2 || reply[1] != req[1] {
+			t.Fatalf("%v %d: % x, %v", rfc2217.Command(req[0]), req[1], reply, err)
+		}
+	}
+}
+
+// bothWays checks that bytes flow VM → serial device and back.
+func bothWays(t *testing.T, c *vspctest.Conn, tty *os.File, tag string) {
+	t.Helper()
+	out := []byte(tag + " to the device \xff\x00\r\n")
+	if _, err := c.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFull(t, tty, len(out)); !bytes.Equal(got, out) {
+		t.Fatalf("%s: device got %q", tag, got)
+	}
+	in := []byte(tag + " to the VM \xff\x13")
+	if _, err := tty.Write(in); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFull(t, c, len(in)); !bytes.Equal(got, in) {
+		t.Fatalf("%s: VM got %q", tag, got)
+	}
+}
+
+// nextNotify returns the next NOTIFY of kind code (106 or 107) from the
+// proxy for which ok holds, skipping others.
+func nextNotify(t *testing.T, c *vspctest.Conn, code rfc2217.Command, ok func(byte) bool) byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), testwait.Timeout)
+	defer cancel()
+	for {
+		m, err := c.NextCom(ctx)
+		if err != nil {
+			t.Fatalf("waiting for %v: %v", code, err)
+		}
+		if len(m) == 2 && rfc2217.Command(m[0]) == code && ok(m[1]) {
+			return m[1]
+		}
+	}
+}
+
+// TestNPortGuestLineControl (issue 14): a guest that sets 57600 7E2, then
+// 115200 8N1 through COM-PORT-OPTION on an nport:// device gets the
+// NPort's answers; the simulated NPort's pty takes each setting (stty),
+// bytes flow both ways at each, and a DCD change and a parity error the
+// NPort reports reach the guest as NOTIFY-MODEMSTATE and NOTIFY-LINESTATE.
+func TestNPortGuestLineControl(t *testing.T) {
+	sim := devicetest.StartNPort(t, devicetest.NPortOptions{Modem: aspp.Modem{DSR: true, CTS: true}})
+	_, cmd, _ := net.SplitHostPort(sim.CmdAddr)
+	addr, br, warns := startCounting(t, fmt.Sprintf(`
+[vspc]
+listen = "127.0.0.1:0"
+[[route]]
+name = "router"
+service = "router-*"
+device = "nport://%s?cmd=%s"
+settings = "9600 8N1"
+`, sim.DataAddr, cmd))
+	c, err := vspctest.Dial(t.Context(), addr, routerVM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.EnableComPort(); err != nil {
+		t.Fatal(err)
+	}
+	tty, err := os.OpenFile(sim.TTY, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	testwait.For(t, "the NPort's session with the route's 9600", func() bool {
+		cmd, data := sim.Connected()
+		return cmd && data && sim.State().TxFIFO != 0
+	})
+
+	for _, step := range []struct {
+		baud               uint32
+		data, parity, stop byte
+		mode, stty         string
+	}{
+		{57600, 7, byte(rfc2217.ParityEven), byte(rfc2217.Stop2), "7E2", "cstopb"},
+		{115200, 8, byte(rfc2217.ParityNone), byte(rfc2217.Stop1), "8N1", "-cstopb"},
+	} {
+		setLine(t, c, step.baud, step.data, step.parity, step.stop)
+		out := devicetest.Stty(t, sim.UART)
+		if !strings.Contains(out, fmt.Sprintf("speed %d baud", step.baud)) || !devicetest.SttyHas(out, step.stty) {
+			t.Errorf("%s: stty on the NPort's pty:\n%s", step.mode, out)
+		}
+		if st := sim.State(); st.Baud != step.baud || st.Mode.String() != step.mode {
+			t.Errorf("%s: the NPort has %d %v", step.mode, st.Baud, st.Mode)
+		}
+		bothWays(t, c, tty, step.mode)
+	}
+
+	// Modem and line events from the NPort, under the guest's masks
+	// (modem: RFC default 255; line: the guest asks for errors).
+	// The guest's first report: DSR and CTS from the PORT_INIT answer, no
+	// carrier. Then the NPort reports carrier: CD with ΔCD.
+	nextNotify(t, c, rfc2217.NotifyModemstate.Reply(), func(v byte) bool {
+		return rfc2217.ModemState(v)&rfc2217.ModemLines == rfc2217.ModemDSR|rfc2217.ModemCTS
+	})
+	sim.SetModem(aspp.Modem{DSR: true, CTS: true, DCD: true})
+	nextNotify(t, c, rfc2217.NotifyModemstate.Reply(), func(v byte) bool {
+		return rfc2217.ModemState(v)&(rfc2217.ModemCD|rfc2217.ModemDeltaCD) == rfc2217.ModemCD|rfc2217.ModemDeltaCD
+	})
+	if reply, err := c.ComPort(t.Context(), []byte{byte(rfc2217.SetLinestateMask), byte(rfc2217.LineParity | rfc2217.LineBreak)}); err != nil || reply[1] != byte(rfc2217.LineParity|rfc2217.LineBreak) {
+		t.Fatalf("SET-LINESTATE-MASK: % x, %v", reply, err)
+	}
+	sim.InjectEvents(aspp.EventParity | aspp.EventFraming)
+	if v := nextNotify(t, c, rfc2217.NotifyLinestate.Reply(), func(v byte) bool { return v != 0 }); rfc2217.LineState(v) != rfc2217.LineParity {
+		t.Errorf("NOTIFY-LINESTATE %v, want PARITY-ERROR (framing is masked)", rfc2217.LineState(v))
+	}
+
+	devs := br.Devices()
+	if len(devs) != 1 || devs[0].State != "up" || devs[0].Mismatch != "" || devs[0].Settings != "115200 8N1" {
+		t.Errorf("status %+v", devs)
+	}
+	if w := warns.list(); len(w) != 0 {
+		t.Errorf("warnings: %q", w)
+	}
+}
+
+// TestNPortCommandPortClosed (issue 14): with the NPort's command port
+// closed ("Allow driver control" off) the VM still exchanges data, the
+// guest is answered with the route's settings, and one warning is logged.
+func TestNPortCommandPortClosed(t *testing.T) {
+	sim := devicetest.StartNPort(t, devicetest.NPortOptions{NoCommandPort: true})
+	_, cmd, _ := net.SplitHostPort(sim.CmdAddr)
+	addr, br, warns := startCounting(t, fmt.Sprintf(`
+[vspc]
+listen = "127.0.0.1:0"
+[[route]]
+name = "router"
+service = "router-*"
+device = "nport://%s?cmd=%s"
+settings = "9600 8N1"
+`, sim.DataAddr, cmd))
+	c, err := vspctest.Dial(t.Context(), addr, routerVM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.EnableComPort(); err != nil {
+		t.Fatal(err)
+	}
+	tty, err := os.OpenFile(sim.TTY, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	testwait.For(t, "the data connection", func() bool { _, data := sim.Connected(); return data })
+	for _, b := range []uint32{57600, 115200} {
+		reply, err := c.ComPort(t.Context(), baud(b))
+		if err != nil || binary.BigEndian.Uint32(reply[1:]) != 9600 {
+			t.Fatalf("SET-BAUDRATE %d answered % x, %v; want the route's 9600", b, reply, err)
+		}
+		bothWays(t, c, tty, fmt.Sprint(b))
+	}
+	if devs := br.Devices(); len(devs) != 1 || !strings.Contains(devs[0].Mismatch, "115200") {
+		t.Errorf("status %+v", devs)
+	}
+	if w := warns.list(); len(w) != 1 || !strings.Contains(w[0], "command port") {
+		t.Errorf("warnings %q, want one about the command port", w)
+	}
+}
