@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/devices/target"
@@ -181,8 +182,14 @@ type ident struct {
 
 // wrap names the device in err, a failure of what ("read", "DTR", …):
 // once the owner closed the device it is an error wrapping ErrClosed
-// (whatever the I/O said about it); a read that met the peer's end is
-// io.EOF itself; anything else is "devices: KIND ADDR: what: err".
+// (whatever the I/O said about it); a read that met the peer's orderly
+// end is io.EOF itself, and one that met its reset wraps io.EOF and
+// ECONNRESET; anything else is "devices: KIND ADDR: what: err".
+//
+// A reset is the peer's end too: a peer that closes with our bytes unread
+// resets the connection, and whether our Read then sees ECONNRESET or a
+// plain end depends on whether a Write of ours took the error first (the
+// kernel reports it once). Wrapping io.EOF gives both the same meaning.
 func (id *ident) wrap(what string, err error) error {
 	switch {
 	case err == nil:
@@ -191,6 +198,8 @@ func (id *ident) wrap(what string, err error) error {
 		return fmt.Errorf("devices: %s %s: %w", id.kind, id.addr, ErrClosed)
 	case what == "read" && errors.Is(err, io.EOF):
 		return io.EOF
+	case what == "read" && errors.Is(err, syscall.ECONNRESET):
+		return fmt.Errorf("devices: %s %s: read: %w (%w)", id.kind, id.addr, io.EOF, err)
 	}
 	return fmt.Errorf("devices: %s %s: %s: %w", id.kind, id.addr, what, err)
 }

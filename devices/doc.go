@@ -76,8 +76,9 @@
 //
 // Open fails fast with an error naming the kind and address; retrying with
 // backoff is the bridge's job. Read returns io.EOF (or an error naming the
-// device) when the device goes away, and an error wrapping ErrClosed (which
-// also matches net.ErrClosed) after Close. go.bug.st/serial quirks are
+// device) when the device goes away; a peer's reset wraps io.EOF too, as
+// the same event reads as a plain end when a Write took the reset first.
+// After Close, errors wrap ErrClosed (which also matches net.ErrClosed). go.bug.st/serial quirks are
 // normalised here: its (0, nil) read timeouts never surface, and its
 // PortError (which has no Unwrap) becomes io.EOF when the tty hung up or a
 // wrapped error naming the device.

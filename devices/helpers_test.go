@@ -1,6 +1,7 @@
 package devices
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -86,8 +88,8 @@ func exchangeDirs(t *testing.T, dev io.ReadWriter, far io.ReadWriter, a, b []byt
 	go func() { wg.Wait(); close(finished) }()
 	select {
 	case <-finished:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("exchange of %d and %d bytes stuck after 20s", len(a), len(b))
+	case <-time.After(testwait.Timeout):
+		t.Fatalf("exchange of %d and %d bytes stuck after %v", len(a), len(b), testwait.Timeout)
 	}
 	close(res)
 	for r := range res {
@@ -135,9 +137,10 @@ func (h *logRecorder) count(level slog.Level, msg string) int {
 	return n
 }
 
-// readErrWithin reads from r until it fails and returns the error, or
-// fails the test if r is still delivering or blocked after d.
-func readErrWithin(t *testing.T, r io.Reader, d time.Duration) error {
+// readErr reads from r until it fails and returns the error. It fails the
+// test if r is still delivering or blocked after testwait.Timeout: how
+// promptly a device notices is not a unit test's business.
+func readErr(t *testing.T, r io.Reader) error {
 	t.Helper()
 	errc := make(chan error, 1)
 	go func() {
@@ -152,10 +155,31 @@ func readErrWithin(t *testing.T, r io.Reader, d time.Duration) error {
 	select {
 	case err := <-errc:
 		return err
-	case <-time.After(d):
-		t.Fatalf("Read did not fail within %v", d)
+	case <-time.After(testwait.Timeout):
+		t.Fatalf("Read did not fail within %v", testwait.Timeout)
 		return errors.New("unreachable")
 	}
+}
+
+// waitBlocked waits until a goroutine whose stack holds frame (a function
+// name, such as "devices.checkClose.func1") is blocked: in a channel
+// operation, a lock, the network poller or a system call, not running.
+// It is how a test knows a Read or Write is pending before it acts on
+// it, without sleeping.
+func waitBlocked(t *testing.T, frame string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	testwait.For(t, "a goroutine blocked in "+frame, func() bool {
+		n := runtime.Stack(buf, true)
+		for g := range bytes.SplitSeq(buf[:n], []byte("\n\n")) {
+			header, _, _ := bytes.Cut(g, []byte("\n"))
+			if bytes.Contains(g, []byte(frame+"(")) &&
+				!bytes.Contains(header, []byte("[running]")) && !bytes.Contains(header, []byte("[runnable]")) {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 func mustParse(t *testing.T, uri string) target.Target {
@@ -176,7 +200,7 @@ func checkClose(t *testing.T, dev Device) {
 		_, err := dev.Read(make([]byte, 10))
 		errc <- err
 	}()
-	time.Sleep(50 * time.Millisecond) // let the Read block
+	waitBlocked(t, "devices.checkClose.func1")
 	if err := dev.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
@@ -185,7 +209,7 @@ func checkClose(t *testing.T, dev Device) {
 		if !errors.Is(err, ErrClosed) || !errors.Is(err, net.ErrClosed) {
 			t.Errorf("Read pending at Close returned %v, want ErrClosed", err)
 		}
-	case <-time.After(2 * time.Second):
+	case <-time.After(testwait.Timeout):
 		t.Fatal("Close did not unblock Read")
 	}
 	if err := dev.Close(); err != nil {

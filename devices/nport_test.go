@@ -320,7 +320,7 @@ func TestNPortCommandConnectionLost(t *testing.T) {
 	d := openSimNPort(t, sim, nportOpen{}, devicetest.Logger(t))
 	testwait.For(t, "both connections", func() bool { c, dt := sim.Connected(); return c && dt })
 	sim.DropSession()
-	err := readErrWithin(t, d, testwait.Timeout)
+	err := readErr(t, d)
 	if err == nil || errors.Is(err, ErrClosed) {
 		t.Fatalf("Read after the session was dropped: %v", err)
 	}

@@ -64,17 +64,15 @@ func TestRFC2217PyserialModemLines(t *testing.T) {
 
 	waitModem := func(want rfc2217.ModemState) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second) // the example polls its lines once a second
+		// The example server polls its lines once a second.
 		var m rfc2217.ModemState
 		var err error
-		for time.Now().Before(deadline) {
+		if !testwait.Until(t, testwait.Timeout, func() bool {
 			m, err = dev.ModemState(ctx)
-			if err == nil && m&(rfc2217.ModemDSR|rfc2217.ModemCTS) == want {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
+			return err == nil && m&(rfc2217.ModemDSR|rfc2217.ModemCTS) == want
+		}) {
+			t.Fatalf("modem state %v (%v), want DSR|CTS bits %v", m, err, want)
 		}
-		t.Fatalf("modem state %v (%v), want DSR|CTS bits %v", m, err, want)
 	}
 	for _, on := range []bool{false, true, false} {
 		if err := dev.SetDTR(ctx, on); err != nil {
@@ -150,7 +148,7 @@ func TestRFC2217FaultRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Stop()
-	err = readErrWithin(t, dev, 3*time.Second)
+	err = readErr(t, dev)
 	if errors.Is(err, ErrClosed) {
 		t.Errorf("Read error %v claims we closed the device", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"go.bug.st/serial"
 
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 )
 
 // quirkyPort is a go.bug.st/serial Port whose Read replays a script, to
@@ -91,10 +92,11 @@ func TestSerialCloseUnblocksWrite(t *testing.T) {
 		_, err := dev.Write(make([]byte, 16<<20))
 		errc <- err
 	}()
+	waitBlocked(t, "devices.(*serialDevice).Write")
 	select {
 	case err := <-errc:
-		t.Fatalf("16 MiB Write into an undrained pty returned early: %v", err)
-	case <-time.After(300 * time.Millisecond):
+		t.Fatalf("16 MiB Write into an undrained pty returned: %v", err)
+	default:
 	}
 	dev.Close()
 	select {
@@ -102,7 +104,7 @@ func TestSerialCloseUnblocksWrite(t *testing.T) {
 		if !errors.Is(err, ErrClosed) {
 			t.Errorf("blocked Write after Close: %v, want ErrClosed", err)
 		}
-	case <-time.After(2 * time.Second):
+	case <-time.After(testwait.Timeout):
 		t.Fatal("Close did not unblock Write")
 	}
 }

@@ -10,10 +10,12 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
@@ -109,6 +111,7 @@ func TestTCPFaultRestart(t *testing.T) {
 
 	talkCtx, stopTalking := context.WithCancel(t.Context())
 	var talker sync.WaitGroup
+	var talked atomic.Int64
 	defer talker.Wait()
 	defer stopTalking()
 	talker.Go(func() { // keep the device talking while it dies
@@ -116,13 +119,14 @@ func TestTCPFaultRestart(t *testing.T) {
 			if _, err := far.Write(payload(512, 5)); err != nil {
 				return
 			}
-			time.Sleep(time.Millisecond)
+			talked.Add(1)
+			time.Sleep(time.Millisecond) // paces the talker
 		}
 	})
-	time.Sleep(50 * time.Millisecond)
+	testwait.For(t, "the device to be talking", func() bool { return talked.Load() >= 4 })
 	start := time.Now()
 	srv.Stop()
-	err = readErrWithin(t, dev, 3*time.Second)
+	err = readErr(t, dev)
 	t.Logf("Read after the server died (%v later): %v", time.Since(start).Round(time.Millisecond), err)
 	if errors.Is(err, ErrClosed) {
 		t.Errorf("Read error %v claims we closed the device", err)
@@ -144,10 +148,10 @@ func TestTCPFaultRestart(t *testing.T) {
 		t.Fatalf("Open after restart: %v", err)
 	}
 	defer dev2.Close()
-	// Drain what the talker left in the pty, then check the path works.
+	// What the talker left in the pty may still arrive: exchangeMarked
+	// looks past it for its marker.
 	stopTalking()
 	talker.Wait()
-	time.Sleep(50 * time.Millisecond)
 	exchangeMarked(t, dev2, far)
 }
 
@@ -159,14 +163,16 @@ func exchangeMarked(t *testing.T, dev io.ReadWriter, far io.ReadWriter) {
 	if _, err := dev.Write(marker); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, far, marker)
+	readUntil(t, far, marker)
 	if _, err := far.Write(marker); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, dev, marker)
+	readUntil(t, dev, marker)
 }
 
-func waitFor(t *testing.T, r io.Reader, marker []byte) {
+// readUntil reads r until marker has come, failing the test if r fails
+// first or it has not come within testwait.Timeout.
+func readUntil(t *testing.T, r io.Reader, marker []byte) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {
@@ -190,8 +196,8 @@ func waitFor(t *testing.T, r io.Reader, marker []byte) {
 		if err != nil {
 			t.Fatalf("waiting for %q: %v", marker, err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatalf("marker %q did not arrive", marker)
+	case <-time.After(testwait.Timeout):
+		t.Fatalf("marker %q did not arrive within %v", marker, testwait.Timeout)
 	}
 }
 

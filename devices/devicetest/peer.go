@@ -16,14 +16,17 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 )
 
 // InstallHint says how to get the peers these launchers need.
 const InstallHint = "run scripts/install-test-peers.sh (Debian: apt-get install socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd)"
 
-// StartTimeout bounds how long a launcher waits for its peer to be ready.
-const StartTimeout = 10 * time.Second
+// StartTimeout bounds how long a launcher waits for its peer to be ready:
+// testwait's bound, since a peer that starts slowly on busy cores is not
+// a failure, and one that never starts is caught all the same.
+const StartTimeout = testwait.Timeout
 
 // CI reports whether the environment says we run under CI (CI=true), where
 // a missing peer is a failure, not a skip.
@@ -120,19 +123,24 @@ func (p *Peer) start() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
 	defer cancel()
-	for {
-		err := p.ready(ctx)
-		if err == nil {
-			return
-		}
+	var err error
+	exited := false
+	testwait.Until(p.t, StartTimeout, func() bool {
 		select {
 		case <-done:
-			p.t.Fatalf("devicetest: %s exited before it was ready (%v); output:\n%s", p.Name, cmd.ProcessState, p.out.String())
-		case <-ctx.Done():
-			p.Stop()
-			p.t.Fatalf("devicetest: %s not ready after %v: %v; output:\n%s", p.Name, StartTimeout, err, p.out.String())
-		case <-time.After(20 * time.Millisecond):
+			exited = true
+			return true
+		default:
 		}
+		err = p.ready(ctx)
+		return err == nil
+	})
+	switch {
+	case exited:
+		p.t.Fatalf("devicetest: %s exited before it was ready (%v); output:\n%s", p.Name, cmd.ProcessState, p.out.String())
+	case err != nil:
+		p.Stop()
+		p.t.Fatalf("devicetest: %s not ready after %v: %v; output:\n%s", p.Name, StartTimeout, err, p.out.String())
 	}
 }
 
