@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -64,8 +65,8 @@ func readFull(t *testing.T, r io.Reader, n int) []byte {
 		if err != nil {
 			t.Fatalf("read: %v", err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("read %d bytes: timed out", n)
+	case <-time.After(testwait.Timeout):
+		t.Fatalf("read %d bytes: nothing within %v", n, testwait.Timeout)
 	}
 	return b
 }
@@ -76,7 +77,7 @@ func readFull(t *testing.T, r io.Reader, n int) []byte {
 // 8-bit clean.
 func TestGuestSettingsReachLocalTTY(t *testing.T) {
 	pty := devicetest.StartSocatPTY(t)
-	addr, _, _ := start(t, fmt.Sprintf(`
+	addr, _, br := start(t, fmt.Sprintf(`
 [vspc]
 listen = "127.0.0.1:0"
 [[route]]
@@ -94,7 +95,10 @@ settings = "115200 8N1"
 	if err := c.EnableComPort(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond) // route's device opens in the background
+	// The route's device opens in the background. Until it is up the
+	// reply would be the request itself, and the termios check below a
+	// race.
+	waitState(t, br, "router", "up")
 	reply, err := c.ComPort(ctx, baud(57600))
 	if err != nil {
 		t.Fatal(err)
@@ -164,16 +168,12 @@ settings = "9600 8N1"
 	}
 	waitModem := func(want func(rfc2217.ModemState) bool, what string) {
 		t.Helper()
-		deadline := time.After(10 * time.Second)
+		ctx, cancel := context.WithTimeout(ctx, testwait.Timeout)
+		defer cancel()
 		for {
-			select {
-			case <-deadline:
-				t.Fatalf("no NOTIFY-MODEMSTATE with %s", what)
-			default:
-			}
 			m, err := c.NextCom(ctx)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("no NOTIFY-MODEMSTATE with %s: %v", what, err)
 			}
 			if len(m) == 2 && m[0] == byte(rfc2217.NotifyModemstate)+100 && want(rfc2217.ModemState(m[1])) {
 				return
@@ -219,18 +219,11 @@ settings = "115200 8N1"
 	if got := binary.BigEndian.Uint32(reply[1:]); got != 115200 {
 		t.Fatalf("NPort port answered baud %d, want the configured 115200", got)
 	}
-	// Status says what the guest asked for in vain (once the port is up).
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		devs := br.Devices()
-		if len(devs) == 1 && devs[0].Mismatch != "" && devs[0].Settings != "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status shows no settings mismatch: %+v", devs)
-		}
-		c.ComPort(ctx, baud(9600)) // ask again once the device is up
-		time.Sleep(50 * time.Millisecond)
+	// Status says what the guest asked for in vain, at once: the answer
+	// and the record are one FixedLine, whether the device is up yet or
+	// not.
+	if devs := br.Devices(); len(devs) != 1 || !strings.Contains(devs[0].Mismatch, "asked for 9600 8N1, line is fixed at 115200 8N1") || devs[0].Settings != "9600 ???" {
+		t.Fatalf("status shows no settings mismatch: %+v", devs)
 	}
 	other := vm("pdu-twin", "pdu-2", vspc.DirServer)
 	other.VCUUID = "50000000-0000-0000-0000-00000000beef"
@@ -242,7 +235,7 @@ settings = "115200 8N1"
 		t.Fatal(err)
 	}
 	defer tty.Close()
-	time.Sleep(200 * time.Millisecond)
+	waitState(t, br, "pdu", "up")
 	c.Write([]byte("status\r"))
 	if got := readFull(t, tty, 7); string(got) != "status\r" {
 		t.Fatalf("device got %q", got)
@@ -259,7 +252,7 @@ settings = "115200 8N1"
 func TestDeviceKilledAndRestarted(t *testing.T) {
 	pty := devicetest.StartSocatPTY(t)
 	s2n := devicetest.StartSer2net(t, "tcp", pty.B)
-	addr, _, _ := start(t, fmt.Sprintf(`
+	addr, _, br := start(t, fmt.Sprintf(`
 [vspc]
 listen = "127.0.0.1:0"
 [policy]
@@ -280,14 +273,21 @@ device = "tcp://%s"
 		t.Fatal(err)
 	}
 	defer tty.Close()
-	time.Sleep(300 * time.Millisecond)
+	waitState(t, br, "con", "up")
 	c.Write([]byte("one"))
 	if got := readFull(t, tty, 3); string(got) != "one" {
 		t.Fatalf("device got %q", got)
 	}
 	s2n.Stop()
-	time.Sleep(300 * time.Millisecond)
-	c.Write([]byte("two"))
+	testwait.For(t, "the link to see the device gone", func() bool {
+		d, ok := deviceOf(br, "con")
+		return ok && d.State != "up"
+	})
+	c.Write([]byte("two")) // held in the backlog while the device is away
+	testwait.For(t, "the VM's bytes in the backlog", func() bool {
+		d, ok := deviceOf(br, "con")
+		return ok && d.Backlog == 3
+	})
 	s2n.Restart(t)
 	if got := readFull(t, tty, 3); string(got) != "two" {
 		t.Fatalf("after restart device got %q", got)
@@ -407,19 +407,11 @@ func TestObserverSeesConsoles(t *testing.T) {
 	}
 	defer c.Close()
 	c.Write([]byte("BUG: soft lockup\r\n"))
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testwait.For(t, "the console to get the VM's output", func() bool {
 		cons.mu.Lock()
-		got := string(cons.got)
-		cons.mu.Unlock()
-		if got == "BUG: soft lockup\r\n" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("console got %q", got)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer cons.mu.Unlock()
+		return string(cons.got) == "BUG: soft lockup\r\n"
+	})
 	cons.mu.Lock()
 	sink := cons.sink
 	cons.mu.Unlock()
@@ -472,7 +464,7 @@ func TestBurstDevicesConnect(t *testing.T) {
 	}
 	for i, ln := range lns {
 		defer vms[i].Close()
-		ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+		ln.(*net.TCPListener).SetDeadline(time.Now().Add(testwait.Timeout))
 		rc, err := ln.Accept()
 		if err != nil {
 			t.Fatalf("VM %d: its device never got a connection: %v", i, err)

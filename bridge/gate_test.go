@@ -1,7 +1,8 @@
 package bridge
 
 import (
-	"net"
+	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -9,6 +10,9 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/devices"
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
@@ -88,38 +92,52 @@ func TestGatedLinkClosedReleasesDevice(t *testing.T) {
 	}
 	b := New(cfg, nil)
 	b.gate = dialGate{quiet: time.Hour, max: time.Hour} // hold until closed
-	defer b.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var mu sync.Mutex
+	var opened []string // the devices a connect was attempted to
+	b.open = func(_ context.Context, tg target.Target, _ devices.Options) (devices.Device, error) {
+		mu.Lock()
+		opened = append(opened, tg.Addr())
+		mu.Unlock()
+		return nil, errors.New("refused")
 	}
-	defer ln.Close()
 	ctx := t.Context()
-	req := func(name, target string) vspc.Request {
-		return vspc.Request{Direction: vspc.DirClient, ServiceURI: "tcp://" + target, VMName: name, VCUUID: "50000000-0000-4000-8000-0000000000" + name}
+	req := func(name, addr string) vspc.Request {
+		return vspc.Request{Direction: vspc.DirClient, ServiceURI: "tcp://" + addr, VMName: name, VCUUID: "50000000-0000-4000-8000-0000000000" + name}
 	}
+	const heldAddr = "127.0.0.1:2"
 	first, err := b.Open(ctx, req("01", "127.0.0.1:1"), nullSink{}) // not held: nothing came before it
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer first.Close()
-	held, err := b.Open(ctx, req("02", ln.Addr().String()), nullSink{})
+	testwait.For(t, "the first link's connect", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(opened) == 1
+	})
+	held, err := b.Open(ctx, req("02", heldAddr), nullSink{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := b.linkState(ln.Addr().String()); st != "connecting" {
+	if st := b.linkState(heldAddr); st != "connecting" {
 		t.Fatalf("held link state %q, want connecting", st)
 	}
 	held.Close()
-	again, err := b.Open(ctx, req("03", ln.Addr().String()), nullSink{})
+	again, err := b.Open(ctx, req("03", heldAddr), nullSink{})
 	if err != nil {
 		t.Fatalf("the device of a closed held link is still owned: %v", err)
 	}
 	again.Close()
-	ln.(*net.TCPListener).SetDeadline(time.Now().Add(200 * time.Millisecond))
-	if c, err := ln.Accept(); err == nil {
-		c.Close()
-		t.Fatal("a held connect ran after its link closed")
+	first.Close()
+	b.Close() // waits for every attempt that was to run
+	mu.Lock()
+	defer mu.Unlock()
+	for _, addr := range opened {
+		if addr == heldAddr {
+			t.Fatalf("a held connect ran after its link closed (connects to %v)", opened)
+		}
+	}
+	if len(opened) != 1 {
+		t.Errorf("connects to %v, want one, to the link that was not held", opened)
 	}
 }
 
