@@ -21,6 +21,7 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/devices/target"
 )
 
 // BackingKind names a VirtualSerialPort backing.
@@ -343,9 +344,10 @@ func (a *auditor) checkPin(vm *VM, p *Port, fix string) []*Problem {
 	return nil
 }
 
-// route finds what the port talks to: the bridge's route, or the service URI's
-// host:port for direction client. For direction client it adds CodeNoRoute when
-// neither a route nor connect_allow lets the bridge accept the port.
+// route finds what the port talks to: the bridge's route, or for direction
+// client the device the service URI names, parsed as the bridge parses it
+// (package target). For direction client it adds CodeNoRoute when neither a
+// route nor connect_allow lets the bridge accept the port.
 func (a *auditor) route(vm *VM, p *Port, add func(Code, string, string, ...any)) {
 	if rt, ok := a.b.Route(RouteQuery{ServiceURI: p.ServiceURI, VMName: vm.Name, VCUUID: vm.InstanceUUID}); ok {
 		p.Route, p.Device = rt.Name, rt.Device
@@ -355,14 +357,14 @@ func (a *auditor) route(vm *VM, p *Port, add func(Code, string, string, ...any))
 		return
 	}
 	fix := fmt.Sprintf("add a route for service URI %q to the bridge config, or let [policy] connect_allow permit its target", p.ServiceURI)
-	ep, err := parseEndpoint(p.ServiceURI)
-	if err != nil {
-		add(CodeNoRoute, fix, "service URI %q matches no route and is not host:port, so the bridge will refuse the VM (WONT-PROXY)", p.ServiceURI)
+	t, err := target.Parse(p.ServiceURI)
+	if err != nil || !t.Kind.Network() {
+		add(CodeNoRoute, fix, "service URI %q matches no route and is not a network device URI (tcp://host:port, nport://host[:port], telnet://host[:port] or rfc2217://host:port), so the bridge will refuse the VM (WONT-PROXY)", p.ServiceURI)
 		return
 	}
-	p.Device = ep.Scheme + "://" + ep.hostPort()
-	if !a.b.Allowed(ep.Host, ep.Port) {
-		add(CodeNoRoute, fix, "service URI %q matches no route and connect_allow does not permit %s, so the bridge will refuse the VM (WONT-PROXY)", p.ServiceURI, ep.hostPort())
+	p.Device = deviceEndpoint(t)
+	if !a.b.Allowed(t.Host, t.Port) {
+		add(CodeNoRoute, fix, "service URI %q matches no route and connect_allow does not permit %s, so the bridge will refuse the VM (WONT-PROXY)", p.ServiceURI, t.Addr())
 	}
 }
 
@@ -421,11 +423,12 @@ func sharedDevices(vms []VM) []*Problem {
 	return ps
 }
 
-// deviceKey normalises a device for comparison: host:port for network
-// devices whatever the scheme, the path otherwise.
+// deviceKey normalises a device for comparison as the bridge does when it
+// gives a device to one VM at a time (target.Target.Key): host:port for
+// network devices whatever the scheme, the path otherwise.
 func deviceKey(d string) string {
-	if ep, err := parseEndpoint(d); err == nil && ep.Host != "" {
-		return ep.hostPort()
+	if t, err := target.Parse(d); err == nil {
+		return t.Key()
 	}
 	return d
 }

@@ -42,6 +42,10 @@ func TestCheckPort(t *testing.T) {
 		{"no proxy", testBridge(), uri("client", "telnet://198.51.100.6:4001", ""), "poweredOn", []Code{CodeNoProxy}},
 		{"no proxy, not allowed", testBridge(), uri("client", "telnet://203.0.113.9:23", ""), "poweredOn", []Code{CodeNoProxy, CodeNoRoute}},
 		{"service not host:port", testBridge(), uri("client", "no-such-route", bridgeURI), "poweredOn", []Code{CodeNoRoute}},
+		// The bridge's own parser decides what a VM may name:
+		{"service without a scheme", testBridge(), uri("client", "198.51.100.9:4010", bridgeURI), "poweredOn", []Code{CodeNoRoute}},
+		{"service a local device", testBridge(), uri("client", "/dev/ttyS0", bridgeURI), "poweredOn", []Code{CodeNoRoute}},
+		{"service with a default port", testBridge(), uri("client", "nport://198.51.100.9", bridgeURI), "poweredOn", nil},
 		{"proxy not telnet", testBridge(), uri("server", "x", "http://192.0.2.10:13370"), "poweredOn", []Code{CodeBadURI}},
 		{"proxy without port", testBridge(), uri("server", "x", "telnet://192.0.2.10"), "poweredOn", []Code{CodeBadURI}},
 		{"bad direction", testBridge(), uri("sideways", "x", bridgeURI), "poweredOn", []Code{CodeBadDirection}},
