@@ -208,6 +208,13 @@ func (l *link) up(dev devices.Device) error {
 		l.logger().Info("delivered data the VM sent while the device was away", "bytes", len(backlog))
 	}
 	l.mu.Lock()
+	if l.closed {
+		// Close ran while the backlog went out: it saw no device to close,
+		// so publishing this one would leave it open and its pump running
+		// after the port is gone. The caller closes it.
+		l.mu.Unlock()
+		return ErrLinkClosed
+	}
 	l.dev = dev
 	l.state = "up"
 	l.lastErr = ""

@@ -185,3 +185,78 @@ device = "tcp://127.0.0.1:9"
 		t.Fatalf("status %+v, want up with an empty backlog", st)
 	}
 }
+
+// gatedDevice is a fakeDevice whose first Write waits until the test
+// opens its gate.
+type gatedDevice struct {
+	*fakeDevice
+	entered chan struct{} // closed when the first Write starts
+	gate    chan struct{} // closed by the test: the first Write goes on
+	once    sync.Once
+}
+
+func (d *gatedDevice) Write(p []byte) (int, error) {
+	d.once.Do(func() {
+		close(d.entered)
+		<-d.gate
+	})
+	return d.fakeDevice.Write(p)
+}
+
+// TestCloseDuringBacklogFlush: a port that closes while its backlog is
+// being written to a device that has just connected leaves no device
+// open and no pump running (up used to publish the device after Close had
+// looked for one, and Bridge.Close then waited for that pump forever).
+func TestCloseDuringBacklogFlush(t *testing.T) {
+	cfg, err := configs.Parse("t.toml", []byte(`[vspc]
+listen = "127.0.0.1:0"
+[policy]
+reconnect_min = "1ms"
+reconnect_max = "1ms"
+[[route]]
+service = "console"
+device = "tcp://127.0.0.1:9"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := New(cfg, nil)
+	next := make(chan devices.Device)
+	b.open = func(ctx context.Context, _ target.Target, _ devices.Options) (devices.Device, error) {
+		select {
+		case d := <-next:
+			return d, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	be, err := b.Open(t.Context(), vspc.Request{Direction: vspc.DirServer, ServiceURI: "console", VMName: "vm", VCUUID: "50000000-0000-4000-8000-000000000001"}, nullSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The VM speaks while the device is away: the bytes wait in the backlog.
+	if _, err := be.Write([]byte("held while away")); err != nil {
+		t.Fatal(err)
+	}
+	dev := &gatedDevice{fakeDevice: newFakeDevice(t, -1), entered: make(chan struct{}), gate: make(chan struct{})}
+	next <- dev
+	<-dev.entered // up is writing the backlog, without the link's mu
+	be.Close()
+	close(dev.gate)
+
+	closed := make(chan struct{})
+	go func() { b.Close(); close(closed) }()
+	testwait.For(t, "Bridge.Close to return and the device to be closed", func() bool {
+		select {
+		case <-closed:
+		default:
+			return false
+		}
+		dev.mu.Lock()
+		defer dev.mu.Unlock()
+		return dev.closed
+	})
+	if got := string(dev.received()); got != "held while away" {
+		t.Fatalf("the device got %q, want the backlog", got)
+	}
+}
