@@ -105,9 +105,10 @@ type stream struct {
 	ctx  context.Context // ends when the stream finishes
 	stop context.CancelFunc
 	// onFinish runs once when the stream finishes, before the WebSocket
-	// is closed (a console detaches here, which ends its output).
+	// is closed (a console detaches here, which ends its output). It is
+	// set by the handler before hook.
 	onFinish func(reason string)
-	unhook   []func() bool // context.AfterFunc registrations to undo
+	unhook   []func() bool // hook's context.AfterFunc registrations, undone by end
 
 	once   sync.Once
 	code   websocket.StatusCode
@@ -164,7 +165,7 @@ func (st *stream) read() (websocket.MessageType, []byte, error) {
 // accept accepts a WebSocket (the Origin is checked here) and its session;
 // on failure it has answered and returns nil. A stream that is refused
 // after the upgrade is closed with a code the page understands. The
-// caller defers st.end().
+// caller defers st.end(), and calls hook once it has set onFinish.
 func (s *Server) accept(w http.ResponseWriter, r *http.Request) *stream {
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{subprotocol}, OriginPatterns: s.origins})
 	if err != nil {
@@ -179,10 +180,15 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) *stream {
 	}
 	st := &stream{s: s, c: c, ss: ss, user: u}
 	st.ctx, st.stop = context.WithCancel(context.Background())
-	st.unhook = append(st.unhook,
-		context.AfterFunc(ss.ctx, func() { st.finish(closeSession, "logged out") }),
-		context.AfterFunc(s.ctx, func() { st.finish(websocket.StatusGoingAway, "the bridge is stopping") }))
 	return st
+}
+
+// hook makes a logout (or the session's end) and the server's Close
+// finish the stream.
+func (st *stream) hook() {
+	st.unhook = append(st.unhook,
+		context.AfterFunc(st.ss.ctx, func() { st.finish(closeSession, "logged out") }),
+		context.AfterFunc(st.s.ctx, func() { st.finish(websocket.StatusGoingAway, "the bridge is stopping") }))
 }
 
 // userText is an error as users see it: without the package prefix.
@@ -192,20 +198,6 @@ func userText(err error) string {
 		s = strings.TrimPrefix(s, p)
 	}
 	return s
-}
-
-func modeShort(m remote.Mode) string {
-	switch m {
-	case remote.ModeShared:
-		return "rw"
-	case remote.ModeReadOnly:
-		return "ro"
-	case remote.ModeExclusive:
-		return "x"
-	case remote.ModeExclusiveWrite:
-		return "xw"
-	}
-	return ""
 }
 
 func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) {
@@ -269,6 +261,7 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) {
 		att.Detach() // waits for the hub's writer (closing out if it is stuck)
 		s.snap.invalidate()
 	}
+	st.hook()
 	s.snap.invalidate()
 	st.ss.streamOpened()
 	defer func() { st.ss.streamClosed(s.cfg.Now()) }()

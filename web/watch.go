@@ -173,6 +173,7 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 		untap()
 		s.removeWatcher(e.key, wr)
 	}
+	st.hook()
 	st.ss.streamOpened()
 	defer func() { st.ss.streamClosed(s.cfg.Now()) }()
 	started := time.Now()
