@@ -42,6 +42,9 @@ type Config struct {
 	// Counters), or nil when remote access is off; a nil func is the same.
 	Remote func() *RemoteCounters
 	Alerts func() alerts.Stats
+	// Parked returns how many idle connections are parked (an
+	// internal/park Parker's Parked); nil reports none.
+	Parked func() int
 	// Status fills in the bridge-wide part of /api/v1/status (version,
 	// listeners, reloads); the handler adds ports, counters and time.
 	Status func() Status

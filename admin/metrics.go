@@ -18,6 +18,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	descConns       = desc("vm_connections", "Open telnet connections from ESXi hosts.")
+	descParked      = desc("parked_connections", "Idle VM and device connections parked without a goroutine ([vspc] park_after).")
 	descPorts       = desc("ports", "VM serial ports by state (attached, detached: waiting out the grace period, vmotion: hand-over in progress).", "state")
 	descBytes       = desc("port_bytes_total", "Bytes carried for VM serial ports: to_vm (telnet-escaped, as written) and from_vm.", "direction")
 	descQueued      = desc("queued_bytes", "Bytes waiting to be written to VMs, summed over ports (buffer occupancy).")
@@ -80,7 +81,7 @@ func NewCollector(cfg Config) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descPorts, descBytes, descQueued, descQueuedMax, descBacklog, descBacklogMax,
+	for _, d := range []*prometheus.Desc{descConns, descParked, descPorts, descBytes, descQueued, descQueuedMax, descBacklog, descBacklogMax,
 		descDevices, descDevReconn, descVMotions, descAccepted, descRefused, descHandshake, descVMReconn,
 		descAlerts, descAlertSupp, descAlertSkip, descAlertSkipB, descWebhook, descReloads, descReloadTime, descCertExpiry,
 		descRLogins, descRDropped, descRSessions, descRConsoles, descBuildInfo, descStartTime} {
@@ -101,6 +102,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 
 	srv := c.cfg.Server
 	gauge(descConns, float64(srv.Sessions()))
+	parked := 0
+	if c.cfg.Parked != nil {
+		parked = c.cfg.Parked()
+	}
+	gauge(descParked, float64(parked))
 	states := map[string]int{}
 	var queued, queuedMax int
 	live := make(map[tallyID]portTally)

@@ -26,6 +26,7 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/devices"
 	"github.com/vspc-bridge/vspc-bridge/devices/target"
+	"github.com/vspc-bridge/vspc-bridge/internal/park"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
@@ -42,7 +43,11 @@ type Bridge struct {
 	owners   map[string]*link // device key → the link that holds it
 	closed   bool
 
-	gate dialGate // first device connects of a reconnect storm wait for it to pass
+	gate  dialGate  // first device connects of a reconnect storm wait for it to pass
+	dials *dialPool // device opens run here
+	bufs  sync.Pool // *[]byte of 1 KiB: pump read buffers
+
+	park *park.Parker // parks idle device connections ([vspc] park_after); nil: never
 
 	// open opens a link's device: devices.Open (tests replace it).
 	open func(ctx context.Context, t target.Target, opts devices.Options) (devices.Device, error)
@@ -56,8 +61,39 @@ func New(cfg *configs.Config, log *slog.Logger) *Bridge {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Bridge{cfg: cfg, log: log, owners: make(map[string]*link), resolver: net.DefaultResolver,
+	b := &Bridge{cfg: cfg, log: log, owners: make(map[string]*link), resolver: net.DefaultResolver,
 		gate: dialGate{quiet: gateQuiet, max: gateMax}, open: devices.Open}
+	b.dials = &dialPool{max: maxDialers, wg: &b.wg}
+	b.bufs.New = func() any { buf := make([]byte, 1024); return &buf }
+	return b
+}
+
+// SetParker makes device connections opened from now on park with p
+// once they have been idle for [vspc] park_after (package park): an idle
+// device connection then holds no goroutine. nil stops parking for new
+// connections. p must outlive the Bridge (close it after Close).
+func (b *Bridge) SetParker(p *park.Parker) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.park = p
+}
+
+// parker is the Parker for a new device connection; nil when parking is
+// off (no Parker, or park_after = 0).
+func (b *Bridge) parker() *park.Parker {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cfg.VSPC.ParkAfter.Duration <= 0 {
+		return nil
+	}
+	return b.park
+}
+
+// parkAfter is how long a device connection is idle before it parks.
+func (b *Bridge) parkAfter() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cfg.VSPC.ParkAfter.Duration
 }
 
 // Consoles opens the backend of a direction-server port that no route
@@ -217,9 +253,7 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 	}
 	b.owners[l.key] = l
 	b.mu.Unlock()
-	ctx, cancel := context.WithCancel(context.Background())
-	l.cancel = cancel
-	l.start(ctx, b.gate.opened(time.Now()))
+	l.start(b.gate.opened(time.Now()))
 	l.logger().Info("port joined", "via", via, "direction", req.Direction.String())
 	return l, nil
 }

@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"runtime"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/devices"
 	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/internal/lazylog"
+	"github.com/vspc-bridge/vspc-bridge/internal/park"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
@@ -36,7 +37,6 @@ type link struct {
 	minWait     time.Duration
 	maxWait     time.Duration
 	dialTimeout time.Duration
-	cancel      context.CancelFunc
 
 	// fixed answers line control for a kind whose line cannot change
 	// (tcp, nport, telnet), the device present or away: every Open gets
@@ -57,6 +57,7 @@ type link struct {
 	settings rfc2217.Settings // what the guest set last (re-applied after reconnect)
 	timer    *time.Timer      // the next attempt
 	gated    bool             // the first attempt is held by the bridge's dial gate
+	abort    func()           // cancels the device open in progress; nil when none
 
 	// Owned by the attempt chain (one attempt at a time):
 	wait     time.Duration // backoff before the next attempt
@@ -68,18 +69,22 @@ type link struct {
 func (l *link) vmName() string { return l.req.VMName }
 func (l *link) vmUUID() string { return l.req.VCUUID }
 
-// The link's life is a chain of attempts, each on a goroutine of its own
-// started by a timer: open the device, pump its output to the VM until it
-// fails, then schedule the next attempt with backoff. Between attempts no
-// goroutine waits, so a port whose device is unreachable costs a timer,
-// not a goroutine stack. At most one attempt runs at a time.
+// The link's life is a chain of attempts: open the device (on the
+// bridge's dial pool), pump its output to the VM on a goroutine of its own
+// until it fails, then schedule the next attempt with backoff. Between
+// attempts no goroutine waits, so a port whose device is unreachable
+// costs a timer, not a goroutine stack; and a device connection that is
+// idle parks (package park), so it costs no goroutine either. At most one
+// attempt or pump runs at a time. Each is counted in the Bridge's
+// WaitGroup from the moment it is scheduled until the chain moves on (a
+// parked pump stays counted: closing its device wakes it).
 
 // start arms the first connect: at once, or, when held (a burst of VMs
 // attaching; see gate.go), once the bridge's dial gate lets it go.
-func (l *link) start(ctx context.Context, held bool) {
+func (l *link) start(held bool) {
 	l.wait = l.minWait
 	if !held {
-		l.schedule(ctx, 0)
+		l.schedule(0)
 		return
 	}
 	l.mu.Lock()
@@ -92,13 +97,15 @@ func (l *link) start(ctx context.Context, held bool) {
 		l.gated = false
 		l.mu.Unlock()
 		if was { // not already released by Close
-			l.schedule(ctx, 0)
+			l.schedule(0)
 		}
 	})
 }
 
-// schedule arms the next attempt after d, unless the link is closed.
-func (l *link) schedule(ctx context.Context, d time.Duration) {
+// schedule queues the next attempt on the dial pool after d, unless the
+// link is closed. The pool's goroutines do the connects: a goroutine per
+// attempt left a dead g (480 B, never freed) per port after a burst.
+func (l *link) schedule(d time.Duration) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -106,37 +113,68 @@ func (l *link) schedule(ctx context.Context, d time.Duration) {
 		return
 	}
 	l.b.wg.Add(1)
-	l.timer = time.AfterFunc(d, func() {
-		defer l.b.wg.Done()
-		// A device connect is background work: VMs waiting for their
-		// WILL-PROXY (a burst after a restart) go first. Gosched puts
-		// this goroutine behind the ones already runnable; a timer's
-		// fresh goroutine would otherwise run before all of them.
-		runtime.Gosched()
-		l.attempt(ctx)
-	})
+	if d <= 0 {
+		l.timer = nil
+		l.mu.Unlock()
+		l.b.dials.submit(l.attemptDone)
+		return
+	}
+	l.timer = time.AfterFunc(d, func() { l.b.dials.submit(l.attemptDone) })
 	l.mu.Unlock()
 }
 
-// attempt opens the device once and, if that works, serves it until it
-// fails; then it schedules the next attempt.
-func (l *link) attempt(ctx context.Context) {
-	if ctx.Err() != nil {
+// attemptDone runs one attempt on a dial pool goroutine and ends its
+// count in the WaitGroup.
+func (l *link) attemptDone() {
+	defer l.b.wg.Done()
+	l.attempt()
+}
+
+func (l *link) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+// attempt opens the device once; if that works, it starts the pump on a
+// goroutine of its own and returns; else it schedules the next attempt.
+// The open is bounded by the dial timeout and cancelled by Close (abort):
+// the link keeps no context of its own.
+func (l *link) attempt() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
 		l.release()
 		return
 	}
-	l.setState("connecting", "")
+	l.abort = cancel
+	l.state, l.lastErr = "connecting", ""
+	l.mu.Unlock()
 	// Initial is the route's settings (for tcp/telnet kinds: what the
 	// device server is configured to, and the answer of l.fixed). Guest
 	// is what the guest set before this (re)connect: the device applies
 	// it over Initial beside the data, so that data never waits for it.
+	var dev devices.Device
 	opts := devices.Options{Initial: l.initial, Guest: l.guestSettings(), Line: l.fixed, Logger: l.logger(), DialTimeout: l.dialTimeout}
+	if p := l.b.parker(); p != nil {
+		opts.Parker = p
+		// The device parks only after Open returned and its pump
+		// started (below), so dev is set by the time this runs.
+		opts.Wake = func() { l.pump(dev) }
+	}
 	if !l.trusted {
 		opts.Dial = l.b.policyDial
 	}
-	dev, err := l.b.open(ctx, l.target, opts)
+	d, err := l.b.open(ctx, l.target, opts)
+	dev = d
+	l.mu.Lock()
+	l.abort = nil
+	closed := l.closed
+	l.mu.Unlock()
 	if err != nil {
-		if ctx.Err() != nil {
+		if closed {
 			l.release()
 			return
 		}
@@ -147,9 +185,9 @@ func (l *link) attempt(ctx context.Context) {
 			l.logger().Debug("device still unreachable", "err", err, "retry_in", l.wait)
 		}
 		l.attempts++
-		d := jitter(l.wait)
+		w := jitter(l.wait)
 		l.wait = min(2*l.wait, l.maxWait)
-		l.schedule(ctx, d)
+		l.schedule(w)
 		return
 	}
 	l.attempts++
@@ -160,23 +198,23 @@ func (l *link) attempt(ctx context.Context) {
 		return
 	case err != nil:
 		dev.Close() // the backlog did not go through: lost at once
-	default:
-		if l.connects > 1 {
-			l.logger().Info("device reconnected", "connects", l.connects)
-		} else {
-			l.logger().Info("device connected")
-		}
-		l.wait = l.minWait
-		err = l.pump(dev)
-		l.down(dev)
-	}
-	if ctx.Err() != nil {
-		l.release()
+		l.logger().Warn("device connection lost; VM session stays up, reconnecting", "err", err)
+		l.setState("down", errString(err))
+		l.schedule(jitter(l.minWait))
 		return
 	}
-	l.logger().Warn("device connection lost; VM session stays up, reconnecting", "err", err)
-	l.setState("down", errString(err))
-	l.schedule(ctx, jitter(l.minWait))
+	if l.connects > 1 {
+		l.logger().Info("device reconnected", "connects", l.connects)
+	} else {
+		l.logger().Info("device connected")
+	}
+	l.wait = l.minWait
+	// The pump runs on a goroutine of its own, not under this frame: a
+	// goroutine blocked in Read never shrinks its stack below what its
+	// deepest frames needed (notes idle-memory.md §2.1), and attempt's
+	// frames held the pump at 8 KiB.
+	l.b.wg.Add(1)
+	go l.pump(dev)
 }
 
 // up flushes the backlog to dev, then publishes it: while l.dev is set
@@ -235,34 +273,81 @@ func (l *link) down(dev devices.Device) {
 	dev.Close()
 }
 
-// pump copies device output to the VM until the device fails.
-func (l *link) pump(dev devices.Device) error {
-	small := make([]byte, 1024)
+// parkableDevice is a device whose connection can be parked while idle
+// (the tcp and nport kinds; CanPark when opened with a Parker).
+type parkableDevice interface {
+	CanPark() bool
+	SetReadDeadline(time.Time) error
+	Park() error
+}
+
+// pump copies device output to the VM until the device fails; then it
+// takes the device down and schedules a reconnect. When the device has
+// been idle for a park period it parks instead, and its goroutine ends;
+// the Parker runs pump again, on a fresh goroutine, when data or a
+// hang-up arrives or the device is closed. It is counted in the Bridge's
+// WaitGroup (by attempt) until it ends for good, parked periods included.
+func (l *link) pump(dev devices.Device) {
+	parked := false
+	defer func() {
+		if !parked {
+			l.b.wg.Done()
+		}
+	}()
+	pd, _ := dev.(parkableDevice)
+	idle := park.Idle{Period: l.b.parkAfter()}
+	if pd != nil && pd.CanPark() && idle.Period > 0 {
+		pd.SetReadDeadline(idle.Start(time.Now()))
+	} else {
+		pd = nil
+	}
+	bp := l.b.bufs.Get().(*[]byte) // 1 KiB while quiet, 32 KiB while busy
+	defer l.b.bufs.Put(bp)
 	var big []byte
+	var err error
 	for {
-		buf := small
+		buf := *bp
 		if big != nil {
 			buf = big
 		}
-		n, err := dev.Read(buf)
+		n, rerr := dev.Read(buf)
 		if n > 0 {
+			idle.Seen()
 			if l.observer != nil {
 				l.observer.ObserveConsole(l.req.VMName, l.route, true, buf[:n])
 			}
 			if serr := l.vm.Send(buf[:n]); serr != nil {
-				return serr
+				err = serr
+				break
 			}
 			switch {
-			case big == nil && n == len(small):
+			case big == nil && n == len(*bp):
 				big = make([]byte, 32<<10) // busy: read more at once
-			case big != nil && n < len(small):
+			case big != nil && n < len(*bp):
 				big = nil // idle again: hold no large buffer
 			}
 		}
-		if err != nil {
-			return err
+		if rerr != nil {
+			if pd != nil && errors.Is(rerr, os.ErrDeadlineExceeded) {
+				if idle.Expired() && pd.Park() == nil {
+					parked = true
+					return
+				}
+				pd.SetReadDeadline(idle.Start(time.Now()))
+				continue
+			}
+			err = rerr
+			break
 		}
 	}
+	l.down(dev)
+	if l.isClosed() {
+		l.release()
+		return
+	}
+	l.logger().Warn("device connection lost; VM session stays up, reconnecting", "err", err)
+	l.setState("down", errString(err))
+	l.schedule(jitter(l.minWait))
 }
 
 // Write implements vspc.Backend: VM data to the device, or, while it is
@@ -332,9 +417,12 @@ func (l *link) Close() error {
 	t := l.timer
 	gated := l.gated // held by the dial gate: no attempt will run
 	l.gated = false
+	abort := l.abort
 	l.cond.Broadcast()
 	l.mu.Unlock()
-	l.cancel()
+	if abort != nil {
+		abort()
+	}
 	if dev != nil {
 		dev.Close()
 	}

@@ -88,6 +88,10 @@ type VSPC struct {
 	// Keepalive is the TCP keepalive period on VM connections; 0 disables.
 	// Default 30s.
 	Keepalive Duration `toml:"keepalive"`
+	// ParkAfter is how long a VM or device connection stays idle before
+	// it gives up its goroutine (package park; Linux: one epoll set). 0
+	// never parks. Default 5s.
+	ParkAfter Duration `toml:"park_after"`
 }
 
 // VMotion is the [vmotion] table: live-migration hand-over.
@@ -166,6 +170,7 @@ func defaults() Config {
 			MaxSubnegotiation: 4096,
 			GracePeriod:       Duration{2 * time.Minute},
 			Keepalive:         Duration{30 * time.Second},
+			ParkAfter:         Duration{5 * time.Second},
 		},
 		VMotion: VMotion{
 			Enabled:         true,

@@ -92,6 +92,7 @@ func (d *decoder) validateVSPC(v *VSPC) {
 	}
 	d.nonNegative("vspc.grace_period", v.GracePeriod)
 	d.nonNegative("vspc.keepalive", v.Keepalive)
+	d.nonNegative("vspc.park_after", v.ParkAfter)
 }
 
 // checkListen accepts host:port with an empty host (all interfaces), an IP

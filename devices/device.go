@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/devices/target"
+	"github.com/vspc-bridge/vspc-bridge/internal/park"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
 )
 
@@ -81,6 +82,23 @@ type Options struct {
 	// DialTimeout bounds dialing and, for rfc2217 devices, the telnet
 	// handshake. Zero means DefaultDialTimeout.
 	DialTimeout time.Duration
+
+	// Parker, when set, lets the data connection of a tcp device, or of
+	// an nport device without a command port, park while idle (package
+	// park): the Device then has CanPark() bool (true),
+	// SetReadDeadline(time.Time) error and Park() error, and Wake runs on
+	// a fresh goroutine when a parked device becomes readable, hangs up or
+	// is closed. Other kinds ignore it.
+	Parker *park.Parker
+	Wake   func()
+}
+
+// parkable wraps conn for parking when the caller gave a Parker.
+func (o *Options) parkable(conn net.Conn) net.Conn {
+	if o.Parker == nil {
+		return conn
+	}
+	return o.Parker.Wrap(conn, o.Wake)
 }
 
 // DefaultDialTimeout is used when Options.DialTimeout is zero.
@@ -118,13 +136,13 @@ func Open(ctx context.Context, t target.Target, opts Options) (Device, error) {
 		if err != nil {
 			return nil, err
 		}
-		return newTCP(conn, t, line), nil
+		return newTCP(opts.parkable(conn), t, line), nil
 	case target.KindTCP:
 		conn, err := dial(ctx, t, &opts)
 		if err != nil {
 			return nil, err
 		}
-		return newTCP(conn, t, line), nil
+		return newTCP(opts.parkable(conn), t, line), nil
 	case target.KindTelnet:
 		conn, err := dial(ctx, t, &opts)
 		if err != nil {

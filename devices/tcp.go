@@ -3,8 +3,10 @@ package devices
 import (
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/devices/target"
+	"github.com/vspc-bridge/vspc-bridge/internal/park"
 )
 
 // streamConn is the byte-stream half shared by the network kinds: a
@@ -53,6 +55,28 @@ func (d *tcpDevice) Read(p []byte) (int, error) {
 func (d *tcpDevice) Write(p []byte) (int, error) {
 	n, err := d.conn.Write(p)
 	return n, d.writeErr(err)
+}
+
+// CanPark reports whether the device was opened with a Parker
+// (Options.Parker).
+func (d *tcpDevice) CanPark() bool {
+	_, ok := d.conn.(*park.Conn)
+	return ok
+}
+
+// SetReadDeadline sets the connection's read deadline: a Read that hits
+// it returns an error matching os.ErrDeadlineExceeded.
+func (d *tcpDevice) SetReadDeadline(t time.Time) error { return d.conn.SetReadDeadline(t) }
+
+// Park parks the connection until it becomes readable, hangs up or is
+// closed (then Options.Wake runs); call it on the reader's goroutine right
+// after a Read that hit its deadline with no data, and stop reading on
+// nil. Without Options.Parker it returns park.ErrNotParkable.
+func (d *tcpDevice) Park() error {
+	if pc, ok := d.conn.(*park.Conn); ok {
+		return pc.Park()
+	}
+	return park.ErrNotParkable
 }
 
 // Close closes the connection; it is idempotent.

@@ -57,6 +57,7 @@ type daemon struct {
 	alerts  *alerts.Matcher
 	admin   *admin.Handler
 	started time.Time
+	parked  func() int // the Parker's count; nil when parking is off
 
 	vspcCert  atomic.Pointer[tls.Certificate] // served by the telnets listener (GetCertificate)
 	adminCert atomic.Pointer[tls.Certificate]
@@ -124,10 +125,16 @@ func newDaemon(cfg *configs.Config, log *slog.Logger, br *bridge.Bridge, srv *vs
 		Server:  srv,
 		Devices: br.Devices,
 		Alerts:  d.alerts.Stats,
-		Status:  d.status,
-		Ready:   d.ready,
-		Reload:  d.reload,
-		Token:   func() string { return *d.token.Load() },
+		Parked: func() int {
+			if d.parked == nil {
+				return 0
+			}
+			return d.parked()
+		},
+		Status: d.status,
+		Ready:  d.ready,
+		Reload: d.reload,
+		Token:  func() string { return *d.token.Load() },
 		Consoles: func() []admin.Console {
 			if d.consoles == nil {
 				return nil

@@ -18,6 +18,7 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/bridge"
 	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/internal/gcfloor"
+	"github.com/vspc-bridge/vspc-bridge/internal/park"
 	"github.com/vspc-bridge/vspc-bridge/remote"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
@@ -126,6 +127,16 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 	// reconnect burst that follows a restart (internal/gcfloor).
 	defer gcfloor.Start(gcFloor).Stop()
 	br := bridge.New(cfg, log)
+	// One Parker for every idle device connection ([vspc] park_after).
+	// It is closed last, after the bridge has closed (and so woken)
+	// every connection it holds.
+	pk, err := park.New(park.Config{Logger: log})
+	if err != nil {
+		log.Warn("idle connections will not park; each keeps a goroutine", "err", err)
+	} else {
+		defer pk.Close()
+		br.SetParker(pk)
+	}
 	srv := vspc.NewServer(vspcConfig(cfg, br, log))
 
 	// The daemon binds the VM listeners ([vspc] listen, tls_listen), the
@@ -136,6 +147,9 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 		opts.version = version
 	}
 	d := newDaemon(cfg, log, br, srv, opts)
+	if pk != nil {
+		d.parked = pk.Parked
+	}
 	// Remote access (direction-server VMs without a device route): the
 	// hub's per-VM listeners and front doors; off unless [remote] enabled.
 	hub, err := remote.New(cfg, log)
