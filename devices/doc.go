@@ -11,25 +11,47 @@
 //
 // # Kinds and what their line control does
 //
-// tcp and nport: line settings cannot travel on an NPort's data port (its
-// command port 966 protocol is not publicly documented), so the settings
-// in effect are whatever the device server's console says. Line control
-// is a FixedLine: the route's expectation (Options.Initial, or the URI
-// query) is recorded; SetSettings answers with it and never fails.
-// Options.Initial must therefore be the configured settings, not the
-// guest's last request: re-apply the guest's settings with SetSettings
-// after Open, which the other kinds apply and these kinds report as a
-// mismatch. A request for other settings is logged once per FixedLine at
-// warn level (later ones at debug) and kept for status: the Device has a
-// Mismatch() string method, for a consumer-side interface{ Mismatch()
-// string }. A caller that reconnects passes one FixedLine to every Open
-// (Options.Line) and answers with it while the device is away, so the
-// answer and the mismatch do not depend on the connection (the bridge
-// does). A field the settings leave unset is unknown: it is left unset in
-// the answer and is never a mismatch. SetDTR, SetRTS, SetBreak and ModemState
-// return errors wrapping rfc2217.ErrNotSupported. Purge is a no-op that
-// succeeds: the device server's buffers are out of reach, the Device
-// keeps none of its own, and guests purge on every open.
+// tcp (and nport with cmd=none): line settings cannot travel on a raw
+// data port, so the settings in effect are whatever the device server's
+// console says. Line control is a FixedLine: the route's expectation
+// (Options.Initial, or the URI query) is recorded; SetSettings answers with
+// it and never fails. Options.Initial must therefore be the configured
+// settings, not the guest's last request (that is Options.Guest, which
+// these kinds ignore). A request for other settings is logged once per
+// FixedLine at warn level (later ones at debug) and kept for status: the
+// Device has a Mismatch() string method, for a consumer-side interface{
+// Mismatch() string }. A caller that reconnects passes one FixedLine to
+// every Open (Options.Line) and answers with it while the device is away,
+// so the answer and the mismatch do not depend on the connection (the
+// bridge does). A field the settings leave unset is unknown: it is left
+// unset in the answer and is never a mismatch. SetDTR, SetRTS, SetBreak
+// and ModemState return errors wrapping rfc2217.ErrNotSupported. Purge is
+// a no-op that succeeds: the device server's buffers are out of reach,
+// the Device keeps none of its own, and guests purge on every open.
+//
+// nport: a Moxa NPort serial port in TCP Server mode with its command port
+// (package aspp, the protocol of Moxa's Real COM driver; the NPort's
+// "Allow driver control"). Open connects the command socket (3 s at
+// most), then the data socket, and returns: data flows from then on, and
+// the settings known at open (Options.Guest over Options.Initial) go out
+// beside it as PORT_INIT (+ SETBAUD for a rate outside the index table, +
+// XONXOFF for software flow control) and TX_FIFO, as Moxa's driver sends
+// them. Port calls wait for that, then send one command at a time and wait
+// for its answer at most Options.CommandTimeout (2 s): the guest's
+// settings, DTR/RTS (LINECTRL), BREAK, PURGE (FLUSH) are answered with
+// what the NPort accepted; a refused PORT_INIT or SETBAUD leaves the old
+// settings; a command not answered in time is assumed taken. Either is
+// logged (once at warn) and kept for Mismatch until a later request is
+// taken in full. The NPort's keep-alive polls are answered from the
+// command reader; its NOTIFY frames update ModemState (CTS, DSR, RI, DCD;
+// all down until it reported any) and collect line events for LineState
+// (parity, framing, overrun, BREAK; cleared by each call). If the NPort
+// ends the command session the data connection is closed too, as Moxa's
+// daemon does: the owner reconnects both and applies the settings again.
+// A command port that does not connect (refused: "Allow driver control"
+// is off) is warned about once per Options.Line and leaves the FixedLine
+// of tcp. IPv6: the 16-byte exchange of Moxa's daemon precedes the first
+// command.
 //
 // telnet: 8-bit clean where the remote agrees. At connect we offer and
 // ask for BINARY both ways (RFC 856) and SUPPRESS-GO-AHEAD both ways,

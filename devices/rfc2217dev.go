@@ -98,3 +98,19 @@ func (d *rfc2217Device) ModemState(ctx context.Context) (rfc2217.ModemState, err
 	m, err := d.c.ModemState(ctx)
 	return m, d.wrap("modem state", err)
 }
+
+// Mismatch names the requests the server did not acknowledge (their values
+// were assumed taken), "" when it acknowledged every one: the bridge shows
+// it in status, as for an NPort that does not answer.
+func (d *rfc2217Device) Mismatch() string {
+	if u := d.c.Unacknowledged(); u != "" {
+		return "no acknowledgement from the RFC 2217 server for " + u + " (assumed taken)"
+	}
+	return ""
+}
+
+// LineState returns the server's last NOTIFY-LINESTATE (0 before any);
+// vspc passes changes on to the guest under its line-state mask.
+func (d *rfc2217Device) LineState(context.Context) (rfc2217.LineState, error) {
+	return d.c.LineState(), nil
+}

@@ -129,7 +129,8 @@ type Client struct {
 	haveModem bool
 	modemPoll bool // a poll for the modem state went unanswered: do not stall again
 	serverSig string
-	quirks    map[string]bool // quirks already logged at Warn
+	quirks    map[string]bool     // quirks already logged at Warn
+	unacked   map[ackSlot]Message // change requests without acknowledgement, latest per slot
 }
 
 // NewClient starts an RFC 2217 session on conn, a connection to an access

@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -344,6 +345,9 @@ func TestClientAckTimeout(t *testing.T) {
 		}
 		if !strings.Contains(logs.String(), "no acknowledgement") {
 			t.Error("missing log line about the missing acknowledgement")
+		}
+		if u := c.Unacknowledged(); u != "SET-BAUDRATE 57600, SET-STOPSIZE 2, SET-CONTROL DTR-ON" {
+			t.Errorf("Unacknowledged() = %q", u)
 		}
 		start = time.Now()
 		if _, err := c.ModemState(t.Context()); !errors.Is(err, rfc2217.ErrNotSupported) {
@@ -683,6 +687,40 @@ func TestClientBackgroundSilentServer(t *testing.T) {
 		}
 		if err := c.SetDTR(t.Context(), true); !errors.Is(err, rfc2217.ErrNotSupported) {
 			t.Errorf("SetDTR without COM-PORT-OPTION: %v", err)
+		}
+	})
+}
+
+// A request the server did not acknowledge stays in Unacknowledged until a
+// later request of the same kind is acknowledged.
+func TestClientUnacknowledgedClears(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var answer atomic.Bool
+		_, conn := startFake(t, nil, agreeAll, func(p []byte) []byte {
+			m, err := rfc2217.Parse(p)
+			if err != nil || !answer.Load() {
+				return nil
+			}
+			m.Command = m.Command.Reply()
+			return rfc2217.AppendMessage(nil, m)
+		})
+		c, err := rfc2217.NewClient(t.Context(), conn, rfc2217.ClientOptions{AckTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.SetSettings(t.Context(), rfc2217.Settings{Baud: 57600}); err != nil {
+			t.Fatal(err)
+		}
+		if u := c.Unacknowledged(); u != "SET-BAUDRATE 57600" {
+			t.Errorf("Unacknowledged() = %q", u)
+		}
+		answer.Store(true)
+		if _, err := c.SetSettings(t.Context(), rfc2217.Settings{Baud: 9600}); err != nil {
+			t.Fatal(err)
+		}
+		if u := c.Unacknowledged(); u != "" {
+			t.Errorf("Unacknowledged() = %q after an acknowledged SET-BAUDRATE", u)
 		}
 	})
 }

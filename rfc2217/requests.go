@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/telnet"
@@ -151,10 +153,23 @@ func (c *Client) roundTrip(ctx context.Context, msgs []Message) ([]result, []Mes
 	return res, unasked, nil
 }
 
-// logResults reports missing, adjusted and unexpected acknowledgements.
+// logResults reports missing, adjusted and unexpected acknowledgements,
+// and keeps the requests still unacknowledged (see Unacknowledged).
 func (c *Client) logResults(res []result, unasked []Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for _, r := range res {
+		if s, ok := slotOf(r.req.Command, r.req.Value); ok && !isQuery(r.req) {
+			if r.acked {
+				delete(c.unacked, s)
+			} else {
+				if c.unacked == nil {
+					c.unacked = make(map[ackSlot]Message)
+				}
+				c.unacked[s] = r.req
+			}
+		}
+	}
 	for _, r := range res {
 		switch {
 		case !r.acked && isQuery(r.req):
@@ -359,3 +374,28 @@ func (c *Client) ModemState(ctx context.Context) (ModemState, error) {
 }
 
 var _ Port = (*Client)(nil)
+
+// Unacknowledged lists the change requests the server did not acknowledge
+// within AckTimeout (their values were assumed), each the latest of its
+// kind, "" when every one was: "SET-BAUDRATE 57600, SET-CONTROL DTR-ON".
+// A later acknowledged request of the same kind clears its entry.
+func (c *Client) Unacknowledged() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.unacked) == 0 {
+		return ""
+	}
+	slots := make([]ackSlot, 0, len(c.unacked))
+	for s := range c.unacked {
+		slots = append(slots, s)
+	}
+	slices.Sort(slots)
+	var b strings.Builder
+	for i, s := range slots {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(c.unacked[s].String())
+	}
+	return b.String()
+}
