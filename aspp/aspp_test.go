@@ -631,3 +631,45 @@ func FuzzRequestDecoder(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkReplyDecoder: the NPort's command stream (answers, NOTIFY,
+// POLLING of the sheet's example E, repeated), 4 KiB per op.
+func BenchmarkReplyDecoder(b *testing.B) {
+	steps, err := aspptest.Load("testdata/sheet-4e-line-control.dialogue")
+	if err != nil {
+		b.Fatal(err)
+	}
+	one := aspptest.Join(steps, false)
+	var in []byte
+	for len(in)+len(one) <= 4096 {
+		in = append(in, one...)
+	}
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		var d ReplyDecoder
+		if err := d.Decode(in, func(Frame) error { n++; return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if n == 0 {
+		b.Fatal("no frames")
+	}
+}
+
+// BenchmarkAppendSetLine: the requests for one settings change by value
+// (PORT_INIT by value, SETBAUD, XONXOFF) into a reused buffer.
+func BenchmarkAppendSetLine(b *testing.B) {
+	p := Init{Baud: IndexOf(250000), Mode: mustMode(7, ParityEven, true), DTR: true, RTS: true, IXON: true, IXOFF: true}
+	buf := make([]byte, 0, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendPortInit(buf[:0], p)
+		buf = AppendSetBaud(buf, 250000)
+		buf = AppendXonXoff(buf, 0x11, 0x13)
+	}
+	if len(buf) != 20 {
+		b.Fatalf("%d bytes", len(buf))
+	}
+}

@@ -209,6 +209,18 @@ func (l *link) attempt() {
 		l.logger().Info("device connected")
 	}
 	l.wait = l.minWait
+	if g := l.guestSettings(); g != opts.Guest {
+		// The guest set the line while the device was opening (it was
+		// told "applied when the device is back"): apply it now, beside
+		// the data. Bounded by the dial timeout; Close ends it sooner.
+		l.b.wg.Go(func() {
+			sctx, cancel := context.WithTimeout(context.Background(), l.dialTimeout)
+			defer cancel()
+			if _, err := dev.SetSettings(sctx, g); err != nil && !errors.Is(err, devices.ErrClosed) && !l.isClosed() {
+				l.logger().Warn("applying the guest's line settings", "settings", g.String(), "err", err)
+			}
+		})
+	}
 	// The pump runs on a goroutine of its own, not under this frame: a
 	// goroutine blocked in Read never shrinks its stack below what its
 	// deepest frames needed (notes idle-memory.md §2.1), and attempt's

@@ -251,7 +251,10 @@ settings = "9600 8N1"
 		t.Fatal(err)
 	}
 	defer tty.Close()
-	testwait.For(t, "the data connection", func() bool { _, data := sim.Connected(); return data })
+	testwait.For(t, "the device up", func() bool {
+		devs := br.Devices()
+		return len(devs) == 1 && devs[0].State == "up"
+	})
 	for _, b := range []uint32{57600, 115200} {
 		reply, err := c.ComPort(t.Context(), baud(b))
 		if err != nil || binary.BigEndian.Uint32(reply[1:]) != 9600 {
@@ -265,4 +268,81 @@ settings = "9600 8N1"
 	if w := warns.list(); len(w) != 1 || !strings.Contains(w[0], "command port") {
 		t.Errorf("warnings %q, want one about the command port", w)
 	}
+}
+
+// TestNPortReconnectAndSilence (issue 14): when the NPort drops the
+// session, the link reconnects and the NPort gets the guest's settings
+// again, not the route's; when the NPort stops answering commands, the
+// VM's data still flows and status shows the unanswered command.
+func TestNPortReconnectAndSilence(t *testing.T) {
+	sim := devicetest.StartNPort(t, devicetest.NPortOptions{})
+	_, cmd, _ := net.SplitHostPort(sim.CmdAddr)
+	addr, br, _ := startCounting(t, fmt.Sprintf(`
+[vspc]
+listen = "127.0.0.1:0"
+[policy]
+reconnect_min = "20ms"
+reconnect_max = "100ms"
+[[route]]
+name = "router"
+service = "router-*"
+device = "nport://%s?cmd=%s"
+settings = "9600 8N1"
+`, sim.DataAddr, cmd))
+	c, err := vspctest.Dial(t.Context(), addr, routerVM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.EnableComPort(); err != nil {
+		t.Fatal(err)
+	}
+	tty, err := os.OpenFile(sim.TTY, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	testwait.For(t, "the NPort's first session", func() bool { c, d := sim.Connected(); return c && d })
+	setLine(t, c, 57600, 7, byte(rfc2217.ParityEven), byte(rfc2217.Stop2))
+
+	sim.DropSession()
+	testwait.For(t, "the guest's 57600 7E2 on the NPort's second session", func() bool {
+		st := sim.State()
+		return st.Sessions >= 2 && st.Baud == 57600 && st.Mode.String() == "7E2" && st.TxFIFO != 0
+	})
+	if s := devicetest.TTY(t, sim.UART); s.Speed != 57600 || s.StopBits != 2 {
+		t.Errorf("pty after the reconnect: %+v", s)
+	}
+	bothWays(t, c, tty, "after reconnect")
+
+	// The NPort stops answering PORT_INIT: data from the device flows
+	// while the guest's command waits; the command times out (2 s, once:
+	// the next ones do not wait while the NPort stays silent), the
+	// guest's own data, which follows the command in its stream, goes
+	// after it, and status says so.
+	sim.SetFault(aspp.PortInit, devicetest.Fault{Drop: true})
+	errc := make(chan error, 1)
+	go func() { // the guest waits for its answer; the data does not
+		_, err := c.ComPort(t.Context(), baud(19200))
+		errc <- err
+	}()
+	testwait.For(t, "the unanswered PORT_INIT", func() bool {
+		r := sim.State().Requests
+		return len(r) > 0 && strings.HasPrefix(r[len(r)-1], "2c 08 07")
+	})
+	in := []byte("from the device while the command waits")
+	if _, err := tty.Write(in); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFull(t, c, len(in)); !bytes.Equal(got, in) {
+		t.Fatalf("VM got %q", got)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	bothWays(t, c, tty, "while the NPort is silent")
+	testwait.For(t, "the mismatch in status", func() bool {
+		devs := br.Devices()
+		return len(devs) == 1 && strings.Contains(devs[0].Mismatch, "not answered")
+	})
 }

@@ -271,9 +271,19 @@ func TestNPortDataNeverWaits(t *testing.T) {
 	if n := rec.count(slog.LevelWarn, "devices: nport command not taken; data keeps flowing"); n != 1 {
 		t.Errorf("%d warnings for unanswered commands, want 1", n)
 	}
-	// The NPort answers again: a request taken in full clears the mismatch.
+	// The NPort answers again. The first request is not waited for (the
+	// last went unanswered); its answer ends the silence, and a request
+	// taken in full clears the mismatch.
 	sim.SetFault(aspp.PortInit, devicetest.Fault{})
 	if _, err := d2.SetSettings(t.Context(), settings(t, "38400 8N1")); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "the NPort's answer", func() bool {
+		d2.ctl.mu.Lock()
+		defer d2.ctl.mu.Unlock()
+		return !d2.ctl.silent
+	})
+	if _, err := d2.SetSettings(t.Context(), settings(t, "19200 8N1")); err != nil {
 		t.Fatal(err)
 	}
 	if m := d2.Mismatch(); m != "" {
@@ -505,4 +515,52 @@ func TestNPortOpen(t *testing.T) {
 	if m := opts.Line.Mismatch(); !strings.Contains(m, "115200") {
 		t.Errorf("Mismatch() = %q", m)
 	}
+}
+
+// TestNPortSilentCommandPort: once a command went unanswered, the next
+// ones do not wait (the guest's data is behind them in its stream), until
+// the NPort answers something again.
+func TestNPortSilentCommandPort(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := net.Pipe()
+		defer b.Close()
+		c := newNPortControl(a, slog.New(slog.DiscardHandler), 2*time.Second, nil)
+		defer c.close()
+		reqs := make(chan []byte, 8)
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				n, err := b.Read(buf)
+				if err != nil {
+					return
+				}
+				reqs <- append([]byte(nil), buf[:n]...)
+			}
+		}()
+		c.reqMu.Lock()
+		defer c.reqMu.Unlock()
+		call := func(on bool) (time.Duration, error) {
+			start := time.Now()
+			_, err := c.call(context.Background(), aspp.AppendBreak(nil, on))
+			<-reqs
+			return time.Since(start), err
+		}
+		if d, err := call(true); !errors.Is(err, errNoAnswer) || d != 2*time.Second {
+			t.Fatalf("first: %v after %v", err, d)
+		}
+		for range 3 {
+			if d, err := call(false); !errors.Is(err, errNoAnswer) || d != 0 {
+				t.Fatalf("while silent: %v after %v, want no wait", err, d)
+			}
+		}
+		b.Write(aspp.AppendOK(nil, aspp.StopBreak)) // a late answer: it is alive
+		synctest.Wait()
+		done := make(chan error, 1)
+		go func() { _, err := call(true); done <- err }()
+		synctest.Wait()
+		b.Write(aspp.AppendOK(nil, aspp.StartBreak))
+		if err := <-done; err != nil {
+			t.Fatalf("after it answered again: %v", err)
+		}
+	})
 }

@@ -74,6 +74,7 @@ type nportControl struct {
 	mismatch string // the latest command the NPort did not take (or answer); cleared when settings are taken in full
 	warned   bool   // a mismatch was logged at warn
 	rerr     error  // why the reader stopped
+	silent   bool   // the last command went unanswered: the next ones do not wait (one stall, not one per command)
 	polls    int    // keep-alive polls answered
 }
 
@@ -188,6 +189,7 @@ func (c *nportControl) frame(f aspp.Frame) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.silent = false // it answers again
 	if f.Op != c.waitOp {
 		// Typically the answer to a command that timed out. (One that
 		// comes while a command with the same opcode waits is taken as
@@ -241,6 +243,7 @@ func (c *nportControl) call(ctx context.Context, req []byte) (aspp.Frame, error)
 		return aspp.Frame{}, fmt.Errorf("devices: nport command port %s: %w", c.addr, err)
 	}
 	c.waitOp = op
+	silent := c.silent
 	c.mu.Unlock()
 	if err := c.write(req); err != nil {
 		c.mu.Lock()
@@ -249,11 +252,23 @@ func (c *nportControl) call(ctx context.Context, req []byte) (aspp.Frame, error)
 		return aspp.Frame{}, fmt.Errorf("devices: nport command port %s: %v: %w", c.addr, op, err)
 	}
 	var err error
+	var expired <-chan time.Time = timer.C
+	if silent {
+		// It did not answer the last command: do not stall this one (and
+		// the guest's data behind it) again. An answer clears silent.
+		now := make(chan time.Time)
+		close(now)
+		expired = now
+	}
 	select {
 	case f := <-c.answer:
 		return f, nil
-	case <-timer.C:
-		err = fmt.Errorf("devices: nport command port %s: %v: %w within %v", c.addr, op, errNoAnswer, c.timeout)
+	case <-expired:
+		if silent {
+			err = fmt.Errorf("devices: nport command port %s: %v: %w (nor to the command before; not waiting)", c.addr, op, errNoAnswer)
+		} else {
+			err = fmt.Errorf("devices: nport command port %s: %v: %w within %v", c.addr, op, errNoAnswer, c.timeout)
+		}
 	case <-ctx.Done():
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) { // the caller's deadline came first
 			err = fmt.Errorf("devices: nport command port %s: %v: %w before the caller's deadline", c.addr, op, errNoAnswer)
@@ -267,6 +282,9 @@ func (c *nportControl) call(ctx context.Context, req []byte) (aspp.Frame, error)
 		return <-c.answer, nil
 	}
 	c.waitOp = 0
+	if errors.Is(err, errNoAnswer) {
+		c.silent = true
+	}
 	return aspp.Frame{}, err
 }
 

@@ -415,6 +415,7 @@ func (c *Client) handleMessageLocked(m Message) func() {
 	if s, ok := slotOf(base, m.Value); ok {
 		c.acks[s].seq++
 		c.acks[s].msg = m
+		delete(c.unacked, s) // it answers this kind after all
 	}
 	switch base {
 	case Signature:

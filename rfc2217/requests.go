@@ -100,7 +100,7 @@ func (c *Client) roundTrip(ctx context.Context, msgs []Message) ([]result, []Mes
 	for i := range c.acks {
 		start[i] = c.acks[i].seq
 	}
-	var asked [numSlots]bool
+	var asked, wait [numSlots]bool
 	slots := make([]ackSlot, len(msgs))
 	for i, m := range msgs {
 		c.ctl = AppendMessage(c.ctl, m)
@@ -108,6 +108,11 @@ func (c *Client) roundTrip(ctx context.Context, msgs []Message) ([]result, []Mes
 		slots[i] = s
 		if ok {
 			asked[s] = true
+			// A kind the server left unacknowledged last time is not
+			// waited for again (ser2net on a pty never acks DTR): one
+			// stall, not one per request, until it acks that kind.
+			_, quiet := c.unacked[s]
+			wait[s] = !quiet
 		}
 	}
 	c.broadcastLocked()
@@ -116,8 +121,8 @@ func (c *Client) roundTrip(ctx context.Context, msgs []Message) ([]result, []Mes
 	defer timer.Stop()
 	for {
 		done := true
-		for s := range asked {
-			if asked[s] && c.acks[s].seq == start[s] {
+		for s := range wait {
+			if wait[s] && c.acks[s].seq == start[s] {
 				done = false
 			}
 		}
