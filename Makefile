@@ -77,7 +77,8 @@ fuzz:
 # then the load tool (cmd/vspc-load: the bridge as a separate process,
 # loopback only; about 6 minutes on 2 cores) with the issue's targets.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./telnet
+	$(GO) test -run '^$$' -bench . -benchmem ./telnet ./aspp
+	$(GO) test -run '^$$' -bench 'OpenToFirstByte' -benchtime 200x ./devices
 	$(GO) test -run '^$$' -bench 'IdlePorts' -benchtime 2000x ./vspc
 	$(GO) test -run '^$$' -bench 'ThroughputOneSession|VMotionSwitchover|RoundTrip' -benchtime 2s ./vspc
 	$(GO) test -run '^$$' -bench 'HandshakeBurst' -benchtime 5x ./vspc
