@@ -197,8 +197,9 @@ func (n *Node) ClaimPort(ctx context.Context, rec PortRecord) (*Claim, *Owner, e
 	err := n.retry(ctx, "claiming port "+rec.Port.String(), func(ctx context.Context) error {
 		lease := n.Lease()
 		n.op()
+		ik := n.key(kPortInfo + rec.Port.path())
 		r, err := n.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-			Then(clientv3.OpPut(k, val, clientv3.WithLease(lease)), clientv3.OpPut(n.key(kPortInfo+rec.Port.path()), info)).
+			Then(clientv3.OpGet(ik), clientv3.OpPut(k, val, clientv3.WithLease(lease)), clientv3.OpPut(ik, info)).
 			Else(clientv3.OpGet(k)).Commit()
 		if err != nil {
 			return err
@@ -207,6 +208,17 @@ func (n *Node) ClaimPort(ctx context.Context, rec PortRecord) (*Claim, *Owner, e
 		if r.Succeeded {
 			c.fence.Store(r.Header.Revision)
 			claim = c
+			if kvs := r.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+				if old, err := decode[PortInfo](kvs[0].Value); err == nil && old.Attached && old.Member != n.cfg.Member {
+					if _, alive := n.MemberByID(old.Member); !alive {
+						if old.Swept.IsZero() {
+							n.stats.cameBack.Add(1) // its VM came back without a vCenter reconnect
+						} else {
+							n.stats.sweptBack.Add(1)
+						}
+					}
+				}
+			}
 			return nil
 		}
 		kvs := r.Responses[0].GetResponseRange().Kvs

@@ -91,6 +91,7 @@ type PortInfo struct {
 	Member    string    `json:"member"`
 	Attached  bool      `json:"attached"`
 	Seen      time.Time `json:"seen"`
+	Swept     time.Time `json:"swept,omitzero"` // reconnected through vCenter by the leader at
 }
 
 // Migration is the value of vmotion/<hash>: a pending vMotion hand-over.

@@ -112,6 +112,8 @@ type Stats struct {
 	Takeovers         int64 // pending vMotions of dead members taken over
 	LockDelays        int64 // device claims that waited the lock delay
 	ClaimsLost        int64 // claims lost to another member after a lease loss
+	CameBack          int64 // ports of a dead member claimed here, their VM back without a vCenter reconnect
+	SweptBack         int64 // ports of a dead member claimed here after the leader reconnected them
 }
 
 // Health is the node's view of etcd and of itself.
@@ -141,7 +143,7 @@ type Node struct {
 	wg     sync.WaitGroup
 
 	stats struct {
-		ops, claims, conflicts, releases, leaseLosses, fences, failsafe, kaFail, takeovers, lockDelays, lost atomic.Int64
+		ops, claims, conflicts, releases, leaseLosses, fences, failsafe, kaFail, takeovers, lockDelays, lost, cameBack, sweptBack atomic.Int64
 	}
 
 	renewed chan struct{} // poked when validUntil moves
@@ -160,6 +162,7 @@ type Node struct {
 	members    map[string]MemberInfo
 	watchers   []func(id string, up bool)
 	migLeases  map[string]clientv3.LeaseID // pending vMotions this member published, by hash
+	sweep      *sweeper                    // the reconnect sweep, once started
 	closed     bool
 }
 
@@ -477,6 +480,7 @@ func (n *Node) Stats() Stats {
 		Ops: s.ops.Load(), Claims: s.claims.Load(), ClaimConflicts: s.conflicts.Load(), Releases: s.releases.Load(),
 		LeaseLosses: s.leaseLosses.Load(), Fences: s.fences.Load(), FailsafeHolds: s.failsafe.Load(),
 		KeepaliveFailures: s.kaFail.Load(), Takeovers: s.takeovers.Load(), LockDelays: s.lockDelays.Load(), ClaimsLost: s.lost.Load(),
+		CameBack: s.cameBack.Load(), SweptBack: s.sweptBack.Load(),
 	}
 }
 
