@@ -36,11 +36,12 @@ type Bridge struct {
 	log *slog.Logger
 	wg  sync.WaitGroup
 
-	mu       sync.Mutex // guards cfg, consoles, observer and owners
+	mu       sync.Mutex // guards cfg, consoles, observer, owners and guard
 	cfg      *configs.Config
 	consoles Consoles
 	observer Observer
 	owners   map[string]*link // device key → the link that holds it
+	guard    DeviceGuard      // cluster device claims (guard.go); nil on a single node
 	closed   bool
 
 	gate  dialGate  // first device connects of a reconnect storm wait for it to pass

@@ -167,7 +167,7 @@ func (l *link) attempt() {
 	if !l.trusted {
 		opts.Dial = l.b.policyDial
 	}
-	d, err := l.b.open(ctx, l.target, opts)
+	d, err := l.open(ctx, opts) // claimed first in a cluster (guard.go)
 	dev = d
 	l.mu.Lock()
 	l.abort = nil
