@@ -107,6 +107,70 @@ type Status struct {
 	Alerts    []string   `json:"alert_rules"`
 	// Remote is present when remote access is wired in.
 	Remote *RemoteCounters `json:"remote,omitempty"`
+	// Cluster is present when the bridge is a cluster member ([cluster]).
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
+}
+
+// ClusterStatus is a cluster member's view: the members, who owns what,
+// etcd's health and the member's own lease.
+type ClusterStatus struct {
+	Name      string          `json:"name"`
+	Member    string          `json:"member"`       // this bridge's member id
+	Leader    string          `json:"leader"`       // the leader's member id ("" none or unknown)
+	IsLeader  bool            `json:"is_leader"`    // this member leads (runs the reconnect sweep)
+	Healthy   bool            `json:"etcd_healthy"` // etcd confirmed the lease at the last renewal
+	Valid     bool            `json:"lease_valid"`  // the lease is valid on this member's clock (or the failsafe holds)
+	Fenced    bool            `json:"fenced"`       // devices closed: lease lapsed, failsafe did not hold
+	Failsafe  bool            `json:"failsafe"`     // lease lapsed, every member confirmed etcd is down for all
+	LastError string          `json:"etcd_error,omitempty"`
+	Members   []ClusterMember `json:"members"`      // live members, with what each holds
+	Orphans   int             `json:"orphan_ports"` // ports of dead members that nobody claimed since
+	Etcd      []EtcdEndpoint  `json:"etcd"`         // each endpoint's answer
+	Counters  ClusterCounters `json:"counters"`     // this member's
+}
+
+// ClusterMember is one live member.
+type ClusterMember struct {
+	ID      string    `json:"id"`
+	Link    string    `json:"link"`
+	VSPC    string    `json:"vspc,omitempty"`
+	Admin   string    `json:"admin,omitempty"`
+	Version string    `json:"version,omitempty"`
+	Started time.Time `json:"started"`
+	Ports   int       `json:"ports"`   // VM serial ports it holds
+	Devices int       `json:"devices"` // devices it holds
+}
+
+// EtcdEndpoint is one etcd endpoint's status.
+type EtcdEndpoint struct {
+	Endpoint string `json:"endpoint"`
+	OK       bool   `json:"ok"`
+	Leader   bool   `json:"leader,omitempty"` // this endpoint is the raft leader
+	Version  string `json:"version,omitempty"`
+	DBSize   int64  `json:"db_size,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// ClusterCounters are a member's cumulative cluster counts.
+type ClusterCounters struct {
+	Ops                  int64   `json:"etcd_ops"`
+	Claims               int64   `json:"claims"`
+	ClaimConflicts       int64   `json:"claim_conflicts"`
+	Releases             int64   `json:"releases"`
+	LeaseLosses          int64   `json:"lease_losses"`
+	Fences               int64   `json:"fences"`
+	FailsafeHolds        int64   `json:"failsafe_holds"`
+	KeepaliveFailures    int64   `json:"keepalive_failures"`
+	Takeovers            int64   `json:"takeovers"`
+	LockDelays           int64   `json:"lock_delays"`
+	ClaimsLost           int64   `json:"claims_lost"`
+	CameBack             int64   `json:"came_back"`  // dead members' ports whose VM came back here by itself
+	SweptBack            int64   `json:"swept_back"` // … after the leader reconnected them
+	Toggled              int64   `json:"reconnects_toggled"`
+	Reconnected          int64   `json:"reconnects_back"`
+	ReconnectFailed      int64   `json:"reconnects_failed"`
+	LastReconnectSeconds float64 `json:"last_reconnect_seconds"`
+	MaxReconnectSeconds  float64 `json:"max_reconnect_seconds"`
 }
 
 // RemoteCounters are the remote-access counters (remote.Counters).

@@ -46,6 +46,16 @@ var (
 	descRConsoles   = desc("remote_consoles", "Direction-server VM serial ports with a remote-access console.")
 	descBuildInfo   = desc("build_info", "Always 1; the version label says which build runs.", "version")
 	descStartTime   = desc("start_time_seconds", "Unix time the bridge started.")
+	descCHealthy    = desc("cluster_etcd_healthy", "1 while etcd confirmed this member's lease at the last renewal.")
+	descCValid      = desc("cluster_lease_valid", "1 while this member's lease is valid on its own clock (or the failsafe holds); 0: its devices are fenced.")
+	descCLeader     = desc("cluster_leader", "1 on the member that leads (runs the reconnect sweep).")
+	descCMembers    = desc("cluster_members", "Live cluster members.")
+	descCOwned      = desc("cluster_owned", "Ports and devices each member holds, by member and kind (port, device).", "member", "kind")
+	descCOrphans    = desc("cluster_orphan_ports", "Ports of dead members that nobody claimed since.")
+	descCOps        = desc("cluster_etcd_ops_total", "etcd requests this member made.")
+	descCEvents     = desc("cluster_events_total", "Cluster events on this member, by kind (claim, claim_conflict, release, lease_loss, fence, failsafe_hold, keepalive_failure, takeover, lock_delay, claim_lost).", "event")
+	descCReconn     = desc("cluster_reconnects_total", "Ports of dead members: came_back (their VM returned by itself, counted where it returned), toggled (reconnected through vCenter by the leader), back (claimed again after a toggle), failed (the vCenter call failed).", "result")
+	descCReconnSec  = desc("cluster_reconnect_seconds", "Time from a vCenter reconnect to the port being claimed again: the last one and the longest.", "which")
 	allPortStates   = []string{"attached", "detached", "vmotion"}
 	allDeviceStates = []string{"up", "connecting", "down"}
 )
@@ -84,7 +94,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConns, descParked, descPorts, descBytes, descQueued, descQueuedMax, descBacklog, descBacklogMax,
 		descDevices, descDevReconn, descVMotions, descAccepted, descRefused, descHandshake, descVMReconn,
 		descAlerts, descAlertSupp, descAlertSkip, descAlertSkipB, descWebhook, descReloads, descReloadTime, descCertExpiry,
-		descRLogins, descRDropped, descRSessions, descRConsoles, descBuildInfo, descStartTime} {
+		descRLogins, descRDropped, descRSessions, descRConsoles, descBuildInfo, descStartTime,
+		descCHealthy, descCValid, descCLeader, descCMembers, descCOwned, descCOrphans, descCOps, descCEvents, descCReconn, descCReconnSec} {
 		ch <- d
 	}
 }
@@ -220,7 +231,43 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descBuildInfo, 1, st.Version)
 		gauge(descStartTime, unixSeconds(st.Started))
+		if cl := st.Cluster; cl != nil {
+			collectCluster(cl, gauge, counter)
+		}
 	}
+}
+
+func collectCluster(cl *ClusterStatus, gauge, counter func(d *prometheus.Desc, v float64, labels ...string)) {
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	gauge(descCHealthy, b(cl.Healthy))
+	gauge(descCValid, b(cl.Valid))
+	gauge(descCLeader, b(cl.IsLeader))
+	gauge(descCMembers, float64(len(cl.Members)))
+	for _, m := range cl.Members {
+		gauge(descCOwned, float64(m.Ports), m.ID, "port")
+		gauge(descCOwned, float64(m.Devices), m.ID, "device")
+	}
+	gauge(descCOrphans, float64(cl.Orphans))
+	k := cl.Counters
+	counter(descCOps, float64(k.Ops))
+	for _, e := range []struct {
+		name string
+		v    int64
+	}{{"claim", k.Claims}, {"claim_conflict", k.ClaimConflicts}, {"release", k.Releases}, {"lease_loss", k.LeaseLosses}, {"fence", k.Fences},
+		{"failsafe_hold", k.FailsafeHolds}, {"keepalive_failure", k.KeepaliveFailures}, {"takeover", k.Takeovers}, {"lock_delay", k.LockDelays}, {"claim_lost", k.ClaimsLost}} {
+		counter(descCEvents, float64(e.v), e.name)
+	}
+	counter(descCReconn, float64(k.CameBack), "came_back")
+	counter(descCReconn, float64(k.Toggled), "toggled")
+	counter(descCReconn, float64(k.Reconnected), "back")
+	counter(descCReconn, float64(k.ReconnectFailed), "failed")
+	gauge(descCReconnSec, k.LastReconnectSeconds, "last")
+	gauge(descCReconnSec, k.MaxReconnectSeconds, "max")
 }
 
 func (c *Collector) remote() *RemoteCounters {

@@ -78,3 +78,12 @@ func (g *guarded) Close() error {
 	g.once.Do(g.release)
 	return err
 }
+
+// raw is the device under a claim's wrapper, for the optional interfaces
+// a device kind may have (parking, line state, settings mismatch).
+func raw(d any) any {
+	if g, ok := d.(*guarded); ok {
+		return g.Device
+	}
+	return d
+}

@@ -95,7 +95,7 @@ func (l *link) LineState(ctx context.Context) (rfc2217.LineState, error) {
 	if !ok {
 		return 0, nil
 	}
-	if ls, ok := dev.(lineStater); ok {
+	if ls, ok := raw(dev).(lineStater); ok {
 		return ls.LineState(ctx)
 	}
 	return 0, nil

@@ -306,7 +306,7 @@ func (l *link) pump(dev devices.Device) {
 			l.b.wg.Done()
 		}
 	}()
-	pd, _ := dev.(parkableDevice)
+	pd, _ := raw(dev).(parkableDevice)
 	idle := park.Idle{Period: l.b.parkAfter()}
 	if pd != nil && pd.CanPark() && idle.Period > 0 {
 		pd.SetReadDeadline(idle.Start(time.Now()))

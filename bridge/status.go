@@ -72,7 +72,7 @@ func (l *link) deviceStatus() DeviceStatus {
 	// The device's own record when it has one (an NPort's command port
 	// knows more); else the fixed line's, which is the same whether or
 	// not the device is connected.
-	if m, ok := l.dev.(mismatcher); ok {
+	if m, ok := raw(l.dev).(mismatcher); ok {
 		st.Mismatch = m.Mismatch()
 	} else if l.fixed != nil {
 		st.Mismatch = l.fixed.Mismatch()

@@ -425,3 +425,54 @@ func seq(lo, hi int) []int {
 	}
 	return s
 }
+
+// DeviceGuard is the node's device claims in the shape bridge.DeviceGuard
+// wants: Acquire claims (waiting while etcd is unreachable, and the lock
+// delay after a holder that vanished), Lost fences, release gives the
+// device back cleanly.
+func (n *Node) DeviceGuard() *DeviceGuard { return &DeviceGuard{n: n} }
+
+// DeviceGuard adapts a Node's device claims to a bridge.
+type DeviceGuard struct{ n *Node }
+
+// Acquire claims device for holder before it is opened.
+func (g *DeviceGuard) Acquire(ctx context.Context, device, holder string) (<-chan struct{}, func(), error) {
+	c, err := g.n.ClaimDevice(ctx, device, holder)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.Lost(), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), g.n.cfg.CallTimeout)
+		defer cancel()
+		if err := c.Release(ctx); err != nil {
+			g.n.log.Warn("releasing a device claim", "device", device, "err", err)
+		}
+	}, nil
+}
+
+// Ownership counts the ports and devices each member holds (one read of
+// each prefix).
+type Ownership struct {
+	Ports, Devices map[string]int // member id → count
+}
+
+// Ownership reads who holds what.
+func (n *Node) Ownership(ctx context.Context) (Ownership, error) {
+	o := Ownership{Ports: map[string]int{}, Devices: map[string]int{}}
+	n.op()
+	r, err := n.cli.Txn(ctx).Then(clientv3.OpGet(n.key(kPorts), clientv3.WithPrefix()), clientv3.OpGet(n.key(kDevices), clientv3.WithPrefix())).Commit()
+	if err != nil {
+		return o, err
+	}
+	for _, kv := range r.Responses[0].GetResponseRange().Kvs {
+		if rec, err := decode[PortRecord](kv.Value); err == nil {
+			o.Ports[rec.Member]++
+		}
+	}
+	for _, kv := range r.Responses[1].GetResponseRange().Kvs {
+		if rec, err := decode[DeviceRecord](kv.Value); err == nil {
+			o.Devices[rec.Member]++
+		}
+	}
+	return o, nil
+}

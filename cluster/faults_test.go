@@ -227,7 +227,7 @@ func TestMemberCutFromEtcd(t *testing.T) {
 		t.Errorf("b did not wait the lock delay: %+v", b.Stats())
 	}
 	db.Release(ctxT(t))
-	if s := a.Stats(); s.Fences != 1 || s.FailsafeHolds != 1 {
-		t.Errorf("a's stats %+v", s)
+	if s := a.Stats(); s.Fences < 1 || s.FailsafeHolds < 1 {
+		t.Errorf("a's stats %+v: want a failsafe hold and a fence", s)
 	}
 }

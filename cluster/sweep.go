@@ -190,15 +190,19 @@ func (s *sweeper) scan() {
 			n.log.Warn("VM serial port should be reconnected (no vCenter configured)", "vm", d.info.VMName, "port", d.info.Port.String(), "last_member", d.info.Member)
 			continue
 		}
+		// Timed from before the call: the VM may be back before it returns.
+		s.mu.Lock()
+		s.toggled[d.info.Port.path()] = d.info.Swept
+		s.mu.Unlock()
 		rctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
 		err = s.cfg.Reconnector.Reconnect(rctx, d.info)
 		cancel()
 		s.mu.Lock()
 		if err != nil {
 			s.stats.Failed++
+			delete(s.toggled, d.info.Port.path())
 		} else {
 			s.stats.Toggled++
-			s.toggled[d.info.Port.path()] = d.info.Swept
 		}
 		s.mu.Unlock()
 		if err != nil {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,7 +18,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vspc-bridge/vspc-bridge/cluster"
+	"github.com/vspc-bridge/vspc-bridge/cluster/clustertest"
+	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 )
 
 func TestClusterInit(t *testing.T) {
@@ -116,16 +122,210 @@ func TestEtcdCommand(t *testing.T) {
 	}
 }
 
-// A [cluster] config is not served as a single node that claims nothing.
-func TestServeRefusesClusterUntilMember(t *testing.T) {
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "c.toml")
-	os.WriteFile(cfg, []byte("[vspc]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"\"\n[cluster]\nname = \"lab\"\nmember = \"m1\"\nendpoints = [\"http://127.0.0.1:1\"]\nlink_listen = \"127.0.0.1:13380\"\nlink_ca = \"ca\"\nlink_cert = \"c\"\nlink_key = \"k\"\n"), 0o644)
-	var out, errb bytes.Buffer
-	if code := run(t.Context(), []string{"serve", "-config", cfg}, nil, &out, &errb); code != 1 || !strings.Contains(errb.String(), "cannot run as a cluster member yet") {
-		t.Errorf("serve with [cluster]: exit %d %q", code, errb.String())
+// echoDevice is a TCP device that echoes, and records how many
+// connections it held at once (never more than one: a device is held by
+// one member at a time).
+type echoDevice struct {
+	ln               net.Listener
+	mu               sync.Mutex
+	open, max, total int
+	wg               sync.WaitGroup
+}
+
+func newEchoDevice(t *testing.T) *echoDevice {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if code := run(t.Context(), []string{"check-config", cfg}, nil, &out, &errb); code != 0 {
-		t.Errorf("check-config with [cluster]: exit %d %q", code, errb.String())
+	d := &echoDevice{ln: ln}
+	d.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			d.mu.Lock()
+			d.open++
+			d.total++
+			d.max = max(d.max, d.open)
+			d.mu.Unlock()
+			d.wg.Go(func() {
+				defer func() { d.mu.Lock(); d.open--; d.mu.Unlock() }()
+				defer c.Close()
+				io.Copy(c, c)
+			})
+		}
+	})
+	t.Cleanup(func() { ln.Close(); d.wg.Wait() })
+	return d
+}
+
+func (d *echoDevice) stats() (open, maxOpen, total int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.open, d.max, d.total
+}
+
+// startMemberBridge serves cfg in-process; stop ends it (a clean leave).
+func startMemberBridge(t *testing.T, cfg string) (*bridgeUnderTest, func()) {
+	t.Helper()
+	b := &bridgeUnderTest{t: t, path: filepath.Join(t.TempDir(), "bridge.toml"), logs: &syncBuffer{}}
+	b.write(cfg)
+	c, err := configs.Load(b.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(b.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ready := make(chan *daemon, 1)
+	b.hup = make(chan os.Signal, 1)
+	opts := serveOptions{path: b.path, ready: ready, version: "test", sighup: b.hup}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, c, log, io.Discard, opts) }()
+	select {
+	case b.d = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("serve: %v\n%s", err, b.logs)
+	case <-time.After(testwait.Timeout):
+		cancel()
+		t.Fatal("serve did not start")
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("serve: %v", err)
+				}
+			case <-time.After(testwait.Timeout):
+				t.Error("serve did not stop")
+			}
+			if t.Failed() {
+				t.Logf("bridge log:\n%s", b.logs)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return b, stop
+}
+
+// Three members behind a VIP (the balancer sends every connection to
+// one member): a port and its device are held by one member; another
+// member refuses the same port; when the holder leaves, the VM
+// reconnected through vCenter (here: the simulated host's Reconnect)
+// lands on the next member, which claims the port and opens the device.
+func TestClusterSmoke(t *testing.T) {
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	if code := run(t.Context(), []string{"cluster", "init", "-cluster", "lab", "-members", "m1,m2,m3", "-dir", dir}, nil, &out, &errb); code != 0 {
+		t.Fatal(errb.String())
+	}
+	etcd := clustertest.StartEtcd(t, 3)
+	dev := newEchoDevice(t)
+	var eps []string
+	for _, e := range etcd.Endpoints() {
+		eps = append(eps, fmt.Sprintf("%q", e))
+	}
+	var members []*bridgeUnderTest
+	var stops []func()
+	for i := 1; i <= 3; i++ {
+		cfg := fmt.Sprintf(`[vspc]
+listen = "127.0.0.1:0"
+[admin]
+listen = ""
+[[route]]
+service = "console"
+device = "tcp://%s"
+[cluster]
+name = "lab"
+member = "m%d"
+endpoints = [%s]
+link_listen = "127.0.0.1:%d"
+link_ca = "%s/ca.crt"
+link_cert = "%s/m%d.crt"
+link_key = "%s/m%d.key"
+lease_ttl = "5s"
+validity_margin = "1s"
+lock_delay = "1s"
+reconnect_grace = "0s"
+`, dev.ln.Addr(), i, strings.Join(eps, ", "), freeLoopbackPort(t), dir, dir, i, dir, i)
+		b, stop := startMemberBridge(t, cfg)
+		members = append(members, b)
+		stops = append(stops, stop)
+	}
+	testwait.For(t, "every member to see three", func() bool {
+		for _, b := range members {
+			if cl := b.d.status().Cluster; cl == nil || len(cl.Members) != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	bal := clustertest.NewBalancer(t, members[0].addr(kindVSPC), members[1].addr(kindVSPC), members[2].addr(kindVSPC))
+	bal.Send(0) // the VIP is on m1
+	vm := vspctest.VM{Name: "vm-1", VCUUID: "50000000-0000-4000-8000-000000000001", Direction: vspc.DirClient, ServiceURI: "console"}
+	port := &vspctest.Port{VM: vm, Addr: bal.Addr, Mode: vspctest.DropStay}
+	pctx, pcancel := context.WithCancel(context.Background())
+	var pwg sync.WaitGroup
+	pwg.Go(func() { port.Run(pctx) })
+	defer func() { pcancel(); pwg.Wait() }()
+
+	echo := func(what string) {
+		t.Helper()
+		testwait.For(t, "the VM to be connected ("+what+")", func() bool { return port.Conn() != nil })
+		c := port.Conn()
+		msg := "ping " + what + "\n"
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+			t.Fatalf("echo through the device (%s): %q %v", what, got, err)
+		}
+	}
+	echo("via m1")
+	// m2 refuses the same VM serial port: m1 holds it.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if c, err := vspctest.Dial(ctx, members[1].addr(kindVSPC), vm); err == nil {
+		c.Close()
+		t.Fatal("a second member served a port the first one holds")
+	}
+	// m2's status shows what m1 holds (its ownership counts are cached
+	// for up to 2 s).
+	holds := func(b *bridgeUnderTest, id string, ports, devices int) bool {
+		cl := b.d.status().Cluster
+		for _, m := range cl.Members {
+			if m.ID == id {
+				return m.Ports == ports && m.Devices == devices
+			}
+		}
+		return false
+	}
+	testwait.For(t, "m2 to see m1 hold the port and the device", func() bool { return holds(members[1], "m1", 1, 1) })
+	if cl := members[1].d.status().Cluster; !cl.Healthy || len(cl.Etcd) != 3 || cl.Counters.ClaimConflicts != 1 {
+		t.Errorf("m2's view: %+v", cl)
+	}
+	var text bytes.Buffer
+	printStatus(&text, members[1].d.status(), nil)
+	for _, want := range []string{"Cluster lab, member m2: etcd healthy. Leader m", "m1      127.0.0.1:", "ok, leader"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("status text lacks %q:\n%s", want, text.String())
+		}
+	}
+
+	// m1 leaves; the VM stays down until it is reconnected, then lands on
+	// m2 through the VIP.
+	stops[0]()
+	testwait.For(t, "the VM connection to drop", func() bool { return port.Conn() == nil })
+	bal.Send(1)
+	port.Reconnect()
+	echo("via m2")
+	testwait.For(t, "m2 to hold the port and the device", func() bool { return holds(members[1], "m2", 1, 1) })
+	if _, maxOpen, total := dev.stats(); maxOpen != 1 || total != 2 {
+		t.Errorf("device: %d connections at most at once (want 1), %d in all (want 2)", maxOpen, total)
 	}
 }

@@ -83,6 +83,10 @@ type daemon struct {
 	// is off. Set before start.
 	web func() admin.Listener
 
+	// cluster returns the cluster part of the status; set before start
+	// when the bridge is a cluster member.
+	cluster func() *admin.ClusterStatus
+
 	fatal chan error     // a listener failed on its own
 	wg    sync.WaitGroup // listener and matcher goroutines
 }
@@ -463,9 +467,13 @@ func (d *daemon) ready() error {
 
 // status is the bridge-wide part of /api/v1/status.
 func (d *daemon) status() admin.Status {
+	var cl *admin.ClusterStatus
+	if d.cluster != nil {
+		cl = d.cluster() // may ask etcd: not under d.mu
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st := admin.Status{Version: d.opts.version, Started: d.started, Config: d.source(), Reloads: d.reloads, Alerts: d.alerts.Rules()}
+	st := admin.Status{Version: d.opts.version, Started: d.started, Config: d.source(), Reloads: d.reloads, Alerts: d.alerts.Rules(), Cluster: cl}
 	for _, kind := range []string{kindVSPC, kindVSPCTLS, kindAdmin} {
 		b := d.lns[kind]
 		if b == nil {

@@ -186,6 +186,7 @@ func needsRestart(old, cfg *configs.Config, usersReload bool) []string {
 		{"alerts.queue", old.Alerts.Queue != cfg.Alerts.Queue},
 		{"remote", !reflect.DeepEqual(old.Remote, cfg.Remote)},
 		{"web", !reflect.DeepEqual(old.Web, cfg.Web)},
+		{"cluster", !reflect.DeepEqual(old.Cluster, cfg.Cluster)},
 		{"user", !usersReload && !reflect.DeepEqual(old.Users, cfg.Users)},
 	} {
 		if k.changed {

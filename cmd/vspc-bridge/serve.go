@@ -16,6 +16,7 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/admin"
 	"github.com/vspc-bridge/vspc-bridge/bridge"
+	"github.com/vspc-bridge/vspc-bridge/cluster"
 	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/internal/gcfloor"
 	"github.com/vspc-bridge/vspc-bridge/internal/park"
@@ -114,18 +115,14 @@ func vspcConfig(cfg *configs.Config, br vspc.Bridger, log *slog.Logger) vspc.Con
 const gcFloor = 32 << 20
 
 func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io.Writer, opts serveOptions) error {
-	if cfg.Cluster.Enabled() {
-		// Serving as a member needs the VM side to claim ports, forward
-		// connections and finish hand-overs through the cluster; until
-		// then a member must not start as a single node that claims
-		// nothing (two of them would hold the same devices).
-		return errors.New("[cluster] is checked by check-config, but serve cannot run as a cluster member yet (the VM side does not claim ports through etcd); remove [cluster] to run a single node")
-	}
 	limit := raiseFileLimit(log)
 	// No garbage collection until the heap passes 32 MiB: the first
 	// collections of a young bridge would otherwise fall inside the
 	// reconnect burst that follows a restart (internal/gcfloor).
 	defer gcfloor.Start(gcFloor).Stop()
+	if opts.version == "" {
+		opts.version = version
+	}
 	br := bridge.New(cfg, log)
 	// One Parker for every idle device connection ([vspc] park_after).
 	// It is closed last, after the bridge has closed (and so woken)
@@ -137,18 +134,34 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 		defer pk.Close()
 		br.SetParker(pk)
 	}
-	srv := vspc.NewServer(vspcConfig(cfg, br, log))
+	var bridger vspc.Bridger = br
+	var mem *member
+	if cfg.Cluster.Enabled() {
+		// A member claims each VM serial port and each device in etcd
+		// before it serves or opens it (member.go, package cluster). It
+		// leaves last, after its devices are closed: its lease is revoked
+		// and everything it held is free at once.
+		var err error
+		if mem, err = startMember(ctx, cfg, log, opts.version); err != nil {
+			return fmt.Errorf("joining the cluster: %w", err)
+		}
+		defer mem.close()
+		br.SetDeviceGuard(mem.node.DeviceGuard())
+		bridger = &cluster.Bridger{Node: mem.node, Next: br, Wait: 3 * cfg.Cluster.EtcdTimeout.Duration}
+		log.Info("cluster member", "cluster", cfg.Cluster.Name, "member", cfg.Cluster.Member, "link", cfg.Cluster.LinkAddr(), "members", len(mem.node.Members()))
+	}
+	srv := vspc.NewServer(vspcConfig(cfg, bridger, log))
 
 	// The daemon binds the VM listeners ([vspc] listen, tls_listen), the
 	// admin endpoint and runs the alert matcher; it applies reloads
 	// (SIGHUP, POST /api/v1/reload) to all of them (daemon.go,
 	// reload.go).
-	if opts.version == "" {
-		opts.version = version
-	}
 	d := newDaemon(cfg, log, br, srv, opts)
 	if pk != nil {
 		d.parked = pk.Parked
+	}
+	if mem != nil {
+		d.cluster = mem.status
 	}
 	// Remote access (direction-server VMs without a device route): the
 	// hub's per-VM listeners and front doors; off unless [remote] enabled.

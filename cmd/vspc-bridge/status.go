@@ -225,6 +225,9 @@ func printStatus(w io.Writer, st admin.Status, sessions []admin.Session) {
 		fmt.Fprintf(w, "Remote access: %d consoles, %d clients connected. Logins: %d ok, %d failed, %d refused (rate limit); %d clients dropped for falling behind.\n",
 			r.Consoles, r.Sessions, r.Logins, r.LoginFailures, r.LoginsRefused, r.ClientsDropped)
 	}
+	if c := st.Cluster; c != nil {
+		printCluster(w, c)
+	}
 	if len(sessions) == 0 {
 		fmt.Fprintln(w, "\nNo VM serial ports.")
 		return
@@ -417,4 +420,43 @@ func firstLine(s string) string {
 		return s[:i] + " …"
 	}
 	return s
+}
+
+// printCluster prints a cluster member's view: its lease, the members and
+// what each holds, and etcd.
+func printCluster(w io.Writer, c *admin.ClusterStatus) {
+	state := "etcd healthy"
+	switch {
+	case c.Fenced:
+		state = "FENCED (lease lapsed; devices closed)"
+	case c.Failsafe:
+		state = "failsafe (etcd down for every member; devices kept)"
+	case !c.Healthy:
+		state = "etcd unreachable: " + c.LastError
+	}
+	leader := c.Leader
+	if leader == "" {
+		leader = "none"
+	}
+	fmt.Fprintf(w, "\nCluster %s, member %s: %s. Leader %s. Orphan ports %d. Reconnects through vCenter: %d toggled, %d back, %d failed; %d came back by themselves here.\n",
+		c.Name, c.Member, state, leader, c.Orphans, c.Counters.Toggled, c.Counters.Reconnected, c.Counters.ReconnectFailed, c.Counters.CameBack)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tLINK\tPORTS\tDEVICES\tVERSION\tSTARTED")
+	for _, m := range c.Members {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", m.ID, m.Link, m.Ports, m.Devices, m.Version, m.Started.Local().Format(time.DateTime))
+	}
+	tw.Flush()
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ETCD\tSTATE\tVERSION\tDB SIZE")
+	for _, e := range c.Etcd {
+		st := "ok"
+		switch {
+		case !e.OK:
+			st = "DOWN: " + e.Error
+		case e.Leader:
+			st = "ok, leader"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", e.Endpoint, st, e.Version, e.DBSize)
+	}
+	tw.Flush()
 }

@@ -3,6 +3,7 @@ package vc
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/vim25"
@@ -50,4 +51,15 @@ func Reconnect(ctx context.Context, c *vim25.Client, vcUUID, service string) err
 		}
 	}
 	return nil
+}
+
+// ConnFromEnv is the connection govc's environment names: GOVC_URL,
+// GOVC_USERNAME, GOVC_PASSWORD, GOVC_INSECURE (1 or true).
+func ConnFromEnv(getenv func(string) string) Conn {
+	insecure := false
+	switch strings.ToLower(getenv("GOVC_INSECURE")) {
+	case "1", "true":
+		insecure = true
+	}
+	return Conn{URL: getenv("GOVC_URL"), Username: getenv("GOVC_USERNAME"), Password: getenv("GOVC_PASSWORD"), Insecure: insecure}
 }
