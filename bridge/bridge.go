@@ -184,6 +184,12 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 	if r, ok := cfg.MatchRoute(configs.RouteQuery{ServiceURI: req.ServiceURI, VMName: req.VMName, VCUUID: req.VCUUID}); ok {
 		t = r.Target() // parsed and checked when the config was loaded
 		initial = r.Settings()
+		if t.Kind == target.KindNPort && t.CmdPort != 0 && !r.SettingsGiven() {
+			// The route says nothing about the line: the NPort keeps what
+			// its console says until the guest sets something (the
+			// default 9600 8N1 is not pushed onto it).
+			initial = rfc2217.Settings{}
+		}
 		trusted = true
 		via = "route " + r.Name
 		route = r.Name

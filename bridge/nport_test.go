@@ -346,3 +346,49 @@ settings = "9600 8N1"
 		return len(devs) == 1 && strings.Contains(devs[0].Mismatch, "not answered")
 	})
 }
+
+// TestNPortRouteWithoutSettings: a route that says nothing about the line
+// leaves the NPort as its console set it until the guest sets something.
+func TestNPortRouteWithoutSettings(t *testing.T) {
+	sim := devicetest.StartNPort(t, devicetest.NPortOptions{Default: devicetest.NPortLine{Baud: 38400}})
+	_, cmd, _ := net.SplitHostPort(sim.CmdAddr)
+	addr, br, warns := startCounting(t, fmt.Sprintf(`
+[vspc]
+listen = "127.0.0.1:0"
+[[route]]
+name = "router"
+service = "router-*"
+device = "nport://%s?cmd=%s"
+`, sim.DataAddr, cmd))
+	c, err := vspctest.Dial(t.Context(), addr, routerVM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.EnableComPort(); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "the device up", func() bool {
+		devs := br.Devices()
+		return len(devs) == 1 && devs[0].State == "up"
+	})
+	tty, err := os.OpenFile(sim.TTY, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	bothWays(t, c, tty, "untouched")
+	if st := sim.State(); len(st.Requests) != 0 || st.Baud != 38400 {
+		t.Errorf("the NPort was told %q and has %d baud; want nothing sent, its own 38400", st.Requests, st.Baud)
+	}
+	reply, err := c.ComPort(t.Context(), baud(57600))
+	if err != nil || binary.BigEndian.Uint32(reply[1:]) != 57600 {
+		t.Fatalf("SET-BAUDRATE: % x, %v", reply, err)
+	}
+	if st := sim.State(); st.Baud != 57600 || st.Mode.String() != "8N1" {
+		t.Errorf("the NPort has %d %v, want 57600 8N1", st.Baud, st.Mode)
+	}
+	if w := warns.list(); len(w) != 0 {
+		t.Errorf("warnings: %q", w)
+	}
+}

@@ -608,3 +608,27 @@ func TestSlogLevel(t *testing.T) {
 		}
 	}
 }
+
+func TestRouteSettingsGiven(t *testing.T) {
+	for _, c := range []struct {
+		route string
+		given bool
+	}{
+		{`device = "nport://np1"`, false},
+		{`device = "nport://np1"` + "\nsettings = \"9600 8N1\"", true},
+		{`device = "nport://np1"` + "\nflow = \"rtscts\"", true},
+		{`device = "nport://np1?baud=115200"`, true},
+	} {
+		cfg, err := Parse("t.toml", []byte("[vspc]\nlisten = \"127.0.0.1:0\"\n[[route]]\nservice = \"x\"\n"+c.route+"\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", c.route, err)
+		}
+		r := cfg.Routes[0]
+		if r.SettingsGiven() != c.given {
+			t.Errorf("%s: SettingsGiven() = %v, want %v", c.route, r.SettingsGiven(), c.given)
+		}
+		if r.Settings().Baud == 0 {
+			t.Errorf("%s: Settings() %v is not complete", c.route, r.Settings())
+		}
+	}
+}

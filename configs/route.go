@@ -53,6 +53,14 @@ func (r *Route) Target() target.Target { return r.target }
 // port, they are what the device server is configured to.
 func (r *Route) Settings() rfc2217.Settings { return r.settings }
 
+// SettingsGiven reports whether the route states line settings itself (the
+// settings or flow key, or a settings query in the device URI) rather than
+// taking the default "9600 8N1": a device that can set the line (an NPort
+// through its command port) is only set to what was written.
+func (r *Route) SettingsGiven() bool {
+	return r.SettingsText != "" || r.FlowText != "" || r.target.Settings != (rfc2217.Settings{})
+}
+
 // defaultSettings are the line settings of a route that sets none: 9600
 // baud, 8 data bits, no parity, 1 stop bit, no flow control.
 var defaultSettings = rfc2217.Settings{Baud: 9600, DataSize: 8, Parity: rfc2217.ParityNone, StopSize: rfc2217.Stop1, Flow: rfc2217.FlowNone}
