@@ -75,7 +75,10 @@ fuzz:
 
 # Codec benchmarks, the in-process vspc benchmarks, the heavy fault tests,
 # then the load tool (cmd/vspc-load: the bridge as a separate process,
-# loopback only; about 6 minutes on 2 cores) with the issue's targets.
+# loopback only; about 6 minutes on 2 cores) with the issue's targets,
+# then its direction-server phases (remote consoles: RSS per console with
+# 1,000 and 5,000 consoles, 50 consoles x 256 KiB each way against
+# direction client, a stalled client; about 4 minutes).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./telnet ./aspp
 	$(GO) test -run '^$$' -bench 'OpenToFirstByte' -benchtime 200x ./devices
@@ -86,6 +89,8 @@ bench:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vspc-bridge
 	$(GO) build -o bin/vspc-load ./cmd/vspc-load
 	./bin/vspc-load -bridge-bin $(BIN) -idle 18000 -burst 1000 -remote 9000 -lat 1000 -vmotion-rate 1000
+	./bin/vspc-load -bridge-bin $(BIN) -phases console,cstream,cstall -consoles 1000
+	./bin/vspc-load -bridge-bin $(BIN) -phases console -consoles 5000 -rss-wait 130s
 
 # The load run on this build and on the build at BASE (default: the
 # commit before HEAD), side by side: every bridge phase runs on both,

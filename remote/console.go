@@ -101,6 +101,7 @@ type console struct {
 	ctx     context.Context // cancelled by close: ends the listener and sessions
 	cancel  context.CancelFunc
 	ln      net.Listener // per-VM listener; nil if none
+	acc     *vmListener  // accepts on ln; set before the console is published
 	lnURL   string       // "telnet://127.0.0.1:7001"; "" if none
 	logw    *logWriter   // nil without log_dir
 	created time.Time
@@ -332,7 +333,9 @@ func (c *console) Close() error {
 		a.out.close(fmt.Sprintf("\r\n[vspc-bridge: the serial port of %s is gone]\r\n", c.req.VMName))
 	}
 	c.cancel()
-	if c.ln != nil {
+	if c.acc != nil {
+		c.acc.close()
+	} else if c.ln != nil {
 		c.ln.Close()
 	}
 	if c.logw != nil {

@@ -80,6 +80,18 @@
 // then sessions (with a farewell, closed after 2 s if the client does not
 // read), then logs.
 //
+// # Idle consoles cost no goroutine
+//
+// A per-VM listener that nobody connects to, and an attached per-VM
+// telnet (or tcp, telnets) client that types nothing, wait in a parker
+// (internal/park: one epoll set) instead of a goroutine each: the
+// listener after 200 ms without a connection, the client 200 ms after it
+// attached and then after 5 s without input. Data (or a close) wakes
+// them on a fresh goroutine that runs the same read loop. A client queue
+// has a writer goroutine only while there is output, and no buffer while
+// it is empty; the scrollback grows as output arrives. Front-door and SSH
+// sessions keep their goroutines.
+//
 // # Other kinds of client
 //
 // Telnet, raw TCP and SSH clients are served by the hub itself. Another

@@ -130,7 +130,7 @@ func FuzzFrontDoor(f *testing.F) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			h.serveTelnet(context.Background(), server, false, con, func() {})
+			h.serveTelnet(context.Background(), server, false, con, func() {}, func() {})
 		}()
 		var out atomic.Int64
 		read := make(chan struct{})

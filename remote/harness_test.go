@@ -93,8 +93,14 @@ func newHarness(t *testing.T, extra string) *harness {
 	return newHarnessGrace(t, extra, 5*time.Second)
 }
 
+// newHarnessOpts is newHarness with options for the hub.
+func newHarnessOpts(t *testing.T, extra string, opts ...remote.Option) *harness {
+	t.Helper()
+	return newHarnessGrace(t, extra, 5*time.Second, opts...)
+}
+
 // newHarnessGrace is newHarness with the vspc server's grace period.
-func newHarnessGrace(t *testing.T, extra string, grace time.Duration) *harness {
+func newHarnessGrace(t *testing.T, extra string, grace time.Duration, opts ...remote.Option) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -150,7 +156,7 @@ access = [{vm = "web-*", mode = "rw"}]
 	}
 	log := devicetest.Logger(t)
 	clk := &clock{}
-	hub, err := remote.New(cfg, log, remote.WithClock(clk.now))
+	hub, err := remote.New(cfg, log, append([]remote.Option{remote.WithClock(clk.now)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

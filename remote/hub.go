@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/internal/park"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
@@ -46,15 +47,21 @@ type Hub struct {
 	sshConf *ssh.ServerConfig // nil without ssh_host_keys; copied per connection
 	escape  []byte
 
-	ctx    context.Context // cancelled by Close: every session and per-VM listener
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // every goroutine the hub starts
-	sem    chan struct{}  // one token per remote connection (max_sessions)
-	pre    chan struct{}  // one token per connection not logged in yet (max_unauthenticated)
-	bufs   bufPool        // client queue buffers
+	ctx      context.Context // cancelled by Close: every session and per-VM listener
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // every goroutine the hub starts
+	sem      chan struct{}  // one token per remote connection (max_sessions)
+	pre      chan struct{}  // one token per connection not logged in yet (max_unauthenticated)
+	bufs     bufPool        // client queue buffers
+	park     *park.Parker   // idle per-VM clients wait here without a goroutine; nil: never park
+	ownPark  bool           // New made park, Close closes it
+	parkSet  bool           // WithParker was given
+	parkIdle time.Duration  // how long a per-VM client is idle before it parks
 
-	logins  atomic.Int64 // successful logins
-	dropped atomic.Int64 // clients dropped for falling behind
+	parked   atomic.Int64 // client connections parked now
+	parkedLn atomic.Int64 // per-VM listeners parked now
+	logins   atomic.Int64 // successful logins
+	dropped  atomic.Int64 // clients dropped for falling behind
 
 	mu        sync.Mutex // guards the fields below
 	closed    bool
@@ -66,6 +73,18 @@ type Hub struct {
 
 // An Option changes a default of New.
 type Option func(*Hub)
+
+// WithParker makes idle per-VM clients wait in p (shared with the rest
+// of the process) instead of a parker of the hub's own. Nil: they never
+// park (a goroutine each).
+func WithParker(p *park.Parker) Option {
+	return func(h *Hub) { h.park, h.ownPark, h.parkSet = p, false, true }
+}
+
+// WithParkIdle sets how long an attached per-VM client's connection must
+// go without input before it is parked (default 5s; it parks between
+// once and twice that after its last input).
+func WithParkIdle(d time.Duration) Option { return func(h *Hub) { h.parkIdle = d } }
 
 // WithClock makes the hub read the time from now instead of time.Now:
 // login rate limiting (login_window) and the timestamps it reports.
@@ -84,6 +103,7 @@ func New(cfg *configs.Config, log *slog.Logger, opts ...Option) (*Hub, error) {
 		cfg:       cfg,
 		log:       log,
 		now:       time.Now,
+		parkIdle:  parkIdle,
 		escape:    r.EscapeBytes(),
 		sem:       make(chan struct{}, max(r.MaxSessions, 1)),
 		pre:       make(chan struct{}, max(r.MaxUnauthenticated, 1)),
@@ -99,6 +119,13 @@ func New(cfg *configs.Config, log *slog.Logger, opts ...Option) (*Hub, error) {
 		return h, nil
 	}
 	h.auth = newAuthenticator(cfg, log, h.now)
+	if !h.parkSet {
+		p, err := park.New(park.Config{Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("remote: %w", err)
+		}
+		h.park, h.ownPark = p, true
+	}
 	lo, hi := r.PortRangeBounds()
 	var err error
 	if h.ports, err = loadPortStore(r.StateFile, lo, hi); err != nil {
@@ -193,7 +220,9 @@ func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Ba
 		}
 	}
 	port := 0
+	var tcpLn *net.TCPListener
 	if ln != nil {
+		tcpLn, _ = ln.(*net.TCPListener)
 		c.lnURL = spec.scheme + "://" + ln.Addr().String()
 		port = ln.Addr().(*net.TCPAddr).Port
 		if spec.scheme == schemeTelnets {
@@ -236,9 +265,8 @@ func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Ba
 	}
 	if ln != nil {
 		raw := spec.scheme == schemeTCP
-		h.wg.Go(func() {
-			h.acceptLoop(c.ctx, ln, "", func(ctx context.Context, nc net.Conn, in func()) { h.serveTelnet(ctx, nc, raw, c, in) })
-		})
+		c.acc = h.newVMListener(c, ln, tcpLn, func(ctx context.Context, nc net.Conn, in, done func()) { h.serveTelnet(ctx, nc, raw, c, in, done) })
+		h.wg.Go(func() { c.acc.run() })
 	}
 	h.mu.Unlock()
 	logPath := ""
@@ -301,7 +329,7 @@ func (h *Hub) Bind() error {
 	}
 	if r.TelnetsListen != "" {
 		fronts = append(fronts, front{"telnets_listen", r.TelnetsListen, func(ctx context.Context, ln net.Listener) error {
-			return h.acceptLoop(ctx, ln, "telnets", func(ctx context.Context, nc net.Conn, in func()) { h.serveTelnet(ctx, nc, false, nil, in) })
+			return h.acceptLoop(ctx, ln, "telnets", func(ctx context.Context, nc net.Conn, in, done func()) { h.serveTelnet(ctx, nc, false, nil, in, done) })
 		}, true})
 	}
 	if r.SSHListen != "" {
@@ -382,11 +410,13 @@ type Counters struct {
 	ClientsDropped int64 // clients dropped: over client_queue in "drop" mode, or stalled for client_stall
 	Sessions       int   // remote connections open now
 	LoggingIn      int   // of those, connections not logged in yet
+	Parked         int   // client connections parked now (idle per-VM clients: no goroutine)
+	ParkedPorts    int   // per-VM listeners parked now (nobody connecting: no goroutine)
 }
 
 // Counters returns the hub's counters.
 func (h *Hub) Counters() Counters {
-	c := Counters{Logins: h.logins.Load(), ClientsDropped: h.dropped.Load(), Sessions: len(h.sem), LoggingIn: len(h.pre)}
+	c := Counters{Logins: h.logins.Load(), ClientsDropped: h.dropped.Load(), Sessions: len(h.sem), LoggingIn: len(h.pre), Parked: int(h.parked.Load()), ParkedPorts: int(h.parkedLn.Load())}
 	if h.auth != nil {
 		c.LoginFailures, c.LoginsRefused = h.auth.failures.Load(), h.auth.refused.Load()
 	}
@@ -416,7 +446,7 @@ func (h *Hub) FrontDoors() []FrontDoor {
 // ServeTelnet serves the telnet front door on ln (wrap ln with
 // tls.NewListener for telnets) until ctx is done or Close. It closes ln.
 func (h *Hub) ServeTelnet(ctx context.Context, ln net.Listener) error {
-	return h.acceptLoop(ctx, ln, "telnet", func(ctx context.Context, nc net.Conn, in func()) { h.serveTelnet(ctx, nc, false, nil, in) })
+	return h.acceptLoop(ctx, ln, "telnet", func(ctx context.Context, nc net.Conn, in, done func()) { h.serveTelnet(ctx, nc, false, nil, in, done) })
 }
 
 // ServeSSH serves the SSH front door on ln until ctx is done or Close. It
@@ -426,15 +456,19 @@ func (h *Hub) ServeSSH(ctx context.Context, ln net.Listener) error {
 		ln.Close()
 		return errors.New("remote: SSH needs [remote] ssh_host_keys")
 	}
-	return h.acceptLoop(ctx, ln, "ssh", h.serveSSH)
+	return h.acceptLoop(ctx, ln, "ssh", func(ctx context.Context, nc net.Conn, in, done func()) {
+		defer done()
+		h.serveSSH(ctx, nc, in)
+	})
 }
 
 // acceptLoop accepts on ln and runs handle for each connection in a
 // goroutine owned by the hub, with a context that ends with ctx or the
-// hub. A connection counts against max_sessions until it ends, and
-// against max_unauthenticated until handle calls loggedIn (or ends). It
-// closes ln and returns when either ends (ctx.Err() or ErrClosed).
-func (h *Hub) acceptLoop(ctx context.Context, ln net.Listener, kind string, handle func(ctx context.Context, nc net.Conn, loggedIn func())) error {
+// hub. A connection counts against max_sessions until handle calls done
+// (once, when the connection has ended: maybe after handle returned), and
+// against max_unauthenticated until it calls loggedIn (or done). It closes
+// ln and returns when either ends (ctx.Err() or ErrClosed).
+func (h *Hub) acceptLoop(ctx context.Context, ln net.Listener, kind string, handle func(ctx context.Context, nc net.Conn, loggedIn, done func())) error {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -476,42 +510,52 @@ func (h *Hub) acceptLoop(ctx context.Context, ln net.Listener, kind string, hand
 			}
 			continue
 		}
-		refuse := func(limit string, n int) {
-			h.log.Warn("remote connection refused: "+limit+" reached", "peer", nc.RemoteAddr().String(), limit, n)
-			nc.SetWriteDeadline(time.Now().Add(time.Second))
-			nc.Write([]byte("vspc-bridge: too many sessions; try again later\r\n"))
-			nc.Close()
+		if err := h.admit(ctx, nc, handle); err != nil {
+			return err
 		}
-		select {
-		case h.sem <- struct{}{}:
-		default:
-			refuse("max_sessions", cap(h.sem))
-			continue
-		}
-		select {
-		case h.pre <- struct{}{}:
-		default:
-			<-h.sem
-			refuse("max_unauthenticated", cap(h.pre))
-			continue
-		}
-		h.mu.Lock()
-		if h.closed {
-			h.mu.Unlock()
-			<-h.pre
-			<-h.sem
-			nc.Close()
-			return ErrClosed
-		}
-		h.wg.Go(func() {
-			var once sync.Once
-			loggedIn := func() { once.Do(func() { <-h.pre }) }
-			defer func() { <-h.sem }()
-			defer loggedIn()
-			handle(ctx, nc, loggedIn)
-		})
-		h.mu.Unlock()
 	}
+}
+
+// admit runs handle for a connection just accepted, on a goroutine owned
+// by the hub, unless max_sessions or max_unauthenticated refuse it (it is
+// told and closed) or the hub is closed (ErrClosed).
+func (h *Hub) admit(ctx context.Context, nc net.Conn, handle func(ctx context.Context, nc net.Conn, loggedIn, done func())) error {
+	refuse := func(limit string, n int) {
+		h.log.Warn("remote connection refused: "+limit+" reached", "peer", nc.RemoteAddr().String(), limit, n)
+		nc.SetWriteDeadline(time.Now().Add(time.Second))
+		nc.Write([]byte("vspc-bridge: too many sessions; try again later\r\n"))
+		nc.Close()
+	}
+	select {
+	case h.sem <- struct{}{}:
+	default:
+		refuse("max_sessions", cap(h.sem))
+		return nil
+	}
+	select {
+	case h.pre <- struct{}{}:
+	default:
+		<-h.sem
+		refuse("max_unauthenticated", cap(h.pre))
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		<-h.pre
+		<-h.sem
+		nc.Close()
+		return ErrClosed
+	}
+	h.wg.Go(func() {
+		var once sync.Once
+		loggedIn := func() { once.Do(func() { <-h.pre }) }
+		handle(ctx, nc, loggedIn, func() {
+			loggedIn()
+			<-h.sem
+		})
+	})
+	return nil
 }
 
 // Close stops the front doors and per-VM listeners, disconnects every
@@ -541,5 +585,8 @@ func (h *Hub) Close() error {
 		c.Close()
 	}
 	h.wg.Wait()
+	if h.ownPark {
+		h.park.Close()
+	}
 	return nil
 }

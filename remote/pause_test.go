@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
+	"github.com/vspc-bridge/vspc-bridge/remote"
 )
 
 // dialSmall connects with a 4 KiB receive buffer, so that a client that
@@ -191,4 +192,42 @@ client_stall = "300ms"`)
 	if !strings.Contains(string(rest), "you took no console output for 300ms while the console of web-22 waited for you; disconnecting") {
 		t.Fatalf("slow client was not told; last bytes %q", tail(rest))
 	}
+}
+
+// TestIdleClientParks: an attached per-VM client that types nothing is
+// parked (its connection waits without a goroutine); output still
+// reaches it, its typing wakes it and reaches the VM, and it parks again;
+// closing the console or the client ends a parked session as any other.
+// The per-VM listener parks too while nobody connects, and still accepts.
+func TestIdleClientParks(t *testing.T) {
+	h := newHarnessGrace(t, "open = true\nescape = \"\"", 300*time.Millisecond, remote.WithParkIdle(50*time.Millisecond))
+	port := freePort(t)
+	vm := h.vm("web-23", "42100000-0000-0000-0000-00000000a023", fmt.Sprintf("telnet://127.0.0.1:%d", port))
+	h.console("web-23")
+	c := dialLine(t, fmt.Sprintf("127.0.0.1:%d", port))
+	c.expect("attached to web-23")
+	testwait.For(t, "the client to park", func() bool { return h.hub.Counters().Parked == 1 })
+	vm.Write([]byte("output while parked\r\n"))
+	c.expect("output while parked")
+	c.send("typed while parked")
+	readVM(t, vm, []byte("typed while parked\r\n"))
+	testwait.For(t, "the client to park again", func() bool { return h.hub.Counters().Parked == 1 })
+	testwait.For(t, "the per-VM listener to park", func() bool { return h.hub.Counters().ParkedPorts == 1 })
+
+	d := dialLine(t, fmt.Sprintf("127.0.0.1:%d", port)) // the parked listener wakes and accepts
+	d.expect("attached to web-23")
+	testwait.For(t, "both clients to park", func() bool { return h.hub.Counters().Parked == 2 })
+	d.nc.Close() // a parked client that goes: its session ends
+	h.waitClients("web-23", 1)
+	testwait.For(t, "one parked client", func() bool { return h.hub.Counters().Parked == 1 })
+
+	vm.Close() // the console goes after the grace period; the parked client is told
+	c.expect("the serial port of web-23 is gone")
+	if !c.closed() {
+		t.Fatal("client still connected")
+	}
+	testwait.For(t, "no parked client or listener", func() bool {
+		c := h.hub.Counters()
+		return c.Parked == 0 && c.ParkedPorts == 0 && c.Sessions == 0
+	})
 }

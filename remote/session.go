@@ -55,6 +55,13 @@ type session struct {
 	trusted     func()
 	errOut      func(string) // where refusals go when not interactive (SSH stderr); nil: print
 
+	// Parking (per-VM telnet ports): idle starts the idle period once
+	// attached; park parks the idle connection and reports whether it did;
+	// att is the attachment to go on with after a wake-up.
+	idle func()
+	park func() bool
+	att  *attached
+
 	user     *configs.User // nil on an open listener
 	userName string
 	pend     []byte // input read but not consumed yet
@@ -221,9 +228,26 @@ func modeFor(right string, asked string) (Mode, error) {
 	return m, nil
 }
 
+// attached is a session's state while it is attached to a console: what
+// its read loop needs to go on, also after the connection was parked.
+type attached struct {
+	c        *console
+	a        *attachment
+	esc      escaper
+	warnedRO bool
+}
+
+// errParked: the session's connection was parked while attached; the
+// session goes on in its wake function (resume), not on this goroutine.
+var errParked = errors.New("remote: connection parked")
+
+// errIdle: the connection was idle for a whole park period (telnetIn).
+var errIdle = errors.New("remote: connection idle")
+
 // attach joins the session to c until the user detaches (nil), the
 // console or connection goes away, or the client is dropped (error). A
-// refused attach is told to the user and returns nil.
+// refused attach is told to the user and returns nil. With a parkable
+// connection it may also return errParked: attachLoop then goes on later.
 func (s *session) attach(ctx context.Context, c *console, mode Mode) error {
 	right, _ := s.right(c)
 	a := &attachment{user: s.userName, right: right, mode: mode, peer: s.peer, via: s.via, since: s.h.now(), interactive: s.interactive,
@@ -232,18 +256,42 @@ func (s *session) attach(ctx context.Context, c *console, mode Mode) error {
 		s.refuse("[vspc-bridge: " + userText(err) + "]\r\n")
 		return refusal{err}
 	}
-	why := "detached"
-	defer func() { c.detach(a, why) }()
-	var esc escaper
+	st := &attached{c: c, a: a}
 	if s.interactive {
-		esc.seq = s.h.escape
+		st.esc.seq = s.h.escape
 	}
-	warnedRO := false
+	if s.idle != nil {
+		s.idle()
+	}
+	return s.attachLoop(ctx, st)
+}
+
+// attachLoop reads the attached user's input until the user detaches,
+// the connection or console goes, or the connection is parked
+// (errParked, with st kept in s.att).
+func (s *session) attachLoop(ctx context.Context, st *attached) error {
+	c, a := st.c, st.a
+	why := "detached"
+	defer func() {
+		if why != "" {
+			c.detach(a, why)
+		}
+	}()
 	for {
 		data := s.pend
 		s.pend = nil
 		if len(data) == 0 {
 			ev, err := s.in.readInput()
+			if errors.Is(err, errIdle) {
+				s.att = st // before parking: the wake-up may come at once
+				if s.park() {
+					why = ""
+					return errParked
+				}
+				s.att = nil
+				s.idle()
+				continue
+			}
 			if err != nil {
 				why = "disconnected"
 				if s.out.isDropped() {
@@ -267,13 +315,13 @@ func (s *session) attach(ctx context.Context, c *console, mode Mode) error {
 		s.skipLF = false
 		var stop error
 		detach := false
-		esc.feed(data, func(d []byte) {
+		st.esc.feed(data, func(d []byte) {
 			if stop != nil || detach {
 				return
 			}
 			if err := c.input(a, d); errors.Is(err, ErrReadOnly) {
-				if !warnedRO {
-					warnedRO = true
+				if !st.warnedRO {
+					st.warnedRO = true
 					s.notice("\r\n[vspc-bridge: you are read-only; input is not sent]\r\n")
 				}
 			} else if err != nil {
@@ -303,7 +351,7 @@ func (s *session) attach(ctx context.Context, c *console, mode Mode) error {
 				if err := c.setMode(a, m); err != nil {
 					s.print("\r\n[vspc-bridge: " + userText(err) + "]\r\n")
 				} else {
-					warnedRO = false
+					st.warnedRO = false
 					s.print(fmt.Sprintf("\r\n[vspc-bridge: you are %s]\r\n", m))
 				}
 			default:
