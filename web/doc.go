@@ -62,7 +62,9 @@
 // because xterm.js sets them), frame-ancestors 'none', nosniff,
 // no-referrer and no-store. Guest output is untrusted: xterm.js is loaded
 // without the clipboard addon (no OSC 52 writes), the window title is
-// never set from it, and input from a client that may not write (such as
-// a read-only viewer's terminal answering a query in the output) never
-// reaches the VM.
+// never set from it, links it prints (OSC 8) open only as http(s) after a
+// confirmation in a tab without an opener, and input from a client that
+// may not write (such as a read-only viewer's terminal answering a query
+// in the output) never reaches the VM; the page also drops what its
+// terminal answers while it replays the scrollback.
 package web
