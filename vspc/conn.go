@@ -37,7 +37,10 @@ const offerHold = 20 * time.Millisecond
 const maxPending = 64 << 10
 
 // vmConn is one telnet connection from an ESXi host. Its reader goroutine
-// (run) owns every field not marked otherwise.
+// (run) owns every field not marked otherwise. Until the connection joins a
+// port, the reader also writes to it (its handshake replies); from then on
+// the port's writer is the only goroutine that does, and the reader's
+// replies go to the port's control lane (flush).
 type vmConn struct {
 	srv *Server
 	nc  net.Conn
@@ -55,19 +58,17 @@ type vmConn struct {
 	offerBy time.Time     // opening offers held until the VM speaks or this; zero once sent
 	hsBy    time.Time     // handshake deadline; zero once trusted
 	pending []byte        // VM data before the port is attached
-	waitFor chan struct{} // after COMPLETE: the old connection's reader must finish first
-	binOut  bool          // we send BINARY (escape only IAC)
+	waitFor chan struct{} // after COMPLETE: the old connection's reader must finish first (set by the hand-over's switch, on this reader)
 
 	done chan struct{} // closed when run returns
 
 	// Shared with other goroutines (timers, the port's writer, vMotion
 	// peers), hence atomic:
-	port atomic.Pointer[Port] // set once the connection carries a port
-	role atomic.Uint32        // a connRole
-	// willPending: attached by DO-PROXY, WILL-PROXY not yet written. The
-	// port's writer leaves the connection alone until it is, so held data
-	// never overtakes WILL-PROXY.
-	willPending atomic.Bool
+	port   atomic.Pointer[Port] // set once the connection carries a port (joins it)
+	role   atomic.Uint32        // a connRole
+	binOut atomic.Bool          // we send BINARY (escape only IAC); read by Port.Send
+
+	wfailed bool // guarded by the port's mu: a write failed; the writer skips this connection
 }
 
 type identity struct {
@@ -251,9 +252,15 @@ func (c *vmConn) setDeadline() {
 	c.nc.SetReadDeadline(d)
 }
 
-// flush writes the replies collected so far.
+// flush sends the replies collected so far: on the port's control lane
+// once the connection has joined a port, else by writing them itself.
 func (c *vmConn) flush() error {
 	if len(c.out) == 0 {
+		return nil
+	}
+	if p := c.port.Load(); p != nil {
+		p.control(c, c.out)
+		c.out = nil
 		return nil
 	}
 	_, err := c.nc.Write(c.out)
@@ -330,7 +337,7 @@ func (c *vmConn) optionChanged(ch telnet.Change) {
 	case ch.Option == telnet.Binary && ch.Side == telnet.Remote:
 		c.dec.Binary = ch.Enabled
 	case ch.Option == telnet.Binary && ch.Side == telnet.Local:
-		c.setBinOut(ch.Enabled)
+		c.binOut.Store(ch.Enabled)
 	case ch.Option == telnet.VMwareExt && ch.Side == telnet.Remote:
 		if ch.Enabled {
 			// Announce what we implement as soon as the extension is on
@@ -342,16 +349,6 @@ func (c *vmConn) optionChanged(ch telnet.Change) {
 			c.logger().Info("VM turned the VMware telnet extension off (WONT 232); data keeps flowing", "vm", c.ident.name)
 		}
 	}
-}
-
-func (c *vmConn) setBinOut(on bool) {
-	if p := c.port.Load(); p != nil {
-		p.mu.Lock()
-		c.binOut = on
-		p.mu.Unlock()
-		return
-	}
-	c.binOut = on
 }
 
 // data handles bytes from the VM.
@@ -541,22 +538,18 @@ func (c *vmConn) decide() error {
 		c.logger().Warn("refusing DO-PROXY: direction not allowed by [policy] directions")
 		return c.refuse()
 	}
-	p, reconnect, err := c.srv.attach(c, req)
+	// WILL-PROXY, after the replies so far, is the first thing the port's
+	// writer writes to c; whatever was held for the VM follows it.
+	hello := AppendExt(c.out, WillProxy)
+	p, reconnect, err := c.srv.attach(c, req, hello)
 	if err != nil {
 		c.logger().Warn("refusing DO-PROXY: WONT-PROXY", "reason", err.Error())
 		return c.refuse()
 	}
+	c.out = nil // the port's now
 	// Trusted from here on: no handshake deadline, only keepalive.
 	c.hsBy = time.Time{}
 	c.setDeadline()
-	c.out = AppendExt(c.out, WillProxy)
-	if err := c.flush(); err != nil {
-		return err
-	}
-	c.willPending.Store(false)
-	p.mu.Lock()
-	p.kickLocked() // what was held for the VM follows WILL-PROXY
-	p.mu.Unlock()
 	if reconnect {
 		c.logger().Info("VM reconnected; re-attached to its port", "buffered", p.queued())
 	} else {

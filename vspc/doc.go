@@ -14,9 +14,11 @@
 //   - conn.go: one VM connection's reader: the telnet handshake, option
 //     negotiation, identification, and dispatch of option-232 messages.
 //   - port.go: Port, the long-lived join between a VM and its Backend: the
-//     bounded queue toward the VM, its writer, detach and the grace period.
-//   - vmotion.go: the vMotion hand-over between a source and a destination
-//     connection.
+//     bounded queue toward the VM, the control lane, the single writer,
+//     detach and the grace period.
+//   - handover.go: the vMotion hand-over as a table, with no I/O;
+//     vmotion.go: its execution (events in, actions carried out), the
+//     server's table of hand-overs waiting for their destination.
 //   - comport.go: RFC 2217 toward the VM.
 //
 // The ESXi byte sequences this package is built on are in the notes
@@ -47,13 +49,14 @@
 //
 // # Protocol flow: vMotion hand-over
 //
-// See vmotion.go for the state machine. In short: BEGIN on the source
-// sets a barrier (what was accepted for the VM before it is written to the
-// source, anything later is held); GOAHEAD seq secret follows the barrier;
-// the destination host connects and sends PEER seq‖secret instead of
-// DO-PROXY; PEER-OK; COMPLETE on the destination moves the port to it,
-// held data first, after the source's last bytes. The remote side never
-// sees any of it.
+// BEGIN on the source sets a barrier (what was accepted for the VM before
+// it is written to the source, anything later is held); GOAHEAD seq secret
+// follows the barrier; the destination host connects and sends PEER
+// seq‖secret instead of DO-PROXY; PEER-OK; COMPLETE on the destination
+// moves the port to it, held data first, after the source's last bytes.
+// The remote side never sees any of it. The hand-over is a table
+// (handover.go): a pure function from a state and an event to the next
+// state and the actions, with a test per cell; vmotion.go executes it.
 //
 // # Ports and keys
 //
@@ -62,6 +65,24 @@
 // the same port back, and the new connection replaces the old one. A port
 // with no connection waits GracePeriod for its VM, then closes its
 // Backend.
+//
+// # Who owns what
+//
+// Goroutines, all counted in the server's WaitGroup, so that Close (cancel,
+// close every connection and port, wait) returns only when they are gone:
+//
+//   - one reader per connection (run): it decodes, answers, and forwards
+//     the VM's data to the Backend;
+//   - at most one writer per port, started when there is something to
+//     write and gone when there is not (an idle port has none). Once a
+//     connection has joined a port it is the only goroutine that writes to
+//     it: replies, WILL-PROXY and the vMotion messages go through the
+//     port's control lane, ahead of the queued data (port.go);
+//   - the modem-state poller of a port whose guest negotiated RFC 2217
+//     with a device that can tell (comport.go);
+//   - timer callbacks: the grace period, the queue trim and the hand-over's
+//     timeout. Each is added to the WaitGroup before time.AfterFunc and
+//     done when it has run, or when Stop wins.
 //
 // # Locks
 //

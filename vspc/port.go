@@ -17,6 +17,16 @@ import (
 // whichever connection currently carries it) and its Backend. It outlives
 // connections: vMotion moves it to a new connection, a reconnect
 // re-attaches it, and it waits a grace period for its VM when detached.
+//
+// One writer per VM connection: once a connection is joined to a port (by
+// DO-PROXY or an accepted VMOTION-PEER), the port's writer goroutine is the
+// only caller of its Write. Everyone else queues: replies of the
+// connection's reader, WILL-PROXY, the vMotion messages and timeouts go to
+// the control lane (ctl), which the writer empties before it writes data;
+// the Backend's data goes to q. So WILL-PROXY always precedes the data on
+// a new connection, GOAHEAD always follows the barrier, and no message
+// depends on concurrent Writes being atomic. Before it is joined, a
+// connection has only its reader, which writes its own handshake replies.
 type Port struct {
 	srv     *Server
 	key     PortKey // immutable once published
@@ -29,27 +39,49 @@ type Port struct {
 	bytesFromVM atomic.Int64
 	done        chan struct{} // closed by close
 
-	comMu   sync.Mutex            // guards com and polling; held across device calls
+	comMu   sync.Mutex            // guards com and polling; held across device calls; before mu
 	com     *rfc2217.AccessServer // RFC 2217 state toward the VM; nil until it negotiates
 	polling bool                  // the modem-state poller runs
 
-	mu       sync.Mutex // guards everything below
-	cond     sync.Cond  // signalled when queue space frees or the port closes
-	req      Request
-	active   *vmConn // connection carrying data to and from the VM; nil when detached
-	q        []byte  // telnet-escaped bytes queued for the VM
-	head     int     // q[head:] is still to be written
-	limit    int     // bytes of q[head:] the writer may write; -1 = all
-	writing  bool    // a writer goroutine runs
-	suspend  bool    // the VM sent FLOWCONTROL-SUSPEND (RFC 2217)
+	mu     sync.Mutex // guards everything below; after srv.mu
+	cond   sync.Cond  // signalled when queue or control space frees, or the port closes
+	req    Request
+	active *vmConn // connection carrying data to and from the VM; nil when detached
+	// q holds telnet-escaped data for the VM; q[head:] is still to be
+	// written. The writer writes q[head:head+n] without the lock, so while
+	// writing is true only the writer may move or reuse q's bytes (compact,
+	// reset, trim); others only append.
+	q        []byte
+	head     int
+	limit    int      // bytes of q[head:] the writer may write; -1 = all (a hand-over's barrier)
+	ctl      []ctlMsg // the control lane: written before q, in order
+	ctlBytes int      // bytes in ctl
+	writing  bool     // a writer goroutine runs
+	suspend  bool     // the VM sent FLOWCONTROL-SUSPEND (RFC 2217)
 	closed   bool
-	mig      *migration
-	grace    *time.Timer
-	vmotions int
-	lastMig  *HandOver
-	flushed  chan struct{} // closed when the queue drains; nil when nobody waits
-	trim     *time.Timer   // drops a large drained queue buffer after a quiet second
+
+	ho        handover    // the vMotion hand-over (handover.go)
+	hoBegun   time.Time   // when its BEGIN came
+	hoHeld    int         // bytes queued at GOAHEAD (HandOver.Buffered)
+	hoTimer   *time.Timer // its flush, peer or complete timeout; counted in srv.wg
+	completed int         // hand-overs completed (PortInfo.VMotions)
+	lastHO    *HandOver
+
+	grace   *time.Timer   // the grace period of a detached port; counted in srv.wg
+	flushed chan struct{} // closed when the queue drains; nil when nobody waits
+	trim    *time.Timer   // drops a large drained queue buffer after a quiet second; counted in srv.wg
 }
+
+// ctlMsg is one entry of the control lane: telnet-encoded bytes for c.
+type ctlMsg struct {
+	c *vmConn
+	b []byte
+}
+
+// maxControl bounds the control lane. A connection's reader that finds it
+// full waits (as it would have waited in Write): a VM that floods us with
+// requests and reads nothing cannot grow it.
+const maxControl = 64 << 10
 
 // HandOver describes a finished vMotion hand-over.
 type HandOver struct {
@@ -98,7 +130,7 @@ func (p *Port) Info() PortInfo {
 	switch {
 	case p.closed:
 		st = "closed"
-	case p.mig != nil:
+	case p.ho.state.inFlight():
 		st = "vmotion"
 	case p.active == nil:
 		st = "detached"
@@ -107,8 +139,8 @@ func (p *Port) Info() PortInfo {
 		peer = p.active.nc.RemoteAddr().String()
 	}
 	var last *HandOver
-	if p.lastMig != nil {
-		h := *p.lastMig
+	if p.lastHO != nil {
+		h := *p.lastHO
 		last = &h
 	}
 	return PortInfo{
@@ -116,7 +148,7 @@ func (p *Port) Info() PortInfo {
 		Direction: p.req.Direction.String(), ServiceURI: p.req.ServiceURI,
 		Peer: peer, State: st, Since: p.since,
 		BytesToVM: p.bytesToVM.Load(), BytesFromVM: p.bytesFromVM.Load(),
-		Queued: len(p.q) - p.head, VMotions: p.vmotions, LastHandOver: last,
+		Queued: len(p.q) - p.head, VMotions: p.completed, LastHandOver: last,
 	}
 }
 
@@ -135,7 +167,6 @@ func (p *Port) queued() int {
 
 func (p *Port) updateIdentity(id identity) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if id.name != "" {
 		p.req.VMName = id.name
 	}
@@ -145,7 +176,9 @@ func (p *Port) updateIdentity(id identity) {
 	if id.locUUID != "" {
 		p.req.LocationUUID = id.locUUID
 	}
-	if id.vcUUID != "" && p.req.VCUUID != "" && id.vcUUID != p.req.VCUUID {
+	differs := id.vcUUID != "" && p.req.VCUUID != "" && id.vcUUID != p.req.VCUUID
+	p.mu.Unlock()
+	if differs {
 		p.logger().Warn("VM connection reports a different VC UUID than its port", "got", id.vcUUID)
 	}
 }
@@ -168,7 +201,7 @@ func (p *Port) Send(b []byte) error {
 	if p.head > 0 && p.head == len(p.q) && !p.writing {
 		p.q, p.head = p.q[:0], 0
 	}
-	if p.active != nil && !p.active.binOut {
+	if p.active != nil && !p.active.binOut.Load() {
 		p.q = telnet.AppendText(p.q, b)
 	} else {
 		p.q = telnet.AppendData(p.q, b)
@@ -193,9 +226,67 @@ func (p *Port) SendBreak() error {
 	return nil
 }
 
+// controlLocked queues b (telnet-encoded, now owned by the port) for c on
+// the control lane and starts the writer. Caller holds p.mu.
+func (p *Port) controlLocked(c *vmConn, b []byte) {
+	if len(b) == 0 || p.closed || c.wfailed {
+		return
+	}
+	p.ctl = append(p.ctl, ctlMsg{c: c, b: b})
+	p.ctlBytes += len(b)
+	p.kickLocked()
+}
+
+// control queues the replies of c's reader on the control lane, waiting
+// while the lane is full. It takes b.
+func (p *Port) control(c *vmConn, b []byte) {
+	p.mu.Lock()
+	for p.ctlBytes >= maxControl && !p.closed && !c.wfailed {
+		p.cond.Wait()
+	}
+	p.controlLocked(c, b)
+	p.mu.Unlock()
+}
+
+// nextControlLocked takes the first control message off the lane, joined
+// with the ones after it for the same connection (one write).
+func (p *Port) nextControlLocked() (*vmConn, []byte) {
+	c, b := p.ctl[0].c, p.ctl[0].b
+	k := 1
+	for ; k < len(p.ctl) && p.ctl[k].c == c; k++ {
+		b = append(b, p.ctl[k].b...)
+	}
+	clear(p.ctl[:k])
+	p.ctl = p.ctl[k:]
+	if len(p.ctl) == 0 {
+		p.ctl = nil
+	}
+	p.ctlBytes -= len(b)
+	p.cond.Broadcast()
+	return c, b
+}
+
+// failedLocked marks c as broken after a failed write: the writer skips
+// it, and its control messages are dropped. Its reader notices the closed
+// connection and detaches it.
+func (p *Port) failedLocked(c *vmConn) {
+	c.wfailed = true
+	kept := p.ctl[:0]
+	for _, m := range p.ctl {
+		if m.c == c {
+			p.ctlBytes -= len(m.b)
+			continue
+		}
+		kept = append(kept, m)
+	}
+	clear(p.ctl[len(kept):])
+	p.ctl = kept
+	p.cond.Broadcast()
+}
+
 // kickLocked starts the writer if there is something it may write.
 func (p *Port) kickLocked() {
-	if p.writing || p.closed || p.active == nil || p.active.willPending.Load() || p.writableLocked() == 0 {
+	if p.writing || p.closed || len(p.ctl) == 0 && p.writableLocked() == 0 {
 		return
 	}
 	p.writing = true
@@ -206,8 +297,9 @@ func (p *Port) kickLocked() {
 	}()
 }
 
+// writableLocked is how many bytes of data the writer may write now.
 func (p *Port) writableLocked() int {
-	if p.suspend {
+	if p.suspend || p.active == nil || p.active.wfailed {
 		return 0
 	}
 	n := len(p.q) - p.head
@@ -217,25 +309,43 @@ func (p *Port) writableLocked() int {
 	return n
 }
 
-// writer writes queued data to the active connection until the queue is
-// empty, a vMotion barrier is reached, or the connection fails. At most
-// one writer runs per port (p.writing).
+// writer is the only goroutine that writes to the port's connections. It
+// writes the control lane, then queued data to the active connection,
+// until both are empty (or the data is held for a hand-over), and exits.
+// At most one writer runs per port (p.writing); an idle port has none.
 func (p *Port) writer() {
 	const maxWrite = 256 << 10
 	for {
 		p.mu.Lock()
-		n := p.writableLocked()
-		c := p.active
-		if n == 0 || c == nil || p.closed || c.willPending.Load() {
+		if p.closed {
 			p.writing = false
-			m := p.barrierReachedLocked()
-			p.drainedLocked()
 			p.mu.Unlock()
-			if m != nil {
-				p.goahead(m)
-			}
 			return
 		}
+		if len(p.ctl) > 0 {
+			c, b := p.nextControlLocked()
+			p.mu.Unlock()
+			if _, err := c.nc.Write(b); err != nil {
+				p.writeFailed(c, err)
+			}
+			continue
+		}
+		n := p.writableLocked()
+		if n == 0 {
+			if p.ho.state == hoFlushing && p.limit == 0 && p.active != nil && !p.active.wfailed {
+				// The barrier is written: GOAHEAD goes next, on the
+				// control lane, ahead of everything held from here on.
+				fx := p.stepLocked(event{kind: evBarrier})
+				p.mu.Unlock()
+				p.finish(fx, p.logger())
+				continue
+			}
+			p.writing = false
+			p.drainedLocked()
+			p.mu.Unlock()
+			return
+		}
+		c := p.active
 		n = min(n, maxWrite)
 		buf := p.q[p.head : p.head+n]
 		p.mu.Unlock()
@@ -265,26 +375,41 @@ func (p *Port) writer() {
 			p.head = 0
 		}
 		p.cond.Broadcast()
-		if err != nil {
-			p.writing = false
-			p.mu.Unlock()
-			p.logger().Info("write to VM failed; data stays queued for the next connection", "peer", addr(c), "err", err, "queued", p.queued())
-			c.nc.Close() // the reader notices and detaches the port
-			return
-		}
 		p.mu.Unlock()
+		if err != nil {
+			p.writeFailed(c, err)
+		}
 	}
+}
+
+// writeFailed gives up on c after a failed write: the data stays queued,
+// and c is closed, which its reader notices (it detaches the port).
+func (p *Port) writeFailed(c *vmConn, err error) {
+	p.mu.Lock()
+	first := !c.wfailed
+	p.failedLocked(c)
+	queued := len(p.q) - p.head
+	p.mu.Unlock()
+	if first {
+		p.logger().Info("write to VM failed; data stays queued for the next connection", "peer", addr(c), "err", err, "queued", queued)
+	}
+	c.nc.Close()
 }
 
 // trimLaterLocked gives a large, drained queue buffer back once the port
 // has been quiet for a second: an idle port holds no large buffer.
 // Caller holds p.mu.
 func (p *Port) trimLaterLocked() {
+	s := p.srv
 	if p.trim != nil {
-		p.trim.Reset(time.Second)
+		if !p.trim.Reset(time.Second) {
+			s.wg.Add(1) // it had run (or been stopped): it will run again
+		}
 		return
 	}
+	s.wg.Add(1)
 	p.trim = time.AfterFunc(time.Second, func() {
+		defer s.wg.Done()
 		p.mu.Lock()
 		if p.head == len(p.q) && !p.writing && cap(p.q) > 64<<10 {
 			p.q, p.head = nil, 0
@@ -338,10 +463,12 @@ func (p *Port) waitFlushed(ctx context.Context) {
 func (p *Port) fromVM(c *vmConn, b []byte) error {
 	if c.waitFor != nil {
 		// After a hand-over the old connection's last bytes go first.
+		t := time.NewTimer(p.srv.conf().DrainTimeout)
 		select {
 		case <-c.waitFor:
-		case <-time.After(p.srv.conf().DrainTimeout):
+		case <-t.C:
 		}
+		t.Stop()
 		c.waitFor = nil
 	}
 	for len(b) > 0 {
@@ -362,88 +489,74 @@ func (p *Port) fromVM(c *vmConn, b []byte) error {
 }
 
 // attachLocked makes c the port's active connection (first attach or a
-// reconnect). Caller holds p.mu.
-func (p *Port) attachLocked(c *vmConn) {
-	if p.grace != nil {
-		p.grace.Stop()
-		p.grace = nil
-	}
-	c.willPending.Store(true) // decide kicks the writer after WILL-PROXY
+// reconnect) and queues hello, WILL-PROXY and the replies before it, on
+// its control lane: from here on only the port's writer writes to c, and
+// whatever data was held for the VM follows WILL-PROXY. Caller holds p.mu.
+func (p *Port) attachLocked(c *vmConn, hello []byte) {
+	p.stopTimerLocked(&p.grace)
 	p.active = c
 	c.port.Store(p)
 	c.role.Store(uint32(roleActive))
+	p.controlLocked(c, hello)
 }
 
 // connGone is called by a connection's reader when it ends.
 func (p *Port) connGone(c *vmConn, err error) {
 	p.srv.mu.Lock()
-	defer p.srv.mu.Unlock()
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return
+	active := p.active == c
+	if active {
+		p.active = nil
 	}
-	m := p.mig
-	switch {
-	case connRole(c.role.Load()) == roleRetired:
-		return
-	case m != nil && m.dst == c:
-		// Destination dropped before COMPLETE: wait for another PEER
-		// (or ABORT on the source) until the peer timeout.
-		p.logger().Warn("vMotion destination connection dropped before VMOTION-COMPLETE; waiting for the VM", "dst", c.nc.RemoteAddr().String(), "err", err)
-		m.dst = nil
-		m.state = migGoahead
-		m.armLocked(p.srv.conf().PeerTimeout)
-		return
-	case p.active != c:
-		return
-	}
-	p.active = nil
-	if m != nil && m.src == c {
-		if m.state == migFlushing {
-			p.logger().Warn("VM connection dropped during VMOTION-BEGIN; hand-over abandoned", "err", err)
-			p.endMigrationLocked(m, "failed")
-		} else {
-			// Normal: the source host lets go once the VM runs elsewhere.
-			p.logger().Info("vMotion source connection closed; waiting for VMOTION-COMPLETE on the destination", "queued", len(p.q)-p.head)
-			return
-		}
-	}
-	p.detachLocked(err)
+	fx := p.stepLocked(event{kind: evDrop, conn: c, active: active})
+	p.mu.Unlock()
+	p.srv.mu.Unlock()
+	fx.err = err
+	p.finish(fx, p.logger())
 }
 
-// detachLocked starts the grace period. Caller holds srv.mu and p.mu.
-func (p *Port) detachLocked(err error) {
-	if p.active != nil || p.mig != nil || p.closed {
-		return
+// detachLocked starts the grace period of a port left without a
+// connection, and reports whether it did. Caller holds srv.mu and p.mu.
+func (p *Port) detachLocked() bool {
+	if p.active != nil || p.ho.state.inFlight() || p.closed {
+		return false
 	}
-	grace := p.srv.conf().GracePeriod
-	p.logger().Info("VM connection lost; keeping its port and remote for the grace period", "grace_period", grace, "err", err, "queued", len(p.q)-p.head)
-	if p.grace != nil {
-		p.grace.Stop()
-	}
-	p.grace = time.AfterFunc(grace, func() {
-		p.srv.mu.Lock()
+	s := p.srv
+	p.stopTimerLocked(&p.grace)
+	s.wg.Add(1)
+	p.grace = time.AfterFunc(s.conf().GracePeriod, func() {
+		defer s.wg.Done()
+		s.mu.Lock()
 		p.mu.Lock()
-		expired := p.active == nil && p.mig == nil && !p.closed
+		expired := p.active == nil && !p.ho.state.inFlight() && !p.closed
 		p.mu.Unlock()
-		if expired {
-			delete(p.srv.ports, p.key)
+		if expired && s.ports[p.key] == p {
+			delete(s.ports, p.key)
 		}
-		p.srv.mu.Unlock()
+		s.mu.Unlock()
 		if expired {
 			p.close("VM did not come back within the grace period")
 		}
 	})
+	return true
+}
+
+// stopTimerLocked stops *t, if set, and clears it. A timer stopped before
+// it ran will not run: its share of srv.wg is given back here.
+func (p *Port) stopTimerLocked(t **time.Timer) {
+	if *t != nil && (*t).Stop() {
+		p.srv.wg.Done()
+	}
+	*t = nil
 }
 
 // Close ends the port for good, logging reason ("route removed from the
 // config"): its VM connection is closed, a pending vMotion hand-over is
-// abandoned, its backend is closed, and the port is forgotten, so that
-// the VM's next DO-PROXY opens a new port through the Bridger with the
-// configuration then in force. Data still queued for the VM is dropped
-// (and counted in the "port closed" log line). Safe from any goroutine
-// that holds no lock; idempotent.
+// abandoned (recorded as failed), its backend is closed, and the port is
+// forgotten, so that the VM's next DO-PROXY opens a new port through the
+// Bridger with the configuration then in force. Data still queued for the
+// VM is dropped (and counted in the "port closed" log line). Safe from any
+// goroutine that holds no lock; idempotent.
 func (p *Port) Close(reason string) {
 	p.srv.mu.Lock()
 	if p.srv.ports[p.key] == p {
@@ -456,35 +569,30 @@ func (p *Port) Close(reason string) {
 // close shuts the port and its backend once. Safe from any goroutine
 // holding no lock.
 func (p *Port) close(reason string) {
+	s := p.srv
+	s.mu.Lock()
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
+		s.mu.Unlock()
 		return
 	}
 	p.closed = true
 	close(p.done)
-	if p.grace != nil {
-		p.grace.Stop()
-	}
-	if p.trim != nil {
-		p.trim.Stop()
-	}
-	m := p.mig
+	fx := p.stepLocked(event{kind: evClose})
+	p.stopTimerLocked(&p.grace)
+	p.stopTimerLocked(&p.trim)
 	active := p.active
 	lost := len(p.q) - p.head
+	p.ctl, p.ctlBytes = nil, 0
 	p.cond.Broadcast()
 	if p.flushed != nil {
 		close(p.flushed)
 		p.flushed = nil
 	}
 	p.mu.Unlock()
-	if m != nil {
-		m.stop()
-		p.srv.forgetMigration(m)
-		if m.dst != nil {
-			m.dst.nc.Close()
-		}
-	}
+	s.mu.Unlock()
+	p.finish(fx, p.logger())
 	if active != nil {
 		active.nc.Close()
 	}

@@ -158,8 +158,8 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*vmConn]struct{}
 	ports     map[PortKey]*Port
-	migs      map[string][]*migration // pending hand-overs by sequence
-	seqLens   map[int]int             // sequence length → pending hand-overs with it
+	handovers map[string][]pendingPeer // hand-overs waiting for their PEER, by sequence
+	seqLens   map[int]int              // sequence length → pending hand-overs with it
 	counters  Counters
 
 	bufs sync.Pool // *[]byte read buffers for busy connections
@@ -193,7 +193,7 @@ func NewServer(cfg Config) *Server {
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*vmConn]struct{}),
 		ports:     make(map[PortKey]*Port),
-		migs:      make(map[string][]*migration),
+		handovers: make(map[string][]pendingPeer),
 		seqLens:   make(map[int]int),
 		bufs:      sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
 	}
@@ -263,7 +263,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 				// EMFILE and friends: back off instead of spinning.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				s.log.Warn("accept failed; backing off", "err", err, "backoff", backoff)
-				time.Sleep(backoff)
+				t := time.NewTimer(backoff)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+				case <-s.ctx.Done(): // Close
+				}
+				t.Stop()
 				continue
 			}
 			return fmt.Errorf("vspc: accept: %w", err)
@@ -378,8 +384,10 @@ func (s *Server) Close() error {
 }
 
 // attach finds or creates the port for a VM that sent DO-PROXY and makes
-// c its active connection. reconnect is true when the port existed.
-func (s *Server) attach(c *vmConn, req Request) (p *Port, reconnect bool, err error) {
+// c its active connection; hello (WILL-PROXY and the replies before it)
+// is the first thing the port's writer writes to c. reconnect is true when
+// the port existed. It runs on c's reader.
+func (s *Server) attach(c *vmConn, req Request, hello []byte) (p *Port, reconnect bool, err error) {
 	key := req.PortKey()
 	anonymous := req.VCUUID == "" && req.VMName == ""
 	if !anonymous {
@@ -390,25 +398,23 @@ func (s *Server) attach(c *vmConn, req Request) (p *Port, reconnect bool, err er
 		}
 		if p = s.ports[key]; p != nil {
 			p.mu.Lock()
+			fx := p.stepLocked(event{kind: evDoProxy, conn: c})
 			old := p.active
-			if m := p.mig; m != nil {
-				// The VM came back by DO-PROXY: whatever hand-over was in
-				// flight is over.
-				p.forgetMigrationLocked(m)
-				if m.dst != nil && m.dst != c {
-					defer m.dst.nc.Close()
-				}
-				p.endMigrationLocked(m, "failed")
+			if old == c {
+				old = nil
 			}
-			if old != nil && old != c {
+			if old != nil {
 				old.role.Store(uint32(roleRetired))
-				defer old.nc.Close()
-				p.logger().Info("new connection for this VM serial port replaces the old one", "old_peer", addr(old))
 			}
-			p.attachLocked(c)
+			p.attachLocked(c, hello)
 			s.counters.Reconnects++
 			p.mu.Unlock()
 			s.mu.Unlock()
+			p.finish(fx, p.logger())
+			if old != nil {
+				old.nc.Close()
+				p.logger().Info("new connection for this VM serial port replaces the old one", "old_peer", addr(old))
+			}
 			return p, true, nil
 		}
 		s.mu.Unlock()
@@ -436,11 +442,11 @@ func (s *Server) attach(c *vmConn, req Request) (p *Port, reconnect bool, err er
 	if other := s.ports[key]; other != nil {
 		s.mu.Unlock()
 		b.Close()
-		return s.attach(c, req) // lost a race with the same VM; join it
+		return s.attach(c, req, hello) // lost a race with the same VM; join it
 	}
 	s.ports[key] = p
 	p.mu.Lock()
-	p.attachLocked(c)
+	p.attachLocked(c, hello)
 	p.mu.Unlock()
 	s.mu.Unlock()
 	return p, false, nil

@@ -4,62 +4,275 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"io"
+	"log/slog"
 	"time"
 )
 
-// The vMotion hand-over (seed "vMotion and Persistent Serial Port
-// Connections", table 2-5; traces in notes esxi-wire.md §4.2–4.3):
-//
-//	source conn                      proxy                         destination conn
-//	VMOTION-BEGIN seq      ──►  migFlushing: stop new data for the VM,
-//	                            write what was already accepted (barrier)
-//	                  ◄──  VMOTION-GOAHEAD seq secret   (migGoahead: hold data)
-//	(FIN, any time now)                                  ◄──  handshake, VMOTION-PEER seq secret
-//	                            constant-time check  ──►  VMOTION-PEER-OK seq (migPeerOK)
-//	                                                     ◄──  VMOTION-COMPLETE seq
-//	                            switch: queue flushed to the destination in order,
-//	                            the source drained for its last bytes, then closed.
-//	VMOTION-ABORT          ──►  resume on the source, flush, forget the secret.
+// This file carries out the hand-over that handover.go decides: the
+// connection readers turn option-232 messages into events, the Port feeds
+// them to handover.on under its lock and executes the actions, and the
+// server keeps the table PEER finds a hand-over in.
 
 // secretLen is the size of a GOAHEAD secret (crypto/rand).
 const secretLen = 16
 
-type migState uint8
-
-const (
-	migFlushing migState = iota // BEGIN received; writing data accepted before it
-	migGoahead                  // GOAHEAD sent; holding data; waiting for PEER
-	migPeerOK                   // PEER-OK sent on dst; waiting for COMPLETE
-)
-
-// migration is one hand-over in progress. Its fields are guarded by the
-// port's mu (and srv.mu for its place in srv.migs).
-type migration struct {
+// pendingPeer is a hand-over waiting for its destination, in the server's
+// table: registered at BEGIN, forgotten when the hand-over ends. It has
+// its own copy of what PEER is checked against, guarded by srv.mu.
+type pendingPeer struct {
 	port   *Port
-	seq    []byte
 	secret []byte
-	src    *vmConn
-	dst    *vmConn
-	state  migState
-	begun  time.Time
-	timer  *time.Timer // flush, peer or complete timeout, whichever applies
-	queued int         // bytes held at GOAHEAD, for the log
 }
 
-func (m *migration) stop() {
-	if m.timer != nil {
-		m.timer.Stop()
+// registerLocked enters a hand-over of p in the table. Caller holds s.mu.
+func (s *Server) registerLocked(seq, secret []byte, p *Port) {
+	s.handovers[string(seq)] = append(s.handovers[string(seq)], pendingPeer{port: p, secret: secret})
+	s.seqLens[len(seq)]++
+}
+
+// forgetLocked removes p's hand-over with seq from the table. Caller holds
+// s.mu.
+func (s *Server) forgetLocked(seq []byte, p *Port) {
+	list := s.handovers[string(seq)]
+	for i, x := range list {
+		if x.port != p {
+			continue
+		}
+		list = append(list[:i], list[i+1:]...)
+		if len(list) == 0 {
+			delete(s.handovers, string(seq))
+		} else {
+			s.handovers[string(seq)] = list
+		}
+		if s.seqLens[len(seq)]--; s.seqLens[len(seq)] <= 0 {
+			delete(s.seqLens, len(seq))
+		}
+		return
 	}
 }
 
-// armLocked (re)starts the migration's timeout. Caller holds port.mu.
-func (m *migration) armLocked(d time.Duration) {
-	m.stop()
-	state := m.state
-	m.timer = time.AfterFunc(d, func() { m.port.migTimeout(m, state) })
+// lookupPeerLocked finds the port whose pending hand-over payload
+// (seq||secret) names. ok reports that the secret matched (compared in
+// constant time); a port with ok false is one whose sequence matched
+// alone. Caller holds s.mu.
+func (s *Server) lookupPeerLocked(payload []byte) (p *Port, ok bool) {
+	for l := range s.seqLens {
+		if l >= len(payload) {
+			continue
+		}
+		for _, cand := range s.handovers[string(payload[:l])] {
+			if subtle.ConstantTimeCompare(payload[l:], cand.secret) == 1 {
+				return cand.port, true
+			}
+			p = cand.port
+		}
+	}
+	return p, false
 }
 
-// vmotionBegin handles VMOTION-BEGIN seq on an active connection.
+// effects is what a transition leaves to do once the locks are released.
+type effects struct {
+	note   note
+	prev   handover // the hand-over before the transition
+	ev     event
+	close  []*vmConn // connections to close
+	drain  *vmConn   // the old connection after COMPLETE: read its last bytes, then it ends
+	refuse bool      // close ev.conn, a PEER we do not take, without a word
+	grace  bool      // the grace period started
+	queued int       // bytes queued for the VM at the transition
+	began  time.Time // when the hand-over's BEGIN came
+	err    error     // why the connection ended (drop)
+}
+
+// step feeds ev to the hand-over with the locks it needs, then runs the
+// effects, logging with log.
+func (p *Port) step(ev event, log *slog.Logger) effects {
+	p.srv.mu.Lock()
+	p.mu.Lock()
+	fx := p.stepLocked(ev)
+	p.mu.Unlock()
+	p.srv.mu.Unlock()
+	p.finish(fx, log)
+	return fx
+}
+
+// stepLocked feeds ev to the port's hand-over and carries out the actions
+// that need the locks. Caller holds p.mu, and srv.mu for every event but
+// the barrier (whose actions touch only the port). The caller runs the
+// returned effects (finish) once it has unlocked.
+func (p *Port) stepLocked(ev event) effects {
+	s := p.srv
+	if ev.kind == evBegin {
+		ev.active = p.active == ev.conn
+		ev.queued = len(p.q) - p.head
+	}
+	prev := p.ho
+	next, acts, n := prev.on(ev)
+	p.ho = next
+	fx := effects{note: n, prev: prev, ev: ev, queued: len(p.q) - p.head}
+	for _, a := range acts {
+		switch a.kind {
+		case doNotNow:
+			s.counters.VMotionsNotNow++
+			p.controlLocked(a.conn, AppendExt(nil, VMotionNotNow, a.seq))
+		case doRegister:
+			s.registerLocked(a.seq, a.secret, p)
+			p.hoBegun, p.hoHeld = time.Now(), 0
+		case doHold:
+			p.limit = a.n
+		case doGoahead:
+			p.hoHeld = len(p.q) - p.head
+			p.controlLocked(a.conn, AppendExt(nil, VMotionGoahead, a.seq, a.secret))
+		case doArm:
+			p.armLocked(a.timeout, next.gen)
+		case doJoin:
+			// Runs on a.conn's reader (PEER came on it), which wrote its
+			// own replies so far; from here on the writer writes to it.
+			a.conn.port.Store(p)
+			a.conn.role.Store(uint32(roleDest))
+			p.controlLocked(a.conn, AppendExt(nil, VMotionPeerOK, a.seq))
+		case doRefuse:
+			fx.refuse = true
+		case doSwitch:
+			// Runs on a.conn's reader (COMPLETE came on it).
+			old := p.active
+			p.active = a.conn
+			a.conn.role.Store(uint32(roleActive))
+			if old != nil && old != a.conn {
+				old.role.Store(uint32(roleRetired))
+				a.conn.waitFor = old.done
+				fx.drain = old
+			}
+			p.completed++
+		case doCloseConn:
+			fx.close = append(fx.close, a.conn)
+		case doEnd:
+			p.endLocked(prev, a.result)
+		case doGrace:
+			fx.grace = p.detachLocked()
+		}
+	}
+	fx.began = p.hoBegun
+	if n == notePeerBadSecret {
+		s.counters.VMotionsBadSecret++
+		s.counters.HandshakeFailures++
+		s.counters.HandshakeBadPeer++
+	}
+	return fx
+}
+
+// endLocked closes the books on hand-over h: its secret is forgotten, its
+// timeout stopped, the data held for it released, its outcome recorded.
+// Caller holds srv.mu and p.mu.
+func (p *Port) endLocked(h handover, r result) {
+	s := p.srv
+	s.forgetLocked(h.seq, p)
+	clear(h.secret)
+	p.stopTimerLocked(&p.hoTimer)
+	p.limit = -1
+	switch r {
+	case resCompleted:
+		s.counters.VMotionsCompleted++
+	case resAborted:
+		s.counters.VMotionsAborted++
+	case resTimedOut:
+		s.counters.VMotionsTimedOut++
+	}
+	if o := r.outcome(); o != "" {
+		p.lastHO = &HandOver{Outcome: o, From: addr(h.src), To: addr(h.dst), At: time.Now(), Duration: time.Since(p.hoBegun), Buffered: p.hoHeld}
+	}
+	p.kickLocked()
+}
+
+// armLocked (re)starts the hand-over's timeout; when it fires it is an
+// event carrying gen. The timer is counted in srv.wg until it has run or
+// been stopped. Caller holds p.mu.
+func (p *Port) armLocked(k timeoutKind, gen uint32) {
+	s := p.srv
+	p.stopTimerLocked(&p.hoTimer)
+	s.wg.Add(1)
+	p.hoTimer = time.AfterFunc(k.duration(s.conf()), func() {
+		defer s.wg.Done()
+		p.step(event{kind: evTimeout, gen: gen}, p.logger())
+	})
+}
+
+// finish runs a transition's effects: it closes connections and logs what
+// happened. It runs with no lock held, on the goroutine of the event.
+func (p *Port) finish(fx effects, log *slog.Logger) {
+	for _, c := range fx.close {
+		c.nc.Close()
+	}
+	if fx.drain != nil {
+		// Let the source's last bytes arrive (it closes at this instant),
+		// then close it; its reader forwards them before the new ones.
+		fx.drain.nc.SetReadDeadline(time.Now().Add(p.srv.conf().DrainTimeout))
+	}
+	h, ev := fx.prev, fx.ev
+	seq := func(b []byte) string { return hex.EncodeToString(b) }
+	cfg := p.srv.conf()
+	switch fx.note {
+	case noteBegin:
+		log.Info("VMOTION-BEGIN", "seq", seq(ev.seq), "src", addr(ev.conn), "to_flush", ev.queued)
+		if ev.queued == 0 {
+			log.Info("VMOTION-GOAHEAD sent; holding data for the VM", "seq", seq(ev.seq), "flush_time", time.Duration(0))
+		}
+	case noteBeginBusy:
+		log.Info("VMOTION-BEGIN answered VMOTION-NOTNOW", "reason", "a hand-over is already in flight for this VM", "seq", seq(ev.seq))
+	case noteBeginNotActive:
+		log.Info("VMOTION-BEGIN answered VMOTION-NOTNOW", "reason", "connection is not the VM's active connection", "seq", seq(ev.seq))
+	case noteGoahead:
+		log.Info("VMOTION-GOAHEAD sent; holding data for the VM", "seq", seq(h.seq),
+			"flush_time", time.Since(fx.began).Round(time.Microsecond))
+	case notePeerOK:
+		log.Info("VMOTION-PEER accepted: PEER-OK", "seq", seq(h.seq), "src", addr(h.src))
+	case notePeerBadSecret:
+		log.Warn("SECURITY: VMOTION-PEER with a wrong secret; closing the new connection, the VM's session is untouched",
+			"security", true, "new_peer", addr(ev.conn), "len", ev.size,
+			"vm", p.Request().VMName, "vm_peer", addr(h.src), "seq", seq(h.seq))
+	case notePeerNotWaiting:
+		log.Warn("VMOTION-PEER for a hand-over that is not waiting for a peer; closing", "busy", h.dst != nil)
+	case noteComplete:
+		log.Info("vMotion complete: traffic moved to the new connection",
+			"src", addr(h.src), "dst", addr(ev.conn), "duration", time.Since(fx.began).Round(time.Millisecond), "buffered", fx.queued,
+			"seq", seq(ev.seq))
+	case noteCompleteMismatch:
+		log.Warn("VMOTION-COMPLETE with a sequence that does not match; ignored", "seq", seq(ev.seq))
+	case noteAbort:
+		log.Info("VMOTION-ABORT: resuming on the source connection", "buffered", fx.queued, "seq", seq(h.seq))
+	case noteAbortIgnored:
+		log.Info("VMOTION-ABORT without a hand-over in flight ignored")
+	case noteSrcDroppedFlushing:
+		log.Warn("VM connection dropped during VMOTION-BEGIN; hand-over abandoned", "err", fx.err)
+	case noteSrcClosed:
+		log.Info("vMotion source connection closed; waiting for VMOTION-COMPLETE on the destination", "queued", fx.queued)
+	case noteDstDropped:
+		log.Warn("vMotion destination connection dropped before VMOTION-COMPLETE; waiting for the VM", "dst", addr(ev.conn), "err", fx.err)
+	case noteDoProxyEnds:
+		log.Info("DO-PROXY during a vMotion hand-over: hand-over failed, the new connection takes the port", "seq", seq(h.seq))
+	case noteFlushTimeout:
+		log.Warn("data for the VM could not be flushed in time; VMOTION-NOTNOW", "flush_timeout", cfg.FlushTimeout, "seq", seq(h.seq))
+	case notePeerTimeout:
+		log.Warn("no VMOTION-PEER within the peer timeout; hand-over abandoned", "peer_timeout", cfg.PeerTimeout, "seq", seq(h.seq))
+	case noteCompleteTimeout:
+		log.Warn("no VMOTION-COMPLETE within the complete timeout; dropping the destination connection", "complete_timeout", cfg.CompleteTimeout)
+	case noteClosedInFlight:
+		log.Info("vMotion hand-over abandoned: the port closed", "seq", seq(h.seq), "held", fx.queued)
+	}
+	if fx.grace {
+		log.Info("VM connection lost; keeping its port and remote for the grace period", "grace_period", cfg.GracePeriod, "err", fx.err, "queued", fx.queued)
+	}
+}
+
+func addr(c *vmConn) string {
+	if c == nil {
+		return ""
+	}
+	return c.nc.RemoteAddr().String()
+}
+
+// vmotionBegin handles VMOTION-BEGIN seq. The refusals that do not depend
+// on the port's hand-over are answered here; the rest is the table's.
 func (c *vmConn) vmotionBegin(seq []byte) error {
 	p := c.port.Load()
 	notnow := func(why string) error {
@@ -78,195 +291,16 @@ func (c *vmConn) vmotionBegin(seq []byte) error {
 	case c.srv.isClosing():
 		return notnow("bridge shutting down")
 	}
-	if err := c.flush(); err != nil { // replies before anything the writer sends
-		return err
-	}
-	p.mu.Lock()
-	if p.mig != nil {
-		p.mu.Unlock()
-		return notnow("a hand-over is already in flight for this VM")
-	}
-	if p.active != c || p.closed {
-		p.mu.Unlock()
-		return notnow("connection is not the VM's active connection")
-	}
-	m := &migration{port: p, seq: append([]byte(nil), seq...), src: c, state: migFlushing, begun: time.Now()}
-	p.mig = m
-	// Barrier: what was accepted for the VM before BEGIN is written to the
-	// old connection; anything later is held for the new one.
-	p.limit = len(p.q) - p.head
-	m.armLocked(c.srv.conf().FlushTimeout)
-	var ready *migration
-	if !p.writing {
-		ready = p.barrierReachedLocked()
-	}
-	p.mu.Unlock()
-	p.logger().Info("VMOTION-BEGIN", "seq", hex.EncodeToString(seq), "src", c.nc.RemoteAddr().String(), "to_flush", p.limitSnapshot())
-	if ready != nil {
-		p.goahead(ready)
-	}
-	return nil
-}
-
-func (p *Port) limitSnapshot() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.limit
-}
-
-// barrierReachedLocked reports a flushing migration whose barrier has been
-// written, switching it to migGoahead. The caller sends GOAHEAD.
-func (p *Port) barrierReachedLocked() *migration {
-	m := p.mig
-	if m == nil || m.state != migFlushing || p.limit != 0 {
+	secret := make([]byte, secretLen)
+	if _, err := io.ReadFull(c.srv.conf().Rand, secret); err != nil {
+		c.logger().Error("cannot generate a vMotion secret; answering NOTNOW", "err", err)
+		c.srv.count(func(k *Counters) { k.VMotionsNotNow++ })
+		c.out = AppendExt(c.out, VMotionNotNow, seq)
 		return nil
 	}
-	m.state = migGoahead
-	m.stop()
-	return m
-}
-
-// goahead generates the secret, registers the migration and sends
-// VMOTION-GOAHEAD seq secret on the source connection.
-func (p *Port) goahead(m *migration) {
-	secret := make([]byte, secretLen)
-	if _, err := io.ReadFull(p.srv.conf().Rand, secret); err != nil {
-		p.logger().Error("cannot generate a vMotion secret; answering NOTNOW", "err", err)
-		p.mu.Lock()
-		p.endMigrationLocked(m, "")
-		p.mu.Unlock()
-		p.srv.count(func(k *Counters) { k.VMotionsNotNow++ })
-		m.src.nc.Write(AppendExt(nil, VMotionNotNow, m.seq))
-		return
-	}
-	p.srv.mu.Lock()
-	p.mu.Lock()
-	if p.mig != m || p.closed {
-		p.mu.Unlock()
-		p.srv.mu.Unlock()
-		return
-	}
-	m.secret = secret
-	m.queued = len(p.q) - p.head
-	m.armLocked(p.srv.conf().PeerTimeout)
-	p.srv.migs[string(m.seq)] = append(p.srv.migs[string(m.seq)], m)
-	p.srv.seqLens[len(m.seq)]++
-	p.mu.Unlock()
-	p.srv.mu.Unlock()
-	msg := AppendExt(nil, VMotionGoahead, m.seq, secret)
-	if _, err := m.src.nc.Write(msg); err != nil {
-		p.logger().Warn("writing VMOTION-GOAHEAD failed", "err", err)
-		return
-	}
-	p.logger().Info("VMOTION-GOAHEAD sent; holding data for the VM", "seq", hex.EncodeToString(m.seq),
-		"flush_time", time.Since(m.begun).Round(time.Microsecond))
-}
-
-// migTimeout fires when a migration stayed too long in state.
-func (p *Port) migTimeout(m *migration, state migState) {
-	p.srv.mu.Lock()
-	p.mu.Lock()
-	if p.mig != m || m.state != state || p.closed {
-		p.mu.Unlock()
-		p.srv.mu.Unlock()
-		return
-	}
-	var notnow, closeDst *vmConn
-	switch state {
-	case migFlushing:
-		p.logger().Warn("data for the VM could not be flushed in time; VMOTION-NOTNOW", "flush_timeout", p.srv.conf().FlushTimeout, "seq", hex.EncodeToString(m.seq))
-		notnow = m.src
-		p.srv.counters.VMotionsNotNow++
-		p.endMigrationLocked(m, "")
-	case migGoahead:
-		p.logger().Warn("no VMOTION-PEER within the peer timeout; hand-over abandoned", "peer_timeout", p.srv.conf().PeerTimeout, "seq", hex.EncodeToString(m.seq))
-		p.srv.counters.VMotionsTimedOut++
-		p.forgetMigrationLocked(m)
-		p.endMigrationLocked(m, "timed out")
-		if p.active == nil {
-			p.detachLocked(nil)
-		}
-	case migPeerOK:
-		p.logger().Warn("no VMOTION-COMPLETE within the complete timeout; dropping the destination connection", "complete_timeout", p.srv.conf().CompleteTimeout)
-		closeDst = m.dst
-	}
-	p.mu.Unlock()
-	p.srv.mu.Unlock()
-	if notnow != nil {
-		notnow.nc.Write(AppendExt(nil, VMotionNotNow, m.seq))
-	}
-	if closeDst != nil {
-		closeDst.nc.Close()
-	}
-}
-
-// endMigrationLocked ends m and resumes normal forwarding on whatever
-// connection is active. Caller holds p.mu (and srv.mu when m is registered).
-func (p *Port) endMigrationLocked(m *migration, outcome string) {
-	if p.mig != m {
-		return
-	}
-	m.stop()
-	p.mig = nil
-	p.limit = -1
-	clear(m.secret)
-	if outcome != "" {
-		h := &HandOver{Outcome: outcome, From: addr(m.src), To: addr(m.dst), At: time.Now(), Duration: time.Since(m.begun), Buffered: m.queued}
-		p.lastMig = h
-	}
-	p.kickLocked()
-}
-
-func addr(c *vmConn) string {
-	if c == nil {
-		return ""
-	}
-	return c.nc.RemoteAddr().String()
-}
-
-// forgetMigrationLocked removes m from the server's secret table. Caller
-// holds srv.mu.
-func (p *Port) forgetMigrationLocked(m *migration) {
-	s := p.srv
-	list := s.migs[string(m.seq)]
-	for i, x := range list {
-		if x == m {
-			list = append(list[:i], list[i+1:]...)
-			if len(list) == 0 {
-				delete(s.migs, string(m.seq))
-			} else {
-				s.migs[string(m.seq)] = list
-			}
-			if s.seqLens[len(m.seq)]--; s.seqLens[len(m.seq)] <= 0 {
-				delete(s.seqLens, len(m.seq))
-			}
-			return
-		}
-	}
-}
-
-func (s *Server) forgetMigration(m *migration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m.port.forgetMigrationLocked(m)
-}
-
-// lookupPeer finds the migration whose seq||secret equals payload,
-// comparing secrets in constant time. Caller holds s.mu. It returns the
-// migration and, when only the sequence matched, the port it belongs to.
-func (s *Server) lookupPeerLocked(payload []byte) (m *migration, seqOnly *migration) {
-	for l := range s.seqLens {
-		if l >= len(payload) {
-			continue
-		}
-		for _, cand := range s.migs[string(payload[:l])] {
-			if subtle.ConstantTimeCompare(payload[l:], cand.secret) == 1 {
-				return cand, nil
-			}
-			seqOnly = cand
-		}
-	}
-	return nil, seqOnly
+	c.flush() // replies so far go ahead of NOTNOW or GOAHEAD
+	p.step(event{kind: evBegin, conn: c, seq: append([]byte(nil), seq...), secret: secret}, c.logger())
+	return nil
 }
 
 // vmotionPeer handles VMOTION-PEER seq||secret on a new connection from
@@ -276,45 +310,35 @@ func (c *vmConn) vmotionPeer(payload []byte) error {
 		c.logger().Warn("VMOTION-PEER on a connection that already carries a port; closing", "vm", c.ident.name)
 		return c.refuseQuietly()
 	}
+	// What this reader has to say so far, it writes itself: once the
+	// connection joins the port, only the port's writer does.
+	if err := c.flush(); err != nil {
+		return err
+	}
 	s := c.srv
 	s.mu.Lock()
-	m, seqOnly := s.lookupPeerLocked(payload)
-	if m == nil {
+	p, ok := s.lookupPeerLocked(payload)
+	if p == nil {
 		s.counters.VMotionsBadSecret++
 		s.counters.HandshakeFailures++
 		s.counters.HandshakeBadPeer++
 		s.mu.Unlock()
-		attrs := []any{"security", true, "new_peer", c.nc.RemoteAddr().String(), "len", len(payload)}
-		if seqOnly != nil {
-			attrs = append(attrs, "vm", seqOnly.port.Request().VMName, "vm_peer", addr(seqOnly.src), "seq", hex.EncodeToString(seqOnly.seq))
-			c.logger().Warn("SECURITY: VMOTION-PEER with a wrong secret; closing the new connection, the VM's session is untouched", attrs...)
-		} else {
-			c.logger().Warn("SECURITY: VMOTION-PEER with an unknown sequence; closing the new connection", attrs...)
-		}
+		c.logger().Warn("SECURITY: VMOTION-PEER with an unknown sequence; closing the new connection",
+			"security", true, "new_peer", c.nc.RemoteAddr().String(), "len", len(payload))
 		return c.refuseQuietly()
 	}
-	p := m.port
 	p.mu.Lock()
-	if p.mig != m || m.state != migGoahead || p.closed {
-		busy := m.dst != nil
-		p.mu.Unlock()
-		s.mu.Unlock()
-		c.logger().Warn("VMOTION-PEER for a hand-over that is not waiting for a peer; closing", "busy", busy)
-		return c.refuseQuietly()
-	}
-	m.dst = c
-	m.state = migPeerOK
-	m.armLocked(s.conf().CompleteTimeout)
-	c.port.Store(p)
-	c.role.Store(uint32(roleDest))
-	c.hsBy = time.Time{}
-	c.setDeadline()
-	src := addr(m.src)
+	fx := p.stepLocked(event{kind: evPeer, conn: c, ok: ok, size: len(payload)})
 	p.mu.Unlock()
 	s.mu.Unlock()
-	c.out = AppendExt(c.out, VMotionPeerOK, m.seq)
+	log := c.logger() // after the step: with the port's identity once joined
+	p.finish(fx, log)
+	if fx.refuse {
+		return c.refuseQuietly()
+	}
+	c.hsBy = time.Time{}
+	c.setDeadline()
 	c.askIdentity()
-	c.logger().Info("VMOTION-PEER accepted: PEER-OK", "seq", hex.EncodeToString(m.seq), "src", src)
 	return nil
 }
 
@@ -332,43 +356,9 @@ func (c *vmConn) vmotionComplete(seq []byte) error {
 		c.logger().Warn("VMOTION-COMPLETE without an accepted VMOTION-PEER ignored", "seq", hex.EncodeToString(seq))
 		return nil
 	}
-	if err := c.flush(); err != nil {
-		return err
-	}
-	s := c.srv
-	s.mu.Lock()
-	p.mu.Lock()
-	m := p.mig
-	if m == nil || m.dst != c || string(m.seq) != string(seq) {
-		p.mu.Unlock()
-		s.mu.Unlock()
-		c.logger().Warn("VMOTION-COMPLETE with a sequence that does not match; ignored", "seq", hex.EncodeToString(seq))
-		return nil
-	}
-	old := p.active
-	p.forgetMigrationLocked(m)
-	queued := len(p.q) - p.head
-	p.active = c
-	c.role.Store(uint32(roleActive))
-	if old != nil && old != c {
-		old.role.Store(uint32(roleRetired))
-		c.waitFor = old.done
-	}
-	p.vmotions++
-	s.counters.VMotionsCompleted++
-	p.endMigrationLocked(m, "completed") // resumes the writer on the new connection
-	dur := time.Since(m.begun)
-	p.mu.Unlock()
-	s.mu.Unlock()
-	if old != nil && old != c {
-		// Let the source's last bytes arrive (it closes at this instant),
-		// then close it; its reader forwards them before the new ones.
-		old.nc.SetReadDeadline(time.Now().Add(s.conf().DrainTimeout))
-	}
-	p.logger().Info("vMotion complete: traffic moved to the new connection",
-		"src", addr(m.src), "dst", c.nc.RemoteAddr().String(), "duration", dur.Round(time.Millisecond), "buffered", queued,
-		"seq", hex.EncodeToString(seq))
-	if len(c.pending) > 0 {
+	c.flush()
+	fx := p.step(event{kind: evComplete, conn: c, seq: seq}, c.logger())
+	if fx.note == noteComplete && len(c.pending) > 0 {
 		// Data the destination sent before COMPLETE (ESXi sends none):
 		// after the source's last bytes, before anything newer.
 		pend := c.pending
@@ -384,26 +374,7 @@ func (c *vmConn) vmotionAbort() error {
 	if p == nil {
 		return nil
 	}
-	s := c.srv
-	s.mu.Lock()
-	p.mu.Lock()
-	m := p.mig
-	if m == nil || m.src != c {
-		p.mu.Unlock()
-		s.mu.Unlock()
-		c.logger().Info("VMOTION-ABORT without a hand-over in flight ignored")
-		return nil
-	}
-	dst := m.dst
-	p.forgetMigrationLocked(m)
-	s.counters.VMotionsAborted++
-	queued := len(p.q) - p.head
-	p.endMigrationLocked(m, "aborted")
-	p.mu.Unlock()
-	s.mu.Unlock()
-	if dst != nil {
-		dst.nc.Close()
-	}
-	p.logger().Info("VMOTION-ABORT: resuming on the source connection", "buffered", queued, "seq", hex.EncodeToString(m.seq))
+	c.flush()
+	p.step(event{kind: evAbort, conn: c}, c.logger())
 	return nil
 }
