@@ -17,6 +17,7 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/bridge"
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 )
@@ -112,7 +113,17 @@ func BenchmarkIdlePorts(b *testing.B) {
 		conns = append(conns, dialRaw(b, e.addr, vmNamed(i, vspc.DirClient, idleTarget(i))))
 	}
 	b.StopTimer()
-	time.Sleep(500 * time.Millisecond) // first (failed) dials done
+	// Measure once every port's first (failed) dial is done: a link
+	// waiting for its retry holds a timer, not a goroutine.
+	testwait.For(b, "every idle port's first connect to fail", func() bool {
+		devs := e.br.Devices()
+		for _, d := range devs {
+			if d.State != "down" {
+				return false
+			}
+		}
+		return len(devs) == b.N
+	})
 	runtime.GC()
 	runtime.GC()
 	runtime.ReadMemStats(&ms1)

@@ -13,30 +13,37 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
-func unhexField(t *testing.T, s string) []byte {
-	t.Helper()
+func unhexField(tb testing.TB, s string) []byte {
+	tb.Helper()
 	s = strings.TrimSpace(s)
 	if s == "-" {
 		return nil
 	}
 	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
 	if err != nil {
-		t.Fatalf("%q: %v", s, err)
+		tb.Fatalf("%q: %v", s, err)
 	}
 	return b
 }
 
-// TestSeedTableVectors checks every message of the seed's tables 2-1 to 2-6
-// both ways: encoding gives the wire bytes; decoding the wire bytes gives
-// the suboption and payload back.
-func TestSeedTableVectors(t *testing.T) {
+// seedVector is one row of ../testdata/seed-tables-2-1-to-2-6.vectors.
+type seedVector struct {
+	name    string
+	subopt  int // -1 for option negotiation (table 2-1)
+	payload []byte
+	wire    []byte
+}
+
+// seedVectors reads every message of the seed's tables 2-1 to 2-6.
+func seedVectors(tb testing.TB) []seedVector {
+	tb.Helper()
 	f, err := os.Open("../testdata/seed-tables-2-1-to-2-6.vectors")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer f.Close()
+	var out []seedVector
 	sc := bufio.NewScanner(f)
-	rows := 0
 	for sc.Scan() {
 		line := sc.Text()
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -44,16 +51,33 @@ func TestSeedTableVectors(t *testing.T) {
 		}
 		col := strings.Split(line, "|")
 		if len(col) != 5 {
-			t.Fatalf("bad row %q", line)
+			tb.Fatalf("bad row %q", line)
 		}
-		name := strings.TrimSpace(col[0])
-		sub, payload, wire := strings.TrimSpace(col[2]), unhexField(t, col[3]), unhexField(t, col[4])
-		rows++
-		t.Run(name, func(t *testing.T) {
+		v := seedVector{name: strings.TrimSpace(col[0]), subopt: -1, payload: unhexField(tb, col[3]), wire: unhexField(tb, col[4])}
+		if sub := strings.TrimSpace(col[2]); sub != "-" {
+			if v.subopt, err = strconv.Atoi(sub); err != nil || v.subopt < 0 || v.subopt > 255 {
+				tb.Fatalf("bad suboption in %q", line)
+			}
+		}
+		out = append(out, v)
+	}
+	if err := sc.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// TestSeedTableVectors checks every message of the seed's tables 2-1 to 2-6
+// both ways: encoding gives the wire bytes; decoding the wire bytes gives
+// the suboption and payload back.
+func TestSeedTableVectors(t *testing.T) {
+	vectors := seedVectors(t)
+	for _, v := range vectors {
+		t.Run(v.name, func(t *testing.T) {
 			var d telnet.Decoder
 			d.Binary = true
 			var events []telnet.Event
-			if err := d.Decode(append([]byte(nil), wire...), func(ev telnet.Event) error {
+			if err := d.Decode(append([]byte(nil), v.wire...), func(ev telnet.Event) error {
 				ev.Data = append([]byte(nil), ev.Data...)
 				events = append(events, ev)
 				return nil
@@ -61,38 +85,37 @@ func TestSeedTableVectors(t *testing.T) {
 				t.Fatalf("decode: %v, %d events", err, len(events))
 			}
 			ev := events[0]
-			if sub == "-" { // option negotiation (table 2-1)
+			if v.subopt < 0 { // option negotiation (table 2-1)
 				if ev.Kind != telnet.EventNegotiation || ev.Option != telnet.VMwareExt {
 					t.Fatalf("decoded %+v", ev)
 				}
-				if got := telnet.AppendNegotiation(nil, ev.Command, telnet.VMwareExt); !bytes.Equal(got, wire) {
-					t.Fatalf("encode % x, want % x", got, wire)
+				if got := telnet.AppendNegotiation(nil, ev.Command, telnet.VMwareExt); !bytes.Equal(got, v.wire) {
+					t.Fatalf("encode % x, want % x", got, v.wire)
 				}
 				return
 			}
-			code, _ := strconv.Atoi(sub)
-			if got := vspc.AppendExt(nil, vspc.Subopt(code), payload); !bytes.Equal(got, wire) {
-				t.Fatalf("encode\n % x\nwant\n % x", got, wire)
+			if got := vspc.AppendExt(nil, vspc.Subopt(v.subopt), v.payload); !bytes.Equal(got, v.wire) {
+				t.Fatalf("encode\n % x\nwant\n % x", got, v.wire)
 			}
 			if ev.Kind != telnet.EventSubnegotiation || ev.Option != telnet.VMwareExt {
 				t.Fatalf("decoded %+v", ev)
 			}
 			m, err := vspc.ParseExt(ev.Data)
-			if err != nil || m.Cmd != vspc.Subopt(code) || !bytes.Equal(m.Payload, payload) {
+			if err != nil || m.Cmd != vspc.Subopt(v.subopt) || !bytes.Equal(m.Payload, v.payload) {
 				t.Fatalf("parse: %v %v % x", err, m.Cmd, m.Payload)
 			}
-			if strings.HasPrefix(name, "KNOWN-SUBOPTIONS-2") {
-				if got := vspc.AppendKnownSuboptions2(nil); !bytes.Equal(got, wire) {
+			if strings.HasPrefix(v.name, "KNOWN-SUBOPTIONS-2") {
+				if got := vspc.AppendKnownSuboptions2(nil); !bytes.Equal(got, v.wire) {
 					t.Fatalf("our KNOWN-SUBOPTIONS-2 is % x", got)
 				}
 			}
 			if m.Cmd.String() == "" || strings.HasPrefix(m.Cmd.String(), "SUBOPT(") {
-				t.Fatalf("no name for %d", code)
+				t.Fatalf("no name for %d", v.subopt)
 			}
 		})
 	}
-	if rows < 29 {
-		t.Fatalf("only %d vectors", rows)
+	if len(vectors) < 29 {
+		t.Fatalf("only %d vectors", len(vectors))
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 )
@@ -202,7 +203,12 @@ func TestFaultRemoteKillRestart(t *testing.T) {
 		}
 		c.Close()
 		ln.Close()
-		time.Sleep(100 * time.Millisecond) // the bridge notices; the VM goes on writing (backlog)
+		// Once the bridge has noticed, what the VM writes goes to the
+		// link's backlog, and must all arrive.
+		testwait.For(t, "the bridge to notice the remote is gone", func() bool {
+			d := e.br.Devices()
+			return len(d) == 1 && d[0].State != "up"
+		})
 		mustFrom = src.sent()
 		time.Sleep(time.Duration(mrand.IntN(150)) * time.Millisecond)
 		if ln, err = net.Listen("tcp", addr); err != nil {
@@ -392,18 +398,13 @@ func TestFaultVMKillMidVMotion(t *testing.T) {
 				t.Fatalf("round %d: PEER: %v", round, err)
 			}
 			d1.Close()
-			time.Sleep(time.Duration(mrand.IntN(20)) * time.Millisecond)
-			// Until the bridge has seen d1 go, it still holds the
-			// hand-over for d1 and turns another PEER away: retry.
-			var d2 *vspctest.Conn
-			for try := 0; ; try++ {
-				if d2, err = vspctest.DialPeer(ctx, e.addr, vm, seq, secret); err == nil {
-					break
-				}
-				if try == 50 {
-					t.Fatalf("round %d: second PEER: %v", round, err)
-				}
-				time.Sleep(10 * time.Millisecond)
+			// Until the bridge has seen d1 go, it holds the hand-over
+			// for d1 and turns another PEER away: wait until d1's
+			// session has ended (only the source is left).
+			testwait.For(t, "the first destination's session to end", func() bool { return e.srv.Sessions() == 1 })
+			d2, err := vspctest.DialPeer(ctx, e.addr, vm, seq, secret)
+			if err != nil {
+				t.Fatalf("round %d: second PEER: %v", round, err)
 			}
 			time.Sleep(settleBinary)
 			cur.Close()
@@ -441,23 +442,19 @@ func TestFaultVMKillMidVMotion(t *testing.T) {
 	wg.Wait()
 	// Everything sent since the last switch arrives.
 	want := s.src.sent()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var got uint32
+	if !testwait.Until(t, testwait.Timeout, func() bool {
 		s.rdMu.Lock()
-		got := s.rd.next
+		got = s.rd.next
 		s.rdMu.Unlock()
-		if got >= want {
-			break
-		}
+		return got >= want || len(s.errc) > 0
+	}) || len(s.errc) > 0 {
 		select {
 		case err := <-s.errc:
 			t.Fatal(err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("VM got %d of %d words", got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
+		t.Fatalf("VM got %d of %d words", got, want)
 	}
 	cur.Close()
 	close(s.conns)
@@ -540,6 +537,12 @@ func startGoodSession(t *testing.T, e *benchEnv) *goodSession {
 	return g
 }
 
+// flowing waits until data arrives on the healthy session.
+func (g *goodSession) flowing(t *testing.T) {
+	t.Helper()
+	testwait.For(t, "data on the healthy session", func() bool { return g.got.Load() > 0 })
+}
+
 // rate measures the session's throughput over d.
 func (g *goodSession) rate(d time.Duration) float64 {
 	a := g.got.Load()
@@ -567,7 +570,7 @@ func TestFaultGarbageAndHalfOpen(t *testing.T) {
 	e := newBenchEnv(t, "1h", func(c *vspc.Config) { c.HandshakeTimeout = time.Second })
 	g := startGoodSession(t, e)
 	defer g.close(t)
-	time.Sleep(200 * time.Millisecond)
+	g.flowing(t)
 	before := g.rate(500 * time.Millisecond)
 	heap0, gr0 := heapInuse(), runtime.NumGoroutine()
 
@@ -614,22 +617,15 @@ func TestFaultGarbageAndHalfOpen(t *testing.T) {
 		t.Errorf("%d bad connections were not closed by the bridge within 5s", n)
 	}
 	// Everything the bad connections held is released.
-	deadline := time.Now().Add(10 * time.Second)
-	for e.srv.Sessions() != 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := e.srv.Sessions(); n != 1 {
-		t.Errorf("%d sessions open after the storm, want 1 (the healthy one)", n)
+	if !testwait.Until(t, testwait.Timeout, func() bool { return e.srv.Sessions() == 1 }) {
+		t.Errorf("%d sessions open after the storm, want 1 (the healthy one)", e.srv.Sessions())
 	}
 	var heap1 uint64
 	var gr1 int
-	for time.Now().Before(deadline) {
+	testwait.Until(t, testwait.Timeout, func() bool {
 		heap1, gr1 = heapInuse(), runtime.NumGoroutine()
-		if gr1 <= gr0+2 && heap1 < heap0+8<<20 {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return gr1 <= gr0+2 && heap1 < heap0+8<<20
+	})
 	if gr1 > gr0+2 {
 		t.Errorf("goroutines %d → %d after the storm", gr0, gr1)
 	}
@@ -659,19 +655,26 @@ func TestFaultSlowLoris(t *testing.T) {
 		vspc.AppendExt(nil, vspc.KnownSuboptions1, []byte{0, 1, 2, 3, 0x46, 0x47})...)
 	hello = append(hello, vspc.AppendExt(nil, vspc.DoProxy, []byte("Ctcp://127.0.0.1:1"))...)
 	var wg sync.WaitGroup
+	var trickling atomic.Int64
 	lifetimes := make([]time.Duration, n)
 	for i := range n {
 		wg.Go(func() {
 			c, err := net.Dial("tcp", e.addr)
 			if err != nil {
 				t.Errorf("dial: %v", err)
+				trickling.Add(1)
 				return
 			}
 			defer c.Close()
 			start := time.Now()
 			go io.Copy(io.Discard, c)
-			for j := 0; ; j = (j + 1) % len(hello) {
-				if _, err := c.Write(hello[j : j+1]); err != nil {
+			for j, first := 0, true; ; j = (j + 1) % len(hello) {
+				_, err := c.Write(hello[j : j+1])
+				if first {
+					first = false
+					trickling.Add(1)
+				}
+				if err != nil {
 					break
 				}
 				time.Sleep(50 * time.Millisecond)
@@ -683,7 +686,7 @@ func TestFaultSlowLoris(t *testing.T) {
 			lifetimes[i] = time.Since(start)
 		})
 	}
-	time.Sleep(hsTimeout / 2)
+	testwait.For(t, "every slow-loris connection to be trickling", func() bool { return trickling.Load() == int64(n) })
 	// A real VM meanwhile.
 	raddr, rconns := rawRemote(t)
 	start := time.Now()
@@ -711,10 +714,11 @@ func TestFaultSlowLoris(t *testing.T) {
 // without bound (its heap stays bounded), another session keeps its
 // throughput, and once the stuck side reads again every byte arrives.
 func TestFaultPeerNeverReads(t *testing.T) {
-	e := newBenchEnv(t, "20ms", func(c *vspc.Config) { c.Buffer = 256 << 10 })
+	const buffer = 256 << 10
+	e := newBenchEnv(t, "20ms", func(c *vspc.Config) { c.Buffer = buffer })
 	g := startGoodSession(t, e)
 	defer g.close(t)
-	time.Sleep(200 * time.Millisecond)
+	g.flowing(t)
 	before := g.rate(500 * time.Millisecond)
 	heap0 := heapInuse()
 
@@ -756,7 +760,31 @@ func TestFaultPeerNeverReads(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// Both writers are held back: the bridge's queue toward the VM that
+	// does not read is full, and neither writer has made progress for
+	// 100 ms. (A bridge that buffered without bound would have taken all
+	// 16 MiB long before.)
+	type progress struct {
+		sent  int64
+		since time.Time
+	}
+	last := make([]progress, len(cases))
+	testwait.For(t, "both writers to be held back", func() bool {
+		var queued int
+		for _, p := range e.srv.Ports() {
+			if p.VMName == "vm-00021" {
+				queued = p.Queued
+			}
+		}
+		held := queued >= buffer/2
+		for i, s := range cases {
+			if n := s.sent.Load(); n != last[i].sent || last[i].since.IsZero() {
+				last[i] = progress{n, time.Now()}
+			}
+			held = held && time.Since(last[i].since) >= 100*time.Millisecond
+		}
+		return held
+	})
 	during := g.rate(500 * time.Millisecond)
 	heap1 := heapInuse()
 	for _, s := range cases {

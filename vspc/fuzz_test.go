@@ -11,13 +11,15 @@ import (
 )
 
 // FuzzExt232 checks the option-232 parsers never panic and that what we
-// encode decodes back to the same message.
+// encode decodes back to the same message. It is seeded with every message
+// of the seed's tables (the .vectors file TestSeedTableVectors reads).
 func FuzzExt232(f *testing.F) {
-	f.Add([]byte{0x46, 'S', 'v', 'S', 'P', 'C', '.', 'p', 'y'})
-	f.Add([]byte{0x28, 0x76, 0x19, 0xff, 0xe9})
-	f.Add([]byte{0x2c, 0x44, 0xda, 0x87, 0xf1, 0x3c, 0xe6, 0x4d, 0xab})
-	f.Add([]byte{0x50, '0', '1', ' ', '2', '3'})
-	f.Add([]byte{0x46, 'C'})
+	for _, v := range seedVectors(f) {
+		if v.subopt >= 0 {
+			f.Add(append([]byte{byte(v.subopt)}, v.payload...))
+		}
+	}
+	f.Add([]byte{0x46, 'C'}) // DO-PROXY without a service URI
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		m, err := vspc.ParseExt(payload)

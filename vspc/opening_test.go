@@ -2,8 +2,8 @@ package vspc_test
 
 import (
 	"bytes"
-	"net"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/telnet"
@@ -22,63 +22,53 @@ func openingOffers() []byte {
 // proxy's offers leave in the same write as its answers (one segment and
 // one round trip fewer per VM than offering at accept).
 func TestOpeningInOneWrite(t *testing.T) {
-	srv := vspc.NewServer(vspc.Config{Bridger: &recBridger{}, Logger: testLogger(t)})
-	defer srv.Close()
-	vmSide, proxySide := net.Pipe()
-	go srv.ServeConn(proxySide)
-	defer vmSide.Close()
-	vmSide.SetDeadline(time.Now().Add(5 * time.Second))
-
-	hello := telnet.AppendNegotiation(nil, telnet.WILL, telnet.Authentication)
-	hello = telnet.AppendNegotiation(hello, telnet.WILL, telnet.VMwareExt)
-	hello = vspc.AppendExt(hello, vspc.KnownSuboptions1, esxiKS1)
-	hello = vspc.AppendExt(hello, vspc.DoProxy, []byte("C"), []byte("tcp://127.0.0.1:9"))
-	if _, err := vmSide.Write(hello); err != nil {
-		t.Fatal(err)
-	}
-	want := openingOffers()
-	want = telnet.AppendNegotiation(want, telnet.DONT, telnet.Authentication)
-	want = vspc.AppendKnownSuboptions2(want)
-	want = vspc.AppendExt(want, vspc.GetVMVCUUID)
-	want = vspc.AppendExt(want, vspc.GetVMName)
-	want = vspc.AppendExt(want, vspc.GetVMBIOSUUID)
-	want = vspc.AppendExt(want, vspc.GetVMLocationUUID)
-	// net.Pipe hands one Write to one Read when the buffer is large
-	// enough, and never joins two writes.
-	buf := make([]byte, 4096)
-	n, err := vmSide.Read(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(buf[:n], want) {
-		t.Fatalf("first write from the proxy:\n % x\nwant (offers, DONT AUTHENTICATION, KNOWN-SUBOPTIONS-2 and the four GET-VM-* in one write):\n % x", buf[:n], want)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		e := newPipeEnv(t, nil)
+		vmSide := e.conn()
+		hello := telnet.AppendNegotiation(nil, telnet.WILL, telnet.Authentication)
+		hello = telnet.AppendNegotiation(hello, telnet.WILL, telnet.VMwareExt)
+		hello = vspc.AppendExt(hello, vspc.KnownSuboptions1, esxiKS1)
+		hello = vspc.AppendExt(hello, vspc.DoProxy, []byte("C"), []byte("tcp://127.0.0.1:9"))
+		if _, err := vmSide.Write(hello); err != nil {
+			t.Fatal(err)
+		}
+		want := openingOffers()
+		want = telnet.AppendNegotiation(want, telnet.DONT, telnet.Authentication)
+		want = vspc.AppendKnownSuboptions2(want)
+		want = vspc.AppendExt(want, vspc.GetVMVCUUID)
+		want = vspc.AppendExt(want, vspc.GetVMName)
+		want = vspc.AppendExt(want, vspc.GetVMBIOSUUID)
+		want = vspc.AppendExt(want, vspc.GetVMLocationUUID)
+		// net.Pipe hands one Write to one Read when the buffer is large
+		// enough, and never joins two writes.
+		buf := make([]byte, 4096)
+		n, err := vmSide.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf[:n], want) {
+			t.Fatalf("first write from the proxy:\n % x\nwant (offers, DONT AUTHENTICATION, KNOWN-SUBOPTIONS-2 and the four GET-VM-* in one write):\n % x", buf[:n], want)
+		}
+	})
 }
 
 // TestOpeningSilentPeer: a peer that waits for the proxy to speak first
-// still gets the offers, shortly.
+// still gets the offers, after the 20 ms the proxy waits for the VM to
+// speak first (offerHold).
 func TestOpeningSilentPeer(t *testing.T) {
-	srv := vspc.NewServer(vspc.Config{Bridger: &recBridger{}, Logger: testLogger(t)})
-	defer srv.Close()
-	vmSide, proxySide := net.Pipe()
-	start := time.Now()
-	go srv.ServeConn(proxySide)
-	defer vmSide.Close()
-	vmSide.SetDeadline(time.Now().Add(5 * time.Second))
-	got := make([]byte, 0, 64)
-	buf := make([]byte, 64)
-	for len(got) < len(openingOffers()) {
-		n, err := vmSide.Read(buf)
-		if err != nil {
-			t.Fatalf("after % x: %v", got, err)
+	synctest.Test(t, func(t *testing.T) {
+		e := newPipeEnv(t, nil)
+		start := time.Now()
+		h := collect(e.conn())
+		time.Sleep(20*time.Millisecond - time.Nanosecond)
+		synctest.Wait()
+		if got, _ := h.state(); len(got) != 0 {
+			t.Fatalf("offers % x before the VM had 20 ms to speak first", got)
 		}
-		got = append(got, buf[:n]...)
-	}
-	if !bytes.Equal(got, openingOffers()) {
-		t.Fatalf("offers % x, want % x", got, openingOffers())
-	}
-	// The offers waited for the VM's first bytes (offerHold, 20 ms).
-	if d := time.Since(start); d < 15*time.Millisecond {
-		t.Fatalf("offers after %v: expected them held about 20 ms for the VM to speak first", d)
-	}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if got, _ := h.state(); !bytes.Equal(got, openingOffers()) {
+			t.Fatalf("offers % x at %v, want % x", got, time.Since(start), openingOffers())
+		}
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,16 +33,14 @@ type Port struct {
 	key     PortKey // immutable once published
 	backend Backend // set before the port is published
 	vmName  string  // as first identified; immutable (for logs)
-	vcUUID  string  // as first identified ("" when the VM sent none); immutable (for logs)
 	since   time.Time
 
 	bytesToVM   atomic.Int64
 	bytesFromVM atomic.Int64
 	done        chan struct{} // closed by close
 
-	comMu   sync.Mutex            // guards com and polling; held across device calls; before mu
-	com     *rfc2217.AccessServer // RFC 2217 state toward the VM; nil until it negotiates
-	polling bool                  // the modem-state poller runs
+	comMu sync.Mutex            // guards com and polling; held across device calls; before mu
+	com   *rfc2217.AccessServer // RFC 2217 state toward the VM; nil until it negotiates
 
 	mu     sync.Mutex // guards everything below; after srv.mu
 	cond   sync.Cond  // signalled when queue or control space frees, or the port closes
@@ -51,25 +50,37 @@ type Port struct {
 	// written. The writer writes q[head:head+n] without the lock, so while
 	// writing is true only the writer may move or reuse q's bytes (compact,
 	// reset, trim); others only append.
-	q        []byte
-	head     int
-	limit    int      // bytes of q[head:] the writer may write; -1 = all (a hand-over's barrier)
-	ctl      []ctlMsg // the control lane: written before q, in order
-	ctlBytes int      // bytes in ctl
-	writing  bool     // a writer goroutine runs
-	suspend  bool     // the VM sent FLOWCONTROL-SUSPEND (RFC 2217)
-	closed   bool
-
-	ho        handover    // the vMotion hand-over (handover.go)
-	hoBegun   time.Time   // when its BEGIN came
-	hoHeld    int         // bytes queued at GOAHEAD (HandOver.Buffered)
-	hoTimer   *time.Timer // its flush, peer or complete timeout; counted in srv.wg
-	completed int         // hand-overs completed (PortInfo.VMotions)
-	lastHO    *HandOver
+	q       []byte
+	head    int
+	limit   int      // bytes of q[head:] the writer may write; -1 = all (a hand-over's barrier)
+	ctl     []ctlMsg // the control lane: written before q, in order
+	writing bool     // a writer goroutine runs
+	suspend bool     // the VM sent FLOWCONTROL-SUSPEND (RFC 2217)
+	closed  bool
+	polling bool     // guarded by comMu, not mu (here to share the bools' word): the modem-state poller runs
+	hand    *handing // the vMotion hand-overs; nil until the first BEGIN (an idle port pays a pointer)
 
 	grace   *time.Timer   // the grace period of a detached port; counted in srv.wg
 	flushed chan struct{} // closed when the queue drains; nil when nobody waits
 	trim    *time.Timer   // drops a large drained queue buffer after a quiet second; counted in srv.wg
+}
+
+// handing is a port's vMotion bookkeeping, allocated at its first BEGIN.
+type handing struct {
+	ho        handover    // the hand-over's state (handover.go)
+	begun     time.Time   // when its BEGIN came
+	held      int         // bytes queued at GOAHEAD (HandOver.Buffered)
+	timer     *time.Timer // its flush, peer or complete timeout; counted in srv.wg
+	completed int         // hand-overs completed (PortInfo.VMotions)
+	last      *HandOver
+}
+
+// hoLocked is the port's hand-over state. Caller holds p.mu.
+func (p *Port) hoLocked() handover {
+	if p.hand == nil {
+		return handover{}
+	}
+	return p.hand.ho
 }
 
 // ctlMsg is one entry of the control lane: telnet-encoded bytes for c.
@@ -115,7 +126,6 @@ func newPort(s *Server, key PortKey, req Request) *Port {
 		since:  time.Now(),
 		done:   make(chan struct{}),
 		vmName: req.VMName,
-		vcUUID: req.VCUUID,
 	}
 	p.cond.L = &p.mu
 	return p
@@ -130,7 +140,7 @@ func (p *Port) Info() PortInfo {
 	switch {
 	case p.closed:
 		st = "closed"
-	case p.ho.state.inFlight():
+	case p.hoLocked().state.inFlight():
 		st = "vmotion"
 	case p.active == nil:
 		st = "detached"
@@ -139,16 +149,20 @@ func (p *Port) Info() PortInfo {
 		peer = p.active.nc.RemoteAddr().String()
 	}
 	var last *HandOver
-	if p.lastHO != nil {
-		h := *p.lastHO
-		last = &h
+	completed := 0
+	if p.hand != nil {
+		completed = p.hand.completed
+		if p.hand.last != nil {
+			h := *p.hand.last
+			last = &h
+		}
 	}
 	return PortInfo{
 		VMName: p.req.VMName, VCUUID: p.req.VCUUID, BIOSUUID: p.req.BIOSUUID, LocationUUID: p.req.LocationUUID,
 		Direction: p.req.Direction.String(), ServiceURI: p.req.ServiceURI,
 		Peer: peer, State: st, Since: p.since,
 		BytesToVM: p.bytesToVM.Load(), BytesFromVM: p.bytesFromVM.Load(),
-		Queued: len(p.q) - p.head, VMotions: p.completed, LastHandOver: last,
+		Queued: len(p.q) - p.head, VMotions: completed, LastHandOver: last,
 	}
 }
 
@@ -233,7 +247,6 @@ func (p *Port) controlLocked(c *vmConn, b []byte) {
 		return
 	}
 	p.ctl = append(p.ctl, ctlMsg{c: c, b: b})
-	p.ctlBytes += len(b)
 	p.kickLocked()
 }
 
@@ -241,11 +254,20 @@ func (p *Port) controlLocked(c *vmConn, b []byte) {
 // while the lane is full. It takes b.
 func (p *Port) control(c *vmConn, b []byte) {
 	p.mu.Lock()
-	for p.ctlBytes >= maxControl && !p.closed && !c.wfailed {
+	for p.controlBytesLocked() >= maxControl && !p.closed && !c.wfailed {
 		p.cond.Wait()
 	}
 	p.controlLocked(c, b)
 	p.mu.Unlock()
+}
+
+// controlBytesLocked is the size of the control lane.
+func (p *Port) controlBytesLocked() int {
+	n := 0
+	for _, m := range p.ctl {
+		n += len(m.b)
+	}
+	return n
 }
 
 // nextControlLocked takes the first control message off the lane, joined
@@ -261,7 +283,6 @@ func (p *Port) nextControlLocked() (*vmConn, []byte) {
 	if len(p.ctl) == 0 {
 		p.ctl = nil
 	}
-	p.ctlBytes -= len(b)
 	p.cond.Broadcast()
 	return c, b
 }
@@ -274,7 +295,6 @@ func (p *Port) failedLocked(c *vmConn) {
 	kept := p.ctl[:0]
 	for _, m := range p.ctl {
 		if m.c == c {
-			p.ctlBytes -= len(m.b)
 			continue
 		}
 		kept = append(kept, m)
@@ -332,7 +352,7 @@ func (p *Port) writer() {
 		}
 		n := p.writableLocked()
 		if n == 0 {
-			if p.ho.state == hoFlushing && p.limit == 0 && p.active != nil && !p.active.wfailed {
+			if p.hoLocked().state == hoFlushing && p.limit == 0 && p.active != nil && !p.active.wfailed {
 				// The barrier is written: GOAHEAD goes next, on the
 				// control lane, ahead of everything held from here on.
 				fx := p.stepLocked(event{kind: evBarrier})
@@ -518,7 +538,7 @@ func (p *Port) connGone(c *vmConn, err error) {
 // detachLocked starts the grace period of a port left without a
 // connection, and reports whether it did. Caller holds srv.mu and p.mu.
 func (p *Port) detachLocked() bool {
-	if p.active != nil || p.ho.state.inFlight() || p.closed {
+	if p.active != nil || p.hoLocked().state.inFlight() || p.closed {
 		return false
 	}
 	s := p.srv
@@ -528,7 +548,7 @@ func (p *Port) detachLocked() bool {
 		defer s.wg.Done()
 		s.mu.Lock()
 		p.mu.Lock()
-		expired := p.active == nil && !p.ho.state.inFlight() && !p.closed
+		expired := p.active == nil && !p.hoLocked().state.inFlight() && !p.closed
 		p.mu.Unlock()
 		if expired && s.ports[p.key] == p {
 			delete(s.ports, p.key)
@@ -584,7 +604,7 @@ func (p *Port) close(reason string) {
 	p.stopTimerLocked(&p.trim)
 	active := p.active
 	lost := len(p.q) - p.head
-	p.ctl, p.ctlBytes = nil, 0
+	p.ctl = nil
 	p.cond.Broadcast()
 	if p.flushed != nil {
 		close(p.flushed)
@@ -609,5 +629,13 @@ func (p *Port) close(reason string) {
 // logger returns the server's logger with this port's identity, built on
 // demand so that an idle port holds none.
 func (p *Port) logger() *slog.Logger {
-	return lazylog.With(p.srv.log, "vm", p.vmName, "vc_uuid", p.vcUUID, "service_uri", p.key.Service)
+	return lazylog.With(p.srv.log, "vm", p.vmName, "vc_uuid", p.keyUUID(), "service_uri", p.key.Service)
+}
+
+// keyUUID is the VC UUID the port is keyed by ("" when the VM sent none).
+func (p *Port) keyUUID() string {
+	if strings.HasPrefix(p.key.VM, "name:") || strings.HasPrefix(p.key.VM, "anon:") {
+		return ""
+	}
+	return p.key.VM
 }

@@ -1,11 +1,9 @@
 package vspc_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,11 +13,14 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/bridge"
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/telnet"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
@@ -70,121 +71,6 @@ func (b *recBridger) received() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]byte(nil), b.data.Bytes()...)
-}
-
-type step struct {
-	vm     []byte
-	expect []byte
-}
-
-func loadDialogue(t *testing.T, path string) []step {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	steps := []step{{}}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		dir, hx, _ := strings.Cut(line, " ")
-		b, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(hx), " ", ""))
-		if err != nil {
-			t.Fatalf("%s: %q: %v", path, line, err)
-		}
-		switch dir {
-		case "VM>":
-			steps = append(steps, step{vm: b})
-		case "<P":
-			steps[len(steps)-1].expect = append(steps[len(steps)-1].expect, b...)
-		default:
-			t.Fatalf("%s: bad line %q", path, line)
-		}
-	}
-	return steps
-}
-
-// TestHandshakeReplay replays the ESXi side of VMware's capture against the
-// server over net.Pipe and checks every reply byte for byte.
-func TestHandshakeReplay(t *testing.T) {
-	steps := loadDialogue(t, "../testdata/esxi-capture-4.1-handshake.dialogue")
-	br := &recBridger{}
-	srv := vspc.NewServer(vspc.Config{Bridger: br, Logger: testLogger(t)})
-	defer srv.Close()
-	vmSide, proxySide := net.Pipe()
-	go srv.ServeConn(proxySide)
-	defer vmSide.Close()
-	vmSide.SetDeadline(time.Now().Add(10 * time.Second))
-
-	// net.Pipe is synchronous: read replies on their own goroutine.
-	replies := make(chan byte, 4096)
-	go func() {
-		buf := make([]byte, 256)
-		for {
-			n, err := vmSide.Read(buf)
-			for _, b := range buf[:n] {
-				replies <- b
-			}
-			if err != nil {
-				close(replies)
-				return
-			}
-		}
-	}()
-	expect := func(i int, want []byte) {
-		t.Helper()
-		got := make([]byte, 0, len(want))
-		for len(got) < len(want) {
-			select {
-			case b, ok := <-replies:
-				if !ok {
-					t.Fatalf("step %d: connection closed; got % x, want % x", i, got, want)
-				}
-				got = append(got, b)
-			case <-time.After(5 * time.Second):
-				t.Fatalf("step %d: timeout; got % x, want % x", i, got, want)
-			}
-		}
-		if !bytes.Equal(got, want) {
-			t.Fatalf("step %d: proxy sent\n % x\nwant\n % x", i, got, want)
-		}
-	}
-	for i, st := range steps {
-		if st.vm != nil {
-			if _, err := vmSide.Write(st.vm); err != nil {
-				t.Fatalf("step %d: %v", i, err)
-			}
-		}
-		expect(i, st.expect)
-	}
-	// Nothing more is sent.
-	select {
-	case b, ok := <-replies:
-		if ok {
-			t.Fatalf("unexpected extra byte %02x", b)
-		}
-	case <-time.After(100 * time.Millisecond):
-	}
-	// The data reached the backend and the request was recorded.
-	deadline := time.Now().Add(2 * time.Second)
-	for !bytes.Equal(br.received(), []byte{0x20, 0x21, 0x22}) && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if got := br.received(); !bytes.Equal(got, []byte{0x20, 0x21, 0x22}) {
-		t.Fatalf("backend got % x", got)
-	}
-	br.mu.Lock()
-	req := br.reqs[0]
-	br.mu.Unlock()
-	want := vspc.Request{Direction: vspc.DirServer, ServiceURI: "vSPC.py", VMName: "vm-00000", VCUUID: "01234567-89ab-cdef-fedc-ba9800000000"}
-	req.Peer = nil
-	if req != want {
-		t.Fatalf("request %+v, want %+v", req, want)
-	}
 }
 
 // env is a running server with the real bridge on loopback.
@@ -569,13 +455,11 @@ func TestNegative(t *testing.T) {
 		}
 	})
 	t.Run("idle past handshake timeout", func(t *testing.T) {
+		// Closed, over real TCP; that it is closed exactly at the
+		// handshake timeout, not before, is TestHandshakeTimeouts'.
 		c := rawConn(t, e.addr)
-		start := time.Now()
 		if !closedByPeer(c, 3*time.Second) {
 			t.Fatal("idle connection not closed")
-		}
-		if d := time.Since(start); d < 400*time.Millisecond {
-			t.Fatalf("closed after %v, before the handshake timeout", d)
 		}
 	})
 	// After all that, the server still serves a good VM.
@@ -605,7 +489,10 @@ func TestRemoteDownKeepsVMAndReconnects(t *testing.T) {
 	}
 	defer vm.Close()
 	vm.Write([]byte("while away \xff"))
-	time.Sleep(100 * time.Millisecond) // a few failed connection attempts
+	testwait.For(t, "a failed connection attempt to the absent remote", func() bool {
+		d := e.br.Devices()
+		return len(d) == 1 && d[0].State != "up" && d[0].LastErr != ""
+	})
 	ln, err = net.Listen("tcp", raddr)
 	if err != nil {
 		t.Skipf("port %s taken meanwhile: %v", raddr, err)
@@ -743,29 +630,147 @@ func TestNoGracePeriod(t *testing.T) {
 	}
 }
 
+// hostEnd collects what the server sends on a connection's host end.
+type hostEnd struct {
+	nc     net.Conn
+	mu     sync.Mutex
+	got    []byte
+	closed bool // the server closed the connection
+}
+
+func collect(nc net.Conn) *hostEnd {
+	h := &hostEnd{nc: nc}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := nc.Read(buf)
+			h.mu.Lock()
+			h.got = append(h.got, buf[:n]...)
+			if err != nil {
+				h.closed = true
+			}
+			h.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return h
+}
+
+// state is what the server sent so far and whether it closed; call it
+// after synctest.Wait.
+func (h *hostEnd) state() ([]byte, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]byte(nil), h.got...), h.closed
+}
+
 // TestHandshakeFailureReasons: each failure is counted under its reason.
 func TestHandshakeFailureReasons(t *testing.T) {
-	e := newEnv(t, allowLoopback, func(c *vspc.Config) { c.HandshakeTimeout = 300 * time.Millisecond; c.MaxSubnegotiation = 64 })
-	idle := rawConn(t, e.addr)
-	bad := rawConn(t, e.addr)
-	bad.Write(append([]byte{0xff, 0xfa, 0xe8, 0x46}, bytes.Repeat([]byte{'a'}, 100)...))
-	lost := rawConn(t, e.addr)
-	readUntil(lost, []byte{0xff, 0xfd, 0xe8}, time.Second)
-	lost.Close()
-	closedByPeer(idle, 3*time.Second)
-	closedByPeer(bad, 3*time.Second)
-	deadline := time.Now().Add(3 * time.Second)
-	var k vspc.Counters
-	for time.Now().Before(deadline) {
-		k = e.srv.Counters()
-		if k.HandshakeTimeouts == 1 && k.HandshakeErrors == 1 && k.HandshakeLost == 1 {
-			break
+	synctest.Test(t, func(t *testing.T) {
+		const hsTimeout = 300 * time.Millisecond
+		e := newPipeEnv(t, func(c *vspc.Config) { c.HandshakeTimeout = hsTimeout; c.MaxSubnegotiation = 64 })
+		idle := collect(e.conn())
+		bad := e.conn()
+		badEnd := collect(bad)
+		bad.Write(append([]byte{0xff, 0xfa, 0xe8, 0x46}, bytes.Repeat([]byte{'a'}, 100)...))
+		lost := e.conn()
+		lostEnd := collect(lost)
+		time.Sleep(50 * time.Millisecond) // the offers come (offerHold)
+		synctest.Wait()
+		if got, _ := lostEnd.state(); !bytes.Contains(got, []byte{0xff, 0xfd, 0xe8}) {
+			t.Fatalf("no DO 232 in % x", got)
 		}
-		time.Sleep(20 * time.Millisecond)
+		lost.Close()
+		time.Sleep(hsTimeout)
+		synctest.Wait()
+		for name, h := range map[string]*hostEnd{"idle": idle, "oversized SB": badEnd} {
+			if _, closed := h.state(); !closed {
+				t.Fatalf("%s connection not closed", name)
+			}
+		}
+		k := e.srv.Counters()
+		if k.HandshakeTimeouts != 1 || k.HandshakeErrors != 1 || k.HandshakeLost != 1 || k.HandshakeFailures != 3 {
+			t.Fatalf("counters %+v", k)
+		}
+	})
+}
+
+// TestHandshakeTimeouts: the handshake and identification deadlines fire
+// exactly when due, on the bubble's clock.
+func TestHandshakeTimeouts(t *testing.T) {
+	run := func(name string, f func(t *testing.T)) {
+		t.Run(name, func(t *testing.T) { synctest.Test(t, f) })
 	}
-	if k.HandshakeTimeouts != 1 || k.HandshakeErrors != 1 || k.HandshakeLost != 1 || k.HandshakeFailures != 3 {
-		t.Fatalf("counters %+v", k)
-	}
+	hello := append([]byte{0xff, 0xfb, 0x25, 0xff, 0xfb, 0xe8}, ext(vspc.KnownSuboptions1, esxiKS1)...)
+	run("a silent host is closed at the handshake timeout", func(t *testing.T) {
+		const hsTimeout = 500 * time.Millisecond
+		e := newPipeEnv(t, func(c *vspc.Config) { c.HandshakeTimeout = hsTimeout })
+		h := collect(e.conn())
+		time.Sleep(hsTimeout - time.Millisecond)
+		synctest.Wait()
+		if got, closed := h.state(); closed || !bytes.Equal(got, openingOffers()) {
+			t.Fatalf("before the handshake timeout: closed %v, got % x (want the offers only)", closed, got)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if _, closed := h.state(); !closed {
+			t.Fatal("not closed at the handshake timeout")
+		}
+		if k := e.srv.Counters(); k.HandshakeTimeouts != 1 || k.HandshakeFailures != 1 {
+			t.Fatalf("counters %+v", k)
+		}
+	})
+	run("a host that trickles its handshake is closed at the handshake timeout all the same", func(t *testing.T) {
+		const hsTimeout = 500 * time.Millisecond
+		e := newPipeEnv(t, func(c *vspc.Config) { c.HandshakeTimeout = hsTimeout })
+		nc := e.conn()
+		h := collect(nc)
+		msg := append(hello, ext(vspc.DoProxy, []byte("Ctcp://127.0.0.1:1"))...)
+		trickled := make(chan struct{})
+		go func() {
+			defer close(trickled)
+			for i := 0; i < len(msg); i++ { // one byte every 10 ms, never finishing in time
+				if _, err := nc.Write(msg[i : i+1]); err != nil {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+		defer func() { <-trickled }()
+		time.Sleep(hsTimeout - time.Millisecond)
+		synctest.Wait()
+		if _, closed := h.state(); closed {
+			t.Fatal("closed before the handshake timeout")
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if _, closed := h.state(); !closed {
+			t.Fatal("a trickling host outlived the handshake timeout")
+		}
+	})
+	run("identification timeout: WILL-PROXY with what the VM sent", func(t *testing.T) {
+		const identify = 200 * time.Millisecond
+		e := newPipeEnv(t, func(c *vspc.Config) { c.IdentifyTimeout = identify })
+		nc := e.conn()
+		h := collect(nc)
+		nc.Write(append(hello, ext(vspc.DoProxy, []byte("SvSPC.py"))...))
+		nc.Write(ext(vspc.VMName, []byte("named-only"))) // VM-VC-UUID never comes
+		time.Sleep(identify - time.Millisecond)
+		synctest.Wait()
+		if got, _ := h.state(); bytes.Contains(got, ext(vspc.WillProxy)) {
+			t.Fatal("WILL-PROXY before the identification timeout")
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if got, _ := h.state(); !bytes.HasSuffix(got, ext(vspc.WillProxy)) {
+			t.Fatalf("no WILL-PROXY at the identification timeout: % x", got)
+		}
+		if req := e.backend(0).req; req.VMName != "named-only" || req.VCUUID != "" {
+			t.Fatalf("request %+v", req)
+		}
+	})
 }
 
 // TestSetConfig: a reload's limits and vMotion settings apply to what
@@ -800,5 +805,83 @@ func TestSetConfig(t *testing.T) {
 	e.srv.SetConfig(vspc.Config{})
 	if _, err := c.Begin(ctx, []byte{9, 9, 9, 8}); err != nil {
 		t.Fatalf("BEGIN after vmotion was enabled again: %v", err)
+	}
+}
+
+// emfileListener fails every Accept with EMFILE (out of file descriptors)
+// until it is closed.
+type emfileListener struct {
+	mu      sync.Mutex
+	closed  bool
+	accepts int
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, net.ErrClosed
+	}
+	l.accepts++
+	return nil, fmt.Errorf("accept: %w", syscall.EMFILE)
+}
+
+func (l *emfileListener) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	return nil
+}
+
+func (l *emfileListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+func (l *emfileListener) tries() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.accepts
+}
+
+// TestServeBackoff: Accept failing with EMFILE backs off (5 ms doubling
+// up to 1 s) instead of spinning, and the backoff ends at once when the
+// context is cancelled or the server closed.
+func TestServeBackoff(t *testing.T) {
+	for _, stop := range []string{"context cancelled", "server closed"} {
+		t.Run(stop, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := vspc.NewServer(vspc.Config{Bridger: &recBridger{}, Logger: testLogger(t)})
+				defer srv.Close()
+				ln := &emfileListener{}
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				done := make(chan error, 1)
+				go func() { done <- srv.Serve(ctx, ln) }()
+				// Accepts at 0, 5, 15, 35, 75, 155, 315, 635, 1275,
+				// 2275 ms (backoff 5 ms doubling to 1 s), the next at 3275.
+				time.Sleep(3200 * time.Millisecond)
+				synctest.Wait()
+				if n := ln.tries(); n != 10 {
+					t.Fatalf("%d accepts in 3.2 s of EMFILE, want 10 (backoff 5 ms doubling to 1 s)", n)
+				}
+				time.Sleep(300 * time.Millisecond) // in the middle of a 1 s backoff
+				if stop == "context cancelled" {
+					cancel()
+				} else {
+					srv.Close()
+				}
+				synctest.Wait()
+				select {
+				case err := <-done:
+					want := error(context.Canceled)
+					if stop == "server closed" {
+						want = vspc.ErrServerClosed
+					}
+					if !errors.Is(err, want) {
+						t.Fatalf("Serve: %v, want %v", err, want)
+					}
+				default:
+					t.Fatalf("Serve still backing off after the %s", stop)
+				}
+			})
+		})
 	}
 }

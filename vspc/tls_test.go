@@ -1,7 +1,6 @@
 package vspc_test
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,6 +9,7 @@ import (
 	"math/big"
 	"net"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/vspc"
@@ -33,56 +33,45 @@ func selfSigned(t *testing.T) tls.Certificate {
 // TestTLSSlowClientHello: a host whose TLS handshake starts late (a busy
 // ESXi host, a long path) is still served: the TLS handshake runs under
 // the handshake timeout, not under the short wait for the VM's first
-// telnet bytes.
+// telnet bytes. A host that never starts TLS is a handshake timeout, at
+// the handshake timeout.
 func TestTLSSlowClientHello(t *testing.T) {
-	srv := vspc.NewServer(vspc.Config{Bridger: &recBridger{}, Logger: testLogger(t), HandshakeTimeout: 5 * time.Second})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ctx, tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, MinVersion: tls.VersionTLS12}))
-	}()
-	defer func() { cancel(); <-done; srv.Close() }()
-
-	for _, delay := range []time.Duration{0, 150 * time.Millisecond} {
-		nc, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
+	synctest.Test(t, func(t *testing.T) {
+		e := newPipeEnv(t, func(c *vspc.Config) { c.HandshakeTimeout = 5 * time.Second })
+		cfg := &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, MinVersion: tls.VersionTLS12}
+		serveTLS := func() net.Conn {
+			host, proxy := net.Pipe()
+			go e.srv.ServeConn(tls.Server(proxy, cfg))
+			t.Cleanup(func() { host.Close() })
+			return host
 		}
-		time.Sleep(delay)
-		tc := tls.Client(nc, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})
-		hctx, hcancel := context.WithTimeout(t.Context(), 5*time.Second)
-		c, err := vspctest.Handshake(hctx, tc, vspctest.VM{Name: "tls-vm", VCUUID: "50000000-0000-4000-8000-00000000000a", Direction: vspc.DirServer, ServiceURI: "vSPC.py"})
-		hcancel()
-		if err != nil {
-			nc.Close()
-			t.Fatalf("ClientHello %v after connect: %v", delay, err)
+		for _, delay := range []time.Duration{0, 150 * time.Millisecond} {
+			nc := serveTLS()
+			time.Sleep(delay)
+			tc := tls.Client(nc, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})
+			c, err := vspctest.Handshake(t.Context(), tc, vspctest.VM{Name: "tls-vm", VCUUID: "50000000-0000-4000-8000-00000000000a", Direction: vspc.DirServer, ServiceURI: "vSPC.py"})
+			if err != nil {
+				t.Fatalf("ClientHello %v after connect: %v", delay, err)
+			}
+			c.Close()
 		}
-		c.Close()
-	}
-	// A host that never starts TLS is a handshake timeout.
-	before := srv.Counters()
-	srv.SetConfig(vspc.Config{HandshakeTimeout: 100 * time.Millisecond})
-	nc2, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc2.Close()
-	nc2.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := nc2.Read(make([]byte, 1)); err == nil {
-		t.Fatal("a silent host on the telnets listener got bytes")
-	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		k := srv.Counters()
-		if k.HandshakeTimeouts > before.HandshakeTimeouts && k.HandshakeLost == before.HandshakeLost {
-			break
+		before := e.srv.Counters()
+		const hsTimeout = 100 * time.Millisecond
+		e.srv.SetConfig(vspc.Config{HandshakeTimeout: hsTimeout})
+		h := collect(serveTLS())
+		time.Sleep(hsTimeout - time.Millisecond)
+		synctest.Wait()
+		if _, closed := h.state(); closed {
+			t.Fatal("a silent host was closed before the handshake timeout")
 		}
-		if time.Now().After(deadline) {
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if got, closed := h.state(); !closed || len(got) != 0 {
+			t.Fatalf("a silent host on the telnets listener: closed %v, got % x", closed, got)
+		}
+		k := e.srv.Counters()
+		if k.HandshakeTimeouts != before.HandshakeTimeouts+1 || k.HandshakeLost != before.HandshakeLost {
 			t.Fatalf("counters before %+v, after %+v: want one more handshake timeout", before, k)
 		}
-	}
+	})
 }

@@ -106,9 +106,15 @@ func (p *Port) stepLocked(ev event) effects {
 		ev.active = p.active == ev.conn
 		ev.queued = len(p.q) - p.head
 	}
-	prev := p.ho
+	prev := p.hoLocked()
 	next, acts, n := prev.on(ev)
-	p.ho = next
+	if p.hand == nil && (next.state != hoIdle || next.gen != 0) {
+		p.hand = &handing{}
+	}
+	h := p.hand // nil only while no hand-over ever began: no action below needs it then
+	if h != nil {
+		h.ho = next
+	}
 	fx := effects{note: n, prev: prev, ev: ev, queued: len(p.q) - p.head}
 	for _, a := range acts {
 		switch a.kind {
@@ -117,11 +123,11 @@ func (p *Port) stepLocked(ev event) effects {
 			p.controlLocked(a.conn, AppendExt(nil, VMotionNotNow, a.seq))
 		case doRegister:
 			s.registerLocked(a.seq, a.secret, p)
-			p.hoBegun, p.hoHeld = time.Now(), 0
+			h.begun, h.held = time.Now(), 0
 		case doHold:
 			p.limit = a.n
 		case doGoahead:
-			p.hoHeld = len(p.q) - p.head
+			h.held = len(p.q) - p.head
 			p.controlLocked(a.conn, AppendExt(nil, VMotionGoahead, a.seq, a.secret))
 		case doArm:
 			p.armLocked(a.timeout, next.gen)
@@ -143,7 +149,7 @@ func (p *Port) stepLocked(ev event) effects {
 				a.conn.waitFor = old.done
 				fx.drain = old
 			}
-			p.completed++
+			h.completed++
 		case doCloseConn:
 			fx.close = append(fx.close, a.conn)
 		case doEnd:
@@ -152,7 +158,9 @@ func (p *Port) stepLocked(ev event) effects {
 			fx.grace = p.detachLocked()
 		}
 	}
-	fx.began = p.hoBegun
+	if h != nil {
+		fx.began = h.begun
+	}
 	if n == notePeerBadSecret {
 		s.counters.VMotionsBadSecret++
 		s.counters.HandshakeFailures++
@@ -168,7 +176,7 @@ func (p *Port) endLocked(h handover, r result) {
 	s := p.srv
 	s.forgetLocked(h.seq, p)
 	clear(h.secret)
-	p.stopTimerLocked(&p.hoTimer)
+	p.stopTimerLocked(&p.hand.timer)
 	p.limit = -1
 	switch r {
 	case resCompleted:
@@ -179,7 +187,7 @@ func (p *Port) endLocked(h handover, r result) {
 		s.counters.VMotionsTimedOut++
 	}
 	if o := r.outcome(); o != "" {
-		p.lastHO = &HandOver{Outcome: o, From: addr(h.src), To: addr(h.dst), At: time.Now(), Duration: time.Since(p.hoBegun), Buffered: p.hoHeld}
+		p.hand.last = &HandOver{Outcome: o, From: addr(h.src), To: addr(h.dst), At: time.Now(), Duration: time.Since(p.hand.begun), Buffered: p.hand.held}
 	}
 	p.kickLocked()
 }
@@ -189,9 +197,9 @@ func (p *Port) endLocked(h handover, r result) {
 // been stopped. Caller holds p.mu.
 func (p *Port) armLocked(k timeoutKind, gen uint32) {
 	s := p.srv
-	p.stopTimerLocked(&p.hoTimer)
+	p.stopTimerLocked(&p.hand.timer)
 	s.wg.Add(1)
-	p.hoTimer = time.AfterFunc(k.duration(s.conf()), func() {
+	p.hand.timer = time.AfterFunc(k.duration(s.conf()), func() {
 		defer s.wg.Done()
 		p.step(event{kind: evTimeout, gen: gen}, p.logger())
 	})

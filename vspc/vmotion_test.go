@@ -1,6 +1,7 @@
 package vspc_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -10,13 +11,14 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 )
@@ -255,17 +257,9 @@ func (s *streamVM) finish() {
 	t := s.t
 	t.Helper()
 	close(s.stop)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if s.atVM.Load() == s.toVM.Load() && s.atRemote.Load() == s.toRemote.Load() {
-			break
-		}
-		select {
-		case err := <-s.errc:
-			t.Fatal(err)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	testwait.Until(t, testwait.Timeout, func() bool {
+		return len(s.errc) > 0 || s.atVM.Load() == s.toVM.Load() && s.atRemote.Load() == s.toRemote.Load()
+	})
 	select {
 	case err := <-s.errc:
 		t.Fatal(err)
@@ -316,7 +310,9 @@ func TestVMotionManyMigrations(t *testing.T) {
 
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// TestVMotionEdgeCases covers every failure the hand-over must survive.
+// TestVMotionEdgeCases: the refusals of the hand-over over real TCP, with
+// the real bridge and a raw TCP remote. The failures that depend on time
+// or on a connection going away are in TestHandOverOnPipes.
 func TestVMotionEdgeCases(t *testing.T) {
 	ctx := t.Context()
 	seq := []byte{0x76, 0x19, 0xff, 0xe9}
@@ -330,21 +326,6 @@ func TestVMotionEdgeCases(t *testing.T) {
 		}
 		t.Cleanup(func() { c.Close() })
 		return e, c, accept(t, rconns), vm
-	}
-	readN := func(t *testing.T, r io.Reader, n int) []byte {
-		t.Helper()
-		b := make([]byte, n)
-		done := make(chan error, 1)
-		go func() { _, err := io.ReadFull(r, b); done <- err }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("read: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("read timed out")
-		}
-		return b
 	}
 
 	t.Run("second BEGIN gets NOTNOW", func(t *testing.T) {
@@ -362,19 +343,6 @@ func TestVMotionEdgeCases(t *testing.T) {
 			t.Fatalf("BEGIN: %v, want NOTNOW", err)
 		}
 		exchange(t, c, remote, []byte("after notnow"), []byte("still here"))
-	})
-	t.Run("ABORT resumes on the source with held data", func(t *testing.T) {
-		_, c, remote, _ := newVM(t, nil)
-		if _, err := c.Begin(ctx, seq); err != nil {
-			t.Fatal(err)
-		}
-		remote.Write([]byte("held \xff during vMotion"))
-		time.Sleep(50 * time.Millisecond)
-		c.Abort()
-		if got := readN(t, c, len("held \xff during vMotion")); string(got) != "held \xff during vMotion" {
-			t.Fatalf("after ABORT VM got %q", got)
-		}
-		exchange(t, c, remote, []byte("after abort"), []byte("ok"))
 	})
 	t.Run("wrong secret and unknown sequence are refused", func(t *testing.T) {
 		e, c, remote, vm := newVM(t, nil)
@@ -410,80 +378,321 @@ func TestVMotionEdgeCases(t *testing.T) {
 		}
 		exchange(t, dst, remote, []byte("c"), []byte("d"))
 	})
-	t.Run("old connection vanishes after GOAHEAD", func(t *testing.T) {
-		e, c, remote, vm := newVM(t, nil)
+}
+
+// TestHandOverOnPipes walks the hand-over's failures on net.Pipe
+// connections and an in-memory remote, inside testing/synctest bubbles:
+// each timeout is checked to fire exactly when it is due (not a
+// millisecond before), and data "held" is shown to be in the port's queue
+// before the step that releases it.
+func TestHandOverOnPipes(t *testing.T) {
+	seq := []byte{0x76, 0x19, 0xff, 0xe9}
+	vm := vmNamed(7, vspc.DirClient, "tcp://remote.example:4001")
+	// start connects the VM and returns its connection and its remote.
+	start := func(t *testing.T, mod func(*vspc.Config)) (*pipeEnv, *vspctest.Conn, io.ReadWriter) {
+		e := newPipeEnv(t, mod)
+		c := e.dial(vm)
+		return e, c, e.backend(0).remote()
+	}
+	// held checks that the port is mid-hand-over with n bytes queued.
+	held := func(t *testing.T, e *pipeEnv, n int) {
+		t.Helper()
+		synctest.Wait()
+		if p := e.port(); p.State != "vmotion" || p.Queued != n {
+			t.Fatalf("port %s with %d bytes queued, want vmotion with %d held", p.State, p.Queued, n)
+		}
+	}
+	outcome := func(t *testing.T, e *pipeEnv, want string) {
+		t.Helper()
+		synctest.Wait()
+		p := e.port()
+		if p.LastHandOver == nil || p.LastHandOver.Outcome != want {
+			t.Fatalf("last hand-over %+v, want outcome %q", p.LastHandOver, want)
+		}
+	}
+	closed := func(c *vspctest.Conn) bool {
+		synctest.Wait()
+		return c.WaitClosed(0)
+	}
+	run := func(name string, f func(t *testing.T)) {
+		t.Run(name, func(t *testing.T) { synctest.Test(t, f) })
+	}
+
+	run("ABORT resumes on the source with held data", func(t *testing.T) {
+		e, c, remote := start(t, nil)
+		mustBegin(t, c, seq)
+		remote.Write([]byte("held \xff during vMotion"))
+		held(t, e, len("held \xff\xff during vMotion"))
+		c.Abort()
+		if got := readN(t, c, len("held \xff during vMotion")); string(got) != "held \xff during vMotion" {
+			t.Fatalf("after ABORT VM got %q", got)
+		}
+		exchange(t, c, remote, []byte("after abort"), []byte("ok"))
+		outcome(t, e, "aborted")
+		if k := e.srv.Counters(); k.VMotionsAborted != 1 {
+			t.Fatalf("counters %+v", k)
+		}
+	})
+	run("ABORT while flushing releases the barrier", func(t *testing.T) {
+		e, c, remote := start(t, func(cfg *vspc.Config) { cfg.Buffer = 64 << 10 })
+		// The VM does not read: the data already accepted cannot be
+		// flushed, so BEGIN stays unanswered.
+		go remote.Write(bytes.Repeat([]byte{'a'}, 256<<10))
+		synctest.Wait()
+		c.SendRaw(vspc.AppendExt(nil, vspc.VMotionBegin, seq))
+		synctest.Wait()
+		if p := e.port(); p.State != "vmotion" {
+			t.Fatalf("after BEGIN port is %s", p.State)
+		}
+		c.Abort()
+		synctest.Wait()
+		if p := e.port(); p.State != "attached" {
+			t.Fatalf("after ABORT port is %s", p.State)
+		}
+		if got := readN(t, c, 256<<10); !bytes.Equal(got, bytes.Repeat([]byte{'a'}, 256<<10)) {
+			t.Fatal("data after ABORT differs")
+		}
+		outcome(t, e, "aborted")
+	})
+	run("the source vanishes after GOAHEAD", func(t *testing.T) {
+		e, c, remote := start(t, nil)
 		secret := mustBegin(t, c, seq)
 		c.Close()
 		remote.Write([]byte("buffered while nobody is there"))
-		time.Sleep(50 * time.Millisecond)
-		dst := mustPeer(t, e.addr, vm, seq, secret)
-		defer dst.Close()
+		held(t, e, len("buffered while nobody is there"))
+		if p := e.port(); p.Peer != "" {
+			t.Fatalf("the closed source still carries the port: %+v", p)
+		}
+		dst := mustPeerPipe(t, e, vm, seq, secret)
 		dst.Complete(seq)
 		if got := readN(t, dst, len("buffered while nobody is there")); string(got) != "buffered while nobody is there" {
 			t.Fatalf("got %q", got)
 		}
 		exchange(t, dst, remote, []byte("x"), []byte("y"))
+		outcome(t, e, "completed")
 	})
-	t.Run("new connection vanishes before COMPLETE", func(t *testing.T) {
-		e, c, remote, vm := newVM(t, nil)
+	run("the source vanishes while flushing", func(t *testing.T) {
+		e, c, remote := start(t, func(cfg *vspc.Config) { cfg.GracePeriod = time.Minute })
+		go remote.Write(bytes.Repeat([]byte{'a'}, 256<<10)) // the VM reads nothing: BEGIN stays in Flushing
+		synctest.Wait()
+		c.SendRaw(vspc.AppendExt(nil, vspc.VMotionBegin, seq))
+		synctest.Wait()
+		c.Close()
+		outcome(t, e, "failed")
+		if p := e.port(); p.State != "detached" {
+			t.Fatalf("port %s, want detached (grace period)", p.State)
+		}
+		// The VM comes back by DO-PROXY and gets the rest, in order: what
+		// the dead connection took in is all that is missing.
+		p := e.port()
+		if p.Queued == 0 || p.Queued+int(p.BytesToVM) != 256<<10 {
+			t.Fatalf("%d bytes queued and %d written, want %d in all", p.Queued, p.BytesToVM, 256<<10)
+		}
+		c2 := e.dial(vm)
+		if got := readN(t, c2, p.Queued); !bytes.Equal(got, bytes.Repeat([]byte{'a'}, p.Queued)) {
+			t.Fatal("data on the new connection differs")
+		}
+		exchange(t, c2, remote, []byte("back"), []byte("again"))
+	})
+	run("the destination vanishes before COMPLETE", func(t *testing.T) {
+		e, c, remote := start(t, nil)
 		secret := mustBegin(t, c, seq)
-		dst1 := mustPeer(t, e.addr, vm, seq, secret)
+		dst1 := mustPeerPipe(t, e, vm, seq, secret)
 		dst1.Close()
-		time.Sleep(50 * time.Millisecond)
 		remote.Write([]byte("kept"))
-		// The source host aborts: the VM stays where it was.
+		held(t, e, 4)
+		// Waiting for the VM again: another PEER is taken…
+		dst2 := mustPeerPipe(t, e, vm, seq, secret)
+		dst2.Close()
+		synctest.Wait()
+		// …and the source host can still abort: the VM stays where it was.
 		c.Abort()
 		if got := readN(t, c, 4); string(got) != "kept" {
 			t.Fatalf("got %q", got)
 		}
 		exchange(t, c, remote, []byte("x"), []byte("y"))
+		outcome(t, e, "aborted")
 	})
-	t.Run("PEER timeout, then the VM reconnects within the grace period", func(t *testing.T) {
-		e, c, remote, vm := newVM(t, func(cfg *vspc.Config) { cfg.PeerTimeout = 200 * time.Millisecond })
+	run("PEER timeout, then the VM reconnects within the grace period", func(t *testing.T) {
+		const peerTimeout = 200 * time.Millisecond
+		e, c, remote := start(t, func(cfg *vspc.Config) { cfg.PeerTimeout = peerTimeout; cfg.GracePeriod = time.Minute })
 		secret := mustBegin(t, c, seq)
 		c.Close()
 		remote.Write([]byte("waiting"))
-		time.Sleep(400 * time.Millisecond)
-		if _, err := vspctest.DialPeer(ctx, e.addr, vm, seq, secret); err == nil {
+		held(t, e, 7)
+		time.Sleep(peerTimeout - time.Millisecond)
+		held(t, e, 7)
+		if got := e.srv.Counters().VMotionsTimedOut; got != 0 {
+			t.Fatalf("timed out after %v of %v", peerTimeout-time.Millisecond, peerTimeout)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if got := e.srv.Counters().VMotionsTimedOut; got != 1 {
+			t.Fatalf("timed-out counter %d at the peer timeout", got)
+		}
+		if p := e.port(); p.State != "detached" || p.Queued != 7 {
+			t.Fatalf("port %s with %d queued after the peer timeout, want detached with the data kept", p.State, p.Queued)
+		}
+		outcome(t, e, "timed out")
+		if _, err := e.dialPeer(vm, seq, secret); err == nil {
 			t.Fatal("PEER accepted after the peer timeout")
 		}
-		if got := e.srv.Counters().VMotionsTimedOut; got != 1 {
-			t.Fatalf("timed-out counter %d", got)
-		}
-		c2, err := vspctest.Dial(ctx, e.addr, vm)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c2.Close()
+		c2 := e.dial(vm)
 		if got := readN(t, c2, 7); string(got) != "waiting" {
 			t.Fatalf("got %q", got)
 		}
 		exchange(t, c2, remote, []byte("back"), []byte("again"))
 	})
-	t.Run("reconnect after the grace period closes the remote", func(t *testing.T) {
-		_, c, remote, _ := newVM(t, func(cfg *vspc.Config) { cfg.GracePeriod = 200 * time.Millisecond })
+	run("COMPLETE timeout drops the destination; another PEER completes", func(t *testing.T) {
+		const completeTimeout = 300 * time.Millisecond
+		e, c, remote := start(t, func(cfg *vspc.Config) { cfg.CompleteTimeout = completeTimeout })
+		secret := mustBegin(t, c, seq)
+		dst1 := mustPeerPipe(t, e, vm, seq, secret)
+		time.Sleep(completeTimeout - time.Millisecond)
+		if closed(dst1) {
+			t.Fatalf("destination dropped before the complete timeout")
+		}
+		time.Sleep(time.Millisecond)
+		if !closed(dst1) {
+			t.Fatalf("destination not dropped at the complete timeout")
+		}
+		held(t, e, 0)
+		remote.Write([]byte("for the second"))
+		dst2 := mustPeerPipe(t, e, vm, seq, secret)
 		c.Close()
-		remote.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := remote.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("remote not closed after the grace period: %v", err)
+		dst2.Complete(seq)
+		if got := readN(t, dst2, len("for the second")); string(got) != "for the second" {
+			t.Fatalf("got %q", got)
+		}
+		exchange(t, dst2, remote, []byte("moved"), []byte("fine"))
+		outcome(t, e, "completed")
+	})
+	run("flush timeout answers NOTNOW", func(t *testing.T) {
+		const flushTimeout = 200 * time.Millisecond
+		e, c, remote := start(t, func(cfg *vspc.Config) { cfg.FlushTimeout = flushTimeout; cfg.Buffer = 64 << 10 })
+		// The VM does not read: fill the path to it.
+		go remote.Write(make([]byte, 1<<20))
+		synctest.Wait()
+		if p := e.port(); p.Queued == 0 {
+			t.Fatal("nothing queued for a VM that does not read")
+		}
+		res := make(chan error, 1)
+		go func() { _, err := c.Begin(t.Context(), seq); res <- err }()
+		time.Sleep(flushTimeout - time.Millisecond)
+		synctest.Wait()
+		if n := e.srv.Counters().VMotionsNotNow; n != 0 || e.port().State != "vmotion" {
+			t.Fatalf("before the flush timeout: %d NOTNOW, port %s", n, e.port().State)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if n := e.srv.Counters().VMotionsNotNow; n != 1 || e.port().State != "attached" {
+			t.Fatalf("at the flush timeout: %d NOTNOW, port %s", n, e.port().State)
+		}
+		go io.Copy(io.Discard, c) // now read: NOTNOW follows the data
+		if err := <-res; !errors.Is(err, vspctest.ErrNotNow) {
+			t.Fatalf("BEGIN: %v, want NOTNOW", err)
+		}
+		if p := e.port(); p.LastHandOver != nil {
+			t.Fatalf("a refused BEGIN recorded a hand-over: %+v", p.LastHandOver)
 		}
 	})
-	t.Run("flush timeout answers NOTNOW", func(t *testing.T) {
-		_, c, remote, _ := newVM(t, func(cfg *vspc.Config) { cfg.FlushTimeout = 200 * time.Millisecond; cfg.Buffer = 64 << 10 })
-		// The VM does not read: fill the path to it.
-		go remote.Write(make([]byte, 8<<20))
-		time.Sleep(300 * time.Millisecond)
-		res := make(chan error, 1)
-		go func() { _, err := c.Begin(ctx, seq); res <- err }()
-		time.Sleep(400 * time.Millisecond)
-		go io.Copy(io.Discard, c) // now read: NOTNOW follows the data
+	run("DO-PROXY during a hand-over ends it; the new connection gets the held data", func(t *testing.T) {
+		e, c, remote := start(t, nil)
+		secret := mustBegin(t, c, seq)
+		dst := mustPeerPipe(t, e, vm, seq, secret)
+		remote.Write([]byte("held"))
+		held(t, e, 4)
+		c2 := e.dial(vm)
+		if got := readN(t, c2, 4); string(got) != "held" {
+			t.Fatalf("got %q", got)
+		}
+		outcome(t, e, "failed")
+		if !closed(c) || !closed(dst) {
+			t.Fatal("the replaced source or the abandoned destination is still open")
+		}
+		if _, err := e.dialPeer(vm, seq, secret); err == nil {
+			t.Fatal("the ended hand-over's secret was accepted")
+		}
+		exchange(t, c2, remote, []byte("x"), []byte("y"))
+	})
+	run("port closed mid-hand-over", func(t *testing.T) {
+		e, c, remote := start(t, nil)
+		secret := mustBegin(t, c, seq)
+		dst := mustPeerPipe(t, e, vm, seq, secret)
+		remote.Write([]byte("dropped with the port"))
+		held(t, e, len("dropped with the port"))
+		b := e.backend(0)
+		port := b.sink.(*vspc.Port)
+		port.Close("route removed from the config")
+		synctest.Wait()
+		info := port.Info()
+		if info.State != "closed" || info.LastHandOver == nil || info.LastHandOver.Outcome != "failed" {
+			t.Fatalf("closed port %+v, want state closed and the hand-over failed", info)
+		}
+		if !closed(c) || !closed(dst) || !b.isClosed() {
+			t.Fatal("source, destination or backend still open")
+		}
+		if len(e.srv.Ports()) != 0 {
+			t.Fatalf("ports after Close: %+v", e.srv.Ports())
+		}
+		if _, err := e.dialPeer(vm, seq, secret); err == nil {
+			t.Fatal("the closed port's secret was accepted")
+		}
+	})
+	run("grace period: the VM back in time keeps its remote; late, the remote is closed", func(t *testing.T) {
+		const grace = 200 * time.Millisecond
+		e, c, remote := start(t, func(cfg *vspc.Config) { cfg.GracePeriod = grace })
+		c.Close()
+		synctest.Wait()
+		if p := e.port(); p.State != "detached" {
+			t.Fatalf("port %s after the VM left", p.State)
+		}
+		time.Sleep(grace - time.Millisecond)
+		c2 := e.dial(vm) // just in time
+		exchange(t, c2, remote, []byte("same"), []byte("remote"))
+		c2.Close()
+		synctest.Wait()
+		time.Sleep(grace - time.Millisecond)
+		synctest.Wait()
+		if e.backend(0).isClosed() {
+			t.Fatal("remote closed before the grace period ended")
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if !e.backend(0).isClosed() || len(e.srv.Ports()) != 0 {
+			t.Fatalf("remote open (%v) or port kept (%+v) after the grace period", !e.backend(0).isClosed(), e.srv.Ports())
+		}
+	})
+	run("no grace period: the remote closes with the connection", func(t *testing.T) {
+		e, c, _ := start(t, func(cfg *vspc.Config) { cfg.GracePeriod = -1 })
+		c.Close()
+		synctest.Wait()
+		if !e.backend(0).isClosed() {
+			t.Fatal("remote not closed at once")
+		}
+	})
+	run("Close waits for a grace period that is closing the port", func(t *testing.T) {
+		e, c, _ := start(t, func(cfg *vspc.Config) { cfg.GracePeriod = time.Second })
+		release := make(chan struct{})
+		b := e.backend(0)
+		b.mu.Lock()
+		b.closeHook = func() { <-release }
+		b.mu.Unlock()
+		c.Close()
+		time.Sleep(time.Second) // the grace period ends: its callback closes the backend, which blocks
+		synctest.Wait()
+		closedSrv := make(chan struct{})
+		go func() { e.srv.Close(); close(closedSrv) }()
+		synctest.Wait()
 		select {
-		case err := <-res:
-			if !errors.Is(err, vspctest.ErrNotNow) {
-				t.Fatalf("BEGIN: %v, want NOTNOW", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("no answer to BEGIN")
+		case <-closedSrv:
+			t.Fatal("Server.Close returned while a grace-period callback was still closing its port")
+		default:
+		}
+		close(release)
+		<-closedSrv
+		if !b.isClosed() {
+			t.Fatal("backend not closed")
 		}
 	})
 }
@@ -542,6 +751,17 @@ func mustBegin(t *testing.T, c *vspctest.Conn, seq []byte) []byte {
 		t.Fatalf("BEGIN: %v", err)
 	}
 	return secret
+}
+
+// mustPeerPipe connects a vMotion destination to a pipeEnv and waits for
+// PEER-OK.
+func mustPeerPipe(t *testing.T, e *pipeEnv, vm vspctest.VM, seq, secret []byte) *vspctest.Conn {
+	t.Helper()
+	dst, err := e.dialPeer(vm, seq, secret)
+	if err != nil {
+		t.Fatalf("PEER: %v", err)
+	}
+	return dst
 }
 
 // mustPeer connects a vMotion destination and waits for PEER-OK.

@@ -395,8 +395,20 @@ func Migrate(ctx context.Context, c *Conn, addr string, seq []byte) (*Conn, erro
 	return dst, nil
 }
 
+// Done is closed once the connection has ended: the proxy closed it, or
+// Close did.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
 // WaitClosed waits until the proxy closes the connection or d passes.
 func (c *Conn) WaitClosed(d time.Duration) bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+	}
+	if d <= 0 {
+		return false
+	}
 	select {
 	case <-c.done:
 		return true
