@@ -44,6 +44,12 @@ import (
 // connection's reader before it gets here (vmotionBegin). A timeout armed
 // for an earlier state (its gen) is ignored in every state.
 //
+// BEGIN registers the sequence and the secret (which the reader draws) in
+// the server's table at once, not when GOAHEAD goes out: registering takes
+// the server's lock, and the barrier is reached on the port's writer, which
+// holds only the port's. Nobody has the secret before GOAHEAD, so a PEER
+// in Flushing is refused all the same (SECURITY, or not waiting).
+//
 // A port closed in the middle of a hand-over (its route removed, the
 // server shutting down) records the hand-over as "failed": it did not
 // complete, and the data held for it is dropped with the port.
