@@ -150,10 +150,10 @@ type Server struct {
 
 	ctx    context.Context // cancelled by Close; parent of every session
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // every goroutine the server starts
+	wg     sync.WaitGroup // every goroutine the server starts, timer callbacks included
 	nconns atomic.Int64
 
-	mu        sync.Mutex // guards the fields below
+	mu        sync.Mutex // guards the fields below; taken before any Port.mu (see doc.go), never held to log or write
 	closing   bool
 	listeners map[net.Listener]struct{}
 	conns     map[*vmConn]struct{}
