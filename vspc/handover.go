@@ -125,7 +125,7 @@ const (
 	doHold                     // set the barrier: write n more bytes to the VM, then hold the rest
 	doGoahead                  // queue VMOTION-GOAHEAD seq secret on the source
 	doArm                      // (re)arm the timeout: after timeout, carrying the new gen
-	doJoin                     // conn becomes the destination: queue VMOTION-PEER-OK seq on it
+	doJoin                     // conn becomes the destination: VMOTION-PEER-OK seq is its answer
 	doRefuse                   // close conn without a word (a PEER that is not taken)
 	doSwitch                   // conn becomes the active connection; the old one drains and retires
 	doCloseConn                // close conn (a destination that is not wanted any more)

@@ -357,7 +357,7 @@ func (p *Port) writer() {
 				// control lane, ahead of everything held from here on.
 				fx := p.stepLocked(event{kind: evBarrier})
 				p.mu.Unlock()
-				p.finish(fx, p.logger())
+				p.finish(fx, nil)
 				continue
 			}
 			p.writing = false
@@ -522,6 +522,12 @@ func (p *Port) attachLocked(c *vmConn, hello []byte) {
 
 // connGone is called by a connection's reader when it ends.
 func (p *Port) connGone(c *vmConn, err error) {
+	if connRole(c.role.Load()) == roleRetired {
+		// Neither active nor a destination: a drop the hand-over ignores
+		// (the table's "other drops"). The old source after COMPLETE ends
+		// here, in the middle of the switch; it takes no lock.
+		return
+	}
 	p.srv.mu.Lock()
 	p.mu.Lock()
 	active := p.active == c
@@ -532,7 +538,7 @@ func (p *Port) connGone(c *vmConn, err error) {
 	p.mu.Unlock()
 	p.srv.mu.Unlock()
 	fx.err = err
-	p.finish(fx, p.logger())
+	p.finish(fx, nil)
 }
 
 // detachLocked starts the grace period of a port left without a
@@ -612,7 +618,7 @@ func (p *Port) close(reason string) {
 	}
 	p.mu.Unlock()
 	s.mu.Unlock()
-	p.finish(fx, p.logger())
+	p.finish(fx, nil)
 	if active != nil {
 		active.nc.Close()
 	}

@@ -410,7 +410,7 @@ func (s *Server) attach(c *vmConn, req Request, hello []byte) (p *Port, reconnec
 			s.counters.Reconnects++
 			p.mu.Unlock()
 			s.mu.Unlock()
-			p.finish(fx, p.logger())
+			p.finish(fx, nil)
 			if old != nil {
 				old.nc.Close()
 				p.logger().Info("new connection for this VM serial port replaces the old one", "old_peer", addr(old))

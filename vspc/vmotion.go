@@ -1,6 +1,7 @@
 package vspc
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/hex"
 	"io"
@@ -78,6 +79,7 @@ type effects struct {
 	close  []*vmConn // connections to close
 	drain  *vmConn   // the old connection after COMPLETE: read its last bytes, then it ends
 	refuse bool      // close ev.conn, a PEER we do not take, without a word
+	peerOK []byte    // ev.conn joined as the destination: its reader answers PEER-OK with this seq
 	grace  bool      // the grace period started
 	queued int       // bytes queued for the VM at the transition
 	began  time.Time // when the hand-over's BEGIN came
@@ -85,14 +87,14 @@ type effects struct {
 }
 
 // step feeds ev to the hand-over with the locks it needs, then runs the
-// effects, logging with log.
-func (p *Port) step(ev event, log *slog.Logger) effects {
+// effects (see finish for from).
+func (p *Port) step(ev event, from *vmConn) effects {
 	p.srv.mu.Lock()
 	p.mu.Lock()
 	fx := p.stepLocked(ev)
 	p.mu.Unlock()
 	p.srv.mu.Unlock()
-	p.finish(fx, log)
+	p.finish(fx, from)
 	return fx
 }
 
@@ -134,9 +136,11 @@ func (p *Port) stepLocked(ev event) effects {
 		case doJoin:
 			// Runs on a.conn's reader (PEER came on it), which wrote its
 			// own replies so far; from here on the writer writes to it.
+			// The reader answers PEER-OK through the control lane, in one
+			// write with the GET-VM-* queries that follow it.
 			a.conn.port.Store(p)
 			a.conn.role.Store(uint32(roleDest))
-			p.controlLocked(a.conn, AppendExt(nil, VMotionPeerOK, a.seq))
+			fx.peerOK = a.seq
 		case doRefuse:
 			fx.refuse = true
 		case doSwitch:
@@ -201,13 +205,15 @@ func (p *Port) armLocked(k timeoutKind, gen uint32) {
 	s.wg.Add(1)
 	p.hand.timer = time.AfterFunc(k.duration(s.conf()), func() {
 		defer s.wg.Done()
-		p.step(event{kind: evTimeout, gen: gen}, p.logger())
+		p.step(event{kind: evTimeout, gen: gen}, nil)
 	})
 }
 
 // finish runs a transition's effects: it closes connections and logs what
-// happened. It runs with no lock held, on the goroutine of the event.
-func (p *Port) finish(fx effects, log *slog.Logger) {
+// happened. It runs with no lock held, on the goroutine of the event; from
+// is the connection whose reader that is, when it is one (its logger then
+// names the connection too), else nil.
+func (p *Port) finish(fx effects, from *vmConn) {
 	for _, c := range fx.close {
 		c.nc.Close()
 	}
@@ -215,6 +221,13 @@ func (p *Port) finish(fx effects, log *slog.Logger) {
 		// Let the source's last bytes arrive (it closes at this instant),
 		// then close it; its reader forwards them before the new ones.
 		fx.drain.nc.SetReadDeadline(time.Now().Add(p.srv.conf().DrainTimeout))
+	}
+	if fx.note == noteNone && !fx.grace || !p.logs(fx.note) {
+		return // nothing to say, or nobody listening: build no logger, format nothing
+	}
+	log := p.logger()
+	if from != nil {
+		log = from.logger()
 	}
 	h, ev := fx.prev, fx.ev
 	seq := func(b []byte) string { return hex.EncodeToString(b) }
@@ -272,6 +285,18 @@ func (p *Port) finish(fx effects, log *slog.Logger) {
 	}
 }
 
+// logs reports whether the server's logger takes n's record (Warn for
+// the notes that warn, Info for the rest).
+func (p *Port) logs(n note) bool {
+	level := slog.LevelInfo
+	switch n {
+	case notePeerBadSecret, notePeerNotWaiting, noteCompleteMismatch, noteSrcDroppedFlushing,
+		noteDstDropped, noteFlushTimeout, notePeerTimeout, noteCompleteTimeout:
+		level = slog.LevelWarn
+	}
+	return p.srv.log.Enabled(context.Background(), level)
+}
+
 func addr(c *vmConn) string {
 	if c == nil {
 		return ""
@@ -307,7 +332,7 @@ func (c *vmConn) vmotionBegin(seq []byte) error {
 		return nil
 	}
 	c.flush() // replies so far go ahead of NOTNOW or GOAHEAD
-	p.step(event{kind: evBegin, conn: c, seq: append([]byte(nil), seq...), secret: secret}, c.logger())
+	p.step(event{kind: evBegin, conn: c, seq: append([]byte(nil), seq...), secret: secret}, c)
 	return nil
 }
 
@@ -339,13 +364,13 @@ func (c *vmConn) vmotionPeer(payload []byte) error {
 	fx := p.stepLocked(event{kind: evPeer, conn: c, ok: ok, size: len(payload)})
 	p.mu.Unlock()
 	s.mu.Unlock()
-	log := c.logger() // after the step: with the port's identity once joined
-	p.finish(fx, log)
+	p.finish(fx, c)
 	if fx.refuse {
 		return c.refuseQuietly()
 	}
 	c.hsBy = time.Time{}
 	c.setDeadline()
+	c.out = AppendExt(c.out, VMotionPeerOK, fx.peerOK) // c.out is empty: flushed above
 	c.askIdentity()
 	return nil
 }
@@ -365,7 +390,7 @@ func (c *vmConn) vmotionComplete(seq []byte) error {
 		return nil
 	}
 	c.flush()
-	fx := p.step(event{kind: evComplete, conn: c, seq: seq}, c.logger())
+	fx := p.step(event{kind: evComplete, conn: c, seq: seq}, c)
 	if fx.note == noteComplete && len(c.pending) > 0 {
 		// Data the destination sent before COMPLETE (ESXi sends none):
 		// after the source's last bytes, before anything newer.
@@ -383,6 +408,6 @@ func (c *vmConn) vmotionAbort() error {
 		return nil
 	}
 	c.flush()
-	p.step(event{kind: evAbort, conn: c}, c.logger())
+	p.step(event{kind: evAbort, conn: c}, c)
 	return nil
 }
