@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/vspc-bridge/vspc-bridge/devices"
@@ -18,7 +19,14 @@ type DeviceGuard interface {
 	// lapsed): the link then closes the device at once. release gives the
 	// device back cleanly; the link calls it after closing the device.
 	Acquire(ctx context.Context, device, holder string) (lost <-chan struct{}, release func(), err error)
+	// Valid reports whether this bridge may write to the devices it
+	// claimed: checked before every write, so that a bridge resumed after
+	// a pause longer than its lease writes nothing before it notices.
+	Valid() bool
 }
+
+// ErrFenced is the write error of a device whose claim is no longer valid.
+var ErrFenced = errors.New("bridge: device claim no longer valid (this member's lease lapsed)")
 
 // SetDeviceGuard makes device opens from now on ask g first; nil stops it.
 func (b *Bridge) SetDeviceGuard(g DeviceGuard) {
@@ -36,8 +44,17 @@ func (b *Bridge) deviceGuard() DeviceGuard {
 // guarded is an open device and its claim.
 type guarded struct {
 	devices.Device
+	valid   func() bool
 	release func()
 	once    sync.Once
+}
+
+// Write refuses once the claim is no longer valid on this bridge's clock.
+func (g *guarded) Write(p []byte) (int, error) {
+	if !g.valid() {
+		return 0, ErrFenced
+	}
+	return g.Device.Write(p)
 }
 
 // open claims the device (when a guard is set), then opens it. With a
@@ -57,7 +74,7 @@ func (l *link) open(ctx context.Context, opts devices.Options) (devices.Device, 
 		release()
 		return nil, err
 	}
-	gd := &guarded{Device: dev, release: release}
+	gd := &guarded{Device: dev, valid: g.Valid}
 	done := make(chan struct{})
 	gd.release = func() { close(done); release() }
 	l.b.wg.Go(func() {

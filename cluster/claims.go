@@ -435,6 +435,10 @@ func (n *Node) DeviceGuard() *DeviceGuard { return &DeviceGuard{n: n} }
 // DeviceGuard adapts a Node's device claims to a bridge.
 type DeviceGuard struct{ n *Node }
 
+// Valid reports whether this member may write to its devices: its lease
+// is valid on its own clock (or the failsafe holds).
+func (g *DeviceGuard) Valid() bool { return g.n.Valid() }
+
 // Acquire claims device for holder before it is opened.
 func (g *DeviceGuard) Acquire(ctx context.Context, device, holder string) (<-chan struct{}, func(), error) {
 	c, err := g.n.ClaimDevice(ctx, device, holder)

@@ -148,6 +148,12 @@ type Node struct {
 
 	renewed chan struct{} // poked when validUntil moves
 
+	// Lock-free copies for Valid: the validity deadline as an offset from
+	// base on the member's clock, and whether the failsafe holds.
+	base      time.Time
+	validOff  atomic.Int64
+	failsafeA atomic.Bool
+
 	mu         sync.Mutex // guards the fields below
 	lease      clientv3.LeaseID
 	leases     map[clientv3.LeaseID]bool // every lease this process held
@@ -178,7 +184,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	nctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
 		cfg: cfg, cli: cfg.Client, log: cfg.Logger.With("member", cfg.Member), clock: cfg.Clock, prefix: cfg.Prefix,
-		ctx: nctx, cancel: cancel, renewed: make(chan struct{}, 1),
+		ctx: nctx, cancel: cancel, renewed: make(chan struct{}, 1), base: cfg.Clock.Now(),
 		leases: map[clientv3.LeaseID]bool{}, ports: map[string]*Claim{}, devices: map[string]*Claim{}, members: map[string]MemberInfo{},
 	}
 	if n.cfg.Info.Started.IsZero() {
@@ -248,9 +254,10 @@ func (n *Node) register(ctx context.Context) error {
 	n.mu.Lock()
 	n.lease = id
 	n.leases[id] = true
-	n.validUntil = t0.Add(time.Duration(g.TTL)*time.Second - n.cfg.ValidityMargin)
+	n.setValidLocked(t0.Add(time.Duration(g.TTL)*time.Second - n.cfg.ValidityMargin))
 	n.healthy = true
 	n.fenced, n.failsafe = false, false
+	n.failsafeA.Store(false)
 	n.mu.Unlock()
 	n.poke()
 	return nil
@@ -319,11 +326,12 @@ func (n *Node) renewOnce() {
 		n.mu.Lock()
 		was := n.healthy
 		if v := t0.Add(time.Duration(resp.TTL)*time.Second - n.cfg.ValidityMargin); v.After(n.validUntil) {
-			n.validUntil = v
+			n.setValidLocked(v)
 		}
 		n.healthy = true
 		unfence := n.fenced || n.failsafe
 		n.fenced, n.failsafe = false, false
+		n.failsafeA.Store(false)
 		n.lastErr = ""
 		n.mu.Unlock()
 		n.poke()
@@ -422,6 +430,7 @@ func (n *Node) lapsed() {
 			n.mu.Lock()
 			first := !n.failsafe
 			n.failsafe, n.fenced = true, false
+			n.failsafeA.Store(true)
 			n.mu.Unlock()
 			if first {
 				n.stats.failsafe.Add(1)
@@ -433,6 +442,7 @@ func (n *Node) lapsed() {
 	n.mu.Lock()
 	first := !n.fenced
 	n.fenced, n.failsafe = true, false
+	n.failsafeA.Store(false)
 	devs := slices.Collect(maps.Values(n.devices))
 	clear(n.devices)
 	n.mu.Unlock()
@@ -447,10 +457,15 @@ func (n *Node) lapsed() {
 
 // Valid reports whether the member may act as the owner of what it
 // claimed: its lease is valid on its own clock, or the failsafe holds.
+// It takes no lock: devices ask before every write.
 func (n *Node) Valid() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.clock.Now().Before(n.validUntil) || n.failsafe
+	return n.clock.Now().Sub(n.base) < time.Duration(n.validOff.Load()) || n.failsafeA.Load()
+}
+
+// setValidLocked moves the validity deadline. Caller holds n.mu.
+func (n *Node) setValidLocked(v time.Time) {
+	n.validUntil = v
+	n.validOff.Store(int64(v.Sub(n.base))) // monotonic: immune to wall-clock steps
 }
 
 // Healthy reports whether etcd answered the last lease renewal: new

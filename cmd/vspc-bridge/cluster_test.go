@@ -124,11 +124,13 @@ func TestEtcdCommand(t *testing.T) {
 
 // echoDevice is a TCP device that echoes, and records how many
 // connections it held at once (never more than one: a device is held by
-// one member at a time).
+// one member at a time) and how many bytes arrived on a connection after
+// a newer one was accepted (a stale holder writing).
 type echoDevice struct {
 	ln               net.Listener
 	mu               sync.Mutex
 	open, max, total int
+	late             int
 	wg               sync.WaitGroup
 }
 
@@ -147,17 +149,42 @@ func newEchoDevice(t *testing.T) *echoDevice {
 			d.mu.Lock()
 			d.open++
 			d.total++
+			idx := d.total
 			d.max = max(d.max, d.open)
 			d.mu.Unlock()
 			d.wg.Go(func() {
 				defer func() { d.mu.Lock(); d.open--; d.mu.Unlock() }()
 				defer c.Close()
-				io.Copy(c, c)
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						d.mu.Lock()
+						if d.total > idx {
+							d.late += n
+						}
+						d.mu.Unlock()
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
 			})
 		}
 	})
 	t.Cleanup(func() { ln.Close(); d.wg.Wait() })
 	return d
+}
+
+// lateWrites is the number of bytes that arrived on a connection after a
+// newer one had been accepted.
+func (d *echoDevice) lateWrites() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.late
 }
 
 func (d *echoDevice) stats() (open, maxOpen, total int) {
