@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/internal/lazylog"
 )
 
 // inputEvent is one unit of user input: data, or a BREAK.
@@ -183,7 +184,7 @@ func (s *session) login(ctx context.Context) error {
 		u, err := s.h.auth.password(s.ip, name, s.via, []byte(pw))
 		if err == nil {
 			s.user, s.userName = u, name
-			s.log = s.log.With("user", name)
+			s.log = lazylog.With(s.log, "user", name)
 			s.h.logins.Add(1)
 			s.log.Info("remote login")
 			return nil

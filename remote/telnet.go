@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vspc-bridge/vspc-bridge/internal/lazylog"
 	"github.com/vspc-bridge/vspc-bridge/internal/park"
 	"github.com/vspc-bridge/vspc-bridge/telnet"
 )
@@ -185,14 +186,18 @@ func (h *Hub) serveTelnet(ctx context.Context, nc net.Conn, raw bool, con *conso
 	t := &telnetIn{nc: nc, out: out, raw: raw, buf: make([]byte, minReadBuf)}
 	peer := nc.RemoteAddr().String()
 	s := &session{
-		h: h, log: h.log.With("peer", peer, "via", via), peer: peer, ip: hostOf(nc.RemoteAddr()), via: via,
+		h: h, peer: peer, ip: hostOf(nc.RemoteAddr()), via: via,
 		in: t, out: out, enc: t.encode, interactive: !raw,
 		echo:    func() bool { return !raw && t.opts.Enabled(telnet.Local, telnet.Echo) }, // read on this goroutine only
 		trusted: func() { nc.SetReadDeadline(time.Time{}); loggedIn() },
 	}
 	tc.s, tc.t, tc.out = s, t, out
+	// Rendered only when something is logged: thousands of idle sessions
+	// hold no formatted attributes.
 	if con != nil {
-		s.log = s.log.With("vm", con.req.VMName)
+		s.log = lazylog.With(h.log, "peer", peer, "via", via, "vm", con.req.VMName)
+	} else {
+		s.log = lazylog.With(h.log, "peer", peer, "via", via)
 	}
 	if tc.pc != nil {
 		s.idle = func() {
