@@ -260,7 +260,7 @@ func readVM(t testing.TB, vm io.Reader, want []byte) {
 		if err != nil {
 			t.Fatalf("VM read: %v after %q", err, got)
 		}
-	case <-time.After(15 * time.Second):
+	case <-time.After(testwait.Timeout):
 		t.Fatalf("VM got %d bytes, want %d: %q", len(got), len(want), tail(got))
 	}
 	if !bytes.Equal(got, want) {

@@ -465,7 +465,7 @@ access = [{vm = "*", mode = "rw"}]
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("Serve: %v", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(testwait.Timeout):
 		t.Fatal("Serve did not return")
 	}
 	if !c.closed() {

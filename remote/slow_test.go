@@ -105,7 +105,7 @@ func streamWithWitness(t *testing.T, vm io.Writer, witness *sshClient, want []by
 		if !bytes.Equal(b, want) {
 			t.Fatalf("witness got %d bytes, not the %d the VM sent", len(b), len(want))
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(testwait.Timeout):
 		t.Fatal("witness did not get everything")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
+	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 )
 
 // sshClient is OpenSSH's ssh, key-based and non-interactive (no pty, so
@@ -63,7 +64,7 @@ func (c *sshClient) readN(t *testing.T, n int) []byte {
 		if err != nil {
 			t.Fatalf("ssh stdout: %v (stderr %q)", err, c.stderr.String())
 		}
-	case <-time.After(15 * time.Second):
+	case <-time.After(testwait.Timeout):
 		t.Fatalf("ssh stdout: timeout (stderr %q)", c.stderr.String())
 	}
 	return buf
@@ -82,7 +83,7 @@ func (c *sshClient) exit(t *testing.T) int {
 			t.Fatal(err)
 		}
 		return 0
-	case <-time.After(15 * time.Second):
+	case <-time.After(testwait.Timeout):
 		t.Fatal("ssh did not exit")
 	}
 	return -1
