@@ -338,7 +338,14 @@ func (p *proxy) url() string { return "http://" + p.ln.Addr().String() + "/" }
 func TestBrowserConsole(t *testing.T) {
 	b := newBrowser(t)
 	e := newEnv(t, "")
-	vm := e.vm("web-1", "564d0000-0000-0000-0000-000000000001", "telnet://127.0.0.1:7001")
+	// The per-VM listener takes a port that was free a moment ago, so that
+	// two test runs beside each other do not collide; the README's
+	// screenshot keeps the port a reader would pick.
+	listen := fmt.Sprintf("telnet://127.0.0.1:%d", devicetest.FreePort(t))
+	if *updateScreenshot {
+		listen = "telnet://127.0.0.1:7001"
+	}
+	vm := e.vm("web-1", "564d0000-0000-0000-0000-000000000001", listen)
 	e.vm("db-1", "564d0000-0000-0000-0000-000000000002", "com1")
 	swSvc, accept := remoteSystem(t)
 	sw := e.vmDir("web-sw", "564d0000-0000-0000-0000-000000000003", swSvc, vspc.DirClient)
@@ -355,7 +362,7 @@ func TestBrowserConsole(t *testing.T) {
 	alice.waitJS("the three ports in the list", `window.vspc.listReady && window.vspc.list.length === 3 && window.vspc.list[2].device_state === 'up'`)
 	rows := eval[[]string](alice, `[...document.querySelectorAll('#consoles-body tr')].map(r => [...r.cells].slice(0, 6).map(c => c.innerText.replace(/\s+/g, ' ').trim()).join(' | '))`)
 	if len(rows) != 3 || !strings.HasPrefix(rows[0], "db-1 564d0000-0000-0000-0000-000000000002 | com1 | attached | — |  | rw") ||
-		!strings.HasPrefix(rows[1], "web-1 564d0000-0000-0000-0000-000000000001 | telnet://127.0.0.1:7001 | attached") ||
+		!strings.HasPrefix(rows[1], "web-1 564d0000-0000-0000-0000-000000000001 | "+listen+" | attached") ||
 		!strings.HasPrefix(rows[2], "web-sw 564d0000-0000-0000-0000-000000000003 | "+swSvc+" | attached | "+swSvc+" up") {
 		t.Fatalf("alice's list:\n%s", strings.Join(rows, "\n"))
 	}
