@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/vspc-bridge/vspc-bridge/internal/lazylog"
+	"github.com/vspc-bridge/vspc-bridge/internal/park"
 	"github.com/vspc-bridge/vspc-bridge/internal/vcuuid"
 	"github.com/vspc-bridge/vspc-bridge/telnet"
 )
@@ -59,8 +60,12 @@ type vmConn struct {
 	hsBy    time.Time     // handshake deadline; zero once trusted
 	pending []byte        // VM data before the port is attached
 	waitFor chan struct{} // after COMPLETE: the old connection's reader must finish first (set by the hand-over's switch, on this reader)
+	idle    park.Idle     // when the connection counts as idle (its Period is 0 when it never parks)
+	// owned: the reader may hand over to a fresh goroutine (not
+	// ServeConn's caller); respawn: it should, once the handshake is done.
+	owned, respawn bool
 
-	done chan struct{} // closed when run returns
+	done chan struct{} // closed when the connection has ended (finish)
 
 	// Shared with other goroutines (timers, the port's writer, vMotion
 	// peers), hence atomic:
@@ -84,11 +89,16 @@ const (
 	askLocation
 )
 
-func newConn(s *Server, nc net.Conn) *vmConn {
+// newConn wraps nc for parking when parker is not nil (see serve).
+func newConn(s *Server, nc net.Conn, parker *park.Parker) *vmConn {
 	c := &vmConn{
 		srv:  s,
 		nc:   nc,
 		done: make(chan struct{}),
+	}
+	if parker != nil && s.conf().ParkAfter > 0 {
+		c.nc = parker.Wrap(nc, c.serve)
+		c.idle.Period = s.conf().ParkAfter
 	}
 	c.dec.MaxSubnegotiation = s.conf().MaxSubnegotiation
 	// What we agree to when the VM asks (RFC 1143 policy). Everything else
@@ -120,9 +130,10 @@ func (c *vmConn) openingOffers(dst []byte) []byte {
 // errClose ends a connection with a reason already logged.
 var errClose = errors.New("vspc: connection closed by proxy")
 
+// run serves a new connection: the TLS handshake for telnets, the
+// opening offers, then the read loop (serve). It returns when the
+// connection has ended, or when it parked (its wake runs serve again).
 func (c *vmConn) run(ctx context.Context) {
-	defer close(c.done)
-	defer c.nc.Close()
 	// ctx is the server's: Close cancels it and then closes every
 	// connection in s.conns, which ends this read loop. No AfterFunc per
 	// connection: on one shared context, each would take the parent's
@@ -133,7 +144,7 @@ func (c *vmConn) run(ctx context.Context) {
 	// telnets: finish TLS first, under the handshake timeout; the short
 	// wait for the VM's first bytes below must not cut it short (a
 	// tls.Conn that timed out in its handshake is unusable).
-	if tc, ok := c.nc.(interface{ HandshakeContext(context.Context) error }); ok {
+	if tc, ok := c.rawConn().(interface{ HandshakeContext(context.Context) error }); ok {
 		c.nc.SetDeadline(c.hsBy)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.logger().Info("TLS handshake with VM host failed", "err", err)
@@ -146,6 +157,7 @@ func (c *vmConn) run(ctx context.Context) {
 					k.HandshakeLost++
 				}
 			})
+			c.finish()
 			return
 		}
 		c.nc.SetWriteDeadline(time.Time{})
@@ -158,74 +170,169 @@ func (c *vmConn) run(ctx context.Context) {
 	// A peer that waits for us gets them after offerHold.
 	c.out = c.openingOffers(c.out[:0])
 	c.offerBy = now.Add(offerHold)
-	c.setDeadline()
+	c.serve()
+}
+
+// rawConn is the connection under the parking wrapper, if any.
+func (c *vmConn) rawConn() net.Conn {
+	if pc, ok := c.nc.(*park.Conn); ok {
+		return pc.NetConn()
+	}
+	return c.nc
+}
+
+// deadlineOutcome is what onDeadline decided.
+type deadlineOutcome uint8
+
+const (
+	readOn deadlineOutcome = iota // go on reading
+	stop                          // the connection has ended
+	parked                        // the connection parked: its goroutine ends
+)
+
+// serve is the read loop. It runs on the connection's goroutine from run,
+// and again on a fresh goroutine each time a parked connection wakes up
+// (package park): every state it needs lives in c, none on its stack, so
+// a wake-up resumes exactly where the loop parked. It ends the connection
+// (finish) unless it parked.
+func (c *vmConn) serve() {
+	ctx := c.srv.ctx
+	c.setDeadline() // after a wake-up the old deadline is gone
 	rb := readBuf{pool: &c.srv.bufs}
 	defer rb.release()
 	for {
 		buf := rb.get()
 		n, err := c.nc.Read(buf)
 		if n > 0 {
+			c.idle.Seen()
 			derr := c.dec.Decode(buf[:n], c.handle)
 			rb.used(n) // only now: used may hand buf back to the pool
 			if derr != nil {
 				c.flush()
 				c.fail(derr)
+				c.finish()
 				return
 			}
 			if ferr := c.flush(); ferr != nil {
 				c.ended(ferr)
+				c.finish()
 				return
 			}
 			if !c.offerBy.IsZero() {
 				c.offerBy = time.Time{}
 				c.setDeadline()
 			}
+			if c.respawn && err == nil {
+				// A fresh 2 KiB stack for the idle wait (notes
+				// idle-memory.md §2.1, a3): the handshake's 8 KiB one is
+				// freed now, not when the connection parks.
+				c.respawn = false
+				go c.serve()
+				return
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
 				c.ended(ctx.Err())
+				c.finish()
 				return
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				if c.onDeadline() {
+				switch c.onDeadline() {
+				case readOn:
 					continue
+				case parked:
+					return
 				}
+				c.finish()
 				return
 			}
 			c.ended(err)
+			c.finish()
 			return
 		}
 	}
 }
 
-// onDeadline handles a read deadline; it reports whether to go on reading.
-func (c *vmConn) onDeadline() bool {
+// finish ends the connection for good: it is closed, done is closed, and
+// the server forgets it.
+func (c *vmConn) finish() {
+	c.nc.Close()
+	close(c.done)
+	c.srv.connEnded(c)
+}
+
+// mayPark reports whether the connection may park now: it carries its
+// port's traffic with no protocol timer running, no hand-over in
+// progress, and nothing of its own waiting to be written or forwarded.
+func (c *vmConn) mayPark() bool {
+	if c.idle.Period <= 0 || !c.idle.Expired() {
+		return false
+	}
+	if c.waitFor != nil {
+		// After a hand-over: once the old connection's reader has
+		// ended, nothing of it can overtake this one's data any more.
+		select {
+		case <-c.waitFor:
+			c.waitFor = nil
+		default:
+			return false
+		}
+	}
+	if !c.hsBy.IsZero() || !c.identBy.IsZero() || !c.offerBy.IsZero() || len(c.out) > 0 || len(c.pending) > 0 {
+		return false
+	}
+	if connRole(c.role.Load()) != roleActive {
+		return false
+	}
+	p := c.port.Load()
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.active == c && !p.hoLocked().state.inFlight() && !p.closed
+}
+
+// park hands the idle connection to the Parker; it reports whether it
+// did (then the goroutine must end).
+func (c *vmConn) park() bool {
+	pc, ok := c.nc.(*park.Conn)
+	if !ok || !c.mayPark() {
+		return false
+	}
+	c.out = nil // an idle connection holds no reply buffer
+	return pc.Park() == nil
+}
+
+// onDeadline handles a read deadline.
+func (c *vmConn) onDeadline() deadlineOutcome {
 	now := time.Now()
 	if !c.offerBy.IsZero() && !now.Before(c.offerBy) {
 		c.offerBy = time.Time{}
 		if err := c.flush(); err != nil {
 			c.ended(err)
-			return false
+			return stop
 		}
 		c.setDeadline()
-		return true
+		return readOn
 	}
 	if !c.identBy.IsZero() && !now.Before(c.identBy) {
 		c.logger().Info("VM did not answer every identification query in time; deciding with what it sent",
 			"identify_timeout", c.srv.conf().IdentifyTimeout, "vm", c.ident.name, "vc_uuid", c.ident.vcUUID)
 		if err := c.decide(); err != nil {
 			c.flush()
-			return false
+			return stop
 		}
 		if err := c.flush(); err != nil {
 			c.ended(err)
-			return false
+			return stop
 		}
-		return true
+		return readOn
 	}
 	if connRole(c.role.Load()) == roleRetired {
 		c.ended(nil)
-		return false
+		return stop
 	}
 	if !c.hsBy.IsZero() && !now.Before(c.hsBy) {
 		what := "no DO-PROXY or VMOTION-PEER"
@@ -235,10 +342,14 @@ func (c *vmConn) onDeadline() bool {
 		c.logger().Warn("handshake timeout: closing VM connection", "reason", what, "handshake_timeout", c.srv.conf().HandshakeTimeout)
 		c.srv.count(func(k *Counters) { k.HandshakeFailures++; k.HandshakeTimeouts++ })
 		c.ended(nil)
-		return false
+		return stop
+	}
+	// The idle period ended (or a deadline that no longer matters).
+	if c.park() {
+		return parked
 	}
 	c.setDeadline()
-	return true
+	return readOn
 }
 
 // setDeadline arms the read deadline for the nearest timer.
@@ -248,6 +359,11 @@ func (c *vmConn) setDeadline() {
 		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
 			d = t
 		}
+	}
+	if d.IsZero() && c.idle.Period > 0 {
+		// No protocol timer: the idle period, after which the
+		// connection may park. One deadline per period, none per Read.
+		d = c.idle.Start(time.Now())
 	}
 	c.nc.SetReadDeadline(d)
 }
@@ -549,6 +665,10 @@ func (c *vmConn) decide() error {
 	c.out = nil // the port's now
 	// Trusted from here on: no handshake deadline, only keepalive.
 	c.hsBy = time.Time{}
+	// The handshake grew this goroutine's stack to 8 KiB (Bridge.Open,
+	// the option dance), and a goroutine blocked in Read never shrinks
+	// below what its deepest frames needed: serve goes on on a fresh one.
+	c.respawn = c.owned
 	c.setDeadline()
 	if reconnect {
 		c.logger().Info("VM reconnected; re-attached to its port", "buffered", p.queued())

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/internal/park"
 )
 
 // Backend is the far side of a VM serial port: a remote system, a device,
@@ -100,6 +102,14 @@ type Config struct {
 	CompleteTimeout time.Duration // PEER-OK → COMPLETE at most; default 30s
 	DrainTimeout    time.Duration // after COMPLETE, read the old connection this long; default 2s
 
+	// Parker, when set, parks VM connections that have been idle for
+	// ParkAfter (package park): an idle connection then holds no
+	// goroutine, and a fresh one resumes its read loop when data
+	// arrives. ParkAfter ≤ 0 never parks. The Parker must outlive the
+	// server (close it after Close).
+	Parker    *park.Parker
+	ParkAfter time.Duration
+
 	Bridger Bridger
 	Logger  *slog.Logger
 	Rand    io.Reader // vMotion secrets; default crypto/rand.Reader
@@ -150,7 +160,7 @@ type Server struct {
 
 	ctx    context.Context // cancelled by Close; parent of every session
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // every goroutine the server starts, timer callbacks included
+	wg     sync.WaitGroup // every goroutine the server starts, timer callbacks included; a VM connection from accept to its end, parked or not
 	nconns atomic.Int64
 
 	mu        sync.Mutex // guards the fields below; taken before any Port.mu (see doc.go), never held to log or write
@@ -221,6 +231,9 @@ func (s *Server) SetConfig(c Config) {
 	if c.Rand == nil {
 		c.Rand = old.Rand
 	}
+	if c.Parker == nil {
+		c.Parker = old.Parker
+	}
 	c.setDefaults()
 	s.cfg.Store(&c)
 }
@@ -286,7 +299,8 @@ func (s *Server) accept(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	c := newConn(s, nc)
+	c := newConn(s, nc, s.conf().Parker)
+	c.owned = true
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -296,16 +310,18 @@ func (s *Server) accept(nc net.Conn) {
 	}
 	s.conns[c] = struct{}{}
 	s.counters.Accepted++
-	s.wg.Add(1)
+	s.wg.Add(1) // until connEnded: a parked connection stays counted
 	s.mu.Unlock()
-	go func() {
-		defer s.wg.Done()
-		defer s.nconns.Add(-1)
-		c.run(s.ctx)
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}()
+	go c.run(s.ctx)
+}
+
+// connEnded forgets a connection that has ended (vmConn.finish).
+func (s *Server) connEnded(c *vmConn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.nconns.Add(-1)
+	s.wg.Done()
 }
 
 // ServeConn runs one VM connection on the calling goroutine until it
@@ -313,7 +329,7 @@ func (s *Server) accept(nc net.Conn) {
 // accepts. It is for tests and in-process use (net.Pipe, a
 // testing/synctest bubble).
 func (s *Server) ServeConn(nc net.Conn) {
-	c := newConn(s, nc)
+	c := newConn(s, nc, nil) // never parks: it runs on the caller's goroutine
 	// The closing check and the insert are one step, so Close either
 	// refuses the connection here or finds it in s.conns and closes it.
 	s.mu.Lock()
@@ -325,14 +341,9 @@ func (s *Server) ServeConn(nc net.Conn) {
 	s.nconns.Add(1)
 	s.conns[c] = struct{}{}
 	s.counters.Accepted++
-	s.wg.Add(1)
+	s.wg.Add(1) // connEnded ends it
 	s.mu.Unlock()
-	defer s.wg.Done()
 	c.run(s.ctx)
-	s.nconns.Add(-1)
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
 }
 
 // Shutdown stops accepting, answers any new VMOTION-BEGIN with NOTNOW,

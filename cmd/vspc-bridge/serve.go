@@ -91,6 +91,7 @@ func vspcConfig(cfg *configs.Config, br vspc.Bridger, log *slog.Logger) vspc.Con
 		FlushTimeout:      cfg.VMotion.FlushTimeout.Duration,
 		PeerTimeout:       cfg.VMotion.PeerTimeout.Duration,
 		CompleteTimeout:   cfg.VMotion.CompleteTimeout.Duration,
+		ParkAfter:         cfg.VSPC.ParkAfter.Duration,
 		Bridger:           br,
 		Logger:            log,
 	}
@@ -124,12 +125,13 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 		opts.version = version
 	}
 	br := bridge.New(cfg, log)
-	// One Parker for every idle device connection ([vspc] park_after).
-	// It is closed last, after the bridge has closed (and so woken)
-	// every connection it holds.
+	// One Parker for every idle VM and device connection ([vspc]
+	// park_after). It is closed last, after the server and the bridge
+	// have closed (and so woken) every connection it holds.
 	pk, err := park.New(park.Config{Logger: log})
 	if err != nil {
 		log.Warn("idle connections will not park; each keeps a goroutine", "err", err)
+		pk = nil
 	} else {
 		defer pk.Close()
 		br.SetParker(pk)
@@ -150,7 +152,11 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 		bridger = &cluster.Bridger{Node: mem.node, Next: br, Wait: 3 * cfg.Cluster.EtcdTimeout.Duration}
 		log.Info("cluster member", "cluster", cfg.Cluster.Name, "member", cfg.Cluster.Member, "link", cfg.Cluster.LinkAddr(), "members", len(mem.node.Members()))
 	}
-	srv := vspc.NewServer(vspcConfig(cfg, bridger, log))
+	vc := vspcConfig(cfg, bridger, log)
+	if pk != nil {
+		vc.Parker = pk
+	}
+	srv := vspc.NewServer(vc)
 
 	// The daemon binds the VM listeners ([vspc] listen, tls_listen), the
 	// admin endpoint and runs the alert matcher; it applies reloads

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/bridge"
 	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/internal/leaktest"
+	"github.com/vspc-bridge/vspc-bridge/internal/park"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
@@ -128,7 +130,8 @@ func hello(i int, service string) []byte {
 }
 
 // TestIdlePortMemory reports heap and stack per idle port (set
-// MEMPROBE_N; default 2000). Without MEMPROBE_REMOTE every port's device
+// MEMPROBE_N; default 2000; MEMPROBE_HEAPPROFILE=FILE writes the heap
+// profile while the ports are idle). Without MEMPROBE_REMOTE every port's device
 // is unreachable (a distinct 127.x.y.z:1 each, retried after 30 s or
 // more), so a port holds its VM connection only. MEMPROBE_REMOTE=tcp (or
 // 1) or telnet gives every port a remote of its own, played by a helper
@@ -156,12 +159,23 @@ func TestIdlePortMemory(t *testing.T) {
 	if scheme != "" {
 		ports = startRemotes(t, n)
 	}
-	cfg, err := configs.Parse("x", []byte("[vspc]\nlisten=\"127.0.0.1:0\"\n[policy]\nconnect_allow=[\"127.0.0.0/8\"]\nreconnect_min=\"30s\"\nreconnect_max=\"60s\"\n[log]\nlevel=\"error\"\n"))
+	parkAfter := "1s"
+	if os.Getenv("MEMPROBE_NOPARK") != "" {
+		parkAfter = "0s"
+	}
+	cfg, err := configs.Parse("x", []byte("[vspc]\nlisten=\"127.0.0.1:0\"\npark_after=\""+parkAfter+"\"\n[policy]\nconnect_allow=[\"127.0.0.0/8\"]\nreconnect_min=\"30s\"\nreconnect_max=\"60s\"\n[log]\nlevel=\"error\"\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As the daemon does: one Parker for VM and device connections.
+	pk, err := park.New(park.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pk.Close()
 	br := bridge.New(cfg, nil)
-	srv := vspc.NewServer(vspc.Config{Bridger: br})
+	br.SetParker(pk)
+	srv := vspc.NewServer(vspc.Config{Bridger: br, Parker: pk, ParkAfter: cfg.VSPC.ParkAfter.Duration})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -205,6 +219,13 @@ func TestIdlePortMemory(t *testing.T) {
 			return up >= n
 		})
 	}
+	if cfg.VSPC.ParkAfter.Duration > 0 {
+		want := n
+		if scheme == "tcp" {
+			want = 2 * n // and every device connection
+		}
+		testwait.For(t, fmt.Sprintf("%d connections parked", want), func() bool { return pk.Parked() >= want })
+	}
 	// Let the ports go idle (handshake garbage, first device attempts,
 	// timers) before measuring. This is a settling time, not a wait for
 	// a state: what it lets finish has no observable end.
@@ -213,12 +234,24 @@ func TestIdlePortMemory(t *testing.T) {
 		runtime.GC()
 	}
 	runtime.ReadMemStats(&ms1)
+	if path := os.Getenv("MEMPROBE_HEAPPROFILE"); path != "" {
+		// With -test.memprofilerate=1, every live object of the idle
+		// ports (go tool pprof -sample_index=inuse_space).
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
 	per := func(a, b uint64) float64 { return float64(int64(b)-int64(a)) / float64(n) }
 	what := "unreachable device"
 	if scheme != "" {
 		what = scheme + " device connected"
 	}
-	t.Logf("%d ports (%s): goroutines/port %.2f, heap in use/port %.0f B, stacks/port %.0f B, heap+stacks %.0f B, other runtime (pollDescs, finalizers)/port %.0f B",
-		n, what, float64(runtime.NumGoroutine()-g0)/float64(n), per(ms0.HeapInuse, ms1.HeapInuse), per(ms0.StackInuse, ms1.StackInuse),
+	t.Logf("%d ports (%s, park_after %s, %d connections parked): goroutines/port %.2f, heap in use/port %.0f B, stacks/port %.0f B, heap+stacks %.0f B, other runtime (pollDescs, finalizers)/port %.0f B",
+		n, what, parkAfter, pk.Parked(), float64(runtime.NumGoroutine()-g0)/float64(n), per(ms0.HeapInuse, ms1.HeapInuse), per(ms0.StackInuse, ms1.StackInuse),
 		per(ms0.HeapInuse+ms0.StackInuse, ms1.HeapInuse+ms1.StackInuse), per(ms0.OtherSys, ms1.OtherSys))
 }
