@@ -13,6 +13,10 @@
 //     attach (DO-PROXY finds or creates a port).
 //   - conn.go: one VM connection's reader: the telnet handshake, option
 //     negotiation, identification, and dispatch of option-232 messages.
+//     The reader (serve) keeps no state on its stack: after the handshake
+//     it goes on on a fresh goroutine (a small stack), and an idle
+//     connection parks with Config.Parker (internal/park) and its
+//     goroutine ends; a wake-up runs serve again.
 //   - port.go: Port, the long-lived join between a VM and its Backend: the
 //     bounded queue toward the VM, the control lane, the single writer,
 //     detach and the grace period.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -165,6 +166,12 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 	d := newDaemon(cfg, log, br, srv, opts)
 	if pk != nil {
 		d.parked = pk.Parked
+		// A storm's memory goes back to the OS once its connections
+		// have parked (release.go).
+		rctx, rstop := context.WithCancel(ctx)
+		var rwg sync.WaitGroup
+		rwg.Go(func() { releaseAfterStorms(rctx, pk.Parked) })
+		defer func() { rstop(); rwg.Wait() }()
 	}
 	if mem != nil {
 		d.cluster = mem.status

@@ -136,7 +136,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.idleTLS, "idle-tls", 2000, "idle VM ports over telnets in the idletls phase")
 	fs.BoolVar(&o.wake, "wake", true, "remote phase: the wake storm (every remote writes a line at once)")
 	fs.DurationVar(&o.wakeTimeout, "wake-timeout", time.Minute, "the wake storm fails when a line has not arrived by then")
-	fs.DurationVar(&o.parkWait, "park-wait", 12*time.Second, "added to -settle before idle RSS is read (a parking bridge parks 5 to 10 s after the last data)")
+	fs.DurationVar(&o.parkWait, "park-wait", 30*time.Second, "added to -settle before idle RSS is read (a parking bridge parks 5 to 10 s after the last data, and returns the memory of a storm within 20 s more)")
 	fs.IntVar(&o.burst, "burst", 1000, "VMs connecting at once, first of the idle ones (and in the burst phase)")
 	fs.IntVar(&o.burstRuns, "burst-runs", 7, "bursts in the burst phase, each against a fresh bridge")
 	fs.IntVar(&o.remote, "remote", 9000, "VM ports each joined to a remote")
