@@ -350,8 +350,15 @@ func Failsafe(l *Link, n *Node) func(ctx context.Context) bool {
 	}
 }
 
-// AnswerFailsafe replies to a failsafe stream with this node's health.
+// AnswerFailsafe replies to a failsafe stream: whether this member can
+// reach etcd now. It asks etcd (a linearizable read needs a quorum)
+// rather than trusting its last renewal: every member loses etcd at about
+// the same moment, and one that has not tried since would say yes.
 func (n *Node) AnswerFailsafe(s *Stream) {
-	s.Reply(Reply{OK: true, Healthy: n.Healthy()})
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.CallTimeout/2)
+	n.op()
+	_, err := n.cli.Get(ctx, n.key(kLeader))
+	cancel()
+	s.Reply(Reply{OK: true, Healthy: err == nil})
 	s.Conn.Close()
 }

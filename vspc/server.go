@@ -113,6 +113,30 @@ type Config struct {
 	Bridger Bridger
 	Logger  *slog.Logger
 	Rand    io.Reader // vMotion secrets; default crypto/rand.Reader
+
+	// HandOvers shares vMotion hand-overs with other bridges (package
+	// cluster); nil: a single node.
+	HandOvers HandOvers
+}
+
+// HandOvers lets several bridges share vMotion hand-overs, so that a
+// destination host's VMOTION-PEER can be finished by another bridge than
+// the one that answered GOAHEAD (package cluster implements it).
+type HandOvers interface {
+	// Begin is asked on VMOTION-BEGIN, before the hand-over starts, with
+	// the port and the VMOTION-PEER payload the destination will send
+	// (seq‖secret, unescaped) and the sequence's length. An error answers
+	// NOTNOW: the VM stays where it is. It may block briefly (it is VM
+	// stun time).
+	Begin(key PortKey, req Request, payload []byte, seqLen int) error
+	// End is told when a hand-over Begin allowed ends, whatever the
+	// outcome, on a goroutine of its own.
+	End(key PortKey, payload []byte)
+	// TakeOver is asked about a VMOTION-PEER this server has no
+	// hand-over for. When another bridge published it and is gone, it
+	// claims the port for this one and returns the port's request and
+	// the sequence's length; the connection then becomes the port's.
+	TakeOver(payload []byte) (req Request, seqLen int, ok bool)
 }
 
 func (c *Config) setDefaults() {
@@ -224,6 +248,9 @@ func (s *Server) SetConfig(c Config) {
 	old := s.conf()
 	if c.Bridger == nil {
 		c.Bridger = old.Bridger
+	}
+	if c.HandOvers == nil {
+		c.HandOvers = old.HandOvers
 	}
 	if c.Logger == nil {
 		c.Logger = old.Logger

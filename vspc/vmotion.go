@@ -179,6 +179,13 @@ func (p *Port) stepLocked(ev event) effects {
 func (p *Port) endLocked(h handover, r result) {
 	s := p.srv
 	s.forgetLocked(h.seq, p)
+	// A bridge shutting down leaves its hand-overs' records to the
+	// cluster: another bridge finishes them.
+	if ho := s.conf().HandOvers; ho != nil && len(h.secret) > 0 && !s.closing {
+		payload := append(append([]byte(nil), h.seq...), h.secret...)
+		key := p.key
+		s.wg.Go(func() { ho.End(key, payload) })
+	}
 	clear(h.secret)
 	p.stopTimerLocked(&p.hand.timer)
 	p.limit = -1
@@ -331,6 +338,11 @@ func (c *vmConn) vmotionBegin(seq []byte) error {
 		c.out = AppendExt(c.out, VMotionNotNow, seq)
 		return nil
 	}
+	if ho := c.srv.conf().HandOvers; ho != nil {
+		if err := ho.Begin(p.key, p.Request(), append(append([]byte(nil), seq...), secret...), len(seq)); err != nil {
+			return notnow(err.Error())
+		}
+	}
 	c.flush() // replies so far go ahead of NOTNOW or GOAHEAD
 	p.step(event{kind: evBegin, conn: c, seq: append([]byte(nil), seq...), secret: secret}, c)
 	return nil
@@ -351,6 +363,14 @@ func (c *vmConn) vmotionPeer(payload []byte) error {
 	s := c.srv
 	s.mu.Lock()
 	p, ok := s.lookupPeerLocked(payload)
+	if p == nil && s.conf().HandOvers != nil {
+		s.mu.Unlock()
+		if done, err := c.takeOver(payload); done {
+			return err
+		}
+		s.mu.Lock()
+		p, ok = s.lookupPeerLocked(payload)
+	}
 	if p == nil {
 		s.counters.VMotionsBadSecret++
 		s.counters.HandshakeFailures++
@@ -410,4 +430,32 @@ func (c *vmConn) vmotionAbort() error {
 	c.flush()
 	p.step(event{kind: evAbort, conn: c}, c)
 	return nil
+}
+
+// takeOver finishes the hand-over of another bridge that is gone (its
+// record names this payload): the port is claimed for this bridge, the
+// connection gets PEER-OK and becomes the port's active connection (the
+// COMPLETE that follows finds nothing left to do). done is false when
+// nobody published the payload: the caller refuses it as unknown.
+func (c *vmConn) takeOver(payload []byte) (done bool, err error) {
+	req, seqLen, ok := c.srv.conf().HandOvers.TakeOver(payload)
+	if !ok || seqLen <= 0 || seqLen >= len(payload) {
+		return false, nil
+	}
+	req.Peer = c.nc.RemoteAddr()
+	c.out = AppendExt(c.out, VMotionPeerOK, payload[:seqLen]) // c.out is empty: flushed
+	c.askIdentity()
+	hello := c.out
+	p, _, err := c.srv.attach(c, req, hello)
+	if err != nil {
+		c.out = nil
+		c.logger().Warn("VMOTION-PEER of a gone bridge's hand-over: the port cannot be opened here; closing", "reason", err.Error())
+		return true, c.refuseQuietly()
+	}
+	c.out = nil // the port's now
+	c.hsBy = time.Time{}
+	c.setDeadline()
+	c.srv.count(func(k *Counters) { k.VMotionsCompleted++ })
+	p.logger().Info("VMOTION-PEER of a hand-over another bridge began and could not finish: taken over, PEER-OK", "peer", c.nc.RemoteAddr().String())
+	return true, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -355,4 +356,160 @@ reconnect_grace = "0s"
 	if _, maxOpen, total := dev.stats(); maxOpen != 1 || total != 2 {
 		t.Errorf("device: %d connections at most at once (want 1), %d in all (want 2)", maxOpen, total)
 	}
+}
+
+// inProcCluster is n members in this process on one etcd cluster, with
+// a device route "console" to an echo device, behind a balancer.
+type inProcCluster struct {
+	etcd    *clustertest.Etcd
+	dev     *echoDevice
+	members []*bridgeUnderTest
+	stops   []func()
+	bal     *clustertest.Balancer
+}
+
+func startInProcCluster(t *testing.T, n int) *inProcCluster {
+	t.Helper()
+	dir := t.TempDir()
+	var ids []string
+	for i := 1; i <= n; i++ {
+		ids = append(ids, fmt.Sprintf("m%d", i))
+	}
+	var out, errb bytes.Buffer
+	if code := run(t.Context(), []string{"cluster", "init", "-cluster", "lab", "-members", strings.Join(ids, ","), "-dir", dir}, nil, &out, &errb); code != 0 {
+		t.Fatal(errb.String())
+	}
+	c := &inProcCluster{etcd: clustertest.StartEtcd(t, 3), dev: newEchoDevice(t)}
+	var eps []string
+	for _, e := range c.etcd.Endpoints() {
+		eps = append(eps, fmt.Sprintf("%q", e))
+	}
+	var addrs []string
+	for i := 1; i <= n; i++ {
+		b, stop := startMemberBridge(t, fmt.Sprintf(`[vspc]
+listen = "127.0.0.1:0"
+[admin]
+listen = ""
+[[route]]
+service = "console"
+device = "tcp://%s"
+[cluster]
+name = "lab"
+member = "m%d"
+endpoints = [%s]
+link_listen = "127.0.0.1:%d"
+link_ca = "%s/ca.crt"
+link_cert = "%s/m%d.crt"
+link_key = "%s/m%d.key"
+lease_ttl = "5s"
+validity_margin = "1s"
+lock_delay = "1s"
+reconnect_grace = "0s"
+`, c.dev.ln.Addr(), i, strings.Join(eps, ", "), freeLoopbackPort(t), dir, dir, i, dir, i))
+		c.members = append(c.members, b)
+		c.stops = append(c.stops, stop)
+		addrs = append(addrs, b.addr(kindVSPC))
+	}
+	testwait.For(t, "every member to see the others", func() bool {
+		for _, b := range c.members {
+			if cl := b.d.status().Cluster; cl == nil || len(cl.Members) != n {
+				return false
+			}
+		}
+		return true
+	})
+	c.bal = clustertest.NewBalancer(t, addrs...)
+	return c
+}
+
+func echoOn(t *testing.T, c *vspctest.Conn, what string) {
+	t.Helper()
+	msg := "ping " + what + "\n"
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	read := make(chan error, 1)
+	go func() { _, err := io.ReadFull(c, got); read <- err }()
+	select {
+	case err := <-read:
+		if err != nil || string(got) != msg {
+			t.Fatalf("echo through the device (%s): %q %v", what, got, err)
+		}
+	case <-time.After(testwait.Timeout):
+		c.Close()
+		<-read
+		t.Fatalf("no echo through the device (%s)", what)
+	}
+}
+
+// A vMotion begun on a member that leaves before the destination's PEER
+// arrives is finished by the member the PEER reaches: the hand-over was
+// published in etcd as the hash of sequence and secret, and the PEER's
+// payload names it.
+func TestClusterVMotionTakeover(t *testing.T) {
+	c := startInProcCluster(t, 2)
+	c.bal.Send(0)
+	vm := vspctest.VM{Name: "vm-1", VCUUID: "50000000-0000-4000-8000-000000000002", Direction: vspc.DirClient, ServiceURI: "console"}
+	ctx, cancel := context.WithTimeout(t.Context(), testwait.Timeout)
+	defer cancel()
+	src, err := vspctest.Dial(ctx, c.bal.Addr(), vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	echoOn(t, src, "before the vMotion")
+	seq := []byte{0x44, 0xda, 0xff, 0xf1} // an IAC inside, as ESXi's can be
+	secret, err := src.Begin(ctx, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.stops[0]() // m1 leaves with the hand-over pending
+	c.bal.Send(1)
+	dst, err := vspctest.DialPeer(ctx, c.bal.Addr(), vm, seq, secret)
+	if err != nil {
+		t.Fatalf("PEER at the surviving member: %v", err)
+	}
+	defer dst.Close()
+	if err := dst.Complete(seq); err != nil {
+		t.Fatal(err)
+	}
+	echoOn(t, dst, "after the takeover")
+	if cl := c.members[1].d.status().Cluster; cl.Counters.Takeovers != 1 {
+		t.Errorf("m2 counted %d takeovers, want 1", cl.Counters.Takeovers)
+	}
+	// A replayed PEER finds nothing: the record was single use.
+	if c2, err := vspctest.DialPeer(ctx, c.bal.Addr(), vm, seq, secret); err == nil {
+		c2.Close()
+		t.Error("a second PEER with the same secret was accepted")
+	}
+}
+
+// While etcd is unreachable a member answers VMOTION-BEGIN with NOTNOW: no
+// other bridge could finish the hand-over, so the VM stays where it is.
+// The session and its device carry on: etcd is down for both members,
+// which confirm it to each other over the member link (the failsafe).
+func TestClusterVMotionNotNowWithoutEtcd(t *testing.T) {
+	c := startInProcCluster(t, 2)
+	c.bal.Send(0)
+	vm := vspctest.VM{Name: "vm-1", VCUUID: "50000000-0000-4000-8000-000000000003", Direction: vspc.DirClient, ServiceURI: "console"}
+	ctx, cancel := context.WithTimeout(t.Context(), testwait.Timeout)
+	defer cancel()
+	conn, err := vspctest.Dial(ctx, c.bal.Addr(), vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	echoOn(t, conn, "with etcd")
+	var kill sync.WaitGroup
+	for i := range c.etcd.Members {
+		kill.Go(func() { c.etcd.Kill(i) })
+	}
+	kill.Wait()
+	testwait.For(t, "the member to see etcd unreachable", func() bool { return !c.members[0].d.status().Cluster.Healthy })
+	if _, err := conn.Begin(ctx, []byte{1, 2, 3, 4}); !errors.Is(err, vspctest.ErrNotNow) {
+		t.Fatalf("BEGIN without etcd: %v, want NOTNOW", err)
+	}
+	testwait.For(t, "the lease to lapse and the failsafe to hold", func() bool { return c.members[0].d.status().Cluster.Failsafe })
+	echoOn(t, conn, "without etcd")
 }

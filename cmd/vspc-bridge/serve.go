@@ -157,6 +157,9 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 	if pk != nil {
 		vc.Parker = pk
 	}
+	if mem != nil {
+		vc.HandOvers = &cluster.HandOvers{Node: mem.node, PeerTimeout: cfg.VMotion.PeerTimeout.Duration, WithoutEtcd: cfg.Cluster.VMotionWithoutEtcd}
+	}
 	srv := vspc.NewServer(vc)
 
 	// The daemon binds the VM listeners ([vspc] listen, tls_listen), the
