@@ -96,7 +96,8 @@ bench:
 # The load run on this build and on the build at BASE (default: the
 # commit before HEAD), side by side: every bridge phase runs on both,
 # in 2 rounds with the order swapped, and a second table gives each key
-# figure for both builds and their ratio. About 25 minutes on 2 cores.
+# figure for both builds and their ratio. About 25 minutes on 2 cores
+# (the run's -timeout grows with the rounds).
 BASE ?= HEAD~1
 bench-ab:
 	rm -rf bin/base-src && mkdir -p bin/base-src

@@ -156,7 +156,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.cpuDur, "cpu-dur", 5*time.Second, "CPU sampling window for idle and pending figures")
 	fs.DurationVar(&o.settle, "settle", 2*time.Second, "wait before reading RSS and CPU")
 	fs.DurationVar(&o.rssWait, "rss-wait", 0, "read the idle RSS again after this long (130s: after the runtime's 2-minute forced GC)")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "the whole run is cancelled after this")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "the whole run is cancelled after this (with -baseline-bin, by default 10m × 2 × -ab-rounds)")
 	fs.IntVar(&o.consoles, "consoles", 1000, "console phase: direction-server consoles, one telnet client each")
 	fs.IntVar(&o.cstreamN, "cstream-n", 50, "cstream phase: consoles (and direction-client pairs) streaming at once")
 	fs.Int64Var(&o.cstreamBytes, "cstream-bytes", 256<<10, "cstream phase: bytes each way per console")
@@ -164,6 +164,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.cstall, "cstall", 10*time.Second, "cstall phase: [remote] client_stall")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	timeoutSet := false
+	fs.Visit(func(f *flag.Flag) { timeoutSet = timeoutSet || f.Name == "timeout" })
+	if o.baselineBin != "" && !timeoutSet {
+		// Every bridge phase runs twice per round.
+		o.timeout *= time.Duration(2 * max(o.abRounds, 1))
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()

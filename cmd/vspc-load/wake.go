@@ -291,38 +291,52 @@ func (r *report) keyFigures() []keyFigure {
 }
 
 // printComparison prints each key figure for the baseline and this
-// build, round by round, and their ratio (this build / baseline).
+// build, round by round, and their ratio (this build / baseline). A
+// figure a round did not measure (a phase that failed) is left out of
+// that round.
 func printComparison(w io.Writer, bases, curs []*report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "figure\tbaseline\tthis build\tratio (this / baseline)\tbetter")
-	var bf, cf [][]keyFigure
-	for i := range bases {
-		bf, cf = append(bf, bases[i].keyFigures()), append(cf, curs[i].keyFigures())
+	type fig struct {
+		keyFigure
+		base, cur []float64
 	}
-	if len(bf) == 0 {
-		return
-	}
-	for j := range bf[0] {
-		var bs, cs, rs []string
-		any := false
-		for k := range bf {
-			b, c := bf[k][j], cf[k][j]
-			if !b.ok || !c.ok {
+	var order []string
+	figs := map[string]*fig{}
+	for i := range min(len(bases), len(curs)) {
+		bm := map[string]keyFigure{}
+		for _, f := range bases[i].keyFigures() {
+			if f.ok {
+				bm[f.name] = f
+			}
+		}
+		for _, c := range curs[i].keyFigures() {
+			b, ok := bm[c.name]
+			if !ok || !c.ok {
 				continue
 			}
-			any = true
-			bs, cs = append(bs, fmt.Sprintf("%.2f", b.v)), append(cs, fmt.Sprintf("%.2f", c.v))
-			rs = append(rs, ratio(c.v, b.v))
+			f := figs[c.name]
+			if f == nil {
+				f = &fig{keyFigure: c}
+				figs[c.name] = f
+				order = append(order, c.name)
+			}
+			f.base, f.cur = append(f.base, b.v), append(f.cur, c.v)
 		}
-		if !any {
-			continue
+	}
+	for _, name := range order {
+		f := figs[name]
+		var bs, cs, rs []string
+		for k := range f.base {
+			bs = append(bs, fmt.Sprintf("%.2f", f.base[k]))
+			cs = append(cs, fmt.Sprintf("%.2f", f.cur[k]))
+			rs = append(rs, ratio(f.cur[k], f.base[k]))
 		}
 		better := "lower"
-		if bf[0][j].higher {
+		if f.higher {
 			better = "higher"
 		}
-		unit := bf[0][j].unit
-		fmt.Fprintf(tw, "%s\t%s %s\t%s %s\t%s\t%s\n", bf[0][j].name, strings.Join(bs, " / "), unit, strings.Join(cs, " / "), unit, strings.Join(rs, " / "), better)
+		fmt.Fprintf(tw, "%s\t%s %s\t%s %s\t%s\t%s\n", name, strings.Join(bs, " / "), f.unit, strings.Join(cs, " / "), f.unit, strings.Join(rs, " / "), better)
 	}
 	tw.Flush()
 }
