@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/devices"
@@ -46,24 +47,26 @@ type link struct {
 
 	wmu sync.Mutex // serialises writes to the device (VM data and the backlog flush)
 
-	mu       sync.Mutex // guards the fields below
-	cond     sync.Cond  // backlog space, device up, or closed
-	dev      devices.Device
-	backlog  []byte // VM data held while the device is away
-	closed   bool
+	mu      sync.Mutex // guards the fields below
+	cond    sync.Cond  // backlog space, device up, or closed
+	dev     devices.Device
+	backlog []byte // VM data held while the device is away
+	closed  bool
+	gated   bool // the first attempt is held by the bridge's dial gate
+	// released: the attempt chain has ended and the device is free for
+	// other VMs (release). Beside the bools, so that a link stays
+	// within 512 bytes.
+	released atomic.Bool
 	state    string // connecting, up, down
 	lastErr  string
 	connects int
 	settings rfc2217.Settings // what the guest set last (re-applied after reconnect)
 	timer    *time.Timer      // the next attempt
-	gated    bool             // the first attempt is held by the bridge's dial gate
 	abort    func()           // cancels the device open in progress; nil when none
 
 	// Owned by the attempt chain (one attempt at a time):
 	wait     time.Duration // backoff before the next attempt
 	attempts int
-
-	releaseOnce sync.Once
 }
 
 func (l *link) vmName() string { return l.req.VMName }
@@ -452,7 +455,9 @@ func (l *link) Close() error {
 // release frees the device for other VMs once the attempt chain has
 // ended. It runs once.
 func (l *link) release() {
-	l.releaseOnce.Do(l.doRelease)
+	if l.released.CompareAndSwap(false, true) {
+		l.doRelease()
+	}
 }
 
 func (l *link) doRelease() {

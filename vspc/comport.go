@@ -104,9 +104,10 @@ func (p *Port) startModemPoll() {
 		defer p.srv.wg.Done()
 		t := time.NewTicker(modemPoll)
 		defer t.Stop()
+		done := p.done.wait()
 		for {
 			select {
-			case <-p.done:
+			case <-done:
 				return
 			case <-t.C:
 			}

@@ -54,18 +54,18 @@ type vmConn struct {
 	vmKnown []Subopt // the VM's KNOWN-SUBOPTIONS-1
 	req     *ProxyRequest
 	ident   identity
-	asked   askSet        // GET-VM-* we sent and still wait for (before deciding)
-	identBy time.Time     // identification deadline; zero when not waiting
-	offerBy time.Time     // opening offers held until the VM speaks or this; zero once sent
-	hsBy    time.Time     // handshake deadline; zero once trusted
-	pending []byte        // VM data before the port is attached
-	waitFor chan struct{} // after COMPLETE: the old connection's reader must finish first (set by the hand-over's switch, on this reader)
-	idle    park.Idle     // when the connection counts as idle (its Period is 0 when it never parks)
+	asked   askSet          // GET-VM-* we sent and still wait for (before deciding)
+	identBy time.Time       // identification deadline; zero when not waiting
+	offerBy time.Time       // opening offers held until the VM speaks or this; zero once sent
+	hsBy    time.Time       // handshake deadline; zero once trusted
+	pending []byte          // VM data before the port is attached
+	waitFor <-chan struct{} // after COMPLETE: the old connection's reader must finish first (set by the hand-over's switch, on this reader)
+	idle    park.Idle       // when the connection counts as idle (its Period is 0 when it never parks)
 	// owned: the reader may hand over to a fresh goroutine (not
 	// ServeConn's caller); respawn: it should, once the handshake is done.
 	owned, respawn bool
 
-	done chan struct{} // closed when the connection has ended (finish)
+	done doneSignal // fired when the connection has ended (finish)
 
 	// Shared with other goroutines (timers, the port's writer, vMotion
 	// peers), hence atomic:
@@ -92,9 +92,8 @@ const (
 // newConn wraps nc for parking when parker is not nil (see serve).
 func newConn(s *Server, nc net.Conn, parker *park.Parker) *vmConn {
 	c := &vmConn{
-		srv:  s,
-		nc:   nc,
-		done: make(chan struct{}),
+		srv: s,
+		nc:  nc,
 	}
 	if parker != nil && s.conf().ParkAfter > 0 {
 		c.nc = parker.Wrap(nc, c.serve)
@@ -258,7 +257,7 @@ func (c *vmConn) serve() {
 // the server forgets it.
 func (c *vmConn) finish() {
 	c.nc.Close()
-	close(c.done)
+	c.done.fire(c.srv.closedCh)
 	c.srv.connEnded(c)
 }
 

@@ -37,7 +37,7 @@ type Port struct {
 
 	bytesToVM   atomic.Int64
 	bytesFromVM atomic.Int64
-	done        chan struct{} // closed by close
+	done        doneSignal // fired by close
 
 	comMu sync.Mutex            // guards com and polling; held across device calls; before mu
 	com   *rfc2217.AccessServer // RFC 2217 state toward the VM; nil until it negotiates
@@ -124,7 +124,6 @@ func newPort(s *Server, key PortKey, req Request) *Port {
 		req:    req,
 		limit:  -1,
 		since:  time.Now(),
-		done:   make(chan struct{}),
 		vmName: req.VMName,
 	}
 	p.cond.L = &p.mu
@@ -604,7 +603,7 @@ func (p *Port) close(reason string) {
 		return
 	}
 	p.closed = true
-	close(p.done)
+	p.done.fire(p.srv.closedCh)
 	fx := p.stepLocked(event{kind: evClose})
 	p.stopTimerLocked(&p.grace)
 	p.stopTimerLocked(&p.trim)

@@ -22,3 +22,27 @@ func TestWholeCommands(t *testing.T) {
 		}
 	}
 }
+
+// A done signal is closed for whoever waits, before or after it fires,
+// and allocates no channel when nobody waits.
+func TestDoneSignal(t *testing.T) {
+	closed := make(chan struct{})
+	close(closed)
+	var early, late, never doneSignal
+	w := early.wait()
+	early.fire(&closed)
+	<-w
+	late.fire(&closed)
+	<-late.wait()
+	never.fire(&closed)
+	if never.ch.Load() != &closed {
+		t.Fatal("a signal nobody waited on made a channel of its own")
+	}
+	var both doneSignal
+	a, b := both.wait(), both.wait()
+	if a != b {
+		t.Fatal("two waits got different channels")
+	}
+	both.fire(&closed)
+	<-a
+}

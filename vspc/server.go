@@ -182,10 +182,13 @@ type Server struct {
 	cfg atomic.Pointer[Config] // replaced whole by SetConfig
 	log *slog.Logger
 
-	ctx    context.Context // cancelled by Close; parent of every session
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // every goroutine the server starts, timer callbacks included; a VM connection from accept to its end, parked or not
-	nconns atomic.Int64
+	ctx context.Context // cancelled by Close; parent of every session
+	// closedCh points to a channel closed from the start: the done
+	// signal of a connection or port that ended before anyone waited.
+	closedCh *chan struct{}
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // every goroutine the server starts, timer callbacks included; a VM connection from accept to its end, parked or not
+	nconns   atomic.Int64
 
 	mu        sync.Mutex // guards the fields below; taken before any Port.mu (see doc.go), never held to log or write
 	closing   bool
@@ -231,6 +234,9 @@ func NewServer(cfg Config) *Server {
 		seqLens:   make(map[int]int),
 		bufs:      sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
 	}
+	closed := make(chan struct{})
+	close(closed)
+	s.closedCh = &closed
 	s.cfg.Store(&cfg)
 	return s
 }

@@ -150,7 +150,7 @@ func (p *Port) stepLocked(ev event) effects {
 			a.conn.role.Store(uint32(roleActive))
 			if old != nil && old != a.conn {
 				old.role.Store(uint32(roleRetired))
-				a.conn.waitFor = old.done
+				a.conn.waitFor = old.done.wait()
 				fx.drain = old
 			}
 			h.completed++
