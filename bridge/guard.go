@@ -23,7 +23,14 @@ type DeviceGuard interface {
 	// claimed: checked before every write, so that a bridge resumed after
 	// a pause longer than its lease writes nothing before it notices.
 	Valid() bool
+	// Forget gives back a claim that Acquire made but reported as not yet
+	// usable (a lock delay), when the link ends before it opened the
+	// device. A claim released already is not affected.
+	Forget(device, holder string)
 }
+
+// holder names the port that holds a device, for the guard.
+func (l *link) holder() string { return l.req.VMName + " " + l.req.VCUUID }
 
 // ErrFenced is the write error of a device whose claim is no longer valid.
 var ErrFenced = errors.New("bridge: device claim no longer valid (this member's lease lapsed)")
@@ -65,7 +72,7 @@ func (l *link) open(ctx context.Context, opts devices.Options) (devices.Device, 
 	if g == nil {
 		return l.b.open(ctx, l.target, opts)
 	}
-	lost, release, err := g.Acquire(ctx, l.key, l.req.VMName+" "+l.req.VCUUID)
+	lost, release, err := g.Acquire(ctx, l.key, l.holder())
 	if err != nil {
 		return nil, err
 	}

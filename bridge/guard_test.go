@@ -74,6 +74,8 @@ func (g *recGuard) Acquire(ctx context.Context, device, holder string) (<-chan s
 
 func (g *recGuard) Valid() bool { return !g.invalid.Load() }
 
+func (g *recGuard) Forget(string, string) {}
+
 func (g *recGuard) events() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()

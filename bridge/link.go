@@ -462,6 +462,9 @@ func (l *link) release() {
 
 func (l *link) doRelease() {
 	l.Close()
+	if g := l.b.deviceGuard(); g != nil {
+		g.Forget(l.key, l.holder()) // a claim still waiting out its lock delay
+	}
 	l.b.mu.Lock()
 	if l.b.owners[l.key] == l {
 		delete(l.b.owners, l.key)

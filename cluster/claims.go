@@ -18,15 +18,16 @@ import (
 // device. Its fence is the key's CreateRevision: a later holder's is
 // always higher, so a stale holder's fenced write fails.
 type Claim struct {
-	n     *Node
-	key   string // full etcd key
-	kind  string // "port" or "device"
-	name  string // port id or device, for logs
-	value string
-	fence atomic.Int64
-	lost  chan struct{}
-	once  sync.Once
-	gone  atomic.Bool // released or lost
+	n      *Node
+	key    string // full etcd key
+	kind   string // "port" or "device"
+	name   string // port id or device, for logs
+	holder string // devices: the port using it
+	value  string
+	fence  atomic.Int64
+	lost   chan struct{}
+	once   sync.Once
+	gone   atomic.Bool // released or lost
 }
 
 // Fence is the claim's fencing token (the key's CreateRevision). It
@@ -284,6 +285,29 @@ func (e *HeldError) Error() string {
 // margin, well before. While etcd is unreachable, or this member's own
 // lease has lapsed, it waits (until ctx ends).
 func (n *Node) ClaimDevice(ctx context.Context, device, holder string) (*Claim, error) {
+	return n.claimDevice(ctx, device, holder, false)
+}
+
+// LockDelayError: the device is claimed for this member, but may be opened
+// only from Until (its last holder vanished without releasing it). Claim
+// it again then: the claim is adopted and returned without error.
+type LockDelayError struct {
+	Device string
+	Until  time.Time
+}
+
+func (e *LockDelayError) Error() string {
+	return fmt.Sprintf("cluster: device %s claimed; its last holder vanished without releasing it, so it opens after the lock delay (at %s)", e.Device, e.Until.Format(time.RFC3339Nano))
+}
+
+// TryClaimDevice is ClaimDevice without the wait: during the lock delay it
+// returns the claim's *LockDelayError (the claim is held meanwhile), so a
+// caller that opens many devices does not hold a worker for each.
+func (n *Node) TryClaimDevice(ctx context.Context, device, holder string) (*Claim, error) {
+	return n.claimDevice(ctx, device, holder, true)
+}
+
+func (n *Node) claimDevice(ctx context.Context, device, holder string, nowait bool) (*Claim, error) {
 	dk := deviceKey(device)
 	k := n.key(kDevices + dk)
 	hk := n.key(kDevHist + dk)
@@ -301,7 +325,7 @@ func (n *Node) ClaimDevice(ctx context.Context, device, holder string) (*Claim, 
 		if err != nil {
 			return err
 		}
-		c := &Claim{n: n, key: k, kind: "device", name: device, value: val, lost: make(chan struct{})}
+		c := &Claim{n: n, key: k, kind: "device", name: device, holder: holder, value: val, lost: make(chan struct{})}
 		kvs := r.Responses[0].GetResponseRange().Kvs
 		if r.Succeeded {
 			c.fence.Store(r.Header.Revision)
@@ -322,7 +346,7 @@ func (n *Node) ClaimDevice(ctx context.Context, device, holder string) (*Claim, 
 			return err
 		}
 		if clientv3.LeaseID(kvs[0].Lease) == lease && cur.Holder == holder {
-			c.fence.Store(kvs[0].CreateRevision) // ours already (fenced, then valid again)
+			c.fence.Store(kvs[0].CreateRevision) // ours already (fenced, then valid again, or in its lock delay)
 			claim = c
 			return nil
 		}
@@ -333,10 +357,34 @@ func (n *Node) ClaimDevice(ctx context.Context, device, holder string) (*Claim, 
 	}
 	n.stats.claims.Add(1)
 	n.hold(claim)
+	n.mu.Lock()
+	until, delayed := n.devReady[claim.key]
+	if delayed && !n.clock.Now().Before(until) {
+		delete(n.devReady, claim.key)
+		delayed = false
+	}
+	n.mu.Unlock()
+	if delayed { // adopted during its lock delay
+		if nowait {
+			return claim, &LockDelayError{Device: device, Until: until}
+		}
+		select {
+		case <-n.clock.After(until.Sub(n.clock.Now())):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cluster: claiming device %s: %w during the lock delay", device, ctx.Err())
+		}
+	}
 	if prev != nil && !prev.Released && !n.ownLease(prev.Lease) {
 		n.stats.lockDelays.Add(1)
 		n.log.Info("device's last holder vanished without releasing it; waiting the lock delay before opening",
 			"device", device, "last_holder", prev.Member, "lock_delay", n.cfg.LockDelay)
+		if nowait {
+			until := n.clock.Now().Add(n.cfg.LockDelay)
+			n.mu.Lock()
+			n.devReady[claim.key] = until
+			n.mu.Unlock()
+			return claim, &LockDelayError{Device: device, Until: until}
+		}
 		select {
 		case <-n.clock.After(n.cfg.LockDelay):
 		case <-ctx.Done():
@@ -439,9 +487,32 @@ type DeviceGuard struct{ n *Node }
 // is valid on its own clock (or the failsafe holds).
 func (g *DeviceGuard) Valid() bool { return g.n.Valid() }
 
+// Forget gives back a device claim still in its lock delay (the port
+// went away before it could open the device).
+func (g *DeviceGuard) Forget(device, holder string) {
+	n := g.n
+	key := n.key(kDevices + deviceKey(device))
+	n.mu.Lock()
+	c := n.devices[key]
+	_, delayed := n.devReady[key]
+	if delayed {
+		delete(n.devReady, key)
+	}
+	n.mu.Unlock()
+	if c == nil || !delayed || c.holder != holder {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.CallTimeout)
+	defer cancel()
+	c.Release(ctx)
+}
+
 // Acquire claims device for holder before it is opened.
 func (g *DeviceGuard) Acquire(ctx context.Context, device, holder string) (<-chan struct{}, func(), error) {
-	c, err := g.n.ClaimDevice(ctx, device, holder)
+	// Not ClaimDevice: a device in its lock delay is reported as not yet
+	// openable (the link retries with its backoff) instead of holding one
+	// of the bridge's device-open workers for the whole delay.
+	c, err := g.n.TryClaimDevice(ctx, device, holder)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -169,6 +169,7 @@ type Node struct {
 	watchers   []func(id string, up bool)
 	migLeases  map[string]clientv3.LeaseID // pending vMotions this member published, by hash
 	sweep      *sweeper                    // the reconnect sweep, once started
+	devReady   map[string]time.Time        // device key → when its lock delay ends (TryClaimDevice)
 	closed     bool
 }
 
@@ -186,6 +187,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg: cfg, cli: cfg.Client, log: cfg.Logger.With("member", cfg.Member), clock: cfg.Clock, prefix: cfg.Prefix,
 		ctx: nctx, cancel: cancel, renewed: make(chan struct{}, 1), base: cfg.Clock.Now(),
 		leases: map[clientv3.LeaseID]bool{}, ports: map[string]*Claim{}, devices: map[string]*Claim{}, members: map[string]MemberInfo{},
+		devReady: map[string]time.Time{},
 	}
 	if n.cfg.Info.Started.IsZero() {
 		n.cfg.Info.Started = time.Now()

@@ -634,3 +634,61 @@ func TestAssignListener(t *testing.T) {
 		t.Errorf("range full: %v, want ErrNoListener", err)
 	}
 }
+
+// TryClaimDevice does not wait out the lock delay: it holds the claim and
+// says when the device may be opened; claiming again then succeeds. A
+// claim given up during the delay (Forget) frees the device.
+func TestTryClaimDeviceLockDelay(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.node("a"), e.node("b")
+	const dev = "tcp://127.0.0.1:4002"
+	if _, err := a.ClaimDevice(ctxT(t), dev, "vm-1"); err != nil {
+		t.Fatal(err)
+	}
+	gone := make(chan struct{})
+	b.OnMembership(func(id string, up bool) {
+		if id == "a" && !up {
+			close(gone)
+		}
+	})
+	a.crash()
+	<-gone
+	_, err := b.TryClaimDevice(ctxT(t), dev, "vm-1")
+	var ld *LockDelayError
+	if !errors.As(err, &ld) {
+		t.Fatalf("first claim after the holder vanished: %v, want a LockDelayError", err)
+	}
+	if c := e.node("c"); true {
+		if _, err := c.TryClaimDevice(ctxT(t), dev, "vm-9"); !errors.As(err, new(*HeldError)) {
+			t.Errorf("another member's claim during b's lock delay: %v, want HeldError", err)
+		}
+	}
+	testwait.For(t, "the lock delay to pass", func() bool {
+		_, err := b.TryClaimDevice(ctxT(t), dev, "vm-1")
+		return err == nil
+	})
+	if time.Now().Before(ld.Until) {
+		t.Errorf("claimed before the lock delay ended (%v)", ld.Until)
+	}
+	// Another device: given up during its delay, it is free again.
+	const dev2 = "tcp://127.0.0.1:4003"
+	d := e.node("d")
+	if _, err := d.ClaimDevice(ctxT(t), dev2, "vm-2"); err != nil {
+		t.Fatal(err)
+	}
+	gone2 := make(chan struct{})
+	b.OnMembership(func(id string, up bool) {
+		if id == "d" && !up {
+			close(gone2)
+		}
+	})
+	d.crash()
+	<-gone2
+	if _, err := b.TryClaimDevice(ctxT(t), dev2, "vm-2"); !errors.As(err, &ld) {
+		t.Fatalf("dev2: %v", err)
+	}
+	b.DeviceGuard().Forget(dev2, "vm-2")
+	if rec, err := b.DeviceHolder(ctxT(t), dev2); err != nil || rec != nil {
+		t.Errorf("dev2 after Forget: held by %+v, %v", rec, err)
+	}
+}
