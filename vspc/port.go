@@ -351,12 +351,10 @@ func (p *Port) writer() {
 		}
 		n := p.writableLocked()
 		if n == 0 {
-			if p.hoLocked().state == hoFlushing && p.limit == 0 && p.active != nil && !p.active.wfailed {
+			if p.hand != nil && p.hand.ho.state == hoFlushing && p.limit == 0 && p.active != nil && !p.active.wfailed {
 				// The barrier is written: GOAHEAD goes next, on the
 				// control lane, ahead of everything held from here on.
-				fx := p.stepLocked(event{kind: evBarrier})
-				p.mu.Unlock()
-				p.finish(fx, nil)
+				p.barrierLocked() // unlocks
 				continue
 			}
 			p.writing = false
@@ -399,6 +397,17 @@ func (p *Port) writer() {
 			p.writeFailed(c, err)
 		}
 	}
+}
+
+// barrierLocked steps the hand-over past its barrier and unlocks p.mu.
+// It is a function of its own so that the writer's frame, which every
+// short-lived writer goroutine starts with, stays small.
+//
+//go:noinline
+func (p *Port) barrierLocked() {
+	fx := p.stepLocked(event{kind: evBarrier})
+	p.mu.Unlock()
+	p.finish(fx, nil)
 }
 
 // writeFailed gives up on c after a failed write: the data stays queued,
