@@ -74,6 +74,8 @@ type vmConn struct {
 	binOut atomic.Bool          // we send BINARY (escape only IAC); read by Port.Send
 
 	wfailed bool // guarded by the port's mu: a write failed; the writer skips this connection
+
+	tookOver []byte // reader-owned: the sequence of another bridge's hand-over this connection took over (its COMPLETE is expected)
 }
 
 type identity struct {

@@ -1,6 +1,7 @@
 package vspc
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/hex"
@@ -405,6 +406,11 @@ func (c *vmConn) refuseQuietly() error {
 // vmotionComplete handles VMOTION-COMPLETE seq on the destination.
 func (c *vmConn) vmotionComplete(seq []byte) error {
 	p := c.port.Load()
+	if p != nil && c.tookOver != nil && bytes.Equal(seq, c.tookOver) {
+		c.tookOver = nil // the port was this connection's since PEER-OK
+		c.logger().Info("VMOTION-COMPLETE of a hand-over taken over from another bridge", "seq", hex.EncodeToString(seq))
+		return nil
+	}
 	if p == nil || connRole(c.role.Load()) != roleDest {
 		c.logger().Warn("VMOTION-COMPLETE without an accepted VMOTION-PEER ignored", "seq", hex.EncodeToString(seq))
 		return nil
@@ -453,6 +459,7 @@ func (c *vmConn) takeOver(payload []byte) (done bool, err error) {
 		return true, c.refuseQuietly()
 	}
 	c.out = nil // the port's now
+	c.tookOver = append([]byte(nil), payload[:seqLen]...)
 	c.hsBy = time.Time{}
 	c.setDeadline()
 	c.srv.count(func(k *Counters) { k.VMotionsCompleted++ })
