@@ -64,18 +64,23 @@ test-unit:
 # The smoke run starts from the committed seeds only (a corpus grown by
 # long runs in the Go build cache would make it longer and different on
 # every machine), runs a fixed number of inputs per target (SMOKEFUZZ) and
-# does not minimise. A crasher is still written to testdata/fuzz.
+# does not minimise. Its corpus cache is a directory of its own, removed
+# afterwards: 'go clean -fuzzcache' would delete the cache under a second
+# make test running beside this one. A crasher is still written to
+# testdata/fuzz.
 fuzz-smoke:
-	$(GO) clean -fuzzcache
-	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(SMOKEFUZZ) FUZZMINTIME=0
+	@dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && \
+		$(MAKE) --no-print-directory fuzz FUZZTIME=$(SMOKEFUZZ) FUZZMINTIME=0 FUZZCACHE="$$dir"
 
-# make fuzz FUZZTIME=10m runs each target for that long.
+# make fuzz FUZZTIME=10m runs each target for that long. FUZZCACHE, when
+# set, is the corpus cache to use instead of the one in Go's build cache.
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		if grep -qs "func $$name(" $$pkg/*_test.go; then \
 			echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) $$pkg; \
+			$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) $$pkg \
+				$(if $(FUZZCACHE),-args -test.fuzzcachedir="$(FUZZCACHE)/$$name"); \
 		else echo "fuzz: $$pkg $$name not present" >&2; exit 1; fi; \
 	done
 
