@@ -16,6 +16,8 @@ FUZZMINTIME ?= 60s
 # Every fuzz target, as package:Target.
 FUZZ_TARGETS := \
 	./telnet:FuzzDecode \
+	./telnet:FuzzDecodeN \
+	./telnet:FuzzOptionsState \
 	./rfc2217:FuzzRFC2217 \
 	./rfc2217:FuzzAccessServer \
 	./rfc2217:FuzzClient \

@@ -127,12 +127,31 @@ type Handler func(Event) error
 // rewrite p in place (unescaping); event data aliases p. Input may be
 // split anywhere: state carries over to the next call.
 //
-// It returns the first error from h, or a *SubnegotiationError. After an
-// error the stream is out of sync; the caller should close the session.
+// It returns the first error from h, or a *SubnegotiationError. After a
+// *SubnegotiationError the stream is out of sync; the caller should close
+// the session.
 func (d *Decoder) Decode(p []byte, h Handler) error {
+	_, err := d.DecodeN(p, h)
+	return err
+}
+
+// DecodeN is Decode that also says how much of p it consumed, so that a
+// caller whose handler stops decoding (returns an error) can pass the
+// rest of the stream on as it came, to another decoder in another
+// process: n is the offset in p just past the input of the event h
+// refused, p[n:] is input the decoder has not looked at (and not
+// rewritten), and the decoder is in the state it had after p[:n]. A data
+// event ends where the element after it begins, so stopping at one leaves
+// that element in p[n:]. Without a handler error n is len(p); after a
+// *SubnegotiationError n is meaningless.
+func (d *Decoder) DecodeN(p []byte, h Handler) (n int, err error) {
 	w := 0         // write index: in-place unescaping
 	dataStart := 0 // start of the pending data run in p[:w]
 	sbStart := 0   // start of an SB payload in p[:w] when !d.spanned
+	// elem is where the IAC of the element being decoded began, and
+	// elemState the state before it: a data event flushed when that
+	// element is recognised ends there.
+	elem, elemState := 0, stData
 
 	flushData := func() error {
 		if w > dataStart {
@@ -141,6 +160,11 @@ func (d *Decoder) Decode(p []byte, h Handler) error {
 			return err
 		}
 		return nil
+	}
+	// dataStop: the handler refused the data run that ended at elem.
+	dataStop := func(err error) (int, error) {
+		d.state = elemState
+		return elem, err
 	}
 
 	for r := 0; r < len(p); r++ {
@@ -161,10 +185,12 @@ func (d *Decoder) Decode(p []byte, h Handler) error {
 				if r == len(p) {
 					continue
 				}
+				elem, elemState = r, stData
 				d.state = stIAC
 				continue
 			}
 			if b == byte(IAC) {
+				elem, elemState = r, stData
 				d.state = stIAC
 				continue
 			}
@@ -178,6 +204,7 @@ func (d *Decoder) Decode(p []byte, h Handler) error {
 			case 0: // CR NUL: the NUL is padding
 				d.state = stData
 			case byte(IAC):
+				elem, elemState = r, stDataCR
 				d.state = stIAC // CR IAC ...: the CR was data
 			default:
 				p[w] = b
@@ -199,24 +226,24 @@ func (d *Decoder) Decode(p []byte, h Handler) error {
 				d.state = stSBOpt
 			default:
 				if err := flushData(); err != nil {
-					return err
+					return dataStop(err)
 				}
 				d.state = stData
 				if err := h(Event{Kind: EventCommand, Command: c}); err != nil {
-					return err
+					return r + 1, err
 				}
 			}
 		case stNeg:
 			if err := flushData(); err != nil {
-				return err
+				return dataStop(err)
 			}
 			d.state = stData
 			if err := h(Event{Kind: EventNegotiation, Command: d.verb, Option: Option(b)}); err != nil {
-				return err
+				return r + 1, err
 			}
 		case stSBOpt:
 			if err := flushData(); err != nil {
-				return err
+				return dataStop(err)
 			}
 			d.sbOpt = Option(b)
 			d.sbLen = 0
@@ -229,14 +256,14 @@ func (d *Decoder) Decode(p []byte, h Handler) error {
 				continue
 			}
 			if err := d.sbByte(p, &w, b); err != nil {
-				return err
+				return r, err
 			}
 		case stSBIAC:
 			switch Command(b) {
 			case IAC:
 				d.state = stSB
 				if err := d.sbByte(p, &w, b); err != nil {
-					return err
+					return r, err
 				}
 			case SE:
 				d.state = stData
@@ -255,11 +282,11 @@ func (d *Decoder) Decode(p []byte, h Handler) error {
 					d.sbBuf = nil // hold no large buffer while idle
 				}
 				if err != nil {
-					return err
+					return r + 1, err
 				}
 			default:
 				d.state = stData
-				return &SubnegotiationError{Err: ErrMalformedSubnegotiation, Option: d.sbOpt, Len: d.sbLen, Limit: d.limit(), Got: Command(b)}
+				return r, &SubnegotiationError{Err: ErrMalformedSubnegotiation, Option: d.sbOpt, Len: d.sbLen, Limit: d.limit(), Got: Command(b)}
 			}
 		}
 	}
@@ -271,7 +298,17 @@ func (d *Decoder) Decode(p []byte, h Handler) error {
 			w = sbStart
 		}
 	}
-	return flushData()
+	if err := flushData(); err != nil {
+		if d.state != stData && d.state != stDataCR {
+			// The run ended at an element still incomplete: give that
+			// element back, unparsed.
+			d.spanned = false
+			d.sbBuf = d.sbBuf[:0]
+			return dataStop(err)
+		}
+		return len(p), err
+	}
+	return len(p), nil
 }
 
 // sbByte stores one payload byte, in place or in the spanning buffer.
