@@ -24,6 +24,7 @@ FUZZ_TARGETS := \
 	./rfc2217:FuzzParseSettings \
 	./vspc:FuzzExt232 \
 	./vspc:FuzzServerConn \
+	./vspc:FuzzHandoff \
 	./configs:FuzzParse \
 	./configs:FuzzParseAllow \
 	./configs:FuzzParseOrigin \

@@ -22,12 +22,13 @@ type Session struct {
 	VCUUID       string    `json:"vc_uuid"`
 	BIOSUUID     string    `json:"bios_uuid,omitempty"`
 	LocationUUID string    `json:"location_uuid,omitempty"`
-	Direction    string    `json:"direction"`   // client or server
-	ServiceURI   string    `json:"service_uri"` // from DO-PROXY
-	State        string    `json:"state"`       // attached, detached, vmotion, closed
-	Peer         string    `json:"peer"`        // the ESXi host connection carrying it; "" when detached
-	Since        time.Time `json:"since"`       // when the port was opened (it survives vMotion and reconnects)
-	BytesToVM    int64     `json:"bytes_to_vm"` // telnet-escaped bytes written to the VM
+	Direction    string    `json:"direction"`     // client or server
+	ServiceURI   string    `json:"service_uri"`   // from DO-PROXY
+	State        string    `json:"state"`         // attached, detached, vmotion, closed
+	Peer         string    `json:"peer"`          // the ESXi host connection carrying it; "" when detached
+	Via          string    `json:"via,omitempty"` // the cluster member relaying that connection, when another member accepted it
+	Since        time.Time `json:"since"`         // when the port was opened (it survives vMotion and reconnects)
+	BytesToVM    int64     `json:"bytes_to_vm"`   // telnet-escaped bytes written to the VM
 	BytesFromVM  int64     `json:"bytes_from_vm"`
 	Queued       int       `json:"queued"` // bytes waiting for the VM (buffer occupancy)
 	VMotions     int       `json:"vmotions"`
@@ -164,8 +165,12 @@ type ClusterCounters struct {
 	Takeovers            int64   `json:"takeovers"`
 	LockDelays           int64   `json:"lock_delays"`
 	ClaimsLost           int64   `json:"claims_lost"`
-	CameBack             int64   `json:"came_back"`  // dead members' ports whose VM came back here by itself
-	SweptBack            int64   `json:"swept_back"` // … after the leader reconnected them
+	CameBack             int64   `json:"came_back"`   // dead members' ports whose VM came back here by itself
+	SweptBack            int64   `json:"swept_back"`  // … after the leader reconnected them
+	Forwarded            int64   `json:"forwarded"`   // VM connections carried to the member that serves their port
+	HandedIn             int64   `json:"handed_in"`   // VM connections other members carried here
+	Held                 int64   `json:"held"`        // VM connections held while their port's owner did not answer
+	HoldFailed           int64   `json:"hold_failed"` // … given up after owner_wait
 	Toggled              int64   `json:"reconnects_toggled"`
 	Reconnected          int64   `json:"reconnects_back"`
 	ReconnectFailed      int64   `json:"reconnects_failed"`
@@ -252,7 +257,7 @@ func deviceFrom(d bridge.DeviceStatus) Device {
 func sessionFrom(p vspc.PortInfo) Session {
 	s := Session{
 		VM: p.VMName, VCUUID: p.VCUUID, BIOSUUID: p.BIOSUUID, LocationUUID: p.LocationUUID,
-		Direction: p.Direction, ServiceURI: p.ServiceURI, State: p.State, Peer: p.Peer, Since: p.Since,
+		Direction: p.Direction, ServiceURI: p.ServiceURI, State: p.State, Peer: p.Peer, Via: p.Via, Since: p.Since,
 		BytesToVM: p.BytesToVM, BytesFromVM: p.BytesFromVM, Queued: p.Queued, VMotions: p.VMotions,
 		RemoteUsers: []RemoteUser{},
 	}

@@ -53,7 +53,7 @@ var (
 	descCOwned      = desc("cluster_owned", "Ports and devices each member holds, by member and kind (port, device).", "member", "kind")
 	descCOrphans    = desc("cluster_orphan_ports", "Ports of dead members that nobody claimed since.")
 	descCOps        = desc("cluster_etcd_ops_total", "etcd requests this member made.")
-	descCEvents     = desc("cluster_events_total", "Cluster events on this member, by kind (claim, claim_conflict, release, lease_loss, fence, failsafe_hold, keepalive_failure, takeover, lock_delay, claim_lost).", "event")
+	descCEvents     = desc("cluster_events_total", "Cluster events on this member, by kind (claim, claim_conflict, release, lease_loss, fence, failsafe_hold, keepalive_failure, takeover, lock_delay, claim_lost, forwarded, handed_in, held, hold_failed).", "event")
 	descCReconn     = desc("cluster_reconnects_total", "Ports of dead members: came_back (their VM returned by itself, counted where it returned), toggled (reconnected through vCenter by the leader), back (claimed again after a toggle), failed (the vCenter call failed).", "result")
 	descCReconnSec  = desc("cluster_reconnect_seconds", "Time from a vCenter reconnect to the port being claimed again: the last one and the longest.", "which")
 	allPortStates   = []string{"attached", "detached", "vmotion"}
@@ -259,7 +259,8 @@ func collectCluster(cl *ClusterStatus, gauge, counter func(d *prometheus.Desc, v
 		name string
 		v    int64
 	}{{"claim", k.Claims}, {"claim_conflict", k.ClaimConflicts}, {"release", k.Releases}, {"lease_loss", k.LeaseLosses}, {"fence", k.Fences},
-		{"failsafe_hold", k.FailsafeHolds}, {"keepalive_failure", k.KeepaliveFailures}, {"takeover", k.Takeovers}, {"lock_delay", k.LockDelays}, {"claim_lost", k.ClaimsLost}} {
+		{"failsafe_hold", k.FailsafeHolds}, {"keepalive_failure", k.KeepaliveFailures}, {"takeover", k.Takeovers}, {"lock_delay", k.LockDelays}, {"claim_lost", k.ClaimsLost},
+		{"forwarded", k.Forwarded}, {"handed_in", k.HandedIn}, {"held", k.Held}, {"hold_failed", k.HoldFailed}} {
 		counter(descCEvents, float64(e.v), e.name)
 	}
 	counter(descCReconn, float64(k.CameBack), "came_back")

@@ -12,9 +12,10 @@ import (
 // Bridger claims each VM serial port in etcd before Next opens it, and
 // gives the claim back when the port goes away: a port is served by one
 // member at a time. A port another live member holds is refused
-// (WONT-PROXY), and so is one that cannot be claimed within Wait (etcd
-// unreachable); a VM that sent no identity is served locally unclaimed
-// (nobody could reconnect to it anyway).
+// with an *OwnerError (which the vspc server's Forwarder carries there, or
+// refuses with WONT-PROXY without one), and so is one that cannot be
+// claimed within Wait (etcd unreachable); a VM that sent no identity is
+// served locally unclaimed (nobody could reconnect to it anyway).
 type Bridger struct {
 	Node *Node
 	Next vspc.Bridger
@@ -49,7 +50,7 @@ func (b *Bridger) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vsp
 		return nil, fmt.Errorf("cluster: cannot claim the port in etcd: %w", err)
 	}
 	if owner != nil {
-		return nil, fmt.Errorf("cluster: the port is served by member %s (since %s)", owner.Record.Member, owner.Record.Since.Format(time.RFC3339))
+		return nil, &OwnerError{Owner: *owner} // forwarded there when a Forwarder is configured
 	}
 	be, err := b.Next.Open(ctx, req, vm)
 	if err != nil {

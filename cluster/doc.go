@@ -12,6 +12,15 @@
 // so a member that dies loses all of them in one revision. The fence of a
 // claim is its key's CreateRevision. See keys.go for the layout.
 //
+// # Any member takes any connection
+//
+// A DO-PROXY or VMOTION-PEER that reaches a member other than the one
+// holding the port (or the hand-over) is carried to that member over the
+// member link, mutual TLS (forward.go): the receiving member hands the
+// connection's state over and relays bytes; a member that does not answer
+// is waited for until its lease ends (OwnerWait), then the port is claimed
+// or the hand-over taken over here.
+//
 // # Fencing and lock delay (after Consul, Patroni, Kleppmann)
 //
 //	member A renews at t0            A's validity ends (own clock)   lease expires on etcd   B may open the device

@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/vspc"
@@ -19,6 +18,9 @@ type HandOvers struct {
 	Node        *Node
 	PeerTimeout time.Duration // the record's TTL: [vmotion] peer_timeout
 	WithoutEtcd bool          // [cluster] vmotion_without_etcd
+	// Forwarder carries a PEER to the member that holds its hand-over;
+	// nil: a PEER is only ever taken over (from a member that is gone).
+	Forwarder *Forwarder
 }
 
 // Begin publishes the hand-over before GOAHEAD.
@@ -53,27 +55,13 @@ func (h *HandOvers) End(key vspc.PortKey, payload []byte) {
 	}
 }
 
-// TakeOver finishes the hand-over of a member that is gone: the PEER's
-// hash names a record, the port is free (its owner's lease ended), and
-// one transaction claims it here and consumes the record.
-func (h *HandOvers) TakeOver(payload []byte) (vspc.Request, int, bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*h.Node.cfg.CallTimeout)
-	defer cancel()
-	hash := PeerHash(payload)
-	m, rev, err := h.Node.LookupMigration(ctx, hash)
-	if err != nil {
-		return vspc.Request{}, 0, false
+// TakeOver implements vspc.HandOvers: the PEER goes to the member that
+// holds the hand-over, over the member link, or, when that member is
+// gone, this member takes the hand-over over (Forwarder.TakeOver).
+func (h *HandOvers) TakeOver(ctx context.Context, ho *vspc.Handoff) (vspc.PeerResult, error) {
+	f := h.Forwarder
+	if f == nil {
+		f = &Forwarder{Node: h.Node}
 	}
-	if _, err := h.Node.TakeOverMigration(ctx, hash, m, rev); err != nil {
-		h.Node.log.Warn("VMOTION-PEER for another member's hand-over not taken over", "owner", m.Owner, "port", m.Port.String(), "err", err)
-		return vspc.Request{}, 0, false
-	}
-	req := vspc.Request{ServiceURI: m.Port.Service, VMName: m.VMName, Direction: vspc.DirClient}
-	if m.Direction == vspc.DirServer.String() {
-		req.Direction = vspc.DirServer
-	}
-	if !strings.HasPrefix(m.Port.VM, "name:") {
-		req.VCUUID = m.Port.VM
-	}
-	return req, m.SeqLen, true
+	return f.TakeOver(ctx, ho)
 }

@@ -114,6 +114,10 @@ type Stats struct {
 	ClaimsLost        int64 // claims lost to another member after a lease loss
 	CameBack          int64 // ports of a dead member claimed here, their VM back without a vCenter reconnect
 	SweptBack         int64 // ports of a dead member claimed here after the leader reconnected them
+	Forwarded         int64 // VM connections carried to the member that serves their port
+	HandedIn          int64 // VM connections other members carried here
+	Held              int64 // VM connections held because their port's owner did not answer over the link
+	HoldFailed        int64 // of those, given up after owner_wait
 }
 
 // Health is the node's view of etcd and of itself.
@@ -144,6 +148,7 @@ type Node struct {
 
 	stats struct {
 		ops, claims, conflicts, releases, leaseLosses, fences, failsafe, kaFail, takeovers, lockDelays, lost, cameBack, sweptBack atomic.Int64
+		forwarded, handedIn, held, holdFailed                                                                                     atomic.Int64
 	}
 
 	renewed chan struct{} // poked when validUntil moves
@@ -498,6 +503,7 @@ func (n *Node) Stats() Stats {
 		LeaseLosses: s.leaseLosses.Load(), Fences: s.fences.Load(), FailsafeHolds: s.failsafe.Load(),
 		KeepaliveFailures: s.kaFail.Load(), Takeovers: s.takeovers.Load(), LockDelays: s.lockDelays.Load(), ClaimsLost: s.lost.Load(),
 		CameBack: s.cameBack.Load(), SweptBack: s.sweptBack.Load(),
+		Forwarded: s.forwarded.Load(), HandedIn: s.handedIn.Load(), Held: s.held.Load(), HoldFailed: s.holdFailed.Load(),
 	}
 }
 

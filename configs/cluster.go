@@ -65,6 +65,12 @@ type Cluster struct {
 	// (only safe with a VIP, where the destination always reaches the
 	// same member). Default false: BEGIN gets NOTNOW.
 	VMotionWithoutEtcd bool `toml:"vmotion_without_etcd"`
+	// OwnerWait: a VM connection (DO-PROXY or VMOTION-PEER) whose port's
+	// owner does not answer over the member link is held this long, until
+	// the owner answers or its lease ends (then this member claims the
+	// port or takes the hand-over over). 0s..5m; "0s" does not hold.
+	// Default lease_ttl + 2s, so that a dead owner's lease ends within it.
+	OwnerWait Duration `toml:"owner_wait"`
 }
 
 // Enabled reports whether the file has a [cluster] table (c is not nil).
@@ -114,6 +120,9 @@ func (d *decoder) validateCluster(c *Config) {
 		if !d.set["cluster."+key] {
 			f()
 		}
+	}
+	if !d.set["cluster.owner_wait"] {
+		cl.OwnerWait = Duration{cl.LeaseTTL.Duration + 2*time.Second} // after lease_ttl's default
 	}
 	for _, k := range []struct{ key, v, what string }{
 		{"cluster.name", cl.Name, `the cluster's name, such as "lab" (in every member certificate)`},
@@ -215,6 +224,9 @@ func (d *decoder) validateCluster(c *Config) {
 	d.nonNegative("cluster.reconnect_grace", cl.ReconnectGrace)
 	if cl.ReconnectRate < 1 || cl.ReconnectRate > 1000 {
 		d.errorf("cluster.reconnect_rate", "%d is out of range 1..1000", cl.ReconnectRate)
+	}
+	if cl.OwnerWait.Duration < 0 || cl.OwnerWait.Duration > 5*time.Minute {
+		d.errorf("cluster.owner_wait", "%v is out of range 0s..5m", cl.OwnerWait.Duration)
 	}
 }
 

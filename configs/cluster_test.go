@@ -39,8 +39,17 @@ func TestClusterDefaults(t *testing.T) {
 	cl := c.Cluster
 	if !cl.Enabled() || cl.Prefix != "/vspc/v1/" || cl.LeaseTTL.Duration != 10*time.Second || cl.ValidityMargin.Duration != 2*time.Second ||
 		cl.LockDelay.Duration != 5*time.Second || cl.EtcdTimeout.Duration != time.Second || cl.ReconnectGrace.Duration != 30*time.Second ||
-		cl.ReconnectRate != 10 || cl.VMotionWithoutEtcd || cl.LinkAddr() != "127.0.0.1:13390" {
+		cl.ReconnectRate != 10 || cl.VMotionWithoutEtcd || cl.LinkAddr() != "127.0.0.1:13390" || cl.OwnerWait.Duration != 12*time.Second {
 		t.Errorf("defaults: %+v", cl)
+	}
+	// owner_wait follows lease_ttl unless set.
+	c, err = Parse("c.toml", []byte(clusterOK+"lease_ttl = \"4s\"\nvalidity_margin = \"1s\"\n"))
+	if err != nil || c.Cluster.OwnerWait.Duration != 6*time.Second {
+		t.Errorf("owner_wait with lease_ttl 4s: %v %v", c.Cluster.OwnerWait, err)
+	}
+	c, err = Parse("c.toml", []byte(clusterOK+"owner_wait = \"0s\"\n"))
+	if err != nil || c.Cluster.OwnerWait.Duration != 0 {
+		t.Errorf("owner_wait 0s: %v %v", c.Cluster.OwnerWait, err)
 	}
 }
 
@@ -67,6 +76,7 @@ func TestClusterErrors(t *testing.T) {
 			"11: cluster.lease_ttl: 1s is out of range 2s..5m", "12: cluster.validity_margin: must be positive", "13: cluster.lock_delay: 2m0s is out of range",
 			"14: cluster.etcd_timeout: 4s must be below vmotion.flush_timeout 3s", "15: cluster.reconnect_grace: must not be negative",
 			"16: cluster.reconnect_rate: 0 is out of range 1..1000", `17: cluster.prefix: "vspc": want a key prefix`}},
+		{"owner_wait", clusterOK + "owner_wait = \"6m\"\n", []string{"11: cluster.owner_wait: 6m0s is out of range 0s..5m"}},
 		{"margin over half", clusterOK + "lease_ttl = \"4s\"\nvalidity_margin = \"3s\"\n", []string{"12: cluster.validity_margin: 3s is more than half of lease_ttl 4s"}},
 		{"unknown key", clusterOK + "ttl = \"1s\"\n", []string{"11: cluster.ttl: unknown key (valid in [cluster]: name, member, endpoints"}},
 	} {

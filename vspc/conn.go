@@ -28,6 +28,7 @@ const (
 	roleDest                      // vMotion destination: PEER-OK sent, waiting for COMPLETE
 	roleRetired                   // old connection after COMPLETE: drained, then closed
 	roleRefused                   // WONT-PROXY sent or bad PEER: closing
+	roleForwarded                 // carried to the bridge that serves its port (forward.go): bytes relayed as they are
 )
 
 // offerHold is how long our opening offers wait for the VM's first bytes
@@ -76,6 +77,10 @@ type vmConn struct {
 	wfailed bool // guarded by the port's mu: a write failed; the writer skips this connection
 
 	tookOver []byte // reader-owned: the sequence of another bridge's hand-over this connection took over (its COMPLETE is expected)
+
+	relayed bool     // handed over by another bridge (ServeHandoff): never handed on again
+	via     string   // the bridge that relays it, when relayed (for status)
+	fwdConn net.Conn // reader-owned: the stream to the bridge that serves the port, once the connection is handed there
 }
 
 type identity struct {
@@ -186,9 +191,10 @@ func (c *vmConn) rawConn() net.Conn {
 type deadlineOutcome uint8
 
 const (
-	readOn deadlineOutcome = iota // go on reading
-	stop                          // the connection has ended
-	parked                        // the connection parked: its goroutine ends
+	readOn   deadlineOutcome = iota // go on reading
+	stop                            // the connection has ended
+	parked                          // the connection parked: its goroutine ends
+	handedOn                        // the connection goes to another bridge (c.fwdConn): relay it
 )
 
 // serve is the read loop. It runs on the connection's goroutine from run,
@@ -206,7 +212,15 @@ func (c *vmConn) serve() {
 		n, err := c.nc.Read(buf)
 		if n > 0 {
 			c.idle.Seen()
-			derr := c.dec.Decode(buf[:n], c.handle)
+			k, derr := c.dec.DecodeN(buf[:n], c.handle)
+			if errors.Is(derr, errForward) {
+				// The host's bytes after the hand-off event go to the
+				// bridge that serves the port, undecoded.
+				rest := append([]byte(nil), buf[k:n]...)
+				rb.release()
+				c.handOn(rest)
+				return
+			}
 			rb.used(n) // only now: used may hand buf back to the pool
 			if derr != nil {
 				c.flush()
@@ -243,6 +257,10 @@ func (c *vmConn) serve() {
 				case readOn:
 					continue
 				case parked:
+					return
+				case handedOn:
+					rb.release()
+					c.handOn(nil)
 					return
 				}
 				c.finish()
@@ -322,6 +340,9 @@ func (c *vmConn) onDeadline() deadlineOutcome {
 		c.logger().Info("VM did not answer every identification query in time; deciding with what it sent",
 			"identify_timeout", c.srv.conf().IdentifyTimeout, "vm", c.ident.name, "vc_uuid", c.ident.vcUUID)
 		if err := c.decide(); err != nil {
+			if errors.Is(err, errForward) {
+				return handedOn
+			}
 			c.flush()
 			return stop
 		}
@@ -659,6 +680,18 @@ func (c *vmConn) decide() error {
 	// writer writes to c; whatever was held for the VM follows it.
 	hello := AppendExt(c.out, WillProxy)
 	p, reconnect, err := c.srv.attach(c, req, hello)
+	if errors.Is(err, ErrElsewhere) {
+		// Another bridge serves the port: the connection goes there,
+		// which answers WILL-PROXY or WONT-PROXY itself.
+		err = c.forward(err)
+		if errors.Is(err, errForward) {
+			c.logger().Info("VM serial port served by another bridge: connection carried there")
+			return err
+		}
+		if errors.Is(err, ErrServeHere) {
+			p, reconnect, err = c.srv.attach(c, req, hello)
+		}
+	}
 	if err != nil {
 		c.logger().Warn("refusing DO-PROXY: WONT-PROXY", "reason", err.Error())
 		return c.refuse()

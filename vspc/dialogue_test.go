@@ -138,16 +138,29 @@ type hostConn struct {
 // further checks.
 func replayDialogue(t *testing.T, path string) *pipeEnv {
 	t.Helper()
+	return replay(t, path, false)
+}
+
+// replay runs a dialogue (see replayDialogue). With relayed, every host
+// connection reaches another server first, which serves no port itself
+// and hands each connection over to the env's (forward_test.go): the host
+// must see the same bytes.
+func replay(t *testing.T, path string, relayed bool) *pipeEnv {
+	t.Helper()
 	steps := loadDialogue(t, path)
 	rnd := &dialogueRand{t: t}
 	e := newPipeEnv(t, func(c *vspc.Config) { c.Rand = rnd })
+	connect := e.conn
+	if relayed {
+		connect = newRelay(t, e.srv).conn
+	}
 	conns := map[int]*hostConn{}
 	var wantData []byte // the VM's serial data, in the order it must reach the remote
 	open := func(n int) *hostConn {
 		if hc := conns[n]; hc != nil {
 			return hc
 		}
-		hc := &hostConn{nc: e.conn(), replies: make(chan byte, 64<<10)}
+		hc := &hostConn{nc: connect(), replies: make(chan byte, 64<<10)}
 		hc.dec.Binary = true
 		// net.Pipe is synchronous: read what the server sends on a
 		// goroutine of its own.

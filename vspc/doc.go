@@ -24,6 +24,9 @@
 //     vmotion.go: its execution (events in, actions carried out), the
 //     server's table of hand-overs waiting for their destination.
 //   - comport.go: RFC 2217 toward the VM.
+//   - forward.go: a connection whose port another bridge serves (package
+//     cluster) is handed over there at its DO-PROXY or VMOTION-PEER
+//     (Handoff, ServeHandoff) and relayed byte for byte.
 //
 // The ESXi byte sequences this package is built on are in the notes
 // (esxi-wire.md §4) and replayed byte for byte from VMware's capture by the

@@ -109,6 +109,7 @@ type PortInfo struct {
 	Direction                              string
 	ServiceURI                             string
 	Peer                                   string // current VM connection, "" when detached
+	Via                                    string // the bridge that relays the current VM connection, when another bridge accepted it
 	State                                  string // attached, detached, vmotion
 	Since                                  time.Time
 	BytesToVM, BytesFromVM                 int64
@@ -144,8 +145,10 @@ func (p *Port) Info() PortInfo {
 	case p.active == nil:
 		st = "detached"
 	}
+	via := ""
 	if p.active != nil {
 		peer = p.active.nc.RemoteAddr().String()
+		via = p.active.via
 	}
 	var last *HandOver
 	completed := 0
@@ -159,7 +162,7 @@ func (p *Port) Info() PortInfo {
 	return PortInfo{
 		VMName: p.req.VMName, VCUUID: p.req.VCUUID, BIOSUUID: p.req.BIOSUUID, LocationUUID: p.req.LocationUUID,
 		Direction: p.req.Direction.String(), ServiceURI: p.req.ServiceURI,
-		Peer: peer, State: st, Since: p.since,
+		Peer: peer, Via: via, State: st, Since: p.since,
 		BytesToVM: p.bytesToVM.Load(), BytesFromVM: p.bytesFromVM.Load(),
 		Queued: len(p.q) - p.head, VMotions: completed, LastHandOver: last,
 	}

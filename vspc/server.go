@@ -117,6 +117,10 @@ type Config struct {
 	// HandOvers shares vMotion hand-overs with other bridges (package
 	// cluster); nil: a single node.
 	HandOvers HandOvers
+	// Forwarder carries a VM connection whose port another bridge serves
+	// to that bridge (forward.go, package cluster); nil: such a
+	// connection is refused.
+	Forwarder Forwarder
 }
 
 // HandOvers lets several bridges share vMotion hand-overs, so that a
@@ -133,10 +137,15 @@ type HandOvers interface {
 	// outcome, on a goroutine of its own.
 	End(key PortKey, payload []byte)
 	// TakeOver is asked about a VMOTION-PEER this server has no
-	// hand-over for. When another bridge published it and is gone, it
-	// claims the port for this one and returns the port's request and
-	// the sequence's length; the connection then becomes the port's.
-	TakeOver(payload []byte) (req Request, seqLen int, ok bool)
+	// hand-over for (h.Payload is seq‖secret, h the connection's state
+	// for a Forwarder's stream). Another bridge has the hand-over: the
+	// result's Conn carries the connection there. The bridge that began
+	// it is gone: TakeOver claims the port for this one and returns the
+	// port's request and the sequence's length; the connection then
+	// becomes the port's. An error wrapping ErrNoHandOver: nobody has it
+	// (refused as an unknown PEER); any other error refuses it too. It
+	// may block a few seconds (VM stun time); ctx ends with the server.
+	TakeOver(ctx context.Context, h *Handoff) (PeerResult, error)
 }
 
 func (c *Config) setDefaults() {
@@ -217,6 +226,8 @@ type Counters struct {
 	VMotionsBadSecret int64
 	VMotionsTimedOut  int64
 	Reconnects        int64
+	Forwarded         int64 // connections carried to the bridge that serves their port (this bridge relays them)
+	HandedIn          int64 // connections another bridge carried here (ServeHandoff)
 }
 
 // NewServer returns a server; call Serve to accept connections.
@@ -257,6 +268,9 @@ func (s *Server) SetConfig(c Config) {
 	}
 	if c.HandOvers == nil {
 		c.HandOvers = old.HandOvers
+	}
+	if c.Forwarder == nil {
+		c.Forwarder = old.Forwarder
 	}
 	if c.Logger == nil {
 		c.Logger = old.Logger

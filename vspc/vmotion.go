@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"io"
 	"log/slog"
 	"time"
@@ -364,7 +365,7 @@ func (c *vmConn) vmotionPeer(payload []byte) error {
 	s := c.srv
 	s.mu.Lock()
 	p, ok := s.lookupPeerLocked(payload)
-	if p == nil && s.conf().HandOvers != nil {
+	if p == nil && s.conf().HandOvers != nil && !c.relayed {
 		s.mu.Unlock()
 		if done, err := c.takeOver(payload); done {
 			return err
@@ -438,16 +439,31 @@ func (c *vmConn) vmotionAbort() error {
 	return nil
 }
 
-// takeOver finishes the hand-over of another bridge that is gone (its
-// record names this payload): the port is claimed for this bridge, the
-// connection gets PEER-OK and becomes the port's active connection (the
-// COMPLETE that follows finds nothing left to do). done is false when
-// nobody published the payload: the caller refuses it as unknown.
+// takeOver asks the cluster about a VMOTION-PEER this server has no
+// hand-over for. Another bridge has it: the connection is carried there
+// (errForward). The bridge that began it is gone: the port is claimed for
+// this bridge, the connection gets PEER-OK and becomes the port's active
+// connection (the COMPLETE that follows finds nothing left to do). done is
+// false when nobody has the hand-over: the caller refuses the PEER as
+// unknown.
 func (c *vmConn) takeOver(payload []byte) (done bool, err error) {
-	req, seqLen, ok := c.srv.conf().HandOvers.TakeOver(payload)
-	if !ok || seqLen <= 0 || seqLen >= len(payload) {
+	res, err := c.srv.conf().HandOvers.TakeOver(c.srv.ctx, c.handoff(HandoffPeer, payload))
+	switch {
+	case errors.Is(err, ErrNoHandOver):
+		return false, nil
+	case err != nil:
+		c.logger().Warn("VMOTION-PEER of another bridge's hand-over could not be carried there nor taken over; closing (the vMotion fails, the VM stays on its source host)", "err", err)
+		return true, c.refuseQuietly()
+	case res.Conn != nil:
+		c.fwdConn = res.Conn
+		c.logger().Info("VMOTION-PEER of a hand-over another bridge holds: connection carried there")
+		return true, errForward
+	}
+	seqLen := res.SeqLen
+	if seqLen <= 0 || seqLen >= len(payload) {
 		return false, nil
 	}
+	req := res.Req
 	req.Peer = c.nc.RemoteAddr()
 	c.out = AppendExt(c.out, VMotionPeerOK, payload[:seqLen]) // c.out is empty: flushed
 	c.askIdentity()

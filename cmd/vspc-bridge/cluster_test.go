@@ -240,9 +240,10 @@ func startMemberBridge(t *testing.T, cfg string) (*bridgeUnderTest, func()) {
 	return b, stop
 }
 
-// Three members behind a VIP (the balancer sends every connection to
-// one member): a port and its device are held by one member; another
-// member refuses the same port; when the holder leaves, the VM
+// Three members behind a balancer: a port and its device are held by one
+// member (m1); a reconnect that lands on m2 and a vMotion destination that
+// lands on m3 are carried to m1 over the member link, which keeps the
+// port and the device (active/active); when m1 leaves, the VM
 // reconnected through vCenter (here: the simulated host's Reconnect)
 // lands on the next member, which claims the port and opens the device.
 func TestClusterSmoke(t *testing.T) {
@@ -315,13 +316,14 @@ reconnect_grace = "0s"
 		}
 	}
 	echo("via m1")
-	// m2 refuses the same VM serial port: m1 holds it.
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	if c, err := vspctest.Dial(ctx, members[1].addr(kindVSPC), vm); err == nil {
-		c.Close()
-		t.Fatal("a second member served a port the first one holds")
-	}
+	// Active/active: the VM reconnects through the balancer to m2, which
+	// does not hold the port: m2 carries the connection to m1 over the
+	// member link, and m1 keeps the port and its device.
+	bal.Send(1)
+	first := port.Conn()
+	port.Reconnect()
+	testwait.For(t, "the VM to reconnect", func() bool { c := port.Conn(); return c != nil && c != first })
+	echo("via m2 to m1")
 	// m2's status shows what m1 holds (its ownership counts are cached
 	// for up to 2 s).
 	holds := func(b *bridgeUnderTest, id string, ports, devices int) bool {
@@ -334,8 +336,11 @@ reconnect_grace = "0s"
 		return false
 	}
 	testwait.For(t, "m2 to see m1 hold the port and the device", func() bool { return holds(members[1], "m1", 1, 1) })
-	if cl := members[1].d.status().Cluster; !cl.Healthy || len(cl.Etcd) != 3 || cl.Counters.ClaimConflicts != 1 {
+	if cl := members[1].d.status().Cluster; !cl.Healthy || len(cl.Etcd) != 3 || cl.Counters.ClaimConflicts != 1 || cl.Counters.Forwarded != 1 {
 		t.Errorf("m2's view: %+v", cl)
+	}
+	if ss := members[0].d.srv.Ports(); len(ss) != 1 || ss[0].Via != "m2" || ss[0].State != "attached" {
+		t.Errorf("m1's port: %+v, want it attached through m2", ss)
 	}
 	var text bytes.Buffer
 	printStatus(&text, members[1].d.status(), nil)
@@ -344,11 +349,39 @@ reconnect_grace = "0s"
 			t.Errorf("status text lacks %q:\n%s", want, text.String())
 		}
 	}
+	// A vMotion whose destination reaches m3: its PEER goes to m1 too.
+	ctx, cancel := context.WithTimeout(t.Context(), testwait.Timeout)
+	defer cancel()
+	seq := []byte{0x76, 0x19, 0xff, 0xe9}
+	secret, err := port.Conn().Begin(ctx, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := vspctest.DialPeer(ctx, members[2].addr(kindVSPC), vm, seq, secret)
+	if err != nil {
+		t.Fatalf("PEER at m3: %v", err)
+	}
+	defer dst.Close()
+	if err := dst.Complete(seq); err != nil {
+		t.Fatal(err)
+	}
+	echoOn(t, dst, "after the vMotion, via m3 to m1")
+	if k := members[0].d.srv.Counters(); k.VMotionsCompleted != 1 || k.HandedIn != 2 {
+		t.Errorf("m1's counters %+v: want 1 vMotion completed, 2 connections handed in", k)
+	}
+	if _, _, total := dev.stats(); total != 1 {
+		t.Errorf("device: %d connections, want 1 (m1 kept it throughout)", total)
+	}
+	testwait.For(t, "the source connection to close", func() bool { return port.Conn() == nil })
 
 	// m1 leaves; the VM stays down until it is reconnected, then lands on
 	// m2 through the VIP.
 	stops[0]()
-	testwait.For(t, "the VM connection to drop", func() bool { return port.Conn() == nil })
+	select {
+	case <-dst.Done():
+	case <-time.After(testwait.Timeout):
+		t.Fatal("the VM's connection (relayed by m3) did not drop when m1 left")
+	}
 	bal.Send(1)
 	port.Reconnect()
 	echo("via m2")

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -19,6 +20,7 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/cluster"
 	"github.com/vspc-bridge/vspc-bridge/cmd/vspc-bridge/internal/vc"
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
 // member is this bridge's membership in a cluster ([cluster]): the etcd
@@ -29,7 +31,13 @@ type member struct {
 	cli  *clientv3.Client
 	node *cluster.Node
 	link *cluster.Link
+	fwd  *cluster.Forwarder
 	log  *slog.Logger
+
+	// srv resumes the VM connections other members hand over ("vm"
+	// streams); set by serve once the vspc server exists (streams that
+	// come before are refused).
+	srv atomic.Pointer[vspc.Server]
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -95,6 +103,11 @@ func startMember(ctx context.Context, cfg *configs.Config, log *slog.Logger, ver
 		return nil, err
 	}
 	m.node = node
+	wait := cc.OwnerWait.Duration
+	if wait == 0 {
+		wait = -1 // "0s": do not hold
+	}
+	m.fwd = &cluster.Forwarder{Node: node, Link: m.link, OwnerWait: wait}
 	lctx, lcancel := context.WithCancel(context.Background())
 	m.cancel = lcancel
 	m.wg.Go(func() {
@@ -102,6 +115,14 @@ func startMember(ctx context.Context, cfg *configs.Config, log *slog.Logger, ver
 			switch s.Header.Kind {
 			case cluster.KindFailsafe:
 				node.AnswerFailsafe(s)
+			case cluster.KindVM:
+				srv := m.srv.Load()
+				if srv == nil {
+					s.Reply(cluster.Reply{Err: "member " + cc.Member + " is not serving VMs yet"})
+					s.Conn.Close()
+					return
+				}
+				m.fwd.ServeStream(s, srv)
 			default:
 				s.Reply(cluster.Reply{Err: fmt.Sprintf("stream kind %q is not served by member %s", s.Header.Kind, cc.Member)})
 				s.Conn.Close()
@@ -190,6 +211,7 @@ func (m *member) fillLocal(s *admin.ClusterStatus) {
 	s.Counters = admin.ClusterCounters{Ops: st.Ops, Claims: st.Claims, ClaimConflicts: st.ClaimConflicts, Releases: st.Releases,
 		LeaseLosses: st.LeaseLosses, Fences: st.Fences, FailsafeHolds: st.FailsafeHolds, KeepaliveFailures: st.KeepaliveFailures,
 		Takeovers: st.Takeovers, LockDelays: st.LockDelays, ClaimsLost: st.ClaimsLost, CameBack: st.CameBack, SweptBack: st.SweptBack,
+		Forwarded: st.Forwarded, HandedIn: st.HandedIn, Held: st.Held, HoldFailed: st.HoldFailed,
 		Toggled: sw.Toggled, Reconnected: sw.Reconnected, ReconnectFailed: sw.Failed,
 		LastReconnectSeconds: sw.LastTime.Seconds(), MaxReconnectSeconds: sw.MaxTime.Seconds()}
 }

@@ -158,9 +158,15 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 		vc.Parker = pk
 	}
 	if mem != nil {
-		vc.HandOvers = &cluster.HandOvers{Node: mem.node, PeerTimeout: cfg.VMotion.PeerTimeout.Duration, WithoutEtcd: cfg.Cluster.VMotionWithoutEtcd}
+		// Any member serves any VM connection: one whose port another
+		// member holds is carried there over the member link (a PEER too).
+		vc.HandOvers = &cluster.HandOvers{Node: mem.node, PeerTimeout: cfg.VMotion.PeerTimeout.Duration, WithoutEtcd: cfg.Cluster.VMotionWithoutEtcd, Forwarder: mem.fwd}
+		vc.Forwarder = mem.fwd
 	}
 	srv := vspc.NewServer(vc)
+	if mem != nil {
+		mem.srv.Store(srv)
+	}
 
 	// The daemon binds the VM listeners ([vspc] listen, tls_listen), the
 	// admin endpoint and runs the alert matcher; it applies reloads

@@ -307,7 +307,11 @@ func printSession(w io.Writer, now time.Time, s admin.Session) {
 	}
 	row("service URI", "%s (direction %s)", s.ServiceURI, s.Direction)
 	row("state", "%s, since %s (%s)", s.State, s.Since.Local().Format(time.DateTime), ago(now, s.Since))
-	row("ESXi connection", "%s", cmp.Or(s.Peer, "none (detached: waiting for the VM within the grace period)"))
+	if s.Via != "" {
+		row("ESXi connection", "%s (relayed by member %s)", s.Peer, s.Via)
+	} else {
+		row("ESXi connection", "%s", cmp.Or(s.Peer, "none (detached: waiting for the VM within the grace period)"))
+	}
 	row("bytes", "%s to the VM, %s from the VM, %s queued for the VM", bytesStr(s.BytesToVM), bytesStr(s.BytesFromVM), bytesStr(int64(s.Queued)))
 	if h := s.LastHandOver; h != nil {
 		row("vMotions", "%d; last %s %s -> %s at %s, took %s, %s held", s.VMotions, h.Outcome, h.From, cmp.Or(h.To, "-"), h.At.Local().Format(time.DateTime), h.Duration, bytesStr(int64(h.Buffered)))
