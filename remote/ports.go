@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vspc-bridge/vspc-bridge/internal/atomicfile"
 )
 
 // Schemes a per-VM listener speaks.
@@ -221,19 +223,7 @@ func (s *portStore) saveLocked() error {
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o750); err != nil {
 		return fmt.Errorf("remote: state file: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(s.path), ".remote-ports-*")
-	if err != nil {
-		return fmt.Errorf("remote: state file: %w", err)
-	}
-	_, werr := tmp.Write(append(data, '\n'))
-	serr := tmp.Sync()
-	cerr := tmp.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("remote: state file: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), s.path); err != nil {
-		os.Remove(tmp.Name())
+	if err := atomicfile.Write(s.path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("remote: state file: %w", err)
 	}
 	return nil

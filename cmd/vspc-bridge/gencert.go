@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/internal/atomicfile"
 )
 
 // cmdGenCert writes a self-signed ECDSA certificate and key for a lab
@@ -62,10 +63,10 @@ func cmdGenCert(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(*keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
+	if err := atomicfile.Write(*keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(*certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := atomicfile.Write(*certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return err
 	}
 	absCert, _ := filepath.Abs(*certFile)
@@ -129,26 +130,4 @@ func selfSigned(names []string, valid time.Duration) (cert, key []byte, notAfter
 		return nil, nil, time.Time{}, err
 	}
 	return cert, key, tmpl.NotAfter, nil
-}
-
-// writeFileAtomic writes data to a temporary file beside name and renames
-// it, so a bridge reloading at that moment never reads half a file.
-func writeFileAtomic(name string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), name)
 }
