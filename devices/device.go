@@ -132,11 +132,7 @@ func Open(ctx context.Context, t target.Target, opts Options) (Device, error) {
 			}
 			return d, nil
 		}
-		conn, err := dial(ctx, t, &opts)
-		if err != nil {
-			return nil, err
-		}
-		return newTCP(opts.parkable(conn), t, line), nil
+		fallthrough // without a command port an NPort's data port is a tcp:// device
 	case target.KindTCP:
 		conn, err := dial(ctx, t, &opts)
 		if err != nil {
@@ -166,18 +162,9 @@ func Open(ctx context.Context, t target.Target, opts Options) (Device, error) {
 	return nil, fmt.Errorf("devices: cannot open %q: unknown kind %v", t.Raw, t.Kind)
 }
 
+// dial dials t's address (dialAddr), saying which device failed.
 func dial(ctx context.Context, t target.Target, opts *Options) (net.Conn, error) {
-	timeout := opts.DialTimeout
-	if timeout <= 0 {
-		timeout = DefaultDialTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	d := opts.Dial
-	if d == nil {
-		d = (&net.Dialer{}).DialContext
-	}
-	conn, err := d(ctx, "tcp", t.Addr())
+	conn, err := dialAddr(ctx, t.Addr(), opts)
 	if err != nil {
 		return nil, fmt.Errorf("devices: %s %s: %w", t.Kind, t.Addr(), err)
 	}

@@ -274,9 +274,7 @@ func (d *nportDevice) SetDTR(ctx context.Context, on bool) error {
 	}
 	d.ctl.reqMu.Lock()
 	defer d.ctl.reqMu.Unlock()
-	d.ctl.mu.Lock()
-	rts := d.ctl.rts
-	d.ctl.mu.Unlock()
+	_, rts := d.ctl.lines()
 	return d.ctl.lineCtrl(ctx, on, rts)
 }
 
@@ -286,9 +284,7 @@ func (d *nportDevice) SetRTS(ctx context.Context, on bool) error {
 	}
 	d.ctl.reqMu.Lock()
 	defer d.ctl.reqMu.Unlock()
-	d.ctl.mu.Lock()
-	dtr := d.ctl.dtr
-	d.ctl.mu.Unlock()
+	dtr, _ := d.ctl.lines()
 	return d.ctl.lineCtrl(ctx, dtr, on)
 }
 

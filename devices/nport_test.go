@@ -386,6 +386,24 @@ func TestNPortIPv6Greeting(t *testing.T) {
 	})
 }
 
+// requests reads what the control writes to the far end b of its pipe,
+// one Read a request (the control writes each in one Write), until b is
+// closed.
+func requests(b net.Conn) <-chan []byte {
+	reqs := make(chan []byte, 8)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, err := b.Read(buf)
+			if err != nil {
+				return
+			}
+			reqs <- append([]byte(nil), buf[:n]...)
+		}
+	}()
+	return reqs
+}
+
 type pipeAddr struct{}
 
 func (pipeAddr) Network() string { return "pipe" }
@@ -420,17 +438,7 @@ func TestNPortLateAnswer(t *testing.T) {
 		defer b.Close()
 		c := newNPortControl(a, slog.New(slog.DiscardHandler), time.Second, nil)
 		defer c.close()
-		reqs := make(chan []byte, 4)
-		go func() {
-			buf := make([]byte, 64)
-			for {
-				n, err := b.Read(buf)
-				if err != nil {
-					return
-				}
-				reqs <- append([]byte(nil), buf[:n]...)
-			}
-		}()
+		reqs := requests(b)
 		c.reqMu.Lock()
 		defer c.reqMu.Unlock()
 		start := time.Now()
@@ -526,17 +534,7 @@ func TestNPortSilentCommandPort(t *testing.T) {
 		defer b.Close()
 		c := newNPortControl(a, slog.New(slog.DiscardHandler), 2*time.Second, nil)
 		defer c.close()
-		reqs := make(chan []byte, 8)
-		go func() {
-			buf := make([]byte, 64)
-			for {
-				n, err := b.Read(buf)
-				if err != nil {
-					return
-				}
-				reqs <- append([]byte(nil), buf[:n]...)
-			}
-		}()
+		reqs := requests(b)
 		c.reqMu.Lock()
 		defer c.reqMu.Unlock()
 		call := func(on bool) (time.Duration, error) {

@@ -436,7 +436,15 @@ func (c *nportControl) simple(ctx context.Context, what string, req []byte) erro
 	return nil
 }
 
-// lineCtrl sets DTR and RTS.
+// lines returns the DTR and RTS last set (a request sets both: the one
+// not asked for is sent as it is).
+func (c *nportControl) lines() (dtr, rts bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dtr, c.rts
+}
+
+// lineCtrl sets DTR and RTS. Callers hold reqMu.
 func (c *nportControl) lineCtrl(ctx context.Context, dtr, rts bool) error {
 	if err := c.simple(ctx, fmt.Sprintf("DTR %s, RTS %s", onOff(dtr), onOff(rts)), aspp.AppendLineCtrl(nil, dtr, rts)); err != nil {
 		return err
