@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -157,9 +158,125 @@ func (st *stream) writeBinary(p []byte) error {
 }
 
 // read reads the browser's next message; it returns once the stream is
-// finished (finish closes the WebSocket).
-func (st *stream) read() (websocket.MessageType, []byte, error) {
-	return st.c.Read(context.Background())
+// finished (finish closes the WebSocket). When the read fails it finishes
+// the stream with the browser's close code (or abnormal closure) and
+// reports false.
+func (st *stream) read() (websocket.MessageType, []byte, bool) {
+	typ, data, err := st.c.Read(context.Background())
+	if err != nil {
+		code := websocket.CloseStatus(err)
+		if code == -1 {
+			code = websocket.StatusAbnormalClosure
+		}
+		st.finish(code, "")
+		return 0, nil, false
+	}
+	return typ, data, true
+}
+
+// send writes a control message; when it cannot, the stream finishes
+// (abnormal closure) and send reports false.
+func (st *stream) send(v any) bool {
+	if st.writeJSON(v) != nil {
+		st.finish(websocket.StatusAbnormalClosure, "")
+		return false
+	}
+	return true
+}
+
+// serve is the frame of a console's or a watch's handler: the request
+// counts for the server's Close, the WebSocket is accepted, and open runs
+// with the stream and the entry of kind the path's id names (which the
+// user may see); otherwise the stream is refused as gone, saying
+// notFound. The stream finishes when open returns.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, kind, notFound string, open func(st *stream, r *http.Request, e snapEntry, v Entry)) {
+	if !s.track() {
+		writeError(w, http.StatusServiceUnavailable, "shutting down")
+		return
+	}
+	defer s.wg.Done()
+	st := s.accept(w, r)
+	if st == nil {
+		return
+	}
+	defer st.end()
+	e, v, ok := s.find(r.PathValue("id"), st.user)
+	if !ok || e.Kind != kind {
+		st.finish(closeGone, notFound)
+		return
+	}
+	open(st, r, e, v)
+}
+
+// reserve counts the stream against its user's [web] max_consoles, or
+// refuses it and reports false. The caller releases it (s.release).
+func (st *stream) reserve() bool {
+	if !st.s.reserve(st.user.Name) {
+		st.finish(closeTooMany, "too many consoles open ([web] max_consoles)")
+		return false
+	}
+	return true
+}
+
+// run runs a stream whose hello is out: each loop on a goroutine of its
+// own and input on the caller's, until the stream finishes; it returns
+// once the loops have.
+func (st *stream) run(input func(), loops ...func()) {
+	var wg sync.WaitGroup
+	for _, f := range loops {
+		wg.Go(f)
+	}
+	input()
+	st.finish(websocket.StatusNormalClosure, "")
+	wg.Wait()
+}
+
+// why says why a finished stream ended, for its last log record.
+func (st *stream) why() string { return cmp.Or(st.reason, "closed by the browser") }
+
+// allowed is a status loop's check that the session goes on and its user
+// may still reach the VM of e (what names the port in the message): it
+// returns the user and their right, or finishes the stream and reports
+// false.
+func (st *stream) allowed(e snapEntry, what string) (*configs.User, string, bool) {
+	u := st.s.current(st.ss)
+	if u == nil {
+		st.finish(closeSession, "session ended: log in again")
+		return nil, "", false
+	}
+	right, ok := u.Right(e.VM, e.VCUUID)
+	if !ok {
+		st.finish(closeForbidden, "your access to this "+what+" was withdrawn")
+		return nil, "", false
+	}
+	return u, right, true
+}
+
+// sendUsers sends the port's users when they differ from what was sent
+// last (*last, which it updates); false: the stream finished.
+func (st *stream) sendUsers(users []User, last *[]byte) bool {
+	b, _ := json.Marshal(usersMsg{Type: "users", Users: users})
+	if bytes.Equal(b, *last) {
+		return true
+	}
+	if !st.send(json.RawMessage(b)) {
+		return false
+	}
+	*last = b
+	return true
+}
+
+// ping pings the browser; false: it did not answer within [web] ping and
+// the stream finished.
+func (st *stream) ping() bool {
+	pctx, cancel := context.WithTimeout(st.s.ctx, st.s.web.Ping.Duration)
+	err := st.c.Ping(pctx)
+	cancel()
+	if err != nil && st.ctx.Err() == nil {
+		st.finish(websocket.StatusGoingAway, "no answer to ping")
+		return false
+	}
+	return true
 }
 
 // accept accepts a WebSocket (the Origin is checked here) and its session;
@@ -201,22 +318,12 @@ func userText(err error) string {
 }
 
 func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) {
-	if !s.track() {
-		writeError(w, http.StatusServiceUnavailable, "shutting down")
-		return
-	}
-	defer s.wg.Done()
-	st := s.accept(w, r)
-	if st == nil {
-		return
-	}
-	defer st.end()
+	s.serve(w, r, kindConsole, "no such console", s.console)
+}
+
+// console attaches the stream to the console of e and runs it.
+func (s *Server) console(st *stream, r *http.Request, e snapEntry, v Entry) {
 	u := st.user
-	e, v, ok := s.find(r.PathValue("id"), u)
-	if !ok || e.Kind != kindConsole {
-		st.finish(closeGone, "no such console")
-		return
-	}
 	asked := r.URL.Query().Get("mode")
 	if asked == "" {
 		asked = "ro"
@@ -233,8 +340,7 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) {
 		st.finish(closeForbidden, "you have read-only access to this console")
 		return
 	}
-	if !s.reserve(u.Name) {
-		st.finish(closeTooMany, "too many consoles open ([web] max_consoles)")
+	if !st.reserve() {
 		return
 	}
 	defer s.release(u.Name)
@@ -285,18 +391,9 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) {
 		st.finish(websocket.StatusAbnormalClosure, "")
 	} else {
 		close(out.ready) // the hub's writer may send output now
-		var wg sync.WaitGroup
-		wg.Go(cs.watch)
-		wg.Go(cs.status)
-		cs.input()
-		st.finish(websocket.StatusNormalClosure, "")
-		wg.Wait()
+		st.run(cs.input, cs.watch, cs.status)
 	}
-	why := st.reason
-	if why == "" {
-		why = "closed by the browser"
-	}
-	log.Info("web console detached", "why", why, "after", time.Since(started).Round(time.Millisecond).String(),
+	log.Info("web console detached", "why", st.why(), "after", time.Since(started).Round(time.Millisecond).String(),
 		"bytes_in", cs.bytesIn.Load(), "bytes_out", cs.bytesOut.Load(), "dropped_input", cs.dropped.Load())
 }
 
@@ -429,31 +526,19 @@ func (cs *consoleStream) status() {
 	t := time.NewTicker(statusTick)
 	defer t.Stop()
 	for {
-		u := cs.s.current(cs.ss)
-		if u == nil {
-			cs.finish(closeSession, "session ended: log in again")
-			return
-		}
-		right, ok := u.Right(cs.entry.VM, cs.entry.VCUUID)
+		u, right, ok := cs.allowed(cs.entry, "console")
 		if !ok {
-			cs.finish(closeForbidden, "your access to this console was withdrawn")
 			return
 		}
 		if right != configs.AccessRW && cs.att.Mode() != remote.ModeReadOnly {
 			cs.att.SetMode(remote.ModeReadOnly)
 		}
 		if e, _, ok := cs.s.find(cs.entry.ID, u); ok {
-			b, _ := json.Marshal(usersMsg{Type: "users", Users: e.Users})
-			if !bytes.Equal(b, lastUsers) {
-				if cs.writeJSON(json.RawMessage(b)) != nil {
-					cs.finish(websocket.StatusAbnormalClosure, "")
-					return
-				}
-				lastUsers = b
+			if !cs.sendUsers(e.Users, &lastUsers) {
+				return
 			}
 			if e.State != lastState || e.Paused != lastPaused {
-				if cs.writeJSON(stateMsg{Type: "state", State: e.State, Paused: e.Paused}) != nil {
-					cs.finish(websocket.StatusAbnormalClosure, "")
+				if !cs.send(stateMsg{Type: "state", State: e.State, Paused: e.Paused}) {
 					return
 				}
 				lastState, lastPaused = e.State, e.Paused
@@ -465,14 +550,8 @@ func (cs *consoleStream) status() {
 		}
 		if now := time.Now(); !now.Before(ping) {
 			ping = now.Add(cs.s.web.Ping.Duration)
-			if !cs.inputBusy.Load() {
-				pctx, cancel := context.WithTimeout(cs.s.ctx, cs.s.web.Ping.Duration)
-				err := cs.c.Ping(pctx)
-				cancel()
-				if err != nil && cs.ctx.Err() == nil {
-					cs.finish(websocket.StatusGoingAway, "no answer to ping")
-					return
-				}
+			if !cs.inputBusy.Load() && !cs.ping() {
+				return
 			}
 		}
 		select {
@@ -501,13 +580,8 @@ func (cs *consoleStream) sendMode(note string) error {
 func (cs *consoleStream) input() {
 	warned := false
 	for {
-		typ, data, err := cs.read()
-		if err != nil {
-			code := websocket.CloseStatus(err)
-			if code == -1 {
-				code = websocket.StatusAbnormalClosure
-			}
-			cs.finish(code, "")
+		typ, data, ok := cs.read()
+		if !ok {
 			return
 		}
 		if typ == websocket.MessageBinary {

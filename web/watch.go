@@ -1,9 +1,6 @@
 package web
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -127,22 +124,12 @@ func (b *tapBuffer) take(spare []byte) ([]byte, int64) {
 // only reads. The protocol is the console's (doc.go) with kind "link",
 // mode "watch", no scrollback (a link keeps none) and no input.
 func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
-	if !s.track() {
-		writeError(w, http.StatusServiceUnavailable, "shutting down")
-		return
-	}
-	defer s.wg.Done()
-	st := s.accept(w, r)
-	if st == nil {
-		return
-	}
-	defer st.end()
+	s.serve(w, r, kindLink, "no such port", s.watch)
+}
+
+// watch taps the link of e for the stream and runs it.
+func (s *Server) watch(st *stream, r *http.Request, e snapEntry, v Entry) {
 	u := st.user
-	e, v, ok := s.find(r.PathValue("id"), u)
-	if !ok || e.Kind != kindLink {
-		st.finish(closeGone, "no such port")
-		return
-	}
 	if s.cfg.Taps == nil {
 		st.finish(closeGone, "watching is not wired in")
 		return
@@ -156,8 +143,7 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 		st.finish(closeForbidden, "unknown dir "+dir+": want vm, device or both")
 		return
 	}
-	if !s.reserve(u.Name) {
-		st.finish(closeTooMany, "too many consoles open ([web] max_consoles)")
+	if !st.reserve() {
 		return
 	}
 	defer s.release(u.Name)
@@ -182,21 +168,10 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	hello := helloMsg{Type: "hello", ID: e.ID, Kind: kindLink, VM: e.VM, VCUUID: e.VCUUID, Service: e.Service, State: e.State, User: u.Name,
 		Right: v.Right, Mode: "watch", Device: e.Device, DeviceState: e.DeviceState, Dir: dir}
 	ws := &watchStream{stream: st, tb: tb, entry: e}
-	if st.writeJSON(hello) != nil || st.writeJSON(textMsg{Type: "replay-end"}) != nil {
-		st.finish(websocket.StatusAbnormalClosure, "")
-	} else {
-		var wg sync.WaitGroup
-		wg.Go(ws.output)
-		wg.Go(ws.status)
-		ws.input()
-		st.finish(websocket.StatusNormalClosure, "")
-		wg.Wait()
+	if st.send(hello) && st.send(textMsg{Type: "replay-end"}) {
+		st.run(ws.input, ws.output, ws.status)
 	}
-	why := st.reason
-	if why == "" {
-		why = "closed by the browser"
-	}
-	log.Info("web watch ended", "why", why, "after", time.Since(started).Round(time.Millisecond).String(), "bytes_out", ws.bytesOut.Load(), "lost", ws.lost.Load())
+	log.Info("web watch ended", "why", st.why(), "after", time.Since(started).Round(time.Millisecond).String(), "bytes_out", ws.bytesOut.Load(), "lost", ws.lost.Load())
 }
 
 // watchStream is one watch: output sends the tapped traffic, status the
@@ -220,8 +195,7 @@ func (ws *watchStream) output() {
 		data, lost := ws.tb.take(spare)
 		if lost > 0 {
 			ws.lost.Add(lost)
-			if ws.writeJSON(textMsg{Type: "notice", Text: fmt.Sprintf("this browser fell behind: %d bytes of traffic were not shown", lost)}) != nil {
-				ws.finish(websocket.StatusAbnormalClosure, "")
+			if !ws.send(textMsg{Type: "notice", Text: fmt.Sprintf("this browser fell behind: %d bytes of traffic were not shown", lost)}) {
 				return
 			}
 		}
@@ -250,13 +224,8 @@ func (ws *watchStream) status() {
 	t := time.NewTicker(statusTick)
 	defer t.Stop()
 	for {
-		u := ws.s.current(ws.ss)
-		if u == nil {
-			ws.finish(closeSession, "session ended: log in again")
-			return
-		}
-		if _, ok := u.Right(ws.entry.VM, ws.entry.VCUUID); !ok {
-			ws.finish(closeForbidden, "your access to this VM was withdrawn")
+		u, _, ok := ws.allowed(ws.entry, "VM")
+		if !ok {
 			return
 		}
 		e, _, ok := ws.s.find(ws.entry.ID, u)
@@ -264,28 +233,18 @@ func (ws *watchStream) status() {
 			ws.finish(closeGone, "the port closed")
 			return
 		}
-		b, _ := json.Marshal(usersMsg{Type: "users", Users: e.Users})
-		if !bytes.Equal(b, lastUsers) {
-			if ws.writeJSON(json.RawMessage(b)) != nil {
-				ws.finish(websocket.StatusAbnormalClosure, "")
-				return
-			}
-			lastUsers = b
+		if !ws.sendUsers(e.Users, &lastUsers) {
+			return
 		}
 		if e.State != lastState || e.DeviceState != lastDevice {
-			if ws.writeJSON(stateMsg{Type: "state", State: e.State, DeviceState: e.DeviceState}) != nil {
-				ws.finish(websocket.StatusAbnormalClosure, "")
+			if !ws.send(stateMsg{Type: "state", State: e.State, DeviceState: e.DeviceState}) {
 				return
 			}
 			lastState, lastDevice = e.State, e.DeviceState
 		}
 		if now := time.Now(); !now.Before(ping) {
 			ping = now.Add(ws.s.web.Ping.Duration)
-			pctx, cancel := context.WithTimeout(ws.s.ctx, ws.s.web.Ping.Duration)
-			err := ws.c.Ping(pctx)
-			cancel()
-			if err != nil && ws.ctx.Err() == nil {
-				ws.finish(websocket.StatusGoingAway, "no answer to ping")
+			if !ws.ping() {
 				return
 			}
 		}
@@ -301,13 +260,8 @@ func (ws *watchStream) status() {
 func (ws *watchStream) input() {
 	warned := false
 	for {
-		typ, _, err := ws.read()
-		if err != nil {
-			code := websocket.CloseStatus(err)
-			if code == -1 {
-				code = websocket.StatusAbnormalClosure
-			}
-			ws.finish(code, "")
+		typ, _, ok := ws.read()
+		if !ok {
 			return
 		}
 		var reply error
