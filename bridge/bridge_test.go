@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -26,13 +27,27 @@ import (
 // start runs a vspc server with the real bridge on config text.
 func start(t *testing.T, toml string) (addr string, srv *vspc.Server, br *bridge.Bridge) {
 	t.Helper()
+	return startLogged(t, toml, devicetest.Logger(t))
+}
+
+// startLogged is start with the logger of the bridge and the server.
+func startLogged(t *testing.T, toml string, log *slog.Logger) (addr string, srv *vspc.Server, br *bridge.Bridge) {
+	t.Helper()
 	cfg, err := configs.Parse("test.toml", []byte(toml))
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := devicetest.Logger(t)
 	br = bridge.New(cfg, log)
-	srv = vspc.NewServer(vspc.Config{Bridger: br, Logger: log, GracePeriod: 5 * time.Second})
+	srv, addr = serveVMs(t, br, log, 5*time.Second)
+	return addr, srv, br
+}
+
+// serveVMs runs a vspc server in front of br (with the grace period
+// given; 0: the default) on a loopback listener, and returns it and the
+// listener's address. Server and bridge close when the test ends.
+func serveVMs(t *testing.T, br *bridge.Bridge, log *slog.Logger, grace time.Duration) (*vspc.Server, string) {
+	t.Helper()
+	srv := vspc.NewServer(vspc.Config{Bridger: br, Logger: log, GracePeriod: grace})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +56,52 @@ func start(t *testing.T, toml string) (addr string, srv *vspc.Server, br *bridge
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done; srv.Close(); br.Close() })
-	return ln.Addr().String(), srv, br
+	return srv, ln.Addr().String()
+}
+
+// dialVM connects v to the VM listener at addr, or fails the test; the
+// connection closes when the test ends.
+func dialVM(t *testing.T, addr string, v vspctest.VM) *vspctest.Conn {
+	t.Helper()
+	c, err := vspctest.Dial(t.Context(), addr, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// dialRemote connects a direction-client VM named name whose service URI
+// names a fresh loopback listener, the remote system. It returns the VM's
+// connection, the remote's end of the link the bridge opened, and the
+// listener for the bridge's later connections; all close when the test
+// ends.
+func dialRemote(t *testing.T, addr, name string) (*vspctest.Conn, net.Conn, net.Listener) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	c := dialVM(t, addr, vm(name, "tcp://"+ln.Addr().String(), vspc.DirClient))
+	remote, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { remote.Close() })
+	return c, remote, ln
+}
+
+// openTTY opens the test's end of a pty pair (as it is: no mode is set)
+// until the test ends.
+func openTTY(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }
 
 func vm(name, service string, dir vspc.Direction) vspctest.VM {
@@ -87,11 +147,7 @@ device = "serial://%s"
 settings = "115200 8N1"
 `, pty.A))
 	ctx := t.Context()
-	c, err := vspctest.Dial(ctx, addr, vm("router", "lab-router-3", vspc.DirServer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialVM(t, addr, vm("router", "lab-router-3", vspc.DirServer))
 	if err := c.EnableComPort(); err != nil {
 		t.Fatal(err)
 	}
@@ -114,11 +170,7 @@ settings = "115200 8N1"
 		t.Fatalf("tty has %+v, want 57600 with 2 stop bits", st)
 	}
 	// Data both ways, with 255s.
-	other, err := os.OpenFile(pty.B, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := openTTY(t, pty.B)
 	msg := []byte("to the router \xff\x00\x11\x13\xff")
 	c.Write(msg)
 	if got := readFull(t, other, len(msg)); !bytes.Equal(got, msg) {
@@ -152,11 +204,7 @@ device = "rfc2217://%s"
 settings = "9600 8N1"
 `, dev))
 	ctx := t.Context()
-	c, err := vspctest.Dial(ctx, addr, vm("modem", "modem-lab", vspc.DirServer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialVM(t, addr, vm("modem", "modem-lab", vspc.DirServer))
 	c.EnableComPort()
 	// Wait for the device link to come up: data echoes on loop://.
 	c.Write([]byte("ping"))
@@ -206,11 +254,7 @@ device = "nport://%s?cmd=none"
 settings = "115200 8N1"
 `, nport))
 	ctx := t.Context()
-	c, err := vspctest.Dial(ctx, addr, vm("pdu", "pdu-1", vspc.DirServer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialVM(t, addr, vm("pdu", "pdu-1", vspc.DirServer))
 	c.EnableComPort()
 	reply, err := c.ComPort(ctx, baud(9600))
 	if err != nil {
@@ -230,11 +274,7 @@ settings = "115200 8N1"
 	if _, err := vspctest.Dial(ctx, addr, other); !errors.Is(err, vspctest.ErrWontProxy) {
 		t.Fatalf("second VM on the same device: %v, want WONT-PROXY", err)
 	}
-	tty, err := os.OpenFile(pty.A, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tty.Close()
+	tty := openTTY(t, pty.A)
 	waitState(t, br, "pdu", "up")
 	c.Write([]byte("status\r"))
 	if got := readFull(t, tty, 7); string(got) != "status\r" {
@@ -262,17 +302,8 @@ reconnect_max = "200ms"
 service = "console-1"
 device = "tcp://%s"
 `, s2n.Addr))
-	ctx := t.Context()
-	c, err := vspctest.Dial(ctx, addr, vm("con", "console-1", vspc.DirServer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	tty, err := os.OpenFile(pty.A, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tty.Close()
+	c := dialVM(t, addr, vm("con", "console-1", vspc.DirServer))
+	tty := openTTY(t, pty.A)
 	waitState(t, br, "con", "up")
 	c.Write([]byte("one"))
 	if got := readFull(t, tty, 3); string(got) != "one" {
@@ -329,36 +360,14 @@ func observedServer(t *testing.T, extra string, setup func(*bridge.Bridge)) (str
 	if setup != nil {
 		setup(br)
 	}
-	srv := vspc.NewServer(vspc.Config{Bridger: br, Logger: devicetest.Logger(t)})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done; srv.Close(); br.Close() })
-	return ln.Addr().String(), obs
+	_, addr := serveVMs(t, br, devicetest.Logger(t), 0)
+	return addr, obs
 }
 
 // TestObserverSeesTraffic: console alerts see both directions of a link.
 func TestObserverSeesTraffic(t *testing.T) {
-	remote, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer remote.Close()
 	addr, obs := observedServer(t, "[policy]\nconnect_allow = [\"127.0.0.0/8\"]\n", nil)
-	c, err := vspctest.Dial(t.Context(), addr, vm("watched", "tcp://"+remote.Addr().String(), vspc.DirClient))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	rc, err := remote.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
+	c, rc, _ := dialRemote(t, addr, "watched")
 	rc.Write([]byte("Kernel panic - not syncing\r\n"))
 	readFull(t, c, len("Kernel panic - not syncing\r\n"))
 	c.Write([]byte("reboot\r"))
@@ -401,11 +410,7 @@ func (fakeConsole) Close() error { return nil }
 func TestObserverSeesConsoles(t *testing.T) {
 	cons := &fakeConsoles{}
 	addr, obs := observedServer(t, "", func(br *bridge.Bridge) { br.SetConsoles(cons) })
-	c, err := vspctest.Dial(t.Context(), addr, vm("console-vm", "console-vm", vspc.DirServer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialVM(t, addr, vm("console-vm", "console-vm", vspc.DirServer))
 	c.Write([]byte("BUG: soft lockup\r\n"))
 	testwait.For(t, "the console to get the VM's output", func() bool {
 		cons.mu.Lock()
@@ -561,18 +566,10 @@ device = "tcp://%s"
 settings = "115200 8N1"
 `, routed))
 	ctx := t.Context()
-	pdu, err := vspctest.Dial(ctx, addr, vm("pdu", "pdu-1", vspc.DirServer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pdu.Close()
+	pdu := dialVM(t, addr, vm("pdu", "pdu-1", vspc.DirServer))
 	other := vm("named", "tcp://"+named, vspc.DirClient)
 	other.VCUUID = "50000000-0000-0000-0000-00000000beef"
-	own, err := vspctest.Dial(ctx, addr, other)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer own.Close()
+	own := dialVM(t, addr, other)
 	for _, c := range []*vspctest.Conn{pdu, own} {
 		if err := c.EnableComPort(); err != nil {
 			t.Fatal(err)

@@ -2,13 +2,10 @@ package bridge_test
 
 import (
 	"context"
-	"net"
 	"testing"
 
 	"github.com/vspc-bridge/vspc-bridge/internal/park"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
-	"github.com/vspc-bridge/vspc-bridge/vspc"
-	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 )
 
 type okGuard struct{}
@@ -36,21 +33,7 @@ connect_allow = ["127.0.0.0/8"]
 `)
 	br.SetParker(pk)
 	br.SetDeviceGuard(okGuard{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := vspctest.Dial(t.Context(), addr, vm("park-g", "tcp://"+ln.Addr().String(), vspc.DirClient))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	remote, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer remote.Close()
+	c, remote, _ := dialRemote(t, addr, "park-g")
 	for i := range 5 {
 		testwait.For(t, "the device connection to park", func() bool { return pk.Parked() >= 1 })
 		line := []byte{'l', 'i', 'n', 'e', byte('0' + i), '\r', '\n'}

@@ -8,12 +8,10 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/devices"
 	"github.com/vspc-bridge/vspc-bridge/devices/target"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
-	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
 // closingDevice's Read ends when it is closed, as a socket's does.
@@ -86,11 +84,7 @@ func (g *recGuard) events() []string {
 // is lost, and released after it is closed; a refused claim is a device
 // that cannot be reached (the link retries).
 func TestDeviceGuard(t *testing.T) {
-	cfg, err := configs.Parse("t.toml", []byte("[vspc]\nlisten = \"127.0.0.1:0\"\n[policy]\nreconnect_min = \"1ms\"\nreconnect_max = \"5ms\"\n[[route]]\nservice = \"console\"\ndevice = \"tcp://127.0.0.1:9\"\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := New(cfg, nil)
+	b := consoleBridge(t, "[policy]\nreconnect_min = \"1ms\"\nreconnect_max = \"5ms\"\n")
 	t.Cleanup(b.Close)
 	g := &recGuard{refuse: errors.New("held by member b")}
 	b.SetDeviceGuard(g)
@@ -104,10 +98,7 @@ func TestDeviceGuard(t *testing.T) {
 		mu.Unlock()
 		return d, nil
 	}
-	be, err := b.Open(t.Context(), vspc.Request{Direction: vspc.DirServer, ServiceURI: "console", VMName: "vm", VCUUID: "50000000-0000-4000-8000-000000000001"}, nullSink{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	be := openConsole(t, b)
 	status := func() DeviceStatus { return b.Devices()[0] }
 	testwait.For(t, "refused claims to be retried", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.acquires >= 3 })
 	if st := status(); st.State != "down" || st.LastErr != "held by member b" {

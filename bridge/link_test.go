@@ -30,6 +30,42 @@ type fakeDevice struct {
 	closed bool
 }
 
+// consoleBridge is a bridge on a config with the tables in extra (such as
+// [policy]) and one route, service "console", to a tcp:// device the test
+// stands in for with b.open. Nobody closes it but the test.
+func consoleBridge(t *testing.T, extra string) *Bridge {
+	t.Helper()
+	cfg, err := configs.Parse("t.toml", []byte("[vspc]\nlisten = \"127.0.0.1:0\"\n"+extra+"[[route]]\nservice = \"console\"\ndevice = \"tcp://127.0.0.1:9\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(cfg, nil)
+}
+
+// openConsole opens the port of a direction-server VM on service
+// "console" through b, as the VM server does.
+func openConsole(t *testing.T, b *Bridge) vspc.Backend {
+	t.Helper()
+	be, err := b.Open(t.Context(), vspc.Request{Direction: vspc.DirServer, ServiceURI: "console", VMName: "vm", VCUUID: "50000000-0000-4000-8000-000000000001"}, nullSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return be
+}
+
+// openFrom is a b.open whose devices are the ones sent on next, each
+// open waiting for one (or for its context to end).
+func openFrom(next <-chan devices.Device) func(context.Context, target.Target, devices.Options) (devices.Device, error) {
+	return func(ctx context.Context, _ target.Target, _ devices.Options) (devices.Device, error) {
+		select {
+		case d := <-next:
+			return d, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
 // newFakeDevice returns a fakeDevice whose Read fails at the latest when
 // the test ends (before the link is closed, when registered after it).
 func newFakeDevice(t *testing.T, accept int) *fakeDevice {
@@ -94,35 +130,11 @@ func (d *fakeDevice) ModemState(context.Context) (rfc2217.ModemState, error) { r
 // devices in order, also when the first of them fails the flush.
 func TestBacklogBound(t *testing.T) {
 	const buffer = 4096
-	cfg, err := configs.Parse("t.toml", []byte(`[vspc]
-listen = "127.0.0.1:0"
-[vmotion]
-buffer = "4KiB"
-[policy]
-reconnect_min = "1ms"
-reconnect_max = "1ms"
-[[route]]
-service = "console"
-device = "tcp://127.0.0.1:9"
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := New(cfg, nil)
+	b := consoleBridge(t, "[vmotion]\nbuffer = \"4KiB\"\n[policy]\nreconnect_min = \"1ms\"\nreconnect_max = \"1ms\"\n")
 	t.Cleanup(b.Close)
 	next := make(chan devices.Device)
-	b.open = func(ctx context.Context, _ target.Target, _ devices.Options) (devices.Device, error) {
-		select {
-		case d := <-next:
-			return d, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	be, err := b.Open(t.Context(), vspc.Request{Direction: vspc.DirServer, ServiceURI: "console", VMName: "vm", VCUUID: "50000000-0000-4000-8000-000000000001"}, nullSink{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b.open = openFrom(next)
+	be := openConsole(t, b)
 	t.Cleanup(func() { be.Close() })
 	status := func() DeviceStatus { return b.Devices()[0] }
 
@@ -208,32 +220,10 @@ func (d *gatedDevice) Write(p []byte) (int, error) {
 // open and no pump running (up used to publish the device after Close had
 // looked for one, and Bridge.Close then waited for that pump forever).
 func TestCloseDuringBacklogFlush(t *testing.T) {
-	cfg, err := configs.Parse("t.toml", []byte(`[vspc]
-listen = "127.0.0.1:0"
-[policy]
-reconnect_min = "1ms"
-reconnect_max = "1ms"
-[[route]]
-service = "console"
-device = "tcp://127.0.0.1:9"
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := New(cfg, nil)
+	b := consoleBridge(t, "[policy]\nreconnect_min = \"1ms\"\nreconnect_max = \"1ms\"\n")
 	next := make(chan devices.Device)
-	b.open = func(ctx context.Context, _ target.Target, _ devices.Options) (devices.Device, error) {
-		select {
-		case d := <-next:
-			return d, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	be, err := b.Open(t.Context(), vspc.Request{Direction: vspc.DirServer, ServiceURI: "console", VMName: "vm", VCUUID: "50000000-0000-4000-8000-000000000001"}, nullSink{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b.open = openFrom(next)
+	be := openConsole(t, b)
 	// The VM speaks while the device is away: the bytes wait in the backlog.
 	if _, err := be.Write([]byte("held while away")); err != nil {
 		t.Fatal(err)

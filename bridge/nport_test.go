@@ -11,11 +11,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/aspp"
 	"github.com/vspc-bridge/vspc-bridge/bridge"
-	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/rfc2217"
@@ -56,23 +54,43 @@ func (w warnings) list() []string {
 // startCounting is start with a logger that counts warnings.
 func startCounting(t *testing.T, toml string) (string, *bridge.Bridge, warnings) {
 	t.Helper()
-	cfg, err := configs.Parse("test.toml", []byte(toml))
-	if err != nil {
-		t.Fatal(err)
-	}
 	w := warnings{Handler: devicetest.Logger(t).Handler(), mu: &sync.Mutex{}, msgs: new([]string)}
-	log := slog.New(w)
-	br := bridge.New(cfg, log)
-	srv := vspc.NewServer(vspc.Config{Bridger: br, Logger: log, GracePeriod: 5 * time.Second})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	addr, _, br := startLogged(t, toml, slog.New(w))
+	return addr, br, w
+}
+
+// nportVM is routerVM on a bridge with one route, router-*, to a
+// simulated NPort, with COM-PORT-OPTION enabled.
+type nportVM struct {
+	sim   *devicetest.NPort
+	br    *bridge.Bridge
+	warns warnings // the bridge's
+	vm    *vspctest.Conn
+	tty   *os.File // the serial device's end of the NPort's line
+}
+
+// startNPortVM starts the NPort with opts and the bridge, on a config
+// with the tables in extra (such as [policy]) and a route to the NPort's
+// data and command ports with the lines in route (such as its settings).
+func startNPortVM(t *testing.T, opts devicetest.NPortOptions, extra, route string) nportVM {
+	t.Helper()
+	sim := devicetest.StartNPort(t, opts)
+	_, cmd, _ := net.SplitHostPort(sim.CmdAddr)
+	addr, br, warns := startCounting(t, fmt.Sprintf(`
+[vspc]
+listen = "127.0.0.1:0"
+%s
+[[route]]
+name = "router"
+service = "router-*"
+device = "nport://%s?cmd=%s"
+%s
+`, extra, sim.DataAddr, cmd, route))
+	c := dialVM(t, addr, routerVM())
+	if err := c.EnableComPort(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done; srv.Close(); br.Close() })
-	return ln.Addr().String(), br, w
+	return nportVM{sim: sim, br: br, warns: warns, vm: c, tty: openTTY(t, sim.TTY)}
 }
 
 // routerVM is a VM that identifies itself completely (no warnings about
@@ -147,33 +165,10 @@ func nextNotify(t *testing.T, c *vspctest.Conn, code rfc2217.Command, ok func(by
 // bytes flow both ways at each, and a DCD change and a parity error the
 // NPort reports reach the guest as NOTIFY-MODEMSTATE and NOTIFY-LINESTATE.
 func TestNPortGuestLineControl(t *testing.T) {
-	sim := devicetest.StartNPort(t, devicetest.NPortOptions{Modem: aspp.Modem{DSR: true, CTS: true}})
-	_, cmd, _ := net.SplitHostPort(sim.CmdAddr)
-	addr, br, warns := startCounting(t, fmt.Sprintf(`
-[vspc]
-listen = "127.0.0.1:0"
-[[route]]
-name = "router"
-service = "router-*"
-device = "nport://%s?cmd=%s"
-settings = "9600 8N1"
-`, sim.DataAddr, cmd))
-	c, err := vspctest.Dial(t.Context(), addr, routerVM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.EnableComPort(); err != nil {
-		t.Fatal(err)
-	}
-	tty, err := os.OpenFile(sim.TTY, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tty.Close()
+	n := startNPortVM(t, devicetest.NPortOptions{Modem: aspp.Modem{DSR: true, CTS: true}}, "", `settings = "9600 8N1"`)
 	testwait.For(t, "the NPort's session with the route's 9600", func() bool {
-		cmd, data := sim.Connected()
-		return cmd && data && sim.State().TxFIFO != 0
+		cmd, data := n.sim.Connected()
+		return cmd && data && n.sim.State().TxFIFO != 0
 	})
 
 	for _, step := range []struct {
@@ -184,41 +179,41 @@ settings = "9600 8N1"
 		{57600, 7, byte(rfc2217.ParityEven), byte(rfc2217.Stop2), "7E2", "cstopb"},
 		{115200, 8, byte(rfc2217.ParityNone), byte(rfc2217.Stop1), "8N1", "-cstopb"},
 	} {
-		setLine(t, c, step.baud, step.data, step.parity, step.stop)
-		out := devicetest.Stty(t, sim.UART)
+		setLine(t, n.vm, step.baud, step.data, step.parity, step.stop)
+		out := devicetest.Stty(t, n.sim.UART)
 		if !strings.Contains(out, fmt.Sprintf("speed %d baud", step.baud)) || !devicetest.SttyHas(out, step.stty) {
 			t.Errorf("%s: stty on the NPort's pty:\n%s", step.mode, out)
 		}
-		if st := sim.State(); st.Baud != step.baud || st.Mode.String() != step.mode {
+		if st := n.sim.State(); st.Baud != step.baud || st.Mode.String() != step.mode {
 			t.Errorf("%s: the NPort has %d %v", step.mode, st.Baud, st.Mode)
 		}
-		bothWays(t, c, tty, step.mode)
+		bothWays(t, n.vm, n.tty, step.mode)
 	}
 
 	// Modem and line events from the NPort, under the guest's masks
 	// (modem: RFC default 255; line: the guest asks for errors).
 	// The guest's first report: DSR and CTS from the PORT_INIT answer, no
 	// carrier. Then the NPort reports carrier: CD with ΔCD.
-	nextNotify(t, c, rfc2217.NotifyModemstate.Reply(), func(v byte) bool {
+	nextNotify(t, n.vm, rfc2217.NotifyModemstate.Reply(), func(v byte) bool {
 		return rfc2217.ModemState(v)&rfc2217.ModemLines == rfc2217.ModemDSR|rfc2217.ModemCTS
 	})
-	sim.SetModem(aspp.Modem{DSR: true, CTS: true, DCD: true})
-	nextNotify(t, c, rfc2217.NotifyModemstate.Reply(), func(v byte) bool {
+	n.sim.SetModem(aspp.Modem{DSR: true, CTS: true, DCD: true})
+	nextNotify(t, n.vm, rfc2217.NotifyModemstate.Reply(), func(v byte) bool {
 		return rfc2217.ModemState(v)&(rfc2217.ModemCD|rfc2217.ModemDeltaCD) == rfc2217.ModemCD|rfc2217.ModemDeltaCD
 	})
-	if reply, err := c.ComPort(t.Context(), []byte{byte(rfc2217.SetLinestateMask), byte(rfc2217.LineParity | rfc2217.LineBreak)}); err != nil || reply[1] != byte(rfc2217.LineParity|rfc2217.LineBreak) {
+	if reply, err := n.vm.ComPort(t.Context(), []byte{byte(rfc2217.SetLinestateMask), byte(rfc2217.LineParity | rfc2217.LineBreak)}); err != nil || reply[1] != byte(rfc2217.LineParity|rfc2217.LineBreak) {
 		t.Fatalf("SET-LINESTATE-MASK: % x, %v", reply, err)
 	}
-	sim.InjectEvents(aspp.EventParity | aspp.EventFraming)
-	if v := nextNotify(t, c, rfc2217.NotifyLinestate.Reply(), func(v byte) bool { return v != 0 }); rfc2217.LineState(v) != rfc2217.LineParity {
+	n.sim.InjectEvents(aspp.EventParity | aspp.EventFraming)
+	if v := nextNotify(t, n.vm, rfc2217.NotifyLinestate.Reply(), func(v byte) bool { return v != 0 }); rfc2217.LineState(v) != rfc2217.LineParity {
 		t.Errorf("NOTIFY-LINESTATE %v, want PARITY-ERROR (framing is masked)", rfc2217.LineState(v))
 	}
 
-	devs := br.Devices()
+	devs := n.br.Devices()
 	if len(devs) != 1 || devs[0].State != "up" || devs[0].Mismatch != "" || devs[0].Settings != "115200 8N1" {
 		t.Errorf("status %+v", devs)
 	}
-	if w := warns.list(); len(w) != 0 {
+	if w := n.warns.list(); len(w) != 0 {
 		t.Errorf("warnings: %q", w)
 	}
 }
@@ -227,45 +222,22 @@ settings = "9600 8N1"
 // closed ("Allow driver control" off) the VM still exchanges data, the
 // guest is answered with the route's settings, and one warning is logged.
 func TestNPortCommandPortClosed(t *testing.T) {
-	sim := devicetest.StartNPort(t, devicetest.NPortOptions{NoCommandPort: true})
-	_, cmd, _ := net.SplitHostPort(sim.CmdAddr)
-	addr, br, warns := startCounting(t, fmt.Sprintf(`
-[vspc]
-listen = "127.0.0.1:0"
-[[route]]
-name = "router"
-service = "router-*"
-device = "nport://%s?cmd=%s"
-settings = "9600 8N1"
-`, sim.DataAddr, cmd))
-	c, err := vspctest.Dial(t.Context(), addr, routerVM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.EnableComPort(); err != nil {
-		t.Fatal(err)
-	}
-	tty, err := os.OpenFile(sim.TTY, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tty.Close()
+	n := startNPortVM(t, devicetest.NPortOptions{NoCommandPort: true}, "", `settings = "9600 8N1"`)
 	testwait.For(t, "the device up", func() bool {
-		devs := br.Devices()
+		devs := n.br.Devices()
 		return len(devs) == 1 && devs[0].State == "up"
 	})
 	for _, b := range []uint32{57600, 115200} {
-		reply, err := c.ComPort(t.Context(), baud(b))
+		reply, err := n.vm.ComPort(t.Context(), baud(b))
 		if err != nil || binary.BigEndian.Uint32(reply[1:]) != 9600 {
 			t.Fatalf("SET-BAUDRATE %d answered % x, %v; want the route's 9600", b, reply, err)
 		}
-		bothWays(t, c, tty, fmt.Sprint(b))
+		bothWays(t, n.vm, n.tty, fmt.Sprint(b))
 	}
-	if devs := br.Devices(); len(devs) != 1 || !strings.Contains(devs[0].Mismatch, "115200") {
+	if devs := n.br.Devices(); len(devs) != 1 || !strings.Contains(devs[0].Mismatch, "115200") {
 		t.Errorf("status %+v", devs)
 	}
-	if w := warns.list(); len(w) != 1 || !strings.Contains(w[0], "command port") {
+	if w := n.warns.list(); len(w) != 1 || !strings.Contains(w[0], "command port") {
 		t.Errorf("warnings %q, want one about the command port", w)
 	}
 }
@@ -275,74 +247,51 @@ settings = "9600 8N1"
 // again, not the route's; when the NPort stops answering commands, the
 // VM's data still flows and status shows the unanswered command.
 func TestNPortReconnectAndSilence(t *testing.T) {
-	sim := devicetest.StartNPort(t, devicetest.NPortOptions{})
-	_, cmd, _ := net.SplitHostPort(sim.CmdAddr)
-	addr, br, _ := startCounting(t, fmt.Sprintf(`
-[vspc]
-listen = "127.0.0.1:0"
-[policy]
+	const policy = `[policy]
 reconnect_min = "20ms"
-reconnect_max = "100ms"
-[[route]]
-name = "router"
-service = "router-*"
-device = "nport://%s?cmd=%s"
-settings = "9600 8N1"
-`, sim.DataAddr, cmd))
-	c, err := vspctest.Dial(t.Context(), addr, routerVM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.EnableComPort(); err != nil {
-		t.Fatal(err)
-	}
-	tty, err := os.OpenFile(sim.TTY, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tty.Close()
-	testwait.For(t, "the NPort's first session", func() bool { c, d := sim.Connected(); return c && d })
-	setLine(t, c, 57600, 7, byte(rfc2217.ParityEven), byte(rfc2217.Stop2))
+reconnect_max = "100ms"`
+	n := startNPortVM(t, devicetest.NPortOptions{}, policy, `settings = "9600 8N1"`)
+	testwait.For(t, "the NPort's first session", func() bool { c, d := n.sim.Connected(); return c && d })
+	setLine(t, n.vm, 57600, 7, byte(rfc2217.ParityEven), byte(rfc2217.Stop2))
 
-	sim.DropSession()
+	n.sim.DropSession()
 	testwait.For(t, "the guest's 57600 7E2 on the NPort's second session", func() bool {
-		st := sim.State()
+		st := n.sim.State()
 		return st.Sessions >= 2 && st.Baud == 57600 && st.Mode.String() == "7E2" && st.TxFIFO != 0
 	})
-	if s := devicetest.TTY(t, sim.UART); s.Speed != 57600 || s.StopBits != 2 {
+	if s := devicetest.TTY(t, n.sim.UART); s.Speed != 57600 || s.StopBits != 2 {
 		t.Errorf("pty after the reconnect: %+v", s)
 	}
-	bothWays(t, c, tty, "after reconnect")
+	bothWays(t, n.vm, n.tty, "after reconnect")
 
 	// The NPort stops answering PORT_INIT: data from the device flows
 	// while the guest's command waits; the command times out (2 s, once:
 	// the next ones do not wait while the NPort stays silent), the
 	// guest's own data, which follows the command in its stream, goes
 	// after it, and status says so.
-	sim.SetFault(aspp.PortInit, devicetest.Fault{Drop: true})
+	n.sim.SetFault(aspp.PortInit, devicetest.Fault{Drop: true})
 	errc := make(chan error, 1)
 	go func() { // the guest waits for its answer; the data does not
-		_, err := c.ComPort(t.Context(), baud(19200))
+		_, err := n.vm.ComPort(t.Context(), baud(19200))
 		errc <- err
 	}()
 	testwait.For(t, "the unanswered PORT_INIT", func() bool {
-		r := sim.State().Requests
+		r := n.sim.State().Requests
 		return len(r) > 0 && strings.HasPrefix(r[len(r)-1], "2c 08 07")
 	})
 	in := []byte("from the device while the command waits")
-	if _, err := tty.Write(in); err != nil {
+	if _, err := n.tty.Write(in); err != nil {
 		t.Fatal(err)
 	}
-	if got := readFull(t, c, len(in)); !bytes.Equal(got, in) {
+	if got := readFull(t, n.vm, len(in)); !bytes.Equal(got, in) {
 		t.Fatalf("VM got %q", got)
 	}
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	bothWays(t, c, tty, "while the NPort is silent")
+	bothWays(t, n.vm, n.tty, "while the NPort is silent")
 	testwait.For(t, "the mismatch in status", func() bool {
-		devs := br.Devices()
+		devs := n.br.Devices()
 		return len(devs) == 1 && strings.Contains(devs[0].Mismatch, "not answered")
 	})
 }
@@ -350,45 +299,23 @@ settings = "9600 8N1"
 // TestNPortRouteWithoutSettings: a route that says nothing about the line
 // leaves the NPort as its console set it until the guest sets something.
 func TestNPortRouteWithoutSettings(t *testing.T) {
-	sim := devicetest.StartNPort(t, devicetest.NPortOptions{Default: devicetest.NPortLine{Baud: 38400}})
-	_, cmd, _ := net.SplitHostPort(sim.CmdAddr)
-	addr, br, warns := startCounting(t, fmt.Sprintf(`
-[vspc]
-listen = "127.0.0.1:0"
-[[route]]
-name = "router"
-service = "router-*"
-device = "nport://%s?cmd=%s"
-`, sim.DataAddr, cmd))
-	c, err := vspctest.Dial(t.Context(), addr, routerVM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.EnableComPort(); err != nil {
-		t.Fatal(err)
-	}
+	n := startNPortVM(t, devicetest.NPortOptions{Default: devicetest.NPortLine{Baud: 38400}}, "", "")
 	testwait.For(t, "the device up", func() bool {
-		devs := br.Devices()
+		devs := n.br.Devices()
 		return len(devs) == 1 && devs[0].State == "up"
 	})
-	tty, err := os.OpenFile(sim.TTY, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tty.Close()
-	bothWays(t, c, tty, "untouched")
-	if st := sim.State(); len(st.Requests) != 0 || st.Baud != 38400 {
+	bothWays(t, n.vm, n.tty, "untouched")
+	if st := n.sim.State(); len(st.Requests) != 0 || st.Baud != 38400 {
 		t.Errorf("the NPort was told %q and has %d baud; want nothing sent, its own 38400", st.Requests, st.Baud)
 	}
-	reply, err := c.ComPort(t.Context(), baud(57600))
+	reply, err := n.vm.ComPort(t.Context(), baud(57600))
 	if err != nil || binary.BigEndian.Uint32(reply[1:]) != 57600 {
 		t.Fatalf("SET-BAUDRATE: % x, %v", reply, err)
 	}
-	if st := sim.State(); st.Baud != 57600 || st.Mode.String() != "8N1" {
+	if st := n.sim.State(); st.Baud != 57600 || st.Mode.String() != "8N1" {
 		t.Errorf("the NPort has %d %v, want 57600 8N1", st.Baud, st.Mode)
 	}
-	if w := warns.list(); len(w) != 0 {
+	if w := n.warns.list(); len(w) != 0 {
 		t.Errorf("warnings: %q", w)
 	}
 }

@@ -1,15 +1,12 @@
 package bridge_test
 
 import (
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/internal/park"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
-	"github.com/vspc-bridge/vspc-bridge/vspc"
-	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 )
 
 // An idle device connection parks (no goroutine), wakes for data from the
@@ -31,21 +28,7 @@ reconnect_min = "20ms"
 reconnect_max = "200ms"
 `)
 	br.SetParker(pk)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := vspctest.Dial(t.Context(), addr, vm("park-1", "tcp://"+ln.Addr().String(), vspc.DirClient))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	remote, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer remote.Close()
+	c, remote, ln := dialRemote(t, addr, "park-1")
 	parked := func(what string) {
 		t.Helper()
 		testwait.For(t, what, func() bool { return pk.Parked() == 1 })

@@ -2,14 +2,12 @@ package bridge_test
 
 import (
 	"errors"
-	"net"
 	"sync"
 	"testing"
 
 	"github.com/vspc-bridge/vspc-bridge/bridge"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
-	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 )
 
 // tapRecorder records what a tap sees, per direction.
@@ -36,33 +34,11 @@ func (r *tapRecorder) seen(fromDevice bool) string {
 // apart); the alert observer still sees everything; after untap the tap
 // sees nothing more.
 func TestTapSeesOneLinkOnly(t *testing.T) {
-	remote1, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer remote1.Close()
-	remote2, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer remote2.Close()
 	var br *bridge.Bridge
 	addr, obs := observedServer(t, "[policy]\nconnect_allow = [\"127.0.0.0/8\"]\n", func(b *bridge.Bridge) { br = b })
-	svc1, svc2 := "tcp://"+remote1.Addr().String(), "tcp://"+remote2.Addr().String()
-	c1, err := vspctest.Dial(t.Context(), addr, vm("two-ports", svc1, vspc.DirClient))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c1.Close()
-	c2, err := vspctest.Dial(t.Context(), addr, vm("two-ports", svc2, vspc.DirClient))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
-	r1, err := remote1.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r1.Close()
-	r2, err := remote2.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r2.Close()
+	c1, r1, remote1 := dialRemote(t, addr, "two-ports")
+	c2, r2, _ := dialRemote(t, addr, "two-ports")
+	svc1 := "tcp://" + remote1.Addr().String()
 
 	if _, err := br.Tap(vspc.PortKeyOf("50112233-4455-6677-8899-aabbccddeeff", "two-ports", "com9"), func(bool, []byte) {}); !errors.Is(err, bridge.ErrNoLink) {
 		t.Fatalf("tap on no link: %v", err)
