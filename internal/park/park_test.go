@@ -71,6 +71,15 @@ func tcpPair(t testing.TB) (server, client net.Conn) {
 	return r.c, client
 }
 
+// wrapped returns the server end of a fresh loopback connection wrapped
+// by p, with a fresh waker as its owner; the client end; and the waker.
+func wrapped(t *testing.T, p *Parker) (*Conn, net.Conn, *waker) {
+	t.Helper()
+	s, cl := tcpPair(t)
+	w := newWaker()
+	return p.Wrap(s, w.wake), cl, w
+}
+
 // waker is a test owner's wake function: it counts calls and signals each.
 type waker struct {
 	n  atomic.Int32
@@ -131,9 +140,7 @@ func readAll(t *testing.T, c net.Conn, want string) {
 func TestParkWakesOnData(t *testing.T) {
 	eachBackend(t, func(t *testing.T, k backendKind) {
 		p := newTestParker(t, k, 0)
-		s, cl := tcpPair(t)
-		w := newWaker()
-		c := p.Wrap(s, w.wake)
+		c, cl, w := wrapped(t, p)
 		parkIdle(t, c)
 		if got := p.Parked(); got != 1 {
 			t.Fatalf("Parked = %d, want 1", got)
@@ -160,11 +167,9 @@ func TestParkWakesOnData(t *testing.T) {
 func TestParkWithDataAlreadyPending(t *testing.T) {
 	eachBackend(t, func(t *testing.T, k backendKind) {
 		p := newTestParker(t, k, 0)
-		s, cl := tcpPair(t)
-		w := newWaker()
-		c := p.Wrap(s, w.wake)
+		c, cl, w := wrapped(t, p)
 		cl.Write([]byte("early"))
-		// Wait until the bytes are in s's receive queue: a Read without
+		// Wait until the bytes are in c's receive queue: a Read without
 		// a deadline returns the first of them.
 		c.SetReadDeadline(time.Now().Add(testwait.Timeout))
 		b := make([]byte, 1)
@@ -182,9 +187,7 @@ func TestParkWithDataAlreadyPending(t *testing.T) {
 func TestPartialReadWakesAgain(t *testing.T) {
 	eachBackend(t, func(t *testing.T, k backendKind) {
 		p := newTestParker(t, k, 0)
-		s, cl := tcpPair(t)
-		w := newWaker()
-		c := p.Wrap(s, w.wake)
+		c, cl, w := wrapped(t, p)
 		parkIdle(t, c)
 		cl.Write([]byte("0123456789"))
 		w.wait(t, "the wake-up")
@@ -247,9 +250,7 @@ func TestNotParkable(t *testing.T) {
 func TestCloseWakesParked(t *testing.T) {
 	eachBackend(t, func(t *testing.T, k backendKind) {
 		p := newTestParker(t, k, 0)
-		s, _ := tcpPair(t)
-		w := newWaker()
-		c := p.Wrap(s, w.wake)
+		c, _, w := wrapped(t, p)
 		parkIdle(t, c)
 		if err := c.Close(); err != nil {
 			t.Fatal(err)
@@ -270,9 +271,7 @@ func TestCloseWakesParked(t *testing.T) {
 func TestPeerHangUpWakes(t *testing.T) {
 	eachBackend(t, func(t *testing.T, k backendKind) {
 		p := newTestParker(t, k, 0)
-		s, cl := tcpPair(t)
-		w := newWaker()
-		c := p.Wrap(s, w.wake)
+		c, cl, w := wrapped(t, p)
 		parkIdle(t, c)
 		cl.Close()
 		w.wait(t, "the wake-up by the peer's FIN")
@@ -288,9 +287,7 @@ func TestPeerHangUpWakes(t *testing.T) {
 func TestWakeAndStaleEvent(t *testing.T) {
 	eachBackend(t, func(t *testing.T, k backendKind) {
 		p := newTestParker(t, k, 0)
-		s, cl := tcpPair(t)
-		w := newWaker()
-		c := p.Wrap(s, w.wake)
+		c, cl, w := wrapped(t, p)
 		if c.Wake() {
 			t.Fatal("Wake of an active connection reported a wake-up")
 		}
@@ -320,9 +317,7 @@ func TestWakeAndStaleEvent(t *testing.T) {
 func TestGenerations(t *testing.T) {
 	eachBackend(t, func(t *testing.T, k backendKind) {
 		p := newTestParker(t, k, 0)
-		s1, _ := tcpPair(t)
-		w1 := newWaker()
-		c1 := p.Wrap(s1, w1.wake)
+		c1, _, w1 := wrapped(t, p)
 		parkIdle(t, c1)
 		p.mu.Lock()
 		idx, gen := c1.slot, p.slots[c1.slot].gen
@@ -331,9 +326,7 @@ func TestGenerations(t *testing.T) {
 		c1.Close()
 		w1.wait(t, "the wake-up by Close")
 
-		s2, cl2 := tcpPair(t)
-		w2 := newWaker()
-		c2 := p.Wrap(s2, w2.wake)
+		c2, cl2, w2 := wrapped(t, p)
 		parkIdle(t, c2)
 		p.mu.Lock()
 		idx2, gen2 := c2.slot, p.slots[c2.slot].gen
@@ -417,9 +410,7 @@ func TestWakeSlotBackWithoutRead(t *testing.T) {
 	eachBackend(t, func(t *testing.T, k backendKind) {
 		p := newTestParker(t, k, 1)
 		for i := range 3 {
-			s, cl := tcpPair(t)
-			w := newWaker()
-			c := p.Wrap(s, w.wake)
+			c, cl, w := wrapped(t, p)
 			parkIdle(t, c)
 			cl.Write([]byte("x"))
 			w.wait(t, "wake-up "+string(rune('1'+i)))
@@ -463,9 +454,7 @@ func TestCloseRacesData(t *testing.T) {
 		const rounds = 100
 		var ws []*waker
 		for range rounds {
-			s, cl := tcpPair(t)
-			w := newWaker()
-			c := p.Wrap(s, w.wake)
+			c, cl, w := wrapped(t, p)
 			parkIdle(t, c)
 			ws = append(ws, w)
 			var wg sync.WaitGroup
@@ -555,9 +544,7 @@ func TestNetConnAfterPark(t *testing.T) {
 	eachBackend(t, func(t *testing.T, k backendKind) {
 		p := newTestParker(t, k, 0)
 		nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
-			s, cl := tcpPair(t)
-			w := newWaker()
-			a := p.Wrap(s, w.wake)
+			a, cl, w := wrapped(t, p)
 			b := p.Wrap(cl, func() {})
 			parkIdle(t, a)
 			if !a.Wake() {
