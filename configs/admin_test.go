@@ -104,27 +104,7 @@ func TestAdminErrors(t *testing.T) {
 		{"duplicate names", listen + "[[alert]]\npattern = \"a\"\n[[alert]]\npattern = \"a\"\n", []string{"alert[1]: duplicate alert name \"a\" (also alert[0])"}},
 		{"pattern wrong type", listen + "[[alert]]\npattern = 3\n", []string{"alert[0].pattern: want a string, got integer 3"}},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse("a.toml", []byte(tt.src))
-			if len(tt.want) == 0 {
-				if err != nil {
-					t.Fatalf("unexpected error: %v", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("no error, want %q", tt.want)
-			}
-			msg := err.Error()
-			for _, w := range tt.want {
-				if !strings.Contains(msg, w) {
-					t.Errorf("error lacks %q:\n%s", w, msg)
-				}
-			}
-			if n := strings.Count(msg, "\n") + 1; n != len(tt.want) {
-				t.Errorf("%d errors, want %d:\n%s", n, len(tt.want), msg)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantErrors(t, tt.src, tt.want) })
 	}
 }
 

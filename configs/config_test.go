@@ -277,6 +277,21 @@ func parseErr(t *testing.T, src string) []string {
 	return out
 }
 
+// wantErrors parses src and checks its errors in line order: as many as
+// want has (none: src parses), each containing the want at its place.
+func wantErrors(t *testing.T, src string, want []string) {
+	t.Helper()
+	got := parseErr(t, src)
+	if len(got) != len(want) {
+		t.Fatalf("got %d errors, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
+	}
+	for i := range got {
+		if !strings.Contains(got[i], want[i]) {
+			t.Errorf("error %d = %q, want it to contain %q", i, got[i], want[i])
+		}
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	const listen = "[vspc]\nlisten = \"127.0.0.1:13370\"\n"
 	tests := []struct {
@@ -348,17 +363,7 @@ func TestParseErrors(t *testing.T) {
 		{"quoted key", listen + "\"we ird\" = 1\n", []string{`3: vspc."we ird": unknown key`}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := parseErr(t, tt.src)
-			if len(got) != len(tt.want) {
-				t.Fatalf("got %d errors, want %d:\n%s", len(got), len(tt.want), strings.Join(got, "\n"))
-			}
-			for i := range got {
-				if !strings.Contains(got[i], tt.want[i]) {
-					t.Errorf("error %d = %q, want it to contain %q", i, got[i], tt.want[i])
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantErrors(t, tt.src, tt.want) })
 	}
 }
 
