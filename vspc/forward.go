@@ -255,18 +255,9 @@ func (s *Server) ServeHandoff(nc net.Conn, h *Handoff) {
 	c := newConn(s, nc, nil) // never parks: it runs on the caller's goroutine
 	c.relayed = true
 	c.via = h.Via
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		nc.Close()
+	if !s.adopt(c, nc) {
 		return
 	}
-	s.nconns.Add(1)
-	s.conns[c] = struct{}{}
-	s.counters.Accepted++
-	s.counters.HandedIn++
-	s.wg.Add(1) // connEnded ends it
-	s.mu.Unlock()
 	if err := c.resume(h); err != nil {
 		c.fail(fmt.Errorf("%w: %v", ErrBadHandoff, err))
 		c.finish()

@@ -377,20 +377,32 @@ func (s *Server) connEnded(c *vmConn) {
 // testing/synctest bubble).
 func (s *Server) ServeConn(nc net.Conn) {
 	c := newConn(s, nc, nil) // never parks: it runs on the caller's goroutine
-	// The closing check and the insert are one step, so Close either
-	// refuses the connection here or finds it in s.conns and closes it.
+	if s.adopt(c, nc) {
+		c.run(s.ctx)
+	}
+}
+
+// adopt counts c, a connection that runs on its caller's goroutine
+// (ServeConn, ServeHandoff), among the server's until connEnded; when the
+// server is closing it closes nc and reports false instead. The closing
+// check and the insert are one step, so Close either refuses the
+// connection here or finds it in s.conns and closes it.
+func (s *Server) adopt(c *vmConn, nc net.Conn) bool {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		nc.Close()
-		return
+		return false
 	}
 	s.nconns.Add(1)
 	s.conns[c] = struct{}{}
 	s.counters.Accepted++
+	if c.relayed {
+		s.counters.HandedIn++
+	}
 	s.wg.Add(1) // connEnded ends it
 	s.mu.Unlock()
-	c.run(s.ctx)
+	return true
 }
 
 // Shutdown stops accepting, answers any new VMOTION-BEGIN with NOTNOW,
