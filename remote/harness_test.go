@@ -1,7 +1,6 @@
 package remote_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -25,6 +24,7 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/remote"
+	"github.com/vspc-bridge/vspc-bridge/remote/remotetest"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 )
@@ -188,43 +188,19 @@ access = [{vm = "web-*", mode = "rw"}]
 // vm connects a simulated ESXi host for a direction-server VM port.
 func (h *harness) vm(name, uuid, service string) *vspctest.Conn {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(h.t.Context(), 10*time.Second)
-	defer cancel()
-	c, err := vspctest.Dial(ctx, h.vspcAddr, vspctest.VM{Name: name, VCUUID: uuid, BIOSUUID: uuid, LocUUID: uuid, Direction: vspc.DirServer, ServiceURI: service})
-	if err != nil {
-		h.t.Fatalf("VM %s: %v", name, err)
-	}
-	h.t.Cleanup(func() { c.Close() })
-	return c
+	return remotetest.VM(h.t, h.vspcAddr, name, uuid, service, vspc.DirServer)
 }
 
 // console waits for the hub's console of VM name and returns its info.
 func (h *harness) console(name string) remote.ConsoleInfo {
 	h.t.Helper()
-	var got remote.ConsoleInfo
-	testwait.For(h.t, "the console of VM "+name, func() bool {
-		for _, ci := range h.hub.Consoles() {
-			if ci.VMName == name {
-				got = ci
-				return true
-			}
-		}
-		return false
-	})
-	return got
+	return remotetest.Console(h.t, h.hub, name)
 }
 
 // waitClients waits until the console of VM name has n clients.
 func (h *harness) waitClients(name string, n int) remote.ConsoleInfo {
 	h.t.Helper()
-	var ci remote.ConsoleInfo
-	if !testwait.Until(h.t, testwait.Timeout, func() bool {
-		ci = h.console(name)
-		return len(ci.Clients) == n
-	}) {
-		h.t.Fatalf("console %s: %d clients, want %d: %+v", name, len(ci.Clients), n, ci.Clients)
-	}
-	return ci
+	return remotetest.WaitClients(h.t, h.hub, name, n)
 }
 
 // hostPort returns the host:port of a "telnet://host:port" listen URI.
@@ -241,38 +217,7 @@ func hostPort(t testing.TB, uri string) string {
 // of what arrives) or times out.
 func readVM(t testing.TB, vm io.Reader, want []byte) {
 	t.Helper()
-	got := make([]byte, 0, len(want))
-	buf := make([]byte, 64<<10)
-	done := make(chan error, 1)
-	go func() {
-		for len(got) < len(want) {
-			n, err := vm.Read(buf)
-			got = append(got, buf[:n]...)
-			if err != nil {
-				done <- err
-				return
-			}
-		}
-		done <- nil
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("VM read: %v after %q", err, got)
-		}
-	case <-time.After(testwait.Timeout):
-		t.Fatalf("VM got %d bytes, want %d: %q", len(got), len(want), tail(got))
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("VM got %q, want %q", tail(got), tail(want))
-	}
-}
-
-func tail(b []byte) []byte {
-	if len(b) > 200 {
-		return b[len(b)-200:]
-	}
-	return b
+	remotetest.ReadVM(t, vm, want)
 }
 
 // tmux drives an interactive program (the telnet client) in a detached

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/remote"
+	"github.com/vspc-bridge/vspc-bridge/remote/remotetest"
 )
 
 // dialSmall connects with a 4 KiB receive buffer, so that a client that
@@ -190,7 +191,7 @@ client_stall = "300ms"`)
 		t.Fatalf("slow client: %v", err)
 	}
 	if !strings.Contains(string(rest), "you took no console output for 300ms while the console of web-22 waited for you; disconnecting") {
-		t.Fatalf("slow client was not told; last bytes %q", tail(rest))
+		t.Fatalf("slow client was not told; last bytes %q", remotetest.Tail(rest))
 	}
 }
 

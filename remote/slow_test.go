@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
+	"github.com/vspc-bridge/vspc-bridge/remote/remotetest"
 )
 
 // TestSlowClientDropped: with client_overflow = "drop", a client that
@@ -64,7 +65,7 @@ client_overflow = "drop"`)
 		t.Fatalf("slow client: %v", err)
 	}
 	if !strings.Contains(string(rest), "you fell more than 128KiB behind the console of web-5; disconnecting") {
-		t.Fatalf("slow client was not told; last bytes %q", tail(rest))
+		t.Fatalf("slow client was not told; last bytes %q", remotetest.Tail(rest))
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/internal/leaktest"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 	"github.com/vspc-bridge/vspc-bridge/remote"
+	"github.com/vspc-bridge/vspc-bridge/remote/remotetest"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 	"github.com/vspc-bridge/vspc-bridge/vspc/vspctest"
 	"github.com/vspc-bridge/vspc-bridge/web"
@@ -183,41 +184,19 @@ func (e *env) vm(name, uuid, service string) *vspctest.Conn {
 // vmDir connects a simulated ESXi host for a VM port of either direction.
 func (e *env) vmDir(name, uuid, service string, dir vspc.Direction) *vspctest.Conn {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(e.t.Context(), 10*time.Second)
-	defer cancel()
-	c, err := vspctest.Dial(ctx, e.vspcAddr, vspctest.VM{Name: name, VCUUID: uuid, BIOSUUID: uuid, LocUUID: uuid, Direction: dir, ServiceURI: service})
-	if err != nil {
-		e.t.Fatalf("VM %s: %v", name, err)
-	}
-	e.t.Cleanup(func() { c.Close() })
-	return c
+	return remotetest.VM(e.t, e.vspcAddr, name, uuid, service, dir)
 }
 
-// console waits for the hub's console of VM name.
+// console waits for the hub's console of name.
 func (e *env) console(name string) remote.ConsoleInfo {
 	e.t.Helper()
-	var ci remote.ConsoleInfo
-	testwait.For(e.t, "the console of "+name, func() bool {
-		for _, c := range e.hub.Consoles() {
-			if c.VMName == name {
-				ci = c
-				return true
-			}
-		}
-		return false
-	})
-	return ci
+	return remotetest.Console(e.t, e.hub, name)
 }
 
 // waitClients waits until the console of VM name has n clients.
 func (e *env) waitClients(name string, n int) remote.ConsoleInfo {
 	e.t.Helper()
-	var ci remote.ConsoleInfo
-	testwait.For(e.t, fmt.Sprintf("%d clients on %s", n, name), func() bool {
-		ci = e.console(name)
-		return len(ci.Clients) == n
-	})
-	return ci
+	return remotetest.WaitClients(e.t, e.hub, name, n)
 }
 
 // client is a non-browser HTTP client with a cookie jar.
@@ -429,31 +408,7 @@ func (w *wsConn) input(s string) {
 
 // readExactly reads r (a VM, a remote system) until it has got want
 // (exactly) or times out.
-func readExactly(t *testing.T, vm io.Reader, want string) {
+func readExactly(t *testing.T, r io.Reader, want string) {
 	t.Helper()
-	got := make([]byte, 0, len(want))
-	buf := make([]byte, 4096)
-	done := make(chan error, 1)
-	go func() {
-		for len(got) < len(want) {
-			n, err := vm.Read(buf)
-			got = append(got, buf[:n]...)
-			if err != nil {
-				done <- err
-				return
-			}
-		}
-		done <- nil
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("VM read: %v after %q", err, got)
-		}
-	case <-time.After(testwait.Timeout):
-		t.Fatalf("VM got %q, want %q", got, want)
-	}
-	if string(got) != want {
-		t.Fatalf("VM got %q, want %q", got, want)
-	}
+	remotetest.ReadVM(t, r, []byte(want))
 }
