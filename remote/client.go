@@ -145,9 +145,6 @@ func (cl *Client) Mode() Mode {
 	return cl.a.mode
 }
 
-// Who describes the clients attached to the console.
-func (cl *Client) Who() string { return cl.con.who() }
-
 // Done is closed when the hub has ended the client: dropped for being
 // too slow (Dropped), the console gone, or the hub closed. The ClientConn
 // is closed by then.
