@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"runtime/debug"
 	"time"
 )
@@ -51,8 +52,10 @@ func (r *releaser) sample(n int) bool {
 	return true
 }
 
-// releaseAfterStorms runs the releaser on parked until ctx is done.
-func releaseAfterStorms(ctx context.Context, parked func() int) {
+// releaseAfterStorms runs the releaser on parked until ctx is done. Each
+// release is logged at debug level with what it took (it stops the
+// world briefly, so a latency figure can be matched against it).
+func releaseAfterStorms(ctx context.Context, parked func() int, log *slog.Logger) {
 	t := time.NewTicker(releaseCheck)
 	defer t.Stop()
 	var r releaser
@@ -61,8 +64,10 @@ func releaseAfterStorms(ctx context.Context, parked func() int) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if r.sample(parked()) {
+			if n := parked(); r.sample(n) {
+				t0 := time.Now()
 				debug.FreeOSMemory()
+				log.Debug("memory of a storm returned to the OS", "parked", n, "took", time.Since(t0))
 			}
 		}
 	}

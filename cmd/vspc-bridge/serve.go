@@ -179,7 +179,7 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 		// have parked (release.go).
 		rctx, rstop := context.WithCancel(ctx)
 		var rwg sync.WaitGroup
-		rwg.Go(func() { releaseAfterStorms(rctx, pk.Parked) })
+		rwg.Go(func() { releaseAfterStorms(rctx, pk.Parked, log) })
 		defer func() { rstop(); rwg.Wait() }()
 	}
 	if mem != nil {

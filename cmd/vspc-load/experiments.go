@@ -124,14 +124,18 @@ func throughput(flows []*flow, dur, drain time.Duration) flowStats {
 }
 
 // latency: each pair's remote echoes; each VM writes 16 bytes rate times
-// a second and waits for them to come back. It returns the round trips.
-func latency(ps []*pair, rate int, dur time.Duration) (durations, error) {
-	interval := time.Second / time.Duration(rate)
-	var mu sync.Mutex
-	var all durations
-	var firstErr error
-	var wg sync.WaitGroup
-	deadline := time.Now().Add(dur)
+// a second and waits for them to come back. It returns the round trips,
+// and the same round trips by the second of the test they started in
+// (a stall shows there as a bad second, a slower bridge as every second
+// worse). The echoes run until the pairs are closed.
+func latency(ps []*pair, rate int, dur time.Duration) (durations, []durations, error) {
+	echo(ps)
+	return ping(ps, rate, dur)
+}
+
+// echo makes each pair's remote send back what it reads, until the pair
+// is closed.
+func echo(ps []*pair) {
 	for _, p := range ps {
 		go func() {
 			buf := make([]byte, 256)
@@ -147,12 +151,31 @@ func latency(ps []*pair, rate int, dur time.Duration) (durations, error) {
 				}
 			}
 		}()
+	}
+}
+
+// ping is latency's measuring half, on pairs whose remotes echo. Each
+// pair's counter stream continues from its previous ping run (its
+// checker is kept in the pair), so ping can run again on the same pairs.
+func ping(ps []*pair, rate int, dur time.Duration) (durations, []durations, error) {
+	interval := time.Second / time.Duration(rate)
+	var mu sync.Mutex
+	var all durations
+	secs := make([]durations, int((dur+time.Second-1)/time.Second))
+	var firstErr error
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(dur)
+	for _, p := range ps {
 		wg.Go(func() {
-			var cw counterWriter
-			var cr counterReader
+			if p.lat == nil {
+				p.lat = &latState{}
+			}
+			cw, cr := &p.lat.cw, &p.lat.cr
 			out := make([]byte, 16)
 			in := make([]byte, 16)
 			var mine durations
+			var secOf []int32
 			next := time.Now().Add(time.Duration(mrand.Int64N(int64(interval))))
 			for {
 				time.Sleep(time.Until(next))
@@ -175,6 +198,7 @@ func latency(ps []*pair, rate int, dur time.Duration) (durations, error) {
 					break
 				}
 				mine = append(mine, time.Since(t0))
+				secOf = append(secOf, int32(t0.Sub(start)/time.Second))
 				if cr.check(in); cr.bad.Load() {
 					mu.Lock()
 					firstErr = keepFirst(firstErr, cr.err)
@@ -184,11 +208,27 @@ func latency(ps []*pair, rate int, dur time.Duration) (durations, error) {
 			}
 			mu.Lock()
 			all = append(all, mine...)
+			for k, d := range mine {
+				if s := int(secOf[k]); s >= 0 && s < len(secs) {
+					secs[s] = append(secs[s], d)
+				}
+			}
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
-	return all, firstErr
+	return all, secs, firstErr
+}
+
+// worstSecond is the highest per-second p50 of a latency test, and the
+// second it was in (0-based).
+func worstSecond(secs []durations) (p50 time.Duration, sec int) {
+	for k, s := range secs {
+		if v := s.pct(.5); v > p50 {
+			p50, sec = v, k
+		}
+	}
+	return p50, sec
 }
 
 // keepFirst is a unless it is nil, else b: the first error seen.

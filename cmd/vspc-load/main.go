@@ -24,6 +24,11 @@
 //	        console.go.
 //	relay   the same traffic through the plain relay.
 //	direct  the latency test with no relay at all (the added-latency base).
+//	latab   (with -baseline-bin) both builds at once, -latab-ports ports
+//	        each, parked and woken by a wake storm; then the latency test
+//	        in -latab-slices slices alternating between them (ABBA), so
+//	        that neighbouring slices see the same machine: the median
+//	        ratio of their p50s is the figure (latab.go).
 //
 // RSS is read -settle plus -park-wait after the ports are up: a bridge
 // that parks idle connections does so a few seconds after their last
@@ -117,6 +122,9 @@ type options struct {
 	cstreamBytes  int64
 	cstallN       int
 	cstall        time.Duration
+	latabPorts    int
+	latabSlices   int
+	latabSlice    time.Duration
 }
 
 // trafficPairs is how many pairs the traffic tests take: the latency
@@ -162,6 +170,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Int64Var(&o.cstreamBytes, "cstream-bytes", 256<<10, "cstream phase: bytes each way per console")
 	fs.IntVar(&o.cstallN, "cstall-n", 10, "cstall phase: consoles streaming, console 0 with a stalled second client")
 	fs.DurationVar(&o.cstall, "cstall", 10*time.Second, "cstall phase: [remote] client_stall")
+	fs.IntVar(&o.latabPorts, "latab-ports", 4000, "latab phase (with -baseline-bin): ports joined to a remote on each build")
+	fs.IntVar(&o.latabSlices, "latab-slices", 20, "latab phase: latency slices in all, half on each build, alternating ABBA")
+	fs.DurationVar(&o.latabSlice, "latab-slice", 2*time.Second, "latab phase: length of each latency slice")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -216,8 +227,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			rounds = append(rounds, pairOrder)
 		}
 	}
+	var latab *latabResult
 	printAll := func() {
 		l.r.print(stdout)
+		latab.print(stdout, o.lat, o.latRate)
 		if len(rounds) > 0 {
 			var bases, curs []*report
 			for _, rd := range rounds {
@@ -256,6 +269,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 					break
 				}
 			}
+		case "latab":
+			if o.baselineBin == "" {
+				err = errors.New("vspc-load: the latab phase compares two builds: give -baseline-bin")
+				break
+			}
+			latab, err = l.phaseLatAB(ctx, o.baselineBin)
 		case "relay":
 			err = l.phaseRelay(ctx, false)
 		case "splice":
@@ -430,6 +449,7 @@ func (l *loader) phaseIdle(ctx context.Context) error {
 	l.r.fileLimit = openFileLimit(pid)
 	time.Sleep(200 * time.Millisecond)
 	rss0, _ := rssKiB(pid)
+	anon0, file0 := rssParts(pid)
 	logf("idle: bridge pid %d on %s, open-file limit %d, RSS %d KiB", pid, br.addr, l.r.fileLimit, rss0)
 
 	n := o.idle
@@ -460,11 +480,14 @@ func (l *loader) phaseIdle(ctx context.Context) error {
 	logf("idle: %d of %d ports established (handshake at %d in flight: p50 %v p99 %v) err=%v", l.r.idleOK, n, o.conc, rtimes.pct(.5), rtimes.pct(.99), rerr)
 	l.parkWait("idle")
 	rss1, _ := rssKiB(pid)
+	anon1, file1 := rssParts(pid)
 	l.r.rssIdleBase, l.r.rssIdle = rss0, rss1
 	if l.r.idleOK > 0 {
 		l.r.rssPerIdle = float64(rss1-rss0) / float64(l.r.idleOK)
+		l.r.anonPerIdle = float64(anon1-anon0) / float64(l.r.idleOK)
 	}
-	logf("idle: bridge RSS %d KiB → %.2f KiB per idle port", rss1, l.r.rssPerIdle)
+	logf("idle: bridge RSS %d KiB → %.2f KiB per idle port; private (RssAnon) %d → %d KiB, %.2f KiB per port; the binary's pages (RssFile) %d → %d KiB",
+		rss1, l.r.rssPerIdle, anon0, anon1, l.r.anonPerIdle, file0, file1)
 	if o.rssWait > 0 {
 		// The Go runtime forces a collection every 2 minutes; after one,
 		// the garbage of the handshakes is freed and scavenged.
@@ -507,6 +530,7 @@ func (l *loader) phaseRemote(ctx context.Context) error {
 	pid := br.pid()
 	time.Sleep(200 * time.Millisecond)
 	rss0, _ := rssKiB(pid)
+	anon0, file0 := rssParts(pid)
 	ps, times, err := establish(ctx, o.remote, o.conc, func(i int) (*pair, time.Duration, error) {
 		return dialBridgePair(ctx, br.addr, l.run, l.net8+1, remotePort, i)
 	})
@@ -519,10 +543,13 @@ func (l *loader) phaseRemote(ctx context.Context) error {
 	logf("remote: %d of %d ports joined to a remote (handshake p50 %v p99 %v) err=%v", len(ok), o.remote, times.pct(.5), times.pct(.99), err)
 	l.parkWait("remote")
 	rss1, _ := rssKiB(pid)
+	anon1, file1 := rssParts(pid)
 	if len(ok) > 0 {
 		l.r.rssPerRemote = float64(rss1-rss0) / float64(len(ok))
+		l.r.anonPerRemote = float64(anon1-anon0) / float64(len(ok))
 	}
-	logf("remote: bridge RSS %d KiB → %.2f KiB per port with a remote", rss1, l.r.rssPerRemote)
+	logf("remote: bridge RSS %d → %d KiB → %.2f KiB per port with a remote; private (RssAnon) %d → %d KiB, %.2f KiB per port; the binary's pages (RssFile) %d → %d KiB",
+		rss0, rss1, l.r.rssPerRemote, anon0, anon1, l.r.anonPerRemote, file0, file1)
 	l.r.cpuIdleRemote, _ = cpuOver(pid, o.cpuDur)
 	logf("remote: CPU with %d idle joined ports: %.2f%% of a core", len(ok), 100*l.r.cpuIdleRemote)
 	if o.wake && len(ok) > 0 {
@@ -592,6 +619,8 @@ func (l *loader) phaseRemote(ctx context.Context) error {
 type trafficFigures struct {
 	pairs                   int
 	rtt                     durations
+	rttWorstSec             time.Duration // the highest p50 of one second of the latency test
+	cpuPerRTT               time.Duration // the relay's (bridge's) CPU per round trip in the latency test
 	oneToVM, oneToRem       flowStats
 	aggToVM, aggToRem       flowStats
 	cpuOneToVM, cpuOneToRem float64
@@ -611,10 +640,48 @@ func (l *loader) traffic(ctx context.Context, name string, ps []*pair, pid int) 
 		return tf, fmt.Errorf("vspc-load: %s: %d pairs, need %d for latency and throughput", name, len(ps), need)
 	}
 	restore := quietGC()
-	rtt, err := latency(ps[:o.lat], o.latRate, o.latDur)
+	t0, _ := cpuTicks(pid)
+	lt0 := time.Now()
+	// Each second: the CPU the bridge ran and the time its threads and
+	// this process's waited to run (the machine's other load), to tell a
+	// bridge that stalled from a machine that did.
+	var sched []string
+	sdone, sstop := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sdone)
+		self := os.Getpid()
+		c0, w0, s0 := cpuTime(pid), runDelay(pid), runDelay(self)
+		tk := time.NewTicker(time.Second)
+		defer tk.Stop()
+		for {
+			select {
+			case <-sstop:
+				return
+			case <-tk.C:
+			}
+			c1, w1, s1 := cpuTime(pid), runDelay(pid), runDelay(self)
+			sched = append(sched, fmt.Sprintf("%d/%d/%d", (c1-c0)/time.Millisecond, (w1-w0)/time.Millisecond, (s1-s0)/time.Millisecond))
+			c0, w0, s0 = c1, w1, s1
+		}
+	}()
+	rtt, secs, err := latency(ps[:o.lat], o.latRate, o.latDur)
+	close(sstop)
+	<-sdone
+	t1, _ := cpuTicks(pid)
+	lel := time.Since(lt0)
 	restore()
 	tf.rtt, tf.latErr = rtt, err
-	logf("%s: RTT at %d sessions × %d/s: %d samples, p50 %v p99 %v err=%v", name, o.lat, o.latRate, len(rtt), rtt.pct(.5), rtt.pct(.99), err)
+	tf.rttWorstSec, _ = worstSecond(secs)
+	if len(rtt) > 0 {
+		tf.cpuPerRTT = time.Duration(float64(t1-t0) / clkTck * float64(time.Second) / float64(len(rtt)))
+	}
+	var bySec []string
+	for _, s := range secs {
+		bySec = append(bySec, fmt.Sprintf("%.2f", float64(s.pct(.5))/float64(time.Millisecond)))
+	}
+	logf("%s: RTT at %d sessions × %d/s: %d samples, p50 %v p99 %v; p50 by second [%s] ms; CPU %.0f%% of a core, %v per round trip; by second, ms of %s CPU / its run-queue wait / this process's run-queue wait [%s]; err=%v",
+		name, o.lat, o.latRate, len(rtt), rtt.pct(.5), rtt.pct(.99), strings.Join(bySec, " "), 100*float64(t1-t0)/clkTck/lel.Seconds(), tf.cpuPerRTT,
+		name, strings.Join(sched, " "), err)
 	if err != nil {
 		l.r.lostAny = true
 		l.r.notes = append(l.r.notes, fmt.Sprintf("%s latency: %v", name, err))
@@ -737,7 +804,7 @@ func (l *loader) phaseDirect(ctx context.Context) error {
 		return fmt.Errorf("vspc-load: direct: no connection: %v", err)
 	}
 	restore := quietGC()
-	rtt, lerr := latency(ok, o.latRate, o.latDur)
+	rtt, _, lerr := latency(ok, o.latRate, o.latDur)
 	restore()
 	l.r.directRTT = rtt
 	logf("direct: RTT at %d sessions × %d/s: p50 %v p99 %v err=%v", len(ok), o.latRate, rtt.pct(.5), rtt.pct(.99), lerr)
@@ -785,6 +852,7 @@ type report struct {
 	pendingN                           int
 	remoteN, remoteOK                  int
 	rssPerRemote                       float64
+	anonPerIdle, anonPerRemote         float64 // the same from RssAnon: private memory, not the binary's pages
 	tlsN, tlsOK                        int
 	rssPerTLS                          float64
 	wake                               *wakeStats
@@ -845,9 +913,10 @@ func (r *report) print(w io.Writer) {
 			relayPer = fmt.Sprintf("%.1f KiB per relayed conn", r.relay.rssPerPair)
 			rat = ratio(r.rssPerIdle, r.relay.rssPerPair)
 		}
-		row("bridge RSS per idle VM port", fmt.Sprintf("%.2f KiB (%d → %d KiB)", r.rssPerIdle, r.rssIdleBase, r.rssIdle), "≤ 16 KiB", relayPer, rat, verdict(r.rssPerIdle <= 16))
+		row("bridge RSS per idle VM port", fmt.Sprintf("%.2f KiB (%d → %d KiB)", r.rssPerIdle, r.rssIdleBase, r.rssIdle), "≤ 4 KiB", relayPer, rat, verdict(r.rssPerIdle <= 4))
+		row("  private memory (RssAnon) per idle VM port", fmt.Sprintf("%.2f KiB", r.anonPerIdle), "-", "-", "-", "")
 		if r.rssLater > 0 {
-			row(fmt.Sprintf("  the same %s later (after the runtime's periodic GC)", r.rssLater), fmt.Sprintf("%.2f KiB", r.rssPerIdleLater), "≤ 16 KiB", "-", "-", verdict(r.rssPerIdleLater <= 16))
+			row(fmt.Sprintf("  the same %s later (after the runtime's periodic GC)", r.rssLater), fmt.Sprintf("%.2f KiB", r.rssPerIdleLater), "≤ 4 KiB", "-", "-", verdict(r.rssPerIdleLater <= 4))
 		}
 		row(fmt.Sprintf("CPU, %d idle ports, over %s", r.idleOK, r.cpuWindow), fmt.Sprintf("%.2f %% of a core", 100*r.cpuIdle), "~0", "-", "-", verdict(r.cpuIdle < 0.01))
 		row(fmt.Sprintf("CPU, %d vMotions pending (BEGIN answered, no PEER)", r.pendingN), fmt.Sprintf("%.2f %% of a core", 100*r.cpuPending), "~0", "-", "-", verdict(r.cpuPending < 0.01))
@@ -876,7 +945,8 @@ func (r *report) print(w io.Writer) {
 			rat = ratio(r.rssPerRemote, r.relay.rssPerPair)
 		}
 		row("VM ports joined to a remote", fmt.Sprintf("%d of %d", r.remoteOK, r.remoteN), "≥ 9000", "-", "-", verdict(r.remoteOK >= 9000))
-		row("bridge RSS per port with a remote", fmt.Sprintf("%.2f KiB", r.rssPerRemote), "-", relayPer, rat, "")
+		row("bridge RSS per port with a remote", fmt.Sprintf("%.2f KiB", r.rssPerRemote), "≤ 6 KiB", relayPer, rat, verdict(r.rssPerRemote <= 6))
+		row("  private memory (RssAnon) per port with a remote", fmt.Sprintf("%.2f KiB", r.anonPerRemote), "-", "-", "-", "")
 		relayCPU := "-"
 		if r.relay != nil {
 			relayCPU = fmt.Sprintf("%.2f %%", 100*r.relayCPUIdle)

@@ -133,6 +133,42 @@ func cpuTicks(pid int) (int64, error) {
 	return u + st, nil
 }
 
+// rssParts reads RssAnon (private memory: heap, stacks, runtime) and
+// RssFile (pages of the binary and other mapped files, shared with the
+// page cache) from /proc/PID/status, in KiB. The binary's pages grow as
+// code paths run for the first time, whatever the number of ports.
+func rssParts(pid int) (anon, file int64) {
+	anon, _ = procStatusKiB(pid, "RssAnon:")
+	file, _ = procStatusKiB(pid, "RssFile:")
+	return anon, file
+}
+
+// threads is the number of pid's threads.
+func threads(pid int) int {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	return len(tasks)
+}
+
+// runDelay is the time pid's threads have waited on a run queue (ready
+// but not running: the machine's other load), summed from
+// /proc/PID/task/*/schedstat; 0 when unreadable.
+func runDelay(pid int) time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 1 {
+			if v, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				sum += time.Duration(v)
+			}
+		}
+	}
+	return sum
+}
+
 // cpuTime is the CPU time pid's threads have run, in nanoseconds from
 // /proc/PID/task/*/schedstat (ticks of 10 ms are too coarse for a burst
 // that lasts 100 ms); it falls back to utime+stime.

@@ -26,6 +26,14 @@ type pair struct {
 	nc     net.Conn       // sim's connection
 	remote net.Conn
 	ident  vspctest.VM
+	lat    *latState // the latency test's counter streams; nil until it runs
+}
+
+// latState is a pair's latency stream: its counter continues from one
+// ping run to the next.
+type latState struct {
+	cw counterWriter
+	cr counterReader
 }
 
 func (p *pair) close() {

@@ -257,6 +257,8 @@ func (r *report) keyFigures() []keyFigure {
 	add("RSS per idle VM port", "KiB", false, r.idleOK > 0, r.rssPerIdle)
 	add("RSS per idle telnets VM port", "KiB", false, r.tlsOK > 0, r.rssPerTLS)
 	add("RSS per port with an idle remote", "KiB", false, r.remoteOK > 0, r.rssPerRemote)
+	add("private RSS (RssAnon) per idle VM port", "KiB", false, r.idleOK > 0, r.anonPerIdle)
+	add("private RSS (RssAnon) per port with an idle remote", "KiB", false, r.remoteOK > 0, r.anonPerRemote)
 	if w := r.wake; w != nil {
 		add("wake storm: time until every line arrived", "ms", false, w.delivered > 0, msf(w.wall))
 		add("wake storm: bridge peak RSS", "MiB", false, w.hwmKiB > 0, float64(w.hwmKiB)/1024)
@@ -278,6 +280,8 @@ func (r *report) keyFigures() []keyFigure {
 		add("aggregate, VM→remote (median run)", "MiB/s", true, b.aggToRem.got > 0, mib(b.aggToRem))
 		add("round trip p50 (raw)", "ms", false, len(b.rtt) > 0, msf(b.rtt.pct(.5)))
 		add("round trip p99 (raw)", "ms", false, len(b.rtt) > 0, msf(b.rtt.pct(.99)))
+		add("round trip: worst second's p50", "ms", false, len(b.rtt) > 0, msf(b.rttWorstSec))
+		add("round trip: bridge CPU per round trip", "µs", false, b.cpuPerRTT > 0, float64(b.cpuPerRTT)/float64(time.Microsecond))
 	}
 	for _, st := range r.storms {
 		how := fmt.Sprintf("paced at %.0f/s", st.paced)
