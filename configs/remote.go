@@ -21,7 +21,8 @@ import (
 // tables (Config.Users).
 type Remote struct {
 	// Enabled turns remote access on. When false, a direction-server port
-	// without a [[route]] is refused as before. Default false.
+	// without a [[route]] is refused as before. Default false, or true
+	// when [web] listen is set and the file does not set enabled.
 	Enabled bool `toml:"enabled"`
 	// Bind is the address per-VM listeners bind to. Default "127.0.0.1".
 	Bind string `toml:"bind"`

@@ -15,7 +15,9 @@ import (
 type Web struct {
 	// Listen is the host:port of the web console's HTTP(S) listener. ""
 	// (default) turns it off. A host that is not a loopback address needs
-	// TLSCert and at least one [[user]] with a password.
+	// TLSCert and at least one [[user]] with a password. Set, it turns
+	// remote access on (Remote.Enabled) unless the file says
+	// [remote] enabled = false, which is then an error.
 	Listen string `toml:"listen"`
 	// TLSCert and TLSKey are PEM files; with both the console speaks HTTPS
 	// only and its session cookie is Secure (named __Host-vspc_session).
@@ -77,8 +79,9 @@ func webDefaults() Web {
 }
 
 // validateWeb checks [web] against the rest of the config: it is a door of
-// remote access, so it needs remote access on, and off loopback it needs
-// TLS and a user who can log in with a password.
+// remote access, so it turns remote access on (an explicit [remote]
+// enabled = false is an error), and off loopback it needs TLS and a user
+// who can log in with a password.
 func (d *decoder) validateWeb(c *Config) {
 	w := &c.Web
 	if w.Listen != "" {
@@ -102,8 +105,14 @@ func (d *decoder) validateWeb(c *Config) {
 				}
 			}
 		}
-		if !c.Remote.Enabled && !d.bad["remote.enabled"] {
-			d.errorf("web.listen", "the web console is a door of remote access: set [remote] enabled = true (it uses the same consoles, [[user]] tables and login limits)")
+		// The web console is a door of remote access: it turns remote
+		// access on, unless the file says enabled = false.
+		switch {
+		case c.Remote.Enabled || d.bad["remote.enabled"]:
+		case !d.set["remote.enabled"]:
+			c.Remote.Enabled = true
+		default:
+			d.errorf("remote.enabled", "false, but [web] listen is set: the web console shows remote access's consoles; remove this line ([web] listen turns remote access on) or set enabled = true")
 		}
 	}
 	switch {

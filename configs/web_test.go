@@ -59,8 +59,9 @@ func TestWebErrors(t *testing.T) {
 		{"ok loopback", head + "[web]\nlisten = \"127.0.0.1:13380\"\n", nil},
 		{"ok localhost", head + "[web]\nlisten = \"localhost:13380\"\n", nil},
 		{"ok tls off loopback", head + "[web]\nlisten = \"0.0.0.0:443\"\ntls_cert = \"c\"\ntls_key = \"k\"\n" + user, nil},
-		{"remote off", "[vspc]\nlisten = \"127.0.0.1:13370\"\n[web]\nlisten = \"127.0.0.1:13380\"\n", []string{
-			"4: web.listen: the web console is a door of remote access: set [remote] enabled = true"}},
+		{"remote left out", "[vspc]\nlisten = \"127.0.0.1:13370\"\n[web]\nlisten = \"127.0.0.1:13380\"\n", nil},
+		{"remote off", "[vspc]\nlisten = \"127.0.0.1:13370\"\n[remote]\nenabled = false\n[web]\nlisten = \"127.0.0.1:13380\"\n", []string{
+			"4: remote.enabled: false, but [web] listen is set: the web console shows remote access's consoles; remove this line ([web] listen turns remote access on) or set enabled = true"}},
 		{"bad listen", head + "[web]\nlisten = \"13380\"\n", []string{"6: web.listen: want host:port"}},
 		{"clash vspc", head + "[web]\nlisten = \"127.0.0.1:13370\"\n", []string{"6: web.listen: 127.0.0.1:13370 clashes with vspc.listen 127.0.0.1:13370"}},
 		{"clash admin", head + "[web]\nlisten = \":13372\"\n", []string{
@@ -103,5 +104,24 @@ func TestExampleDocumentsWeb(t *testing.T) {
 		if !strings.Contains(web, "\n"+k+" = ") {
 			t.Errorf("example.toml does not set web.%s", k)
 		}
+	}
+}
+
+// TestWebTurnsRemoteOn: the embedded config with [web] listen set (what
+// a user following the README does) has remote access on, and without
+// [web] listen it stays off.
+func TestWebTurnsRemoteOn(t *testing.T) {
+	ex := string(ExampleTOML())
+	if Default().Remote.Enabled {
+		t.Fatal("the embedded config turns remote access on")
+	}
+	src := strings.Replace(ex, "\n[web]\n", "\n[web]\nlisten = \"127.0.0.1:13380\"\n", 1)
+	src = strings.Replace(src, "\nlisten = \"\"\n", "\n", 1) // the [web] table's own listen line
+	c, err := Parse("web.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Web.Listen != "127.0.0.1:13380" || !c.Remote.Enabled {
+		t.Fatalf("listen %q, remote enabled %v", c.Web.Listen, c.Remote.Enabled)
 	}
 }
