@@ -339,6 +339,7 @@ func Failsafe(l *Link, n *Node) func(ctx context.Context) bool {
 					c.Close()
 				}
 				if err != nil || r.Healthy {
+					n.log.Info("failsafe: another member does not confirm that etcd is down for all", "other", m.ID, "reaches_etcd", r.Healthy, "err", err)
 					mu.Lock()
 					hold = false
 					mu.Unlock()

@@ -330,21 +330,7 @@ func (n *Node) renewOnce() {
 	}
 	switch {
 	case err == nil && resp.TTL > 0:
-		n.mu.Lock()
-		was := n.healthy
-		if v := t0.Add(time.Duration(resp.TTL)*time.Second - n.cfg.ValidityMargin); v.After(n.validUntil) {
-			n.setValidLocked(v)
-		}
-		n.healthy = true
-		unfence := n.fenced || n.failsafe
-		n.fenced, n.failsafe = false, false
-		n.failsafeA.Store(false)
-		n.lastErr = ""
-		n.mu.Unlock()
-		n.poke()
-		if !was || unfence {
-			n.log.Info("etcd reachable again; member lease renewed", "lease", fmt.Sprintf("%x", int64(lease)))
-		}
+		n.renewal(t0, lease, resp.TTL)
 	case errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0):
 		n.stats.leaseLosses.Add(1)
 		n.log.Warn("member lease is gone (expired while etcd was unreachable, or revoked); taking a new one and claiming again")
@@ -359,6 +345,26 @@ func (n *Node) renewOnce() {
 		if was {
 			n.log.Warn("etcd unreachable: sessions carry on; new claims wait and vMotion BEGIN gets NOTNOW", "err", err)
 		}
+	}
+}
+
+// renewal records a renewal of lease sent at t0 that etcd answered with
+// ttl seconds.
+func (n *Node) renewal(t0 time.Time, lease clientv3.LeaseID, ttl int64) {
+	n.mu.Lock()
+	was := n.healthy
+	if v := t0.Add(time.Duration(ttl)*time.Second - n.cfg.ValidityMargin); v.After(n.validUntil) {
+		n.setValidLocked(v)
+	}
+	n.healthy = true
+	unfence := n.fenced || n.failsafe
+	n.fenced, n.failsafe = false, false
+	n.failsafeA.Store(false)
+	n.lastErr = ""
+	n.mu.Unlock()
+	n.poke()
+	if !was || unfence {
+		n.log.Info("etcd reachable again; member lease renewed", "lease", fmt.Sprintf("%x", int64(lease)))
 	}
 }
 
@@ -443,6 +449,21 @@ func (n *Node) lapsed() {
 				n.stats.failsafe.Add(1)
 				n.log.Warn("member lease lapsed, but every member confirms etcd is unreachable for all: keeping devices (failsafe)")
 			}
+			return
+		}
+		// Another member reaches etcd. Before fencing, one quick
+		// renewal: when quorum comes back, the others may answer
+		// before this member's next renewal, and its lease is still
+		// there. It is bounded by half the validity margin, so the
+		// device closes well before anyone else may open it.
+		t0 := n.clock.Now()
+		lease := n.Lease()
+		ctx, cancel = context.WithTimeout(n.ctx, n.cfg.ValidityMargin/2)
+		n.op()
+		resp, err := n.cli.KeepAliveOnce(ctx, lease)
+		cancel()
+		if err == nil && resp.TTL > 0 {
+			n.renewal(t0, lease, resp.TTL)
 			return
 		}
 	}
