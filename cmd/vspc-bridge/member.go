@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,14 +150,19 @@ func vcReconnector(log *slog.Logger) cluster.Reconnector {
 type govcReconnector struct{}
 
 func (govcReconnector) Reconnect(ctx context.Context, p cluster.PortInfo) error {
-	if p.Port.VM == "" || len(p.Port.VM) != 36 {
-		return fmt.Errorf("port %s: no VC UUID to find the VM by", p.Port.String())
+	name, byName := strings.CutPrefix(p.Port.VM, "name:")
+	if !byName && len(p.Port.VM) != 36 || byName && name == "" {
+		return fmt.Errorf("port %s: neither a VC UUID nor a name to find the VM by", p.Port.String())
 	}
 	c, err := vc.Login(ctx, vc.ConnFromEnv(os.Getenv))
 	if err != nil {
 		return err
 	}
 	defer c.Logout(context.Background())
+	if byName {
+		// The VM sent no VC UUID: find it by the name it sent.
+		return vc.ReconnectByName(ctx, c.Client, name, p.Port.Service)
+	}
 	return vc.Reconnect(ctx, c.Client, p.Port.VM, p.Port.Service)
 }
 
