@@ -12,6 +12,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
 // Claim is a key this member holds under its lease: a VM serial port or a
@@ -550,4 +552,15 @@ func (n *Node) Ownership(ctx context.Context) (Ownership, error) {
 		}
 	}
 	return o, nil
+}
+
+// ListenerAssigner assigns direction-server listener ports through etcd
+// (the remote hub's PortAssigner): a VM serial port keeps its console
+// port whichever member serves it, and no two get the same one. The
+// listener itself is held by the member that holds the port's claim.
+type ListenerAssigner struct{ Node *Node }
+
+// AssignListener implements remote.PortAssigner.
+func (a ListenerAssigner) AssignListener(ctx context.Context, key vspc.PortKey, lo, hi int) (int, error) {
+	return a.Node.AssignListener(ctx, PortID{VM: key.VM, Service: key.Service}, lo, hi)
 }

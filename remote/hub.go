@@ -58,6 +58,7 @@ type Hub struct {
 	ownPark  bool           // New made park, Close closes it
 	parkSet  bool           // WithParker was given
 	parkIdle time.Duration  // how long a per-VM client is idle before it parks
+	assigner PortAssigner   // ports of port_range, when a cluster assigns them
 
 	parked   atomic.Int64 // client connections parked now
 	parkedLn atomic.Int64 // per-VM listeners parked now
@@ -86,6 +87,20 @@ func WithParker(p *park.Parker) Option {
 // go without input before it is parked (default 5s; it parks between
 // once and twice that after its last input).
 func WithParkIdle(d time.Duration) Option { return func(h *Hub) { h.parkIdle = d } }
+
+// PortAssigner assigns the per-VM listener ports of port_range across
+// several bridges (package cluster): a VM serial port gets the same port
+// whichever bridge serves it, and no two serial ports of the cluster get
+// the same one.
+type PortAssigner interface {
+	AssignListener(ctx context.Context, key vspc.PortKey, lo, hi int) (int, error)
+}
+
+// WithPortAssigner makes the ports of port_range come from a (a
+// cluster) instead of the state file. A VM that sent neither VC UUID nor
+// name still gets one from the state file (no other bridge could find
+// its port).
+func WithPortAssigner(a PortAssigner) Option { return func(h *Hub) { h.assigner = a } }
 
 // WithClock makes the hub read the time from now instead of time.Now:
 // login rate limiting (login_window) and the timestamps it reports.
@@ -156,6 +171,21 @@ func New(cfg *configs.Config, log *slog.Logger, opts ...Option) (*Hub, error) {
 	return h, nil
 }
 
+// clusterListener binds the port the cluster assigns to req's serial port.
+func (h *Hub) clusterListener(ctx context.Context, req vspc.Request, bind func(port int) (net.Listener, error)) (net.Listener, error) {
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	p, err := h.assigner.AssignListener(actx, req.PortKey(), h.ports.lo, h.ports.hi)
+	if err != nil {
+		return nil, fmt.Errorf("remote: VM %q (service URI %q): console port from the cluster: %w", req.VMName, req.ServiceURI, err)
+	}
+	ln, err := bind(p)
+	if err != nil {
+		return nil, fmt.Errorf("remote: VM %q: console port %d (assigned in the cluster): %w", req.VMName, p, err)
+	}
+	return ln, nil
+}
+
 // SetUsers makes the [[user]] tables of cfg (a reloaded config) apply to
 // logins from now on; sessions already logged in keep their rights. Other
 // [remote] settings need a restart.
@@ -206,6 +236,11 @@ func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Ba
 	if spec.port != 0 {
 		if ln, err = bind(spec.port); err != nil {
 			return nil, fmt.Errorf("remote: VM %q asks for console port %d (service URI %q): %w", req.VMName, spec.port, req.ServiceURI, err)
+		}
+	} else if h.assigner != nil && h.ports.lo != 0 && (req.VCUUID != "" || req.VMName != "") {
+		ln, err = h.clusterListener(ctx, req, bind)
+		if err != nil {
+			return nil, err
 		}
 	} else {
 		var reclaimed string

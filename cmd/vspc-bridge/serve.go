@@ -187,7 +187,13 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 	}
 	// Remote access (direction-server VMs without a device route): the
 	// hub's per-VM listeners and front doors; off unless [remote] enabled.
-	hub, err := remote.New(cfg, log)
+	var hopts []remote.Option
+	if mem != nil {
+		// Console ports from port_range are assigned in etcd: a VM keeps
+		// its port whichever member serves it.
+		hopts = append(hopts, remote.WithPortAssigner(cluster.ListenerAssigner{Node: mem.node}))
+	}
+	hub, err := remote.New(cfg, log, hopts...)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,117 @@
+package remote_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
+	"github.com/vspc-bridge/vspc-bridge/remote"
+	"github.com/vspc-bridge/vspc-bridge/vspc"
+)
+
+// sharedPorts stands in for the cluster's assignment (cluster.Node's
+// AssignListener): one map for every hub, the first free port of the
+// range for a serial port it has not seen.
+type sharedPorts struct {
+	mu   sync.Mutex
+	byVM map[vspc.PortKey]int
+	fail error
+}
+
+func (s *sharedPorts) AssignListener(_ context.Context, key vspc.PortKey, lo, hi int) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return 0, s.fail
+	}
+	if p, ok := s.byVM[key]; ok {
+		return p, nil
+	}
+	for p := lo; p <= hi; p++ {
+		taken := false
+		for _, q := range s.byVM {
+			taken = taken || q == p
+		}
+		if !taken {
+			s.byVM[key] = p
+			return p, nil
+		}
+	}
+	return 0, errors.New("full")
+}
+
+// With a cluster assigning port_range, a VM serial port gets the same
+// console port on whichever bridge serves it (here: two hubs, one after
+// the other), other serial ports get others, and a VM without identity
+// falls back to the hub's own state. An assignment that fails refuses
+// the port, saying why.
+func TestPortAssignerFromCluster(t *testing.T) {
+	lo := freePort(t)
+	if lo > 65000 {
+		lo = 40000
+	}
+	cfg, err := configs.Parse("test.toml", []byte(fmt.Sprintf(`[vspc]
+listen = "127.0.0.1:0"
+[remote]
+enabled = true
+port_range = "%d-%d"
+[[user]]
+name = "alice"
+password = %q
+access = [{vm = "*", mode = "rw"}]
+`, lo, lo+20, hash(t, alicePW))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := &sharedPorts{byVM: map[vspc.PortKey]int{}}
+	start := func() *remote.Hub {
+		hub, err := remote.New(cfg, devicetest.Logger(t), remote.WithPortAssigner(shared))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { hub.Close() })
+		return hub
+	}
+	portOf := func(hub *remote.Hub, vm string) int {
+		for _, ci := range hub.Consoles() {
+			if ci.VMName == vm {
+				return listenPort(t, ci.Listen)
+			}
+		}
+		t.Fatalf("no console for %s", vm)
+		return 0
+	}
+	a := start()
+	b1, _ := openConsole(t, a, "web-1", "42100000-0000-0000-0000-0000000000f1", "vSPC.py")
+	p1 := portOf(a, "web-1")
+	if want := shared.byVM[vspc.PortKeyOf("42100000-0000-0000-0000-0000000000f1", "", "vSPC.py")]; p1 != want {
+		t.Fatalf("web-1 listens on %d, the cluster assigned %d", p1, want)
+	}
+	b1.Close() // the serial port moves to another bridge
+	b := start()
+	openConsole(t, b, "web-1", "42100000-0000-0000-0000-0000000000f1", "vSPC.py")
+	openConsole(t, b, "web-2", "42100000-0000-0000-0000-0000000000f2", "vSPC.py")
+	if got := portOf(b, "web-1"); got != p1 {
+		t.Fatalf("web-1 on the second bridge listens on %d, was %d", got, p1)
+	}
+	if p2 := portOf(b, "web-2"); p2 == p1 || p2 < lo || p2 > lo+20 {
+		t.Fatalf("web-2 on %d (web-1 %d, range %d-%d)", p2, p1, lo, lo+20)
+	}
+	// No identity: the hub's own assignment, not the cluster's.
+	openConsole(t, b, "", "", "vSPC.py")
+	if n := len(shared.byVM); n != 2 {
+		t.Fatalf("the cluster assigned %d ports, want 2", n)
+	}
+	shared.mu.Lock()
+	shared.fail = errors.New("etcd unreachable")
+	shared.mu.Unlock()
+	_, err = b.Open(t.Context(), vspc.Request{Direction: vspc.DirServer, VMName: "web-3", VCUUID: "42100000-0000-0000-0000-0000000000f3", ServiceURI: "vSPC.py"}, &fakeSink{})
+	if err == nil || !strings.Contains(err.Error(), `VM "web-3" (service URI "vSPC.py"): console port from the cluster: etcd unreachable`) {
+		t.Fatalf("failed assignment: %v", err)
+	}
+}
