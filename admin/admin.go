@@ -55,6 +55,9 @@ type Config struct {
 	// Token returns the bearer token in force ("" none). It is called on
 	// every request, so a reload can change it.
 	Token func() string
+	// Owners returns the serial ports of the VM with this name or VC
+	// UUID that other cluster members serve (nil: a single node).
+	Owners func(ctx context.Context, vm string) ([]PortOwner, error)
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -245,7 +248,14 @@ func (h *Handler) Sessions(vm string) []Session {
 func (h *Handler) sessions(w http.ResponseWriter, r *http.Request) {
 	vm := r.URL.Query().Get("vm")
 	list := SessionList{Time: h.cfg.Now(), Sessions: h.Sessions(vm)}
-	if vm != "" && len(list.Sessions) == 0 {
+	if vm != "" && h.cfg.Owners != nil {
+		o, err := h.cfg.Owners(r.Context(), vm)
+		if err != nil {
+			h.log.Info("sessions: cannot read which members serve the VM's other ports", "vm", vm, "err", err)
+		}
+		list.Elsewhere = o
+	}
+	if vm != "" && len(list.Sessions) == 0 && len(list.Elsewhere) == 0 {
 		writeJSON(w, http.StatusNotFound, ErrorBody{"admin: no VM named " + vm + " has a serial port on this bridge"})
 		return
 	}

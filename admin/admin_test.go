@@ -607,3 +607,37 @@ func TestRemoteCounters(t *testing.T) {
 		}
 	}
 }
+
+// In a cluster, sessions of a VM also lists its serial ports that other
+// members serve; a VM with ports nowhere is still a 404.
+func TestSessionsElsewhere(t *testing.T) {
+	since := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	h := New(Config{
+		Server: fakeServer{[]vspc.PortInfo{{VMName: "web-1", VCUUID: "u1", ServiceURI: "com1", Direction: "client", State: "attached", Via: "m3"}}},
+		Owners: func(_ context.Context, vm string) ([]PortOwner, error) {
+			if vm == "web-1" || vm == "db-1" {
+				return []PortOwner{{VM: vm, VCUUID: "u9", ServiceURI: "com2", Member: "m2", MemberAdmin: "10.0.0.12:13372", Since: since}}, nil
+			}
+			return nil, nil
+		},
+	})
+	get := func(vm string) (int, SessionList) {
+		req := httptest.NewRequest("GET", "/api/v1/sessions?vm="+vm, nil)
+		req.Host = "127.0.0.1:13372"
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var l SessionList
+		json.Unmarshal(rec.Body.Bytes(), &l)
+		return rec.Code, l
+	}
+	code, l := get("web-1")
+	if code != 200 || len(l.Sessions) != 1 || l.Sessions[0].Via != "m3" || len(l.Elsewhere) != 1 || l.Elsewhere[0].Member != "m2" {
+		t.Fatalf("web-1: %d %+v", code, l)
+	}
+	if code, l = get("db-1"); code != 200 || len(l.Sessions) != 0 || len(l.Elsewhere) != 1 || l.Elsewhere[0].MemberAdmin != "10.0.0.12:13372" {
+		t.Fatalf("db-1 (served elsewhere only): %d %+v", code, l)
+	}
+	if code, _ = get("nobody"); code != 404 {
+		t.Fatalf("nobody: %d, want 404", code)
+	}
+}

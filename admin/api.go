@@ -14,6 +14,20 @@ import (
 type SessionList struct {
 	Time     time.Time `json:"time"`
 	Sessions []Session `json:"sessions"`
+	// Elsewhere lists the VM's serial ports that other cluster members
+	// serve (from etcd), when a VM was asked for; empty on a single
+	// node.
+	Elsewhere []PortOwner `json:"elsewhere,omitempty"`
+}
+
+// PortOwner is a VM serial port and the cluster member that serves it.
+type PortOwner struct {
+	VM          string    `json:"vm"`
+	VCUUID      string    `json:"vc_uuid,omitempty"`
+	ServiceURI  string    `json:"service_uri"`
+	Member      string    `json:"member"`
+	MemberAdmin string    `json:"member_admin,omitempty"` // that member's [admin] listen
+	Since       time.Time `json:"since"`
 }
 
 // Session is one VM serial port.

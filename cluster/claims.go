@@ -564,3 +564,30 @@ type ListenerAssigner struct{ Node *Node }
 func (a ListenerAssigner) AssignListener(ctx context.Context, key vspc.PortKey, lo, hi int) (int, error) {
 	return a.Node.AssignListener(ctx, PortID{VM: key.VM, Service: key.Service}, lo, hi)
 }
+
+// HeldPort is a port claim as etcd has it.
+type HeldPort struct {
+	Record PortRecord
+	Fence  int64
+}
+
+// PortsOf reads the ports of a VM (by VC UUID, or by the name it sent)
+// that any member holds. It reads every port key (status-rate use).
+func (n *Node) PortsOf(ctx context.Context, vm string) ([]HeldPort, error) {
+	n.op()
+	r, err := n.cli.Get(ctx, n.key(kPorts), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("cluster: reading port owners: %w", err)
+	}
+	var out []HeldPort
+	for _, kv := range r.Kvs {
+		rec, err := decode[PortRecord](kv.Value)
+		if err != nil {
+			continue
+		}
+		if strings.EqualFold(rec.Port.VM, vm) || rec.Port.VM == "name:"+vm || rec.VMName == vm {
+			out = append(out, HeldPort{Record: rec, Fence: kv.CreateRevision})
+		}
+	}
+	return out, nil
+}

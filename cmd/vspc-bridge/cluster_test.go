@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/vspc-bridge/vspc-bridge/admin"
 	"github.com/vspc-bridge/vspc-bridge/cluster"
 	"github.com/vspc-bridge/vspc-bridge/cluster/clustertest"
 	"github.com/vspc-bridge/vspc-bridge/configs"
@@ -73,6 +76,22 @@ func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// freeLoopbackPorts returns n distinct ports on 127.0.0.1 that were free a
+// moment ago (held open together while they are picked, so no two are
+// the same).
+func freeLoopbackPorts(t *testing.T, n int) []int {
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
 }
 
 func freeLoopbackPort(t *testing.T) int {
@@ -348,6 +367,15 @@ reconnect_grace = "0s"
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("status text lacks %q:\n%s", want, text.String())
 		}
+	}
+	// sessions on m2 says which member serves the VM's port.
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/api/v1/sessions?vm=vm-1", nil)
+	req.Host = "127.0.0.1:13372"
+	members[1].d.admin.ServeHTTP(rec, req)
+	var sl admin.SessionList
+	if err := json.Unmarshal(rec.Body.Bytes(), &sl); err != nil || rec.Code != 200 || len(sl.Sessions) != 0 || len(sl.Elsewhere) != 1 || sl.Elsewhere[0].Member != "m1" {
+		t.Errorf("sessions vm-1 on m2: %d %s", rec.Code, rec.Body)
 	}
 	// A vMotion whose destination reaches m3: its PEER goes to m1 too.
 	ctx, cancel := context.WithTimeout(t.Context(), testwait.Timeout)

@@ -86,6 +86,8 @@ type daemon struct {
 	// cluster returns the cluster part of the status; set before start
 	// when the bridge is a cluster member.
 	cluster func() *admin.ClusterStatus
+	// owners returns the ports of a VM other cluster members serve.
+	owners func(ctx context.Context, vm string) ([]admin.PortOwner, error)
 
 	fatal chan error     // a listener failed on its own
 	wg    sync.WaitGroup // listener and matcher goroutines
@@ -139,6 +141,12 @@ func newDaemon(cfg *configs.Config, log *slog.Logger, br *bridge.Bridge, srv *vs
 		Ready:  d.ready,
 		Reload: d.reload,
 		Token:  func() string { return *d.token.Load() },
+		Owners: func(ctx context.Context, vm string) ([]admin.PortOwner, error) {
+			if d.owners == nil {
+				return nil, nil
+			}
+			return d.owners(ctx, vm)
+		},
 		Consoles: func() []admin.Console {
 			if d.consoles == nil {
 				return nil

@@ -209,6 +209,32 @@ func (m *member) status() *admin.ClusterStatus {
 	return &c
 }
 
+// owners returns the ports of vm that other members serve, for
+// sessions.
+func (m *member) owners(ctx context.Context, vm string) ([]admin.PortOwner, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*m.cfg.EtcdTimeout.Duration)
+	defer cancel()
+	held, err := m.node.PortsOf(ctx, vm)
+	if err != nil {
+		return nil, err
+	}
+	var out []admin.PortOwner
+	for _, h := range held {
+		if h.Record.Member == m.cfg.Member {
+			continue // listed as a session of this bridge
+		}
+		o := admin.PortOwner{VM: h.Record.VMName, ServiceURI: h.Record.Port.Service, Member: h.Record.Member, Since: h.Record.Since}
+		if !strings.HasPrefix(h.Record.Port.VM, "name:") {
+			o.VCUUID = h.Record.Port.VM
+		}
+		if mi, ok := m.node.MemberByID(h.Record.Member); ok {
+			o.MemberAdmin = mi.Admin
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
 // fillLocal sets what the node knows without asking etcd.
 func (m *member) fillLocal(s *admin.ClusterStatus) {
 	h := m.node.Health()

@@ -184,6 +184,7 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 	}
 	if mem != nil {
 		d.cluster = mem.status
+		d.owners = mem.owners
 	}
 	// Remote access (direction-server VMs without a device route): the
 	// hub's per-VM listeners and front doors; off unless [remote] enabled.

@@ -294,7 +294,27 @@ func cmdSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		printSession(stdout, l.Time, s)
 	}
+	for i, o := range l.Elsewhere {
+		if i > 0 || len(l.Sessions) > 0 {
+			fmt.Fprintln(stdout)
+		}
+		printElsewhere(stdout, l.Time, o)
+	}
 	return nil
+}
+
+// printElsewhere describes a serial port another cluster member serves.
+func printElsewhere(w io.Writer, now time.Time, o admin.PortOwner) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, f string, a ...any) { fmt.Fprintf(tw, "  %s\t%s\n", k, fmt.Sprintf(f, a...)) }
+	fmt.Fprintf(tw, "VM %s\n", o.VM)
+	row("VC UUID", "%s", cmp.Or(o.VCUUID, "-"))
+	row("service URI", "%s", o.ServiceURI)
+	row("served by", "member %s, since %s (%s)", o.Member, o.Since.Local().Format(time.DateTime), ago(now, o.Since))
+	if o.MemberAdmin != "" {
+		row("details", "vspc-bridge sessions -addr %s %s", o.MemberAdmin, cmp.Or(o.VCUUID, o.VM))
+	}
+	tw.Flush()
 }
 
 func printSession(w io.Writer, now time.Time, s admin.Session) {
