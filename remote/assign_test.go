@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,8 +17,10 @@ import (
 )
 
 // sharedPorts stands in for the cluster's assignment (cluster.Node's
-// AssignListener): one map for every hub, the first free port of the
-// range for a serial port it has not seen.
+// AssignListener): one map for every hub, the first port of the range
+// for a serial port it has not seen that no other one has and that no
+// other program on this machine holds right now (the range is near
+// ports other tests take: the etcd assignment cannot know them).
 type sharedPorts struct {
 	mu   sync.Mutex
 	byVM map[vspc.PortKey]int
@@ -37,12 +41,21 @@ func (s *sharedPorts) AssignListener(_ context.Context, key vspc.PortKey, lo, hi
 		for _, q := range s.byVM {
 			taken = taken || q == p
 		}
-		if !taken {
+		if !taken && bindable(p) {
 			s.byVM[key] = p
 			return p, nil
 		}
 	}
 	return 0, errors.New("full")
+}
+
+func bindable(port int) bool {
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
 }
 
 // With a cluster assigning port_range, a VM serial port gets the same
