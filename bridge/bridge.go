@@ -50,6 +50,8 @@ type Bridge struct {
 
 	park *park.Parker // parks idle device connections ([vspc] park_after); nil: never
 
+	tapHistory int // bytes of traffic a new link keeps for taps (SetTapHistory); guarded by mu
+
 	// open opens a link's device: devices.Open (tests replace it).
 	open func(ctx context.Context, t target.Target, opts devices.Options) (devices.Device, error)
 
@@ -249,7 +251,7 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 	}
 	l.cond.L = &l.mu
 	b.mu.Lock()
-	l.observer = &linkObserver{next: b.observer} // alerts, and taps (tap.go)
+	l.observer = &linkObserver{next: b.observer, histMax: b.tapHistory} // alerts, taps and their history (tap.go)
 	if b.closed {
 		b.mu.Unlock()
 		return nil, errors.New("bridge closing")

@@ -48,6 +48,10 @@ type Web struct {
 	// idle and finds dead browsers: no answer within Ping closes it.
 	// 1s..10m, default "20s".
 	Ping Duration `toml:"ping"`
+	// WatchScrollback is how much recent traffic each port joined to a
+	// device or remote keeps for watchers (both directions), which a new
+	// watch replays first. 0 keeps none. 0..16MiB, default "16KiB".
+	WatchScrollback Size `toml:"watch_scrollback"`
 
 	origins []string // parsed Origins: scheme://host[:port], lower case
 }
@@ -75,6 +79,8 @@ func webDefaults() Web {
 		MaxSessions: 1000,
 		MaxConsoles: 32,
 		Ping:        Duration{20 * time.Second},
+
+		WatchScrollback: 16 * KiB,
 	}
 }
 
@@ -144,6 +150,7 @@ func (d *decoder) validateWeb(c *Config) {
 	if !d.bad["web.ping"] && (w.Ping.Duration < MinWebPing || w.Ping.Duration > MaxWebPing) {
 		d.errorf("web.ping", "%v is out of range %v..%v", w.Ping.Duration, MinWebPing, MaxWebPing)
 	}
+	d.sizeRange("web.watch_scrollback", w.WatchScrollback, 0, MaxScrollback)
 }
 
 func hasPasswordUser(users []User) bool {

@@ -11,7 +11,7 @@ import (
 func TestWebDefaults(t *testing.T) {
 	w := Default().Web
 	if w.Listen != "" || w.TLS() || w.SecureCookie || len(w.OriginList()) != 0 || w.SessionIdle.Duration != 30*time.Minute ||
-		w.SessionMax.Duration != 12*time.Hour || w.MaxSessions != 1000 || w.MaxConsoles != 32 || w.Ping.Duration != 20*time.Second {
+		w.SessionMax.Duration != 12*time.Hour || w.MaxSessions != 1000 || w.MaxConsoles != 32 || w.Ping.Duration != 20*time.Second || w.WatchScrollback != 16*KiB {
 		t.Fatalf("defaults: %+v", w)
 	}
 }
@@ -31,6 +31,7 @@ session_max = "8h"
 max_sessions = 50
 max_consoles = 4
 ping = "45s"
+watch_scrollback = "1MiB"
 [[user]]
 name = "alice"
 password = "`+testHash+`"
@@ -43,7 +44,7 @@ password = "`+testHash+`"
 	if !slices.Equal(w.OriginList(), want) {
 		t.Errorf("origins %q, want %q", w.OriginList(), want)
 	}
-	if !w.TLS() || w.SessionIdle.Duration != 10*time.Minute || w.SessionMax.Duration != 8*time.Hour || w.MaxSessions != 50 || w.MaxConsoles != 4 || w.Ping.Duration != 45*time.Second {
+	if !w.TLS() || w.SessionIdle.Duration != 10*time.Minute || w.SessionMax.Duration != 8*time.Hour || w.MaxSessions != 50 || w.MaxConsoles != 4 || w.Ping.Duration != 45*time.Second || w.WatchScrollback != MiB {
 		t.Errorf("parsed: %+v", w)
 	}
 }
@@ -83,6 +84,7 @@ func TestWebErrors(t *testing.T) {
 		{"idle over max", head + "[web]\nsession_idle = \"2h\"\nsession_max = \"1h\"\n", []string{"6: web.session_idle: 2h0m0s is longer than session_max 1h0m0s"}},
 		{"counts", head + "[web]\nmax_sessions = 0\nmax_consoles = 1001\n", []string{
 			"6: web.max_sessions: 0 is out of range 1..100000", "7: web.max_consoles: 1001 is out of range 1..1000"}},
+		{"watch scrollback", head + "[web]\nwatch_scrollback = \"17MiB\"\n", []string{"6: web.watch_scrollback: 17MiB is out of range 0..16MiB"}},
 		{"unknown key", head + "[web]\nport = 1\n", []string{"6: web.port: unknown key (valid in [web]: listen, tls_cert, tls_key, origins"}},
 	}
 	for _, tt := range tests {

@@ -480,6 +480,8 @@ func TestBrowserConsole(t *testing.T) {
 	}
 	bob.do("watch both directions", chromedp.SetValue(chromedp.ID("watch-dir"), "both"), chromedp.Evaluate[chromedp.Void](`document.getElementById('watch-dir').dispatchEvent(new Event('change'))`))
 	bob.waitJS("the watch of both directions", `window.vspc.con.hello && window.vspc.con.hello.dir === 'both' && window.vspc.con.replayDone`)
+	// It starts with the link's recent traffic, both ways.
+	bob.waitScreen("Switch> show vlan")
 	swRemote.Write([]byte("VLAN 10 up\r\n"))
 	readExactly(t, sw, "VLAN 10 up\r\n")
 	bob.waitScreen("VLAN 10 up")

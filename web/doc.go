@@ -10,7 +10,9 @@
 // and the slow-client rule (remote.Hub.Attach). A port joined to a device
 // or remote system has no console, but a user with rights to its VM may
 // watch its traffic read-only: the watcher taps the link and never holds
-// it up.
+// it up. A watch starts with the link's recent traffic ([web]
+// watch_scrollback, kept by the bridge: bridge.SetTapHistory) in the
+// direction watched, as a console starts with its scrollback.
 //
 // # Routes
 //

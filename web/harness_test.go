@@ -128,6 +128,7 @@ access = [{vm = "db-*", mode = "rw"}]
 	e := &env{t: t, cfg: cfg, hub: hub, logDir: logDir, cfgText: src, hashes: hashes}
 	e.br = bridge.New(cfg, log)
 	e.br.SetConsoles(hub)
+	e.br.SetTapHistory(int(cfg.Web.WatchScrollback))
 	e.srv = vspc.NewServer(vspc.Config{Bridger: e.br, Logger: log, GracePeriod: 5 * time.Second})
 	e.web, err = web.New(web.Config{Config: cfg, Consoles: web.HubConsoles(hub), Ports: e.srv.Ports, Devices: e.br.Devices, Taps: e.br, Logger: log, Now: o.now})
 	if err != nil {

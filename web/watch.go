@@ -16,10 +16,11 @@ import (
 )
 
 // Taps lets users watch a port joined to a device or remote: a copy of
-// its traffic, read-only, that never holds the link up (a
-// *bridge.Bridge).
+// its traffic, read-only, that never holds the link up, after its recent
+// traffic (a *bridge.Bridge; bridge.SetTapHistory sizes what it keeps,
+// [web] watch_scrollback).
 type Taps interface {
-	Tap(key vspc.PortKey, fn bridge.TapFunc) (untap func(), err error)
+	Tap(key vspc.PortKey, fn bridge.TapFunc) (replay []bridge.TapChunk, untap func(), err error)
 }
 
 // Directions a watcher sees.
@@ -92,9 +93,14 @@ func newTapBuffer(dir string, limit int) *tapBuffer {
 	return &tapBuffer{dir: dir, limit: limit, wake: make(chan struct{}, 1)}
 }
 
+// wants reports whether the watcher sees traffic of that direction.
+func (b *tapBuffer) wants(fromDevice bool) bool {
+	return b.dir == dirBoth || (b.dir == dirDevice) == fromDevice
+}
+
 // add is the bridge.TapFunc.
 func (b *tapBuffer) add(fromDevice bool, p []byte) {
-	if b.dir == dirVM && fromDevice || b.dir == dirDevice && !fromDevice {
+	if !b.wants(fromDevice) {
 		return
 	}
 	b.mu.Lock()
@@ -122,7 +128,8 @@ func (b *tapBuffer) take(spare []byte) ([]byte, int64) {
 
 // handleWatch streams a copy of a joined port's traffic: a console that
 // only reads. The protocol is the console's (doc.go) with kind "link",
-// mode "watch", no scrollback (a link keeps none) and no input.
+// mode "watch", the link's recent traffic in the watched direction as the
+// scrollback, and no input.
 func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	s.serve(w, r, kindLink, "no such port", s.watch)
 }
@@ -148,7 +155,7 @@ func (s *Server) watch(st *stream, r *http.Request, e snapEntry, v Entry) {
 	}
 	defer s.release(u.Name)
 	tb := newTapBuffer(dir, watchBuffer)
-	untap, err := s.cfg.Taps.Tap(e.pkey, tb.add)
+	history, untap, err := s.cfg.Taps.Tap(e.pkey, tb.add)
 	if err != nil {
 		st.finish(closeGone, "the port is no longer joined: "+userText(err))
 		return
@@ -165,10 +172,16 @@ func (s *Server) watch(st *stream, r *http.Request, e snapEntry, v Entry) {
 	started := time.Now()
 	log := s.log.With("user", u.Name, "vm", e.VM, "vc_uuid", e.VCUUID, "service_uri", e.Service, "device", e.Device, "peer", r.RemoteAddr)
 	log.Info("web watch started", "dir", dir)
+	var replay []byte
+	for _, c := range history {
+		if tb.wants(c.FromDevice) {
+			replay = append(replay, c.Data...)
+		}
+	}
 	hello := helloMsg{Type: "hello", ID: e.ID, Kind: kindLink, VM: e.VM, VCUUID: e.VCUUID, Service: e.Service, State: e.State, User: u.Name,
-		Right: v.Right, Mode: "watch", Device: e.Device, DeviceState: e.DeviceState, Dir: dir}
+		Right: v.Right, Mode: "watch", Device: e.Device, DeviceState: e.DeviceState, Dir: dir, Replay: len(replay)}
 	ws := &watchStream{stream: st, tb: tb, entry: e}
-	if st.send(hello) && st.send(textMsg{Type: "replay-end"}) {
+	if st.send(hello) && ws.sendBytes(replay) && st.send(textMsg{Type: "replay-end"}) {
 		st.run(ws.input, ws.output, ws.status)
 	}
 	log.Info("web watch ended", "why", st.why(), "after", time.Since(started).Round(time.Millisecond).String(), "bytes_out", ws.bytesOut.Load(), "lost", ws.lost.Load())
@@ -199,20 +212,28 @@ func (ws *watchStream) output() {
 				return
 			}
 		}
-		for p := data; len(p) > 0; {
-			k := min(len(p), outChunk)
-			if ws.writeBinary(p[:k]) != nil {
-				ws.finish(websocket.StatusAbnormalClosure, "")
-				return
-			}
-			ws.bytesOut.Add(int64(k))
-			p = p[k:]
+		if !ws.sendBytes(data) {
+			return
 		}
 		spare = data
 		if cap(spare) > watchBuffer {
 			spare = nil
 		}
 	}
+}
+
+// sendBytes sends traffic as binary frames; false: the stream finished.
+func (ws *watchStream) sendBytes(p []byte) bool {
+	for len(p) > 0 {
+		k := min(len(p), outChunk)
+		if ws.writeBinary(p[:k]) != nil {
+			ws.finish(websocket.StatusAbnormalClosure, "")
+			return false
+		}
+		ws.bytesOut.Add(int64(k))
+		p = p[k:]
+	}
+	return true
 }
 
 // status sends watchers, the port's and the device's state when they

@@ -586,6 +586,35 @@ func TestWatchLink(t *testing.T) {
 	if got := vmOnly.output("show version\r"); got != "show version\r" {
 		t.Fatalf("VM output only: %q", got)
 	}
+	// A new watch shows the link's recent traffic first, in the
+	// direction it watches, then live traffic.
+	again, _, err := alice.dial("ws/watch/"+l.ID+"?dir=both", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := again.expect("hello"); h["replay"] != float64(len("router> show version\r")) {
+		t.Fatalf("hello of a second watch %v", h)
+	}
+	if _, replay := again.expect("replay-end"); string(replay) != "router> show version\r" {
+		t.Fatalf("replay of both directions %q", replay)
+	}
+	devOnly, _, err := bob.dial("ws/watch/"+l.ID+"?dir=device", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, replay := devOnly.expect("replay-end"); string(replay) != "router> " {
+		t.Fatalf("replay of the device's traffic %q", replay)
+	}
+	rs.Write([]byte("\r\nVersion 15.2\r\n"))
+	readExactly(t, vm, "\r\nVersion 15.2\r\n")
+	if got := again.output("Version 15.2"); got != "\r\nVersion 15.2\r\n" {
+		t.Fatalf("live after the replay: %q", got)
+	}
+	devOnly.output("Version 15.2")
+	both.output("Version 15.2")
+	again.c.Close(websocket.StatusNormalClosure, "")
+	devOnly.c.Close(websocket.StatusNormalClosure, "")
+
 	// A watcher's typing reaches nothing.
 	both.input("reload\r")
 	if m, _ := both.expect("notice"); !strings.Contains(m["text"].(string), "not sent") {

@@ -43,6 +43,9 @@ func startWeb(cfg *configs.Config, log *slog.Logger, hub *remote.Hub, br *bridge
 		}
 		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*c}}
 	}
+	// Ports joined to a device keep their recent traffic for watchers
+	// (links opened from now on: the web console starts before any VM).
+	br.SetTapHistory(int(w.WatchScrollback))
 	ws, err := web.New(web.Config{
 		Config: cfg, Consoles: web.HubConsoles(hub), Ports: srv.Ports, Devices: br.Devices, Taps: br,
 		Logger: log.With("component", "web"),
