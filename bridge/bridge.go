@@ -247,7 +247,7 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 		// tcp, telnet, nport: the line the device server is configured to.
 		// An nport target with a command port falls back to it only when
 		// the command port does not connect (and then says so once).
-		l.fixed = devices.NewFixedLine(t, initial.Merge(t.Settings), l.logger())
+		l.fixed = devices.NewFixedLineLazy(t, initial.Merge(t.Settings), l.logger)
 	}
 	l.cond.L = &l.mu
 	b.mu.Lock()

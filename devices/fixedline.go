@@ -31,8 +31,8 @@ import (
 type FixedLine struct {
 	kind       target.Kind
 	addr       string
-	log        *slog.Logger
-	configured rfc2217.Settings // immutable after construction
+	log        func() *slog.Logger // the logger, built when something is logged
+	configured rfc2217.Settings    // immutable after construction
 
 	mu       sync.Mutex
 	mismatch string          // guarded by mu: the latest request the line cannot take
@@ -47,6 +47,14 @@ func NewFixedLine(t target.Target, configured rfc2217.Settings, log *slog.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	return NewFixedLineLazy(t, configured, func() *slog.Logger { return log })
+}
+
+// NewFixedLineLazy is NewFixedLine with a logger built only when a
+// mismatch is logged: a FixedLine lives as long as its link, and a logger
+// with the link's context costs about 200 bytes that an idle port would
+// otherwise keep (issue 17). log must not be nil.
+func NewFixedLineLazy(t target.Target, configured rfc2217.Settings, log func() *slog.Logger) *FixedLine {
 	return &FixedLine{kind: t.Kind, addr: t.Addr(), log: log, configured: configured}
 }
 
@@ -67,9 +75,9 @@ func (f *FixedLine) SetSettings(_ context.Context, s rfc2217.Settings) (rfc2217.
 	f.logged = true
 	f.mu.Unlock()
 	if first {
-		f.log.Warn("devices: line settings mismatch", "requested", want.String(), "configured", f.configured.String(), "detail", msg)
+		f.log().Warn("devices: line settings mismatch", "requested", want.String(), "configured", f.configured.String(), "detail", msg)
 	} else {
-		f.log.Debug("devices: line settings mismatch", "requested", want.String(), "configured", f.configured.String())
+		f.log().Debug("devices: line settings mismatch", "requested", want.String(), "configured", f.configured.String())
 	}
 	return f.configured, nil
 }

@@ -51,20 +51,15 @@ type vmConn struct {
 	opts telnet.Options
 	out  []byte // replies collected while decoding; flushed after each read
 
-	ksSent  bool     // KNOWN-SUBOPTIONS-2 sent since option 232 was enabled
 	vmKnown []Subopt // the VM's KNOWN-SUBOPTIONS-1
 	req     *ProxyRequest
 	ident   identity
-	asked   askSet          // GET-VM-* we sent and still wait for (before deciding)
 	identBy time.Time       // identification deadline; zero when not waiting
 	offerBy time.Time       // opening offers held until the VM speaks or this; zero once sent
 	hsBy    time.Time       // handshake deadline; zero once trusted
 	pending []byte          // VM data before the port is attached
 	waitFor <-chan struct{} // after COMPLETE: the old connection's reader must finish first (set by the hand-over's switch, on this reader)
 	idle    park.Idle       // when the connection counts as idle (its Period is 0 when it never parks)
-	// owned: the reader may hand over to a fresh goroutine (not
-	// ServeConn's caller); respawn: it should, once the handshake is done.
-	owned, respawn bool
 
 	done doneSignal // fired when the connection has ended (finish)
 
@@ -74,13 +69,41 @@ type vmConn struct {
 	role   atomic.Uint32        // a connRole
 	binOut atomic.Bool          // we send BINARY (escape only IAC); read by Port.Send
 
-	wfailed bool // guarded by the port's mu: a write failed; the writer skips this connection
+	// The flags sit together, beside binOut, so that a vmConn stays
+	// within 512 bytes (a parked port keeps it; issue 17).
+	wfailed bool   // guarded by the port's mu: a write failed; the writer skips this connection
+	ksSent  bool   // KNOWN-SUBOPTIONS-2 sent since option 232 was enabled
+	asked   askSet // GET-VM-* we sent and still wait for (before deciding)
+	// owned: the reader may hand over to a fresh goroutine (not
+	// ServeConn's caller); respawn: it should, once the handshake is done.
+	owned, respawn bool
+	relayed        bool // handed over by another bridge (ServeHandoff): never handed on again
 
-	tookOver []byte // reader-owned: the sequence of another bridge's hand-over this connection took over (its COMPLETE is expected)
+	cl *connCluster // what a cluster's hand-offs leave; nil for a connection that had none
+}
 
-	relayed bool     // handed over by another bridge (ServeHandoff): never handed on again
-	via     string   // the bridge that relays it, when relayed (for status)
-	fwdConn net.Conn // reader-owned: the stream to the bridge that serves the port, once the connection is handed there
+// connCluster is the part of a vmConn that only a cluster's hand-offs
+// use, kept apart so that the common connection stays small.
+type connCluster struct {
+	tookOver []byte   // reader-owned: the sequence of another bridge's hand-over this connection took over (its COMPLETE is expected)
+	via      string   // the bridge that relays it, when relayed (for status); set before the port exists
+	fwdConn  net.Conn // reader-owned: the stream to the bridge that serves the port, once the connection is handed there
+}
+
+// cluster returns c.cl, made on first use (on the reader).
+func (c *vmConn) cluster() *connCluster {
+	if c.cl == nil {
+		c.cl = new(connCluster)
+	}
+	return c.cl
+}
+
+// via is the bridge that relays the connection, or "".
+func (c *vmConn) via() string {
+	if c.cl == nil {
+		return ""
+	}
+	return c.cl.via
 }
 
 type identity struct {
@@ -194,7 +217,7 @@ const (
 	readOn   deadlineOutcome = iota // go on reading
 	stop                            // the connection has ended
 	parked                          // the connection parked: its goroutine ends
-	handedOn                        // the connection goes to another bridge (c.fwdConn): relay it
+	handedOn                        // the connection goes to another bridge (c.cl.fwdConn): relay it
 )
 
 // serve is the read loop. It runs on the connection's goroutine from run,

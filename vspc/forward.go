@@ -254,7 +254,7 @@ func (c *vmConn) resume(h *Handoff) error {
 func (s *Server) ServeHandoff(nc net.Conn, h *Handoff) {
 	c := newConn(s, nc, nil) // never parks: it runs on the caller's goroutine
 	c.relayed = true
-	c.via = h.Via
+	c.cluster().via = h.Via
 	if !s.adopt(c, nc) {
 		return
 	}
@@ -288,11 +288,11 @@ func (s *Server) ServeHandoff(nc net.Conn, h *Handoff) {
 }
 
 // errForward stops the decoder at the event whose connection goes to
-// another bridge: c.fwdConn is its stream.
+// another bridge: c.cl.fwdConn is its stream.
 var errForward = errors.New("vspc: connection handed to another bridge")
 
 // forward asks the Forwarder about a DO-PROXY refused with ErrElsewhere.
-// It returns errForward (the stream is in c.fwdConn), ErrServeHere, or
+// It returns errForward (the stream is in c.cl.fwdConn), ErrServeHere, or
 // why the connection is refused.
 func (c *vmConn) forward(why error) error {
 	fw := c.srv.conf().Forwarder
@@ -303,7 +303,7 @@ func (c *vmConn) forward(why error) error {
 	if err != nil {
 		return err
 	}
-	c.fwdConn = fc
+	c.cluster().fwdConn = fc
 	return errForward
 }
 
@@ -313,13 +313,13 @@ func (c *vmConn) forward(why error) error {
 const relayBuf = 8 << 10
 
 // relay moves bytes between the host and the bridge that serves the port
-// (c.fwdConn) until either side ends, then ends the connection. rest is
+// (c.cl.fwdConn) until either side ends, then ends the connection. rest is
 // what the host sent after the event the connection was handed over at.
 // The replies this bridge owed the host up to that event go first.
 func (c *vmConn) relay(rest []byte) {
 	s := c.srv
-	fc := c.fwdConn
-	c.fwdConn = nil
+	fc := c.cl.fwdConn // set by forward or a PEER's hand-off
+	c.cl.fwdConn = nil
 	c.role.Store(uint32(roleForwarded))
 	c.hsBy, c.identBy = time.Time{}, time.Time{}
 	c.nc.SetDeadline(time.Time{})
@@ -386,7 +386,7 @@ func pump(dst io.Writer, src io.Reader) (srcEnded bool) {
 	}
 }
 
-// handOn relays the connection (c.fwdConn). A connection Serve accepted
+// handOn relays the connection (c.cl.fwdConn). A connection Serve accepted
 // does it on a fresh goroutine, so that the handshake's grown stack is
 // freed (as decide's respawn does); ServeConn's and ServeHandoff's callers
 // wait for their connection on their own goroutine.

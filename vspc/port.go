@@ -148,7 +148,7 @@ func (p *Port) Info() PortInfo {
 	via := ""
 	if p.active != nil {
 		peer = p.active.nc.RemoteAddr().String()
-		via = p.active.via
+		via = p.active.via()
 	}
 	var last *HandOver
 	completed := 0

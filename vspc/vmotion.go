@@ -407,8 +407,8 @@ func (c *vmConn) refuseQuietly() error {
 // vmotionComplete handles VMOTION-COMPLETE seq on the destination.
 func (c *vmConn) vmotionComplete(seq []byte) error {
 	p := c.port.Load()
-	if p != nil && c.tookOver != nil && bytes.Equal(seq, c.tookOver) {
-		c.tookOver = nil // the port was this connection's since PEER-OK
+	if p != nil && c.cl != nil && c.cl.tookOver != nil && bytes.Equal(seq, c.cl.tookOver) {
+		c.cl.tookOver = nil // the port was this connection's since PEER-OK
 		c.logger().Info("VMOTION-COMPLETE of a hand-over taken over from another bridge", "seq", hex.EncodeToString(seq))
 		return nil
 	}
@@ -455,7 +455,7 @@ func (c *vmConn) takeOver(payload []byte) (done bool, err error) {
 		c.logger().Warn("VMOTION-PEER of another bridge's hand-over could not be carried there nor taken over; closing (the vMotion fails, the VM stays on its source host)", "err", err)
 		return true, c.refuseQuietly()
 	case res.Conn != nil:
-		c.fwdConn = res.Conn
+		c.cluster().fwdConn = res.Conn
 		c.logger().Info("VMOTION-PEER of a hand-over another bridge holds: connection carried there")
 		return true, errForward
 	}
@@ -475,7 +475,7 @@ func (c *vmConn) takeOver(payload []byte) (done bool, err error) {
 		return true, c.refuseQuietly()
 	}
 	c.out = nil // the port's now
-	c.tookOver = append([]byte(nil), payload[:seqLen]...)
+	c.cluster().tookOver = append([]byte(nil), payload[:seqLen]...)
 	c.hsBy = time.Time{}
 	c.setDeadline()
 	c.srv.count(func(k *Counters) { k.VMotionsCompleted++ })
