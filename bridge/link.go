@@ -227,9 +227,32 @@ func (l *link) attempt() {
 	// The pump runs on a goroutine of its own, not under this frame: a
 	// goroutine blocked in Read never shrinks its stack below what its
 	// deepest frames needed (notes idle-memory.md §2.1), and attempt's
-	// frames held the pump at 8 KiB.
+	// frames held the pump at 8 KiB. A parkable device parks at once
+	// instead: its pump starts when it has something to say.
 	l.b.wg.Add(1)
-	go l.pump(dev)
+	if !l.parkNow(dev) {
+		go l.pump(dev)
+	}
+}
+
+// parkNow parks a device connection that has just opened, before its
+// pump ever runs (its first byte, hang-up or close runs the pump through
+// Options.Wake), and reports whether it did. Without it, a burst of
+// devices connecting held a pump goroutine each for a park period, and
+// each left its g behind for good (480 bytes; notes idle-memory.md §2.1).
+// The caller has counted the pump in the WaitGroup.
+func (l *link) parkNow(dev devices.Device) bool {
+	if l.b.parkAfter() <= 0 {
+		return false
+	}
+	pd, ok := raw(dev).(parkNowDevice)
+	return ok && pd.CanPark() && pd.ParkNow() == nil
+}
+
+// parkNowDevice is a parkable device that can park before any Read.
+type parkNowDevice interface {
+	CanPark() bool
+	ParkNow() error
 }
 
 // up flushes the backlog to dev, then publishes it: while l.dev is set

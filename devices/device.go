@@ -86,7 +86,8 @@ type Options struct {
 	// Parker, when set, lets the data connection of a tcp device, or of
 	// an nport device without a command port, park while idle (package
 	// park): the Device then has CanPark() bool (true),
-	// SetReadDeadline(time.Time) error and Park() error, and Wake runs on
+	// SetReadDeadline(time.Time) error, Park() error and ParkNow() error
+	// (park at once, before any Read: a connection just opened), and Wake runs on
 	// a fresh goroutine when a parked device becomes readable, hangs up or
 	// is closed. Other kinds ignore it.
 	Parker *park.Parker

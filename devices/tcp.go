@@ -79,6 +79,17 @@ func (d *tcpDevice) Park() error {
 	return park.ErrNotParkable
 }
 
+// ParkNow parks the connection at once, with no Read before it (see
+// park.Conn.ParkNow): for a device connection that has just opened, so
+// that it never holds a goroutine until it has something to say. Without
+// Options.Parker it returns park.ErrNotParkable.
+func (d *tcpDevice) ParkNow() error {
+	if pc, ok := d.conn.(*park.Conn); ok {
+		return pc.ParkNow()
+	}
+	return park.ErrNotParkable
+}
+
 // Close closes the connection; it is idempotent.
 func (d *tcpDevice) Close() error {
 	_, err := d.close()

@@ -261,11 +261,15 @@ func (c *vmConn) serve() {
 				c.setDeadline()
 			}
 			if c.respawn && err == nil {
-				// A fresh 2 KiB stack for the idle wait (notes
-				// idle-memory.md §2.1, a3): the handshake's 8 KiB one is
-				// freed now, not when the connection parks.
+				// The handshake's 8 KiB stack goes now, not when the
+				// connection parks: it parks at once when it can (the
+				// next byte starts a fresh goroutine), else the read
+				// loop goes on on a fresh 2 KiB stack (notes
+				// idle-memory.md §2.1, a3).
 				c.respawn = false
-				go c.serve()
+				if !c.parkNow() {
+					go c.serve()
+				}
 				return
 			}
 		}
@@ -311,6 +315,12 @@ func (c *vmConn) mayPark() bool {
 	if c.idle.Period <= 0 || !c.idle.Expired() {
 		return false
 	}
+	return c.quiet()
+}
+
+// quiet is mayPark without the idle period: nothing the connection's
+// reader waits for or owes.
+func (c *vmConn) quiet() bool {
 	if c.waitFor != nil {
 		// After a hand-over: once the old connection's reader has
 		// ended, nothing of it can overtake this one's data any more.
@@ -345,6 +355,27 @@ func (c *vmConn) park() bool {
 	}
 	c.out = nil // an idle connection holds no reply buffer
 	return pc.Park() == nil
+}
+
+// parkNow parks the connection at once, with no idle period first. The
+// reader calls it right after the handshake, where it would otherwise go
+// on on a fresh goroutine that waits out a park period: in a burst of
+// VMs connecting, every port then held a goroutine at once, and each
+// left its g behind for good (480 bytes; notes idle-memory.md §2.1).
+// Only a plain TCP connection parks so (park.Conn.ParkNow; a telnets
+// one may hold decrypted bytes); it reports whether it did.
+func (c *vmConn) parkNow() bool {
+	pc, ok := c.nc.(*park.Conn)
+	if !ok || c.idle.Period <= 0 || !c.quiet() {
+		return false
+	}
+	out := c.out
+	c.out = nil
+	if pc.ParkNow() != nil {
+		c.out = out
+		return false
+	}
+	return true
 }
 
 // onDeadline handles a read deadline.

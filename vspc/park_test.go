@@ -97,6 +97,28 @@ func TestParkedPortCarriesData(t *testing.T) {
 	}
 }
 
+// A VM connection past its handshake and a device connection just opened
+// park at once, without waiting out the park period (here an hour): a
+// burst of VMs leaves no goroutine per port behind. Both wake for data.
+func TestJoinedPortParksAtOnce(t *testing.T) {
+	pk, err := park.New(park.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pk.Close() })
+	e := newEnv(t, strings.Replace(allowLoopback, "[vspc]\n", "[vspc]\npark_after = \"1h\"\n", 1), func(c *vspc.Config) {
+		c.Parker, c.ParkAfter = pk, time.Hour
+	})
+	e.br.SetParker(pk)
+	vm, remote, _, _ := joined(t, e, 1)
+	waitParked(t, pk, 2) // the VM's connection and the device's
+	remote.Write([]byte("from the device\r\n"))
+	readFull(t, vm, "from the device\r\n")
+	vm.Write([]byte("from the VM\r\n"))
+	remote.SetReadDeadline(time.Now().Add(testwait.Timeout))
+	readFull(t, remote, "from the VM\r\n")
+}
+
 // A busy port keeps streaming while parked ones stay parked; the busy one
 // parks once it is quiet.
 func TestParkingBusyAndIdle(t *testing.T) {

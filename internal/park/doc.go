@@ -42,6 +42,9 @@
 //     right after a Read that returned a deadline error and no data: then
 //     nothing complete is buffered inside the tls.Conn (a partial record's
 //     remainder still has to arrive, and wakes the connection).
+//     Conn.ParkNow, which parks without that empty Read (an owner that
+//     has nothing to wait for), refuses any connection with a layer above
+//     its descriptor.
 //   - Wake storms. At most Config.MaxWaking woken connections are between
 //     their wake-up and their first Read's return; further events wait in
 //     the kernel. A woken owner that then blocks (back-pressure) holds no

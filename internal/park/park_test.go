@@ -221,6 +221,67 @@ func TestParkRequiresAnEmptyTimedOutRead(t *testing.T) {
 	}
 }
 
+// ParkNow parks a plain TCP connection with no empty Read before it:
+// bytes that arrived before it wake the connection at once (the
+// registration is level-triggered), later ones wake it as for Park.
+func TestParkNow(t *testing.T) {
+	eachBackend(t, func(t *testing.T, k backendKind) {
+		p := newTestParker(t, k, 0)
+		c, cl, w := wrapped(t, p)
+		if err := c.ParkNow(); err != nil {
+			t.Fatalf("ParkNow of a fresh connection: %v", err)
+		}
+		if p.Parked() != 1 {
+			t.Fatalf("Parked = %d, want 1", p.Parked())
+		}
+		cl.Write([]byte("later"))
+		w.wait(t, "the wake-up by bytes after ParkNow")
+		readAll(t, c, "later")
+		cl.Write([]byte("before"))
+		readAll(t, c, "be")
+		if err := c.ParkNow(); err != nil { // "fore" is pending
+			t.Fatalf("ParkNow after a Read that returned data: %v", err)
+		}
+		w.wait(t, "the wake-up by bytes pending at ParkNow")
+		readAll(t, c, "fore")
+	})
+}
+
+// ParkNow refuses a connection with a layer above its descriptor (TLS
+// may hold decrypted bytes no socket event announces), even after an
+// empty timed-out Read, and one with no descriptor.
+func TestParkNowRefusesTLSAndPipes(t *testing.T) {
+	p := newTestParker(t, defaultBackend, 0)
+	s, cl := tcpPair(t)
+	ts := tls.Server(s, &tls.Config{Certificates: []tls.Certificate{testCert(t)}})
+	tc := tls.Client(cl, &tls.Config{InsecureSkipVerify: true})
+	errc := make(chan error, 1)
+	go func() { errc <- tc.Handshake() }()
+	if err := ts.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	c := p.Wrap(ts, func() { t.Error("woken") })
+	if err := c.ParkNow(); !errors.Is(err, ErrNotIdle) {
+		t.Fatalf("ParkNow of a TLS connection = %v, want ErrNotIdle", err)
+	}
+	idle(t, c)
+	if err := c.ParkNow(); !errors.Is(err, ErrNotIdle) {
+		t.Fatalf("ParkNow of a TLS connection after an empty Read = %v, want ErrNotIdle", err)
+	}
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if err := p.Wrap(a, func() { t.Error("woken") }).ParkNow(); !errors.Is(err, ErrNotParkable) {
+		t.Fatalf("ParkNow of a net.Pipe = %v, want ErrNotParkable", err)
+	}
+	if p.Parked() != 0 {
+		t.Fatalf("Parked = %d after refused ParkNow calls, want 0", p.Parked())
+	}
+}
+
 func TestNotParkable(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
