@@ -371,6 +371,13 @@ func TestBrowserConsole(t *testing.T) {
 	if n := eval[int](alice, `document.querySelectorAll('#consoles-body tr').length`); n != 2 {
 		t.Fatalf("filter 'web': %d rows", n)
 	}
+	// The list is live: a VM that connects now shows without a reload
+	// (here hidden by the filter, which applies to what comes).
+	e.vm("db-2", "564d0000-0000-0000-0000-000000000004", "com1")
+	alice.waitJS("db-2 to come in the list", `window.vspc.list.some(c => c.vm === 'db-2')`)
+	if n := eval[int](alice, `document.querySelectorAll('#consoles-body tr').length`); n != 2 {
+		t.Fatalf("filter 'web' after db-2 came: %d rows", n)
+	}
 
 	// alice opens web-1: the scrollback is there; what she types reaches
 	// the VM once; the VM's answer shows.
@@ -441,6 +448,22 @@ func TestBrowserConsole(t *testing.T) {
 	if title := eval[string](alice, `document.title`); title != "web-1 — vspc-bridge" {
 		t.Fatalf("the title after OSC 0: %q", title)
 	}
+	// Copy: what is selected goes to the clipboard (and the keyboard
+	// stays with the terminal: alice types there below).
+	alice.do("select all and copy", chromedp.Evaluate[chromedp.Void](`window.vspc.con.term.selectAll()`), chromedp.Click(chromedp.ID("btn-copy")))
+	testwait.For(t, "the clipboard to hold the screen", func() bool {
+		return strings.Contains(evalAwait[string](alice, `navigator.clipboard.readText()`), "up 42 days")
+	})
+	// Log: the button downloads the console's log (log_dir is set).
+	if log := evalAwait[string](alice, `(b => b.hidden ? 'hidden' : fetch(b.href).then(r => r.text()))(document.getElementById('btn-log'))`); !strings.Contains(log, "boot: old line") || !strings.Contains(log, "up 42 days") {
+		t.Fatalf("the log button gives %q", log)
+	}
+	// Resize: the terminal fits the window.
+	cols := eval[int](alice, `window.vspc.con.term.cols`)
+	alice.do("a narrower window", chromedp.EmulateViewport(700, 500))
+	alice.waitJS("the terminal to fit the narrower window", fmt.Sprintf(`window.vspc.con.term.cols < %d`, cols))
+	alice.do("the window as it was", chromedp.EmulateViewport(1180, 620))
+	alice.waitJS("the terminal to fit the window again", fmt.Sprintf(`window.vspc.con.term.cols === %d`, cols))
 
 	if *updateScreenshot {
 		alice.screenshot("web-console.png")

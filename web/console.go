@@ -223,7 +223,7 @@ func (cs *consoleStream) status() {
 	}
 	var lastUsers []byte
 	lastState, lastPaused := cs.entry.State, cs.entry.Paused
-	ping := time.Now().Add(cs.s.web.Ping.Duration)
+	ping := time.Now().Add(cs.s.settings().web.Ping.Duration)
 	t := time.NewTicker(statusTick)
 	defer t.Stop()
 	for {
@@ -250,7 +250,7 @@ func (cs *consoleStream) status() {
 			return
 		}
 		if now := time.Now(); !now.Before(ping) {
-			ping = now.Add(cs.s.web.Ping.Duration)
+			ping = now.Add(cs.s.settings().web.Ping.Duration)
 			if !cs.inputBusy.Load() && !cs.ping() {
 				return
 			}

@@ -206,6 +206,9 @@ type client struct {
 	e      *env
 	http   *http.Client
 	rcvbuf int // SO_RCVBUF of its WebSocket connections; 0 leaves it
+	// onPing is called for each ping its WebSocket connections get (the
+	// connection answers it while it reads); nil: none.
+	onPing func()
 }
 
 func (e *env) client() *client {
@@ -304,6 +307,9 @@ func (c *client) dial(path, origin string) (*wsConn, *http.Response, error) {
 	ctx, cancel := context.WithTimeout(c.t.Context(), 10*time.Second)
 	defer cancel()
 	opts := &websocket.DialOptions{HTTPHeader: h, Subprotocols: []string{"vspc.console.v1"}}
+	if c.onPing != nil {
+		opts.OnPingReceived = func(context.Context, []byte) bool { c.onPing(); return true }
+	}
 	if c.rcvbuf > 0 {
 		d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 			var serr error

@@ -51,15 +51,20 @@ func (s *Server) routes() http.Handler {
 		writeError(w, http.StatusNotFound, "no such page: "+r.Method+" "+r.URL.Path)
 	})
 
-	cop := http.NewCrossOriginProtection()
-	for _, o := range s.origins {
-		cop.AddTrustedOrigin(o) // validated by configs
-	}
-	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.log.Warn("web request refused: cross-origin", "method", r.Method, "path", r.URL.Path, "origin", r.Header.Get("Origin"), "peer", r.RemoteAddr)
-		writeError(w, http.StatusForbidden, "cross-origin request refused")
-	}))
-	return s.headers(s.checkHost(cop.Handler(mux)))
+	return s.headers(s.checkHost(s.crossOrigin(mux)))
+}
+
+// crossOrigin refuses cross-origin POSTs (http.CrossOriginProtection, with
+// [web] origins trusted).
+func (s *Server) crossOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.settings().cop.Check(r); err != nil {
+			s.log.Warn("web request refused: cross-origin", "method", r.Method, "path", r.URL.Path, "origin", r.Header.Get("Origin"), "peer", r.RemoteAddr)
+			writeError(w, http.StatusForbidden, "cross-origin request refused")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // headers sets the security headers of every answer.
@@ -74,7 +79,7 @@ func (s *Server) headers(next http.Handler) http.Handler {
 		h.Set("Cross-Origin-Resource-Policy", "same-origin")
 		h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=(), usb=(), serial=()")
 		h.Set("Cache-Control", "no-store")
-		if s.web.TLS() {
+		if s.settings().web.TLS() {
 			h.Set("Strict-Transport-Security", "max-age=31536000")
 		}
 		next.ServeHTTP(w, r)
@@ -91,7 +96,7 @@ func (s *Server) checkHost(next http.Handler) http.Handler {
 			if h, _, err := net.SplitHostPort(host); err == nil {
 				host = h
 			}
-			if !isLoopbackHost(host) && !slices.Contains(s.originHosts, strings.ToLower(r.Host)) {
+			if !isLoopbackHost(host) && !slices.Contains(s.settings().originHosts, strings.ToLower(r.Host)) {
 				s.log.Warn("web request refused: Host is not a loopback name", "host", r.Host, "peer", r.RemoteAddr)
 				writeError(w, http.StatusMisdirectedRequest, "this console answers to loopback names only (or [web] origins)")
 				return
@@ -141,7 +146,7 @@ type sessionInfo struct {
 }
 
 func (s *Server) info(ss *session) sessionInfo {
-	return sessionInfo{User: ss.user, Expires: ss.created.Add(s.sessions.max), Log: s.cfg.Config.Remote.LogDir != "", Watch: s.cfg.Taps != nil}
+	return sessionInfo{User: ss.user, Expires: ss.created.Add(s.sessions.maxAge()), Log: s.cfg.Config.Remote.LogDir != "", Watch: s.cfg.Taps != nil}
 }
 
 func (s *Server) handleSession(w http.ResponseWriter, r *http.Request) {
@@ -184,7 +189,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "cannot create a session")
 		return
 	}
-	s.setCookie(w, tok, int(s.sessions.max/time.Second))
+	s.setCookie(w, tok, int(s.sessions.maxAge()/time.Second))
 	s.log.Info("web session started", "user", u.Name, "peer", r.RemoteAddr, "sessions", s.sessions.count())
 	writeJSON(w, http.StatusOK, s.info(ss))
 }

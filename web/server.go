@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/bridge"
@@ -58,9 +60,9 @@ func (h hubConsoles) Attach(key string, conn remote.ClientConn, o remote.AttachO
 // Config wires the web console to the bridge. Config and Consoles are
 // required.
 type Config struct {
-	// Config is the bridge's config: [web] and [remote] login_delay.
-	// [web] changes need a restart; [[user]] changes reach the console
-	// through Consoles.User.
+	// Config is the bridge's config: [web] and [remote] login_delay and
+	// log_dir. A reload's [web] goes to SetConfig; [[user]] changes reach
+	// the console through Consoles.User.
 	Config   *configs.Config
 	Consoles Consoles
 	// Ports and Devices list the VM serial ports and the links of the
@@ -80,17 +82,14 @@ type Config struct {
 // Server is the web console's HTTP handler and the WebSocket and event
 // streams it runs. Create it with New; Serve serves it on a listener.
 type Server struct {
-	cfg      Config
-	web      configs.Web
-	log      *slog.Logger
-	handler  http.Handler
-	sessions *sessions
-	assets   *assets
-	snap     snapshotCache
-	origins  []string // [web] origins
-	// originHosts are the hosts of origins, as WebSocket origin patterns.
-	originHosts  []string
+	cfg          Config
+	log          *slog.Logger
+	handler      http.Handler
+	sessions     *sessions
+	assets       *assets
+	snap         snapshotCache
 	loopbackOnly bool // the listener is loopback: Host must be too (or an origin's)
+	set          atomic.Pointer[settings]
 
 	ctx    context.Context // ended by Close: every stream
 	cancel context.CancelFunc
@@ -129,10 +128,8 @@ func New(cfg Config) (*Server, error) {
 	w := cfg.Config.Web
 	s := &Server{
 		cfg:      cfg,
-		web:      w,
 		log:      cfg.Logger,
 		assets:   a,
-		origins:  w.OriginList(),
 		open:     map[string]int{},
 		watching: map[string]map[*watcher]struct{}{},
 		sessions: &sessions{
@@ -142,10 +139,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.snap.src = s.collect
 	s.snap.now = cfg.Now
-	for _, o := range s.origins {
-		_, host, _ := strings.Cut(o, "://")
-		s.originHosts = append(s.originHosts, host)
-	}
+	s.set.Store(newSettings(w))
 	if w.Listen != "" {
 		if host, _, err := net.SplitHostPort(w.Listen); err == nil && isLoopbackHost(host) {
 			s.loopbackOnly = true
@@ -220,7 +214,7 @@ func (s *Server) track() bool {
 func (s *Server) reserve(user string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.open[user] >= s.web.MaxConsoles {
+	if s.open[user] >= s.settings().web.MaxConsoles {
 		return false
 	}
 	s.open[user]++
@@ -251,4 +245,76 @@ func clientIP(r *http.Request) string {
 		return h
 	}
 	return r.RemoteAddr
+}
+
+// settings are the [web] keys a reload may change (SetConfig), with what
+// is derived from them. They are replaced whole, never changed.
+type settings struct {
+	web     configs.Web
+	origins []string // [web] origins: WebSocket origin patterns
+	// originHosts are the hosts of origins: Host names a loopback
+	// listener answers to.
+	originHosts []string
+	cop         *http.CrossOriginProtection
+}
+
+func newSettings(w configs.Web) *settings {
+	st := &settings{web: w, origins: w.OriginList(), cop: http.NewCrossOriginProtection()}
+	for _, o := range st.origins {
+		_, host, _ := strings.Cut(o, "://")
+		st.originHosts = append(st.originHosts, host)
+		st.cop.AddTrustedOrigin(o) // validated by configs
+	}
+	return st
+}
+
+// settings returns the [web] settings in force.
+func (s *Server) settings() *settings { return s.set.Load() }
+
+// SetConfig applies the [web] table of a reloaded config (cfg is valid)
+// as far as a running console can: it returns what it applied
+// ("web.ping", …) and the keys that take a restart. Applied at once:
+// origins, session_idle, session_max, max_sessions (past it the oldest
+// sessions end), max_consoles (for consoles opened from now on), ping
+// (from each console's next ping) and secure_cookie (the cookie's name
+// changes: every session ends and browsers log in again). A restart is
+// needed for listen, and for tls_cert and tls_key when they turn TLS on
+// or off; new certificate files with TLS on are the caller's (Serve's
+// listener). watch_scrollback is the caller's too (bridge.SetTapHistory).
+// [[user]] changes reach the console through Consoles.User, not here.
+func (s *Server) SetConfig(cfg *configs.Config) (applied, restart []string) {
+	old := s.settings().web
+	nw := cfg.Web
+	if nw.Listen != old.Listen {
+		restart = append(restart, "web.listen")
+		nw.Listen = old.Listen
+	}
+	if nw.TLS() != old.TLS() {
+		restart = append(restart, "web.tls_cert")
+		nw.TLSCert, nw.TLSKey = old.TLSCert, old.TLSKey
+	}
+	for _, k := range []struct {
+		key     string
+		changed bool
+	}{
+		{"web.origins", !slices.Equal(nw.OriginList(), old.OriginList())},
+		{"web.secure_cookie", nw.SecureCookie != old.SecureCookie},
+		{"web.session_idle", nw.SessionIdle != old.SessionIdle},
+		{"web.session_max", nw.SessionMax != old.SessionMax},
+		{"web.max_sessions", nw.MaxSessions != old.MaxSessions},
+		{"web.max_consoles", nw.MaxConsoles != old.MaxConsoles},
+		{"web.ping", nw.Ping != old.Ping},
+	} {
+		if k.changed {
+			applied = append(applied, k.key)
+		}
+	}
+	cookie := s.secureCookie()
+	s.set.Store(newSettings(nw))
+	s.sessions.setLimits(nw.SessionIdle.Duration, nw.SessionMax.Duration, nw.MaxSessions)
+	if s.secureCookie() != cookie {
+		n := s.sessions.endAll()
+		s.log.Info("web sessions ended: the session cookie's name changed (secure_cookie)", "sessions", n)
+	}
+	return applied, restart
 }

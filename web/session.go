@@ -35,13 +35,13 @@ type session struct {
 // sessions is the table of logged-in sessions, bounded by limit (the
 // oldest is logged out to make room).
 type sessions struct {
+	now  func() time.Time
+	rand io.Reader
+
+	mu        sync.Mutex // guards the fields below
 	idle, max time.Duration
 	limit     int
-	now       func() time.Time
-	rand      io.Reader
-
-	mu sync.Mutex // guards m
-	m  map[string]*session
+	m         map[string]*session
 }
 
 func hashToken(tok string) string {
@@ -67,7 +67,15 @@ func (ss *sessions) create(u *configs.User) (string, *session, error) {
 			delete(ss.m, id)
 		}
 	}
-	for len(ss.m) >= ss.limit {
+	ss.evict(ss.limit - 1)
+	ss.m[s.id] = s
+	return tok, s, nil
+}
+
+// evict logs the oldest sessions out until at most n are left. ss.mu is
+// held.
+func (ss *sessions) evict(n int) {
+	for len(ss.m) > n {
 		var oldest *session
 		for _, o := range ss.m {
 			if oldest == nil || o.created.Before(oldest.created) {
@@ -77,11 +85,37 @@ func (ss *sessions) create(u *configs.User) (string, *session, error) {
 		oldest.cancel()
 		delete(ss.m, oldest.id)
 	}
-	ss.m[s.id] = s
-	return tok, s, nil
 }
 
-// alive reports whether s has not expired at now.
+// setLimits applies new [web] session_idle, session_max and max_sessions:
+// sessions past them end now (too many) or when next looked at (expired).
+func (ss *sessions) setLimits(idle, max time.Duration, limit int) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.idle, ss.max, ss.limit = idle, max, limit
+	ss.evict(limit)
+}
+
+// maxAge is [web] session_max.
+func (ss *sessions) maxAge() time.Duration {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.max
+}
+
+// endAll logs every session out and says how many there were.
+func (ss *sessions) endAll() int {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	n := len(ss.m)
+	for id, s := range ss.m {
+		s.cancel()
+		delete(ss.m, id)
+	}
+	return n
+}
+
+// alive reports whether s has not expired at now. ss.mu is held.
 func (ss *sessions) alive(s *session, now time.Time) bool {
 	if s.ctx.Err() != nil || now.Sub(s.created) >= ss.max {
 		return false
@@ -166,7 +200,10 @@ func (s *Server) cookieName() string {
 	return "vspc_session"
 }
 
-func (s *Server) secureCookie() bool { return s.web.TLS() || s.web.SecureCookie }
+func (s *Server) secureCookie() bool {
+	w := &s.settings().web
+	return w.TLS() || w.SecureCookie
+}
 
 func (s *Server) setCookie(w http.ResponseWriter, tok string, maxAge int) {
 	http.SetCookie(w, &http.Cookie{
@@ -203,7 +240,7 @@ func (s *Server) current(ss *session) *configs.User {
 		return nil
 	}
 	now := s.cfg.Now()
-	if now.Sub(ss.created) >= s.sessions.max {
+	if now.Sub(ss.created) >= s.sessions.maxAge() {
 		s.sessions.end(ss)
 		return nil
 	}

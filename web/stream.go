@@ -265,7 +265,7 @@ func (st *stream) sendUsers(users []User, last *[]byte) bool {
 // ping pings the browser; false: it did not answer within [web] ping and
 // the stream finished.
 func (st *stream) ping() bool {
-	pctx, cancel := context.WithTimeout(st.s.ctx, st.s.web.Ping.Duration)
+	pctx, cancel := context.WithTimeout(st.s.ctx, st.s.settings().web.Ping.Duration)
 	err := st.c.Ping(pctx)
 	cancel()
 	if err != nil && st.ctx.Err() == nil {
@@ -280,7 +280,7 @@ func (st *stream) ping() bool {
 // after the upgrade is closed with a code the page understands. The
 // caller defers st.end(), and calls hook once it has set onFinish.
 func (s *Server) accept(w http.ResponseWriter, r *http.Request) *stream {
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{subprotocol}, OriginPatterns: s.origins})
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{subprotocol}, OriginPatterns: s.settings().origins})
 	if err != nil {
 		s.log.Warn("web console refused", "err", err, "origin", r.Header.Get("Origin"), "host", r.Host, "peer", r.RemoteAddr)
 		return nil

@@ -241,7 +241,7 @@ func (ws *watchStream) sendBytes(p []byte) bool {
 func (ws *watchStream) status() {
 	var lastUsers []byte
 	lastState, lastDevice := ws.entry.State, ws.entry.DeviceState
-	ping := time.Now().Add(ws.s.web.Ping.Duration)
+	ping := time.Now().Add(ws.s.settings().web.Ping.Duration)
 	t := time.NewTicker(statusTick)
 	defer t.Stop()
 	for {
@@ -264,7 +264,7 @@ func (ws *watchStream) status() {
 			lastState, lastDevice = e.State, e.DeviceState
 		}
 		if now := time.Now(); !now.Before(ping) {
-			ping = now.Add(ws.s.web.Ping.Duration)
+			ping = now.Add(ws.s.settings().web.Ping.Duration)
 			if !ws.ping() {
 				return
 			}

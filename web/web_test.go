@@ -3,6 +3,7 @@ package web_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -774,5 +776,188 @@ func TestMaxConsoles(t *testing.T) {
 	}
 	if code, reason := w.closed(); code != 4429 || !strings.Contains(reason, "max_consoles") {
 		t.Fatalf("third console: %d %q", code, reason)
+	}
+}
+
+// TestLockModes: a browser may hold a console exclusively (x: alone) or
+// be its only writer (xw: others watch, and one who asks for rw is told
+// they are read-only), with the same meaning as on telnet and SSH.
+func TestLockModes(t *testing.T) {
+	e := newEnv(t, "")
+	vm := e.vm("web-1", "564d0000-0000-0000-0000-000000000001", "com1")
+	alice, alice2, bob := e.client(), e.client(), e.client()
+	alice.login("alice", alicePW)
+	alice2.login("alice", alicePW)
+	bob.login("bob", bobPW)
+	id := alice.entry("web-1").ID
+
+	x, _, err := alice.dial("ws/console/"+id+"?mode=x", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := x.expect("hello"); h["mode"] != "exclusive" || h["can_write"] != true {
+		t.Fatalf("x: hello %v", h)
+	}
+	x.expect("replay-end")
+	w, _, err := bob.dial("ws/console/"+id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, reason := w.closed(); code != 4409 || !strings.Contains(reason, "exclusively") {
+		t.Fatalf("a viewer beside x: %d %q", code, reason)
+	}
+	x.input("only me\r")
+	readExactly(t, vm, "only me\r")
+	x.c.Close(websocket.StatusNormalClosure, "")
+	e.waitClients("web-1", 0)
+
+	xw, _, err := alice.dial("ws/console/"+id+"?mode=xw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := xw.expect("hello"); h["mode"] != "exclusive-write" || h["can_write"] != true {
+		t.Fatalf("xw: hello %v", h)
+	}
+	xw.expect("replay-end")
+	ro, _, err := bob.dial("ws/console/"+id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := ro.expect("hello"); h["mode"] != "read-only" {
+		t.Fatalf("a viewer beside xw: hello %v", h)
+	}
+	ro.expect("replay-end")
+	rw, _, err := alice2.dial("ws/console/"+id+"?mode=rw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := rw.expect("hello"); h["mode"] != "read-only" || h["can_write"] != false || !strings.Contains(h["note"].(string), "exclusively") {
+		t.Fatalf("rw beside xw: hello %v", h)
+	}
+	rw.expect("replay-end")
+	rw.input("not me\r")
+	if n, _ := rw.expect("notice"); !strings.Contains(n["text"].(string), "read-only") {
+		t.Fatalf("notice %v", n)
+	}
+	rw.send(msg{"type": "mode", "mode": "rw"})
+	if m, _ := rw.expect("error"); m["text"] == "" {
+		t.Fatalf("switching to rw beside xw: %v", m)
+	}
+	xw.input("the writer\r")
+	readExactly(t, vm, "the writer\r") // and nothing of the others before it
+	vm.Write([]byte("seen by all\r\n"))
+	for _, c := range []*wsConn{xw, ro, rw} {
+		c.output("seen by all")
+	}
+}
+
+// TestPings: an open console is pinged every [web] ping (a browser
+// answers by itself); one that does not answer within that time is
+// disconnected, and the console goes on for the others. (2s: an answer
+// that takes longer on a busy machine would be a false failure.)
+func TestPings(t *testing.T) {
+	e := newEnv(t, "ping = \"2s\"")
+	e.vm("web-1", "564d0000-0000-0000-0000-000000000001", "com1")
+	alive, mute := e.client(), e.client()
+	var pings atomic.Int32
+	alive.onPing = func() { pings.Add(1) }
+	alive.login("alice", alicePW)
+	mute.login("alice", alicePW)
+	id := alive.entry("web-1").ID
+
+	a, _, err := alive.dial("ws/console/"+id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.expect("replay-end")
+	m, _, err := mute.dial("ws/console/"+id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitClients("web-1", 2)
+	// alive reads (and so answers pings) until the test ends; mute reads
+	// nothing from now on.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer a.c.CloseNow()
+	wg.Go(func() {
+		for {
+			if _, _, err := a.c.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	})
+	testwait.For(t, "two pings to the browser that answers", func() bool { return pings.Load() >= 2 })
+	e.waitClients("web-1", 1) // the mute one is gone
+	if code, reason := m.closed(); code != websocket.StatusGoingAway || reason != "no answer to ping" {
+		t.Fatalf("the browser that did not answer: %d %q", code, reason)
+	}
+	if n := len(e.console("web-1").Clients); n != 1 {
+		t.Fatalf("%d clients left", n)
+	}
+}
+
+// TestSetConfig: a reload applies [web] origins, max_sessions,
+// max_consoles, ping and secure_cookie at once, and reports listen as
+// needing a restart.
+func TestSetConfig(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)}
+	e := newEnvWith(t, envOptions{now: clk.Now})
+	e.vm("web-1", "564d0000-0000-0000-0000-000000000001", "com1")
+	alice, bob := e.client(), e.client()
+	alice.login("alice", alicePW)
+	clk.advance(time.Second)
+	bob.login("bob", bobPW)
+	id := bob.entry("web-1").ID
+	if _, resp, err := bob.dial("ws/console/"+id, "https://console.example.com"); err == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("an origin not yet trusted: %v", err)
+	}
+
+	reload := func(web string) ([]string, []string) {
+		t.Helper()
+		src := strings.Replace(e.cfgText, "[web]\nlisten = \"127.0.0.1:0\"\n", "[web]\n"+web+"\n", 1)
+		cfg, err := configs.Parse("reload.toml", []byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.web.SetConfig(cfg)
+	}
+	applied, restart := reload("listen = \"127.0.0.1:13380\"\norigins = [\"https://console.example.com\"]\nmax_sessions = 1\nmax_consoles = 1\nping = \"30s\"")
+	if !slices.Equal(applied, []string{"web.origins", "web.max_sessions", "web.max_consoles", "web.ping"}) || !slices.Equal(restart, []string{"web.listen"}) {
+		t.Fatalf("applied %q, restart %q", applied, restart)
+	}
+	// max_sessions = 1: alice's session, the oldest, ended.
+	if resp, _ := alice.do("GET", "api/consoles", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("alice's session past max_sessions: %s", resp.Status)
+	}
+	// The new origin is trusted; max_consoles = 1.
+	w, _, err := bob.dial("ws/console/"+id, "https://console.example.com")
+	if err != nil {
+		t.Fatalf("the origin trusted now: %v", err)
+	}
+	w.expect("replay-end")
+	if resp, _ := bob.do("POST", "api/logout", nil, map[string]string{"Origin": "https://other.example.com", "Sec-Fetch-Site": "cross-site"}); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a cross-site logout: %s", resp.Status)
+	}
+	w2, _, err := bob.dial("ws/console/"+id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := w2.closed(); code != 4429 {
+		t.Fatalf("a second console past max_consoles = 1: %d", code)
+	}
+
+	// secure_cookie: the cookie's name changes, so every session ends
+	// (its consoles close) and the next login sets the new cookie.
+	applied, restart = reload("listen = \"127.0.0.1:0\"\norigins = [\"https://console.example.com\"]\nmax_sessions = 1\nmax_consoles = 1\nping = \"30s\"\nsecure_cookie = true")
+	if !slices.Equal(applied, []string{"web.secure_cookie"}) || len(restart) != 0 {
+		t.Fatalf("applied %q, restart %q", applied, restart)
+	}
+	if code, _ := w.closed(); code != 4401 {
+		t.Fatalf("bob's console after secure_cookie: %d", code)
+	}
+	resp, _ := alice.do("POST", "api/login", map[string]string{"user": "alice", "password": alicePW}, nil)
+	if c := resp.Cookies(); len(c) != 1 || c[0].Name != "__Host-vspc_session" || !c[0].Secure {
+		t.Fatalf("cookie after secure_cookie: %v", resp.Header["Set-Cookie"])
 	}
 }

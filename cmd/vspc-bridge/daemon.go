@@ -79,9 +79,9 @@ type daemon struct {
 	// *remote.Hub's SetUsers); set before start. Without it a change of
 	// users is reported as needing a restart.
 	setUsers func(*configs.Config)
-	// web describes the web console's listener for status; nil when it
-	// is off. Set before start.
-	web func() admin.Listener
+	// web is the web console, for status and reloads; nil when it is
+	// off. Set before start.
+	web *webConsole
 
 	// cluster returns the cluster part of the status; set before start
 	// when the bridge is a cluster member.
@@ -284,6 +284,7 @@ type prepared struct {
 	cfg       *configs.Config
 	vspcCert  *tls.Certificate
 	adminCert *tls.Certificate
+	webCert   *tls.Certificate // the web console's new certificate; nil: it keeps its own
 	token     string
 	bound     []*boundListener // new listeners, not yet served
 	replaced  []*boundListener // old listeners they replace (stopped when committed)
@@ -308,6 +309,15 @@ func (d *daemon) prepare(cfg *configs.Config) (*prepared, error) {
 			errs = append(errs, fmt.Errorf("[admin] tls_cert/tls_key: %w", err))
 		}
 		p.adminCert = c
+	}
+	if d.web != nil && d.web.tls && cfg.Web.TLS() {
+		// Read again on every reload: renewed files apply without a
+		// restart (turning TLS on or off takes one).
+		c, err := loadKeyPair(cfg.Web.TLSCert, cfg.Web.TLSKey)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("[web] tls_cert/tls_key: %w", err))
+		}
+		p.webCert = c
 	}
 	tok, err := cfg.Admin.ReadToken()
 	if err != nil {
@@ -508,7 +518,7 @@ func (d *daemon) status() admin.Status {
 		st.Listeners = append(st.Listeners, l)
 	}
 	if d.web != nil {
-		st.Listeners = append(st.Listeners, d.web())
+		st.Listeners = append(st.Listeners, d.web.listener())
 	}
 	return st
 }

@@ -99,7 +99,16 @@ func (d *daemon) reload(ctx context.Context) admin.ReloadResult {
 		d.log.Info("listening", "kind", b.kind, "addr", b.ln.Addr().String())
 		changes = append(changes, fmt.Sprintf("%s listening on %s", b.kind, b.ln.Addr()))
 	}
-	if restart := needsRestart(old, cfg, d.setUsers != nil); len(restart) > 0 {
+	restart := needsRestart(old, cfg, d.setUsers != nil)
+	switch {
+	case d.web != nil:
+		applied, later := d.web.apply(cfg, p.webCert)
+		changes = append(changes, applied...)
+		restart = append(restart, later...)
+	case cfg.Web.Listen != "":
+		restart = append(restart, "web.listen")
+	}
+	if len(restart) > 0 {
 		d.log.Warn("config reload: these settings changed but apply only after a restart", "keys", strings.Join(restart, ", "))
 		changes = append(changes, "needs a restart to apply: "+strings.Join(restart, ", "))
 	}
@@ -173,7 +182,8 @@ func describeChanges(old, cfg *configs.Config) []string {
 
 // needsRestart lists the keys that changed but that a running bridge
 // cannot take on: the listeners' keepalive, the log format, the alert
-// queue and remote access are set up at start.
+// queue and remote access are set up at start. The web console's keys
+// are the web console's (webConsole.apply).
 func needsRestart(old, cfg *configs.Config, usersReload bool) []string {
 	var out []string
 	ov, nv := old.VSPC, cfg.VSPC
@@ -185,7 +195,6 @@ func needsRestart(old, cfg *configs.Config, usersReload bool) []string {
 		{"log.format", old.Log.Format != cfg.Log.Format},
 		{"alerts.queue", old.Alerts.Queue != cfg.Alerts.Queue},
 		{"remote", !reflect.DeepEqual(old.Remote, cfg.Remote)},
-		{"web", !reflect.DeepEqual(old.Web, cfg.Web)},
 		{"cluster", !reflect.DeepEqual(old.Cluster, cfg.Cluster)},
 		{"user", !usersReload && !reflect.DeepEqual(old.Users, cfg.Users)},
 	} {

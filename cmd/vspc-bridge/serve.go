@@ -223,7 +223,7 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 		return fmt.Errorf("web console: %w", err)
 	}
 	if wc != nil {
-		d.web = wc.listener
+		d.web = wc
 	}
 	if err := d.start(); err != nil {
 		wc.stop(log)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,8 +27,8 @@ import (
 
 // TestServeWebConsole is what `make run` with [web] listen and a user
 // gives: the web listener in status, a direction-server VM in the list,
-// and its console both ways over the WebSocket; a [web] change on reload
-// is reported as needing a restart.
+// and its console both ways over the WebSocket; a reload applies [web]
+// ping at once and reports a new listen as needing a restart.
 func TestServeWebConsole(t *testing.T) {
 	pw, err := bcrypt.GenerateFromPassword([]byte("secret"), bcrypt.MinCost)
 	if err != nil {
@@ -106,10 +108,59 @@ func TestServeWebConsole(t *testing.T) {
 	vm.Write([]byte("from the VM\r\n"))
 	next("from the VM")
 
+	// A reload applies ping at once; a new listen takes a restart.
 	b.write(strings.Replace(cfg, `[web]`, "[web]\nping = \"30s\"", 1))
 	res := b.reload()
-	if !res.OK || !strings.Contains(strings.Join(res.Changes, "\n"), "needs a restart to apply: web") {
+	if all := strings.Join(res.Changes, "\n"); !res.OK || !strings.Contains(all, "web.ping changed") || strings.Contains(all, "restart") {
 		t.Fatalf("reload: %+v", res)
+	}
+	b.write(strings.Replace(cfg, "[web]\nlisten = \"127.0.0.1:0\"", "[web]\nlisten = \"127.0.0.1:1\"", 1))
+	res = b.reload()
+	if !res.OK || !slices.Contains(res.Changes, "needs a restart to apply: web.listen") {
+		t.Fatalf("reload: %+v", res)
+	}
+	if !strings.Contains(b.logs.String(), "keys=web.listen") {
+		t.Fatalf("the reload's log does not name web.listen:\n%s", b.logs)
+	}
+	vm.Write([]byte("still here\r\n")) // the console goes on
+	next("still here")
+}
+
+// TestReloadWebCertificate: with TLS, a reload reads the web console's
+// certificate files again (a renewed certificate is served to new
+// connections without a restart), and a reload whose files cannot be
+// read is rejected whole.
+func TestReloadWebCertificate(t *testing.T) {
+	dir := t.TempDir()
+	first := genCert(t, dir, false)
+	cfg := bridgeConfig(fmt.Sprintf("[web]\nlisten = \"127.0.0.1:0\"\ntls_cert = %q\ntls_key = %q\n", filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")))
+	b := startBridge(t, cfg, false)
+	served := func() string {
+		t.Helper()
+		c, err := tls.Dial("tcp", b.addr(kindWeb), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return configs.LeafThumbprint(&tls.Certificate{Certificate: [][]byte{c.ConnectionState().PeerCertificates[0].Raw}})
+	}
+	if got := served(); got != first {
+		t.Fatalf("served %s, want %s", got, first)
+	}
+	second := genCert(t, dir, true)
+	res := b.reload()
+	if !res.OK || !slices.Contains(res.Changes, "web certificate: thumbprint "+second) {
+		t.Fatalf("reload: %+v", res)
+	}
+	if got := served(); got != second {
+		t.Fatalf("served %s after the reload, want %s", got, second)
+	}
+	b.write(strings.Replace(cfg, "tls.key", "missing.key", 1))
+	if res := b.reload(); res.OK || !strings.Contains(strings.Join(res.Errors, "\n"), "[web] tls_cert/tls_key") {
+		t.Fatalf("reload with a missing key: %+v", res)
+	}
+	if got := served(); got != second {
+		t.Fatalf("served %s after a rejected reload, want %s", got, second)
 	}
 }
 

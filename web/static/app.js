@@ -627,14 +627,22 @@
     const con = state.con;
     if (con && con.kind === 'watch') location.hash = '#/watch/' + con.id + '?dir=' + $('watch-dir').value;
   });
-  $('btn-copy').addEventListener('click', function () { if (state.con) copySelection(state.con); });
+  // Buttons give the keyboard back to the terminal: typing goes on there.
+  $('btn-copy').addEventListener('click', function () {
+    if (!state.con) return;
+    copySelection(state.con);
+    state.con.term.focus();
+  });
   $('btn-paste').addEventListener('click', function () { if (state.con) pasteClipboard(state.con); });
   $('btn-find').addEventListener('click', toggleFind);
   $('btn-who').addEventListener('click', function () {
     const w = $('who');
     w.hidden = !w.hidden;
     $('btn-who').setAttribute('aria-expanded', String(!w.hidden));
-    if (state.con) refit(state.con);
+    if (state.con) {
+      refit(state.con);
+      state.con.term.focus();
+    }
   });
   function bumpFont(d) {
     const n = Math.max(8, Math.min(32, fontSize() + d));
@@ -643,6 +651,7 @@
     if (con) {
       con.term.options.fontSize = n;
       refit(con);
+      con.term.focus();
     }
   }
   $('btn-font-minus').addEventListener('click', function () { bumpFont(-1); });
@@ -678,7 +687,6 @@
     document.execCommand('copy');
     ta.remove();
     done();
-    con.term.focus();
   }
 
   function pasteClipboard(con) {
