@@ -100,7 +100,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'ThroughputOneSession|VMotionSwitchover|RoundTrip' -benchtime 2s ./vspc
 	$(GO) test -run '^$$' -bench 'HandshakeBurst' -benchtime 5x ./vspc
 	VSPC_HEAVY=1 $(GO) test -count=1 -timeout 5m -run 'TestFault' ./vspc
-	VSPC_HEAVY=1 $(GO) test -count=1 -timeout 10m -v -run 'TestClusterFault|TestClusterHeadline' ./cmd/vspc-bridge
+	VSPC_HEAVY=1 $(GO) test -count=1 -timeout 25m -v -run 'TestClusterFault|TestClusterHeadline' ./cmd/vspc-bridge
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vspc-bridge
 	$(GO) build -o bin/vspc-load ./cmd/vspc-load
 	./bin/vspc-load -bridge-bin $(BIN) -idle 18000 -burst 1000 -remote 9000 -lat 1000 -vmotion-rate 1000

@@ -5,18 +5,21 @@
 #
 #   socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd
 #   openssh-client tmux chromium fonts-dejavu-core conserver-server
-#   conserver-client
+#   conserver-client haproxy
 #
 # inetutils-telnetd is run by the tests under socat (devicetest.TelnetdEcho);
 # it pulls in inetutils-inetd, whose telnet entry Debian installs disabled.
 # chromium (with fonts-dejavu-core for the terminal's monospace font) runs
-# the web console's browser tests, driven by chromedp.
+# the web console's browser tests, driven by chromedp. haproxy checks and
+# runs configs/haproxy.cfg (the cluster's L4 balancer example); the tests
+# start their own haproxy on loopback (Debian's service, where it starts,
+# has its stock config and no frontend).
 #
 # Runs apt-get as root, or through sudo when not root and sudo is there.
 # Prints what it did. Exits non-zero if a package could not be installed.
 set -u
 
-PACKAGES="socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd openssh-client tmux chromium fonts-dejavu-core conserver-server conserver-client"
+PACKAGES="socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd openssh-client tmux chromium fonts-dejavu-core conserver-server conserver-client haproxy"
 
 log() { printf 'install-test-peers: %s\n' "$*"; }
 

@@ -107,9 +107,10 @@ func (p *bridgeProc) status(ctx context.Context) (admin.Status, error) {
 }
 
 // cluster asks the process for its cluster status (nil when it does not
-// answer: dead or stopped).
+// answer: dead or stopped). The status waits up to 2 × etcd_timeout for
+// an etcd endpoint that is down: the call allows for it.
 func (p *bridgeProc) cluster() *admin.ClusterStatus {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := p.status(ctx)
 	if err != nil {
@@ -234,38 +235,78 @@ func (v *vcenter) followToggles(t *testing.T, port *vspctest.Port) func() int {
 // haWorld is the whole setup of a fault test.
 type haWorld struct {
 	t       *testing.T
+	etcd    *clustertest.Etcd
 	members []*bridgeProc
+	links   []*clustertest.Proxy   // each member's link, as the others reach it
+	etcdVia [][]*clustertest.Proxy // each member's way to each etcd member, when haOptions.etcdVia
 	bal     *clustertest.Balancer
 	dev     *echoDevice
 	vc      *vcenter
+	vm      vspctest.VM
 	port    *vspctest.Port
 }
 
-func newHAWorld(t *testing.T) *haWorld {
+// haOptions vary a fault test's world.
+type haOptions struct {
+	grace   string             // [vspc] grace_period; default "0s"
+	cluster string             // more [cluster] keys
+	mode    vspctest.AfterDrop // what the VM's host does after a drop
+	// front, when set, starts what the VM's host dials instead of the
+	// steerable balancer (a real HAProxy) once the members are up, and
+	// returns its address.
+	front func(w *haWorld) string
+	// etcdVia: each member reaches etcd through proxies of its own the
+	// test can cut (haWorld.etcdVia).
+	etcdVia bool
+}
+
+func newHAWorld(t *testing.T) *haWorld { return newHAWorldWith(t, haOptions{}) }
+
+func newHAWorldWith(t *testing.T, o haOptions) *haWorld {
 	heavy(t)
+	if o.grace == "" {
+		o.grace = "0s"
+	}
 	dir := t.TempDir()
 	var out, errb strings.Builder
 	if code := run(t.Context(), []string{"cluster", "init", "-cluster", "lab", "-members", "m1,m2,m3", "-dir", dir}, nil, &out, &errb); code != 0 {
 		t.Fatal(errb.String())
 	}
 	etcd := clustertest.StartEtcd(t, 3)
-	w := &haWorld{t: t, dev: newEchoDevice(t)}
+	w := &haWorld{t: t, etcd: etcd, dev: newEchoDevice(t)}
 	var eps []string
 	for _, e := range etcd.Endpoints() {
 		eps = append(eps, fmt.Sprintf("%q", e))
 	}
+	ports := freeLoopbackPorts(t, 9) // VM listener, admin and link of each member
 	vmAddrs := make([]string, 3)
 	for i := range vmAddrs {
-		vmAddrs[i] = fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t))
+		vmAddrs[i] = fmt.Sprintf("127.0.0.1:%d", ports[i])
 	}
 	w.bal = clustertest.NewBalancer(t, vmAddrs...)
 	w.vc = newVCenter(t, "telnet://"+w.bal.Addr())
 	env := []string{"GOVC_URL=" + w.vc.url, "GOVC_INSECURE=1"}
 	for i := range 3 {
-		adminAddr := fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t))
+		adminAddr := fmt.Sprintf("127.0.0.1:%d", ports[3+i])
+		// The other members reach this one's link through a proxy the
+		// test can cut.
+		linkAddr := fmt.Sprintf("127.0.0.1:%d", ports[6+i])
+		lp := clustertest.NewProxy(t, linkAddr)
+		w.links = append(w.links, lp)
+		meps := eps
+		if o.etcdVia {
+			meps = nil
+			var via []*clustertest.Proxy
+			for _, e := range etcd.Endpoints() {
+				ep := clustertest.NewProxy(t, strings.TrimPrefix(e, "http://"))
+				via = append(via, ep)
+				meps = append(meps, fmt.Sprintf("%q", ep.URL()))
+			}
+			w.etcdVia = append(w.etcdVia, via)
+		}
 		cfg := fmt.Sprintf(`[vspc]
 listen = %q
-grace_period = "0s"
+grace_period = %q
 [admin]
 listen = %q
 [[route]]
@@ -275,7 +316,8 @@ device = "tcp://%s"
 name = "lab"
 member = "m%d"
 endpoints = [%s]
-link_listen = "127.0.0.1:%d"
+link_listen = %q
+link_advertise = %q
 link_ca = "%s/ca.crt"
 link_cert = "%s/m%d.crt"
 link_key = "%s/m%d.key"
@@ -283,7 +325,8 @@ lease_ttl = "4s"
 validity_margin = "1s"
 lock_delay = "2s"
 reconnect_grace = "2s"
-`, vmAddrs[i], adminAddr, w.dev.ln.Addr(), i+1, strings.Join(eps, ", "), freeLoopbackPort(t), dir, dir, i+1, dir, i+1)
+%s
+`, vmAddrs[i], o.grace, adminAddr, w.dev.ln.Addr(), i+1, strings.Join(meps, ", "), linkAddr, lp.Addr(), dir, dir, i+1, dir, i+1, o.cluster)
 		p := startBridgeProc(t, fmt.Sprintf("m%d", i+1), cfg, env)
 		p.vm, p.admin = vmAddrs[i], adminAddr
 		w.members = append(w.members, p)
@@ -297,8 +340,13 @@ reconnect_grace = "2s"
 		return true
 	})
 	w.bal.Send(0) // the VIP is on m1
-	vm := vspctest.VM{Name: "DC0_H0_VM0", VCUUID: w.vc.uuid, Direction: vspc.DirClient, ServiceURI: "console"}
-	w.port = &vspctest.Port{VM: vm, Addr: w.bal.Addr, Mode: vspctest.DropStay}
+	w.vm = vspctest.VM{Name: "DC0_H0_VM0", VCUUID: w.vc.uuid, Direction: vspc.DirClient, ServiceURI: "console"}
+	addr := w.bal.Addr
+	if o.front != nil {
+		a := o.front(w)
+		addr = func() string { return a }
+	}
+	w.port = &vspctest.Port{VM: w.vm, Addr: addr, Mode: o.mode, MinBackoff: 100 * time.Millisecond, MaxBackoff: 500 * time.Millisecond}
 	pctx, pcancel := context.WithCancel(context.Background())
 	var pwg sync.WaitGroup
 	pwg.Go(func() { w.port.Run(pctx) })
