@@ -1,9 +1,11 @@
 package web_test
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -959,5 +961,86 @@ func TestSetConfig(t *testing.T) {
 	resp, _ := alice.do("POST", "api/login", map[string]string{"user": "alice", "password": alicePW}, nil)
 	if c := resp.Cookies(); len(c) != 1 || c[0].Name != "__Host-vspc_session" || !c[0].Secure {
 		t.Fatalf("cookie after secure_cookie: %v", resp.Header["Set-Cookie"])
+	}
+}
+
+// TestLiveState: the list's event stream sends the list again when it
+// changes, and an open console is told the VM port's state: here the
+// VM's connection drops (detached, the port kept for the grace period);
+// a logout ends the stream with a logout event.
+func TestLiveState(t *testing.T) {
+	e := newEnv(t, "")
+	vm := e.vm("web-1", "564d0000-0000-0000-0000-000000000001", "com1")
+	c := e.client()
+	c.login("alice", alicePW)
+	id := c.entry("web-1").ID
+
+	resp, err := c.http.Get(e.base + "api/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("events: %s %v", resp.Status, resp.Header)
+	}
+	events := bufio.NewReader(resp.Body)
+	next := func() (string, web.List) {
+		t.Helper()
+		var name string
+		var l web.List
+		for {
+			line, err := events.ReadString('\n')
+			if err != nil {
+				t.Fatalf("event stream: %v", err)
+			}
+			switch {
+			case strings.HasPrefix(line, "event: "):
+				name = strings.TrimSpace(strings.TrimPrefix(line, "event: "))
+			case strings.HasPrefix(line, "data: "):
+				json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &l)
+			case line == "\n" && name != "":
+				return name, l
+			}
+		}
+	}
+	// until reads list events until one satisfies ok.
+	until := func(what string, ok func(web.Entry) bool) {
+		t.Helper()
+		for {
+			name, l := next()
+			if name != "consoles" {
+				t.Fatalf("waiting for %s: event %q", what, name)
+			}
+			if len(l.Consoles) == 1 && ok(l.Consoles[0]) {
+				return
+			}
+		}
+	}
+	until("web-1 attached", func(x web.Entry) bool { return x.State == "attached" && len(x.Users) == 0 })
+
+	w, _, err := c.dial("ws/console/"+id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.expect("replay-end")
+	until("alice in the list", func(x web.Entry) bool { return len(x.Users) == 1 && x.Users[0].User == "alice" && x.Users[0].Via == "web" })
+
+	vm.Close()
+	if m, _ := w.expect("state"); m["state"] != "detached" {
+		t.Fatalf("state %v", m)
+	}
+	until("web-1 detached", func(x web.Entry) bool { return x.State == "detached" })
+
+	c.do("POST", "api/logout", nil, nil)
+	for {
+		// (A list computed as the logout came may still come first.)
+		if name, _ := next(); name == "logout" {
+			break
+		} else if name != "consoles" {
+			t.Fatalf("after the logout: event %q", name)
+		}
+	}
+	if _, err := events.ReadString('\n'); err != io.EOF {
+		t.Fatalf("the event stream after its logout event: %v", err)
 	}
 }
