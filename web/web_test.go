@@ -1023,7 +1023,9 @@ func TestLiveState(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.expect("replay-end")
-	until("alice in the list", func(x web.Entry) bool { return len(x.Users) == 1 && x.Users[0].User == "alice" && x.Users[0].Via == "web" })
+	until("alice in the list", func(x web.Entry) bool {
+		return len(x.Users) == 1 && x.Users[0].User == "alice" && x.Users[0].Via == "web"
+	})
 
 	vm.Close()
 	if m, _ := w.expect("state"); m["state"] != "detached" {
