@@ -325,6 +325,10 @@ func (f *Forwarder) ServeStream(s *Stream, srv Resumer) {
 	}
 	n.stats.handedIn.Add(1)
 	srv.ServeHandoff(s.Conn, h)
+	// The connection ended. If it ended because the relay died, the VM
+	// may need a reconnect through vCenter (watchRelayed).
+	ps, _ := srv.(PortStates)
+	n.watchRelayed(s.Header.Port, s.From, ps)
 }
 
 // holdsPort reports whether this member holds port under fence.

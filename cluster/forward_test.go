@@ -215,3 +215,98 @@ func TestForwardHold(t *testing.T) {
 		}
 	})
 }
+
+// stateResumer is an echoResumer that also reports its ports' states, as
+// a vspc server does.
+type stateResumer struct {
+	echoResumer
+	mu    sync.Mutex
+	ports []vspc.PortInfo
+}
+
+func (r *stateResumer) Ports() []vspc.PortInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]vspc.PortInfo(nil), r.ports...)
+}
+
+func (r *stateResumer) set(ps ...vspc.PortInfo) {
+	r.mu.Lock()
+	r.ports = ps
+	r.mu.Unlock()
+}
+
+// recorder is a Reconnector that records its calls.
+type recorder struct {
+	mu  sync.Mutex
+	got []PortInfo
+}
+
+func (r *recorder) Reconnect(_ context.Context, p PortInfo) error {
+	r.mu.Lock()
+	r.got = append(r.got, p)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *recorder) calls() []PortInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]PortInfo(nil), r.got...)
+}
+
+// A VM connection another member relayed here ends, and the relay leaves
+// the cluster: the port (this member's, waiting for its VM) is still
+// detached a grace after the drop, so its owner reconnects it through
+// vCenter, once (the leader's sweep looks only at ports whose owner
+// died). A port whose VM is back is left alone.
+func TestRelayGoneReconnects(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := InitCerts(CertOptions{Dir: dir, Cluster: "lab", Members: []string{"a", "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	var ra stateResumer
+	var rb echoResumer
+	a, _ := e.forwarding("a", dir, &ra)
+	b, fb := e.forwarding("b", dir, &rb)
+	rec := &recorder{}
+	a.StartSweep(SweepConfig{Grace: 200 * time.Millisecond, Reconnector: rec})
+	testwait.For(t, "a and b to see each other", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	p, back := port(1), port(2)
+	for _, r := range []PortRecord{p, back} {
+		if _, _, err := a.ClaimPort(ctxT(t), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info := func(r PortRecord, state string) vspc.PortInfo {
+		return vspc.PortInfo{VMName: r.VMName, VCUUID: r.Port.VM, ServiceURI: r.Port.Service, State: state}
+	}
+	ra.set(info(p, "detached"), info(back, "attached"))
+	var conns []net.Conn
+	for _, r := range []PortRecord{p, back} {
+		_, owner, err := b.ClaimPort(ctxT(t), r)
+		if err != nil || owner == nil {
+			t.Fatalf("b's claim of %s: owner %v, %v", r.Port, owner, err)
+		}
+		c, err := fb.Forward(ctxT(t), proxyHandoff(r), &OwnerError{Owner: *owner})
+		if err != nil {
+			t.Fatal(err)
+		}
+		echoes(t, c, "via b")
+		conns = append(conns, c)
+	}
+	// b leaves; the connections it relayed end with it.
+	if err := b.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	testwait.For(t, "a to reconnect the detached port", func() bool { return a.SweepStats().Toggled == 1 })
+	if got := rec.calls(); len(got) != 1 || got[0].Port != p.Port || got[0].Member != "a" || got[0].VMName != p.VMName {
+		t.Fatalf("reconnects %+v, want one of %s", got, p.Port)
+	}
+	ra.set(info(p, "attached"), info(back, "attached"))
+	testwait.For(t, "the reconnected port timed back", func() bool { return a.SweepStats().Reconnected == 1 })
+}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
 // Reconnector reconnects a VM serial port through vCenter: it sets the
@@ -45,6 +47,7 @@ type sweeper struct {
 	mu      sync.Mutex
 	orphans map[string]time.Time // portinfo key → first seen orphaned (by this leader)
 	toggled map[string]time.Time // ports/ key → when it was reconnected
+	next    time.Time            // the next Reconnect a relay watch may make (pace)
 	stats   SweepStats
 }
 
@@ -272,4 +275,141 @@ func (n *Node) Orphans(ctx context.Context) ([]PortInfo, error) {
 	}
 	slices.SortFunc(out, func(a, b PortInfo) int { return strings.Compare(a.Port.String(), b.Port.String()) })
 	return out, nil
+}
+
+// PortStates is what the relay watch asks of the vspc server (a
+// *vspc.Server): the ports it serves and whether their VM is connected.
+type PortStates interface {
+	Ports() []vspc.PortInfo
+}
+
+// watchRelayed runs when a VM connection another member relayed here has
+// ended. The leader's sweep only looks at ports whose owner died; this
+// port's owner (this member) lives and waits for its VM within its grace
+// period, but if the relay died, ESXi most likely does not dial again by
+// itself. So: once the relay is no longer a member (its lease ended) and
+// the port is still detached Grace after the drop, the port is reconnected
+// through vCenter (counted with the sweep's). It gives up when the VM is
+// back (attached or in a vMotion), the port is gone, or the relay is still
+// a member a lease and a grace after the drop (then the host dropped the
+// connection itself, as it might on a single bridge).
+func (n *Node) watchRelayed(port PortID, relay string, ports PortStates) {
+	if port.VM == "" || relay == "" || ports == nil {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if s := n.sweep; s != nil && !n.closed { // under n.mu: not after Close's wg.Wait began
+		n.wg.Go(func() { s.watchRelayed(port, relay, ports) })
+	}
+}
+
+func (s *sweeper) watchRelayed(port PortID, relay string, ports PortStates) {
+	n := s.n
+	ended := time.Now()
+	every := max(s.cfg.Grace/4, 50*time.Millisecond)
+	giveUp := ended.Add(n.cfg.LeaseTTL + s.cfg.Grace + n.cfg.CallTimeout)
+	var info vspc.PortInfo
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(every):
+		}
+		var ok bool
+		if info, ok = portState(ports, port); !ok || info.State != "detached" {
+			return
+		}
+		if _, alive := n.MemberByID(relay); alive {
+			if time.Now().After(giveUp) {
+				return
+			}
+			continue
+		}
+		if time.Since(ended) >= s.cfg.Grace {
+			break
+		}
+	}
+	pi := PortInfo{Port: port, VMName: info.VMName, Direction: info.Direction, Member: n.Member(), Seen: ended}
+	if s.cfg.Reconnector == nil {
+		n.log.Warn("VM serial port should be reconnected: the member that relayed its connection died (no vCenter configured)", "vm", info.VMName, "port", port.String(), "relay", relay)
+		return
+	}
+	if !s.pace() {
+		return
+	}
+	if info, ok := portState(ports, port); !ok || info.State != "detached" {
+		return // back while waiting for its turn
+	}
+	at := time.Now()
+	rctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
+	err := s.cfg.Reconnector.Reconnect(rctx, pi)
+	cancel()
+	s.mu.Lock()
+	if err != nil {
+		s.stats.Failed++
+	} else {
+		s.stats.Toggled++
+	}
+	s.mu.Unlock()
+	if err != nil {
+		n.log.Warn("reconnecting a VM serial port through vCenter failed", "vm", info.VMName, "port", port.String(), "relay", relay, "err", err)
+		return
+	}
+	n.log.Info("VM serial port reconnected through vCenter: the member that relayed its connection died", "vm", info.VMName, "port", port.String(), "relay", relay)
+	// Time its return, as the sweep does for a dead owner's ports.
+	for time.Since(at) < 2*time.Minute {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(every):
+		}
+		info, ok := portState(ports, port)
+		if !ok {
+			return
+		}
+		if info.State != "detached" {
+			d := time.Since(at)
+			s.mu.Lock()
+			s.stats.Reconnected++
+			s.stats.LastTime = d
+			s.stats.MaxTime = max(s.stats.MaxTime, d)
+			s.mu.Unlock()
+			return
+		}
+	}
+}
+
+// pace waits for the next Reconnect call the rate allows; false when the
+// node closes meanwhile.
+func (s *sweeper) pace() bool {
+	gap := time.Second / time.Duration(s.cfg.Rate)
+	s.mu.Lock()
+	now := time.Now()
+	at := s.next
+	if at.Before(now) {
+		at = now
+	}
+	s.next = at.Add(gap)
+	s.mu.Unlock()
+	select {
+	case <-s.n.ctx.Done():
+		return false
+	case <-time.After(at.Sub(now)):
+		return true
+	}
+}
+
+// portState finds port among the server's ports.
+func portState(ports PortStates, port PortID) (vspc.PortInfo, bool) {
+	for _, p := range ports.Ports() {
+		vm := p.VCUUID
+		if vm == "" && p.VMName != "" {
+			vm = "name:" + p.VMName
+		}
+		if vm == port.VM && p.ServiceURI == port.Service {
+			return p, true
+		}
+	}
+	return vspc.PortInfo{}, false
 }

@@ -148,6 +148,46 @@ func TestClusterFaultKillRelay(t *testing.T) {
 	}
 }
 
+// The member relaying a VM connection to its port's owner dies, and the
+// host does not dial again by itself (as ESXi most likely does not). The
+// owner lives and waits for its VM within its grace period, so the
+// leader's sweep (dead owners' ports) does not see it: the owner itself,
+// once the relay's lease ended and the port is still detached after
+// reconnect_grace, reconnects it through vCenter. The VM comes back
+// through a third member to the same port; the device is never closed.
+func TestClusterFaultKillRelayHostStays(t *testing.T) {
+	w := newHAWorldWith(t, haOptions{grace: "1m"})
+	toggles := w.vc.followToggles(t, w.port)
+	w.echo("via m1")
+	testwait.For(t, "m1 to hold the port", func() bool { return w.holder(-1) == "m1" })
+	first := w.port.Conn()
+	w.bal.Send(1)
+	w.port.Reconnect()
+	testwait.For(t, "the VM to reconnect through m2", func() bool { c := w.port.Conn(); return c != nil && c != first })
+	w.echo("via m2 to m1")
+	relayed := w.port.Conn()
+	w.bal.Send(2)
+	killed := time.Now()
+	w.kill9(1)
+	testwait.For(t, "the VM's connection to drop", func() bool { return w.port.Conn() != relayed })
+	w.echo("via m3 to m1, after m1 reconnected the port through vCenter")
+	back := time.Since(killed)
+	if n := toggles(); n != 1 {
+		t.Errorf("vCenter toggled the port %d times, want 1", n)
+	}
+	if _, _, total := w.dev.stats(); total != 1 {
+		t.Errorf("%d device connections, want 1: the owner kept its device", total)
+	}
+	if h := w.holder(1); h != "m1" {
+		t.Errorf("the port is held by %q, want m1", h)
+	}
+	testwait.For(t, "m1's reconnect counts", func() bool {
+		cl := w.members[0].cluster()
+		return cl != nil && cl.Counters.Toggled == 1 && cl.Counters.Reconnected == 1
+	})
+	t.Logf("VM back through a third member %v after kill -9 of its relay (its lease 4s; reconnect_grace 2s from the drop)", back.Round(time.Millisecond))
+}
+
 // The member link to the owner is cut (a blackhole: sockets open, no
 // bytes). A DO-PROXY and a PEER reaching another member are held for
 // owner_wait, then refused (WONT-PROXY; the PEER's connection closed: the
