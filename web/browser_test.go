@@ -454,8 +454,14 @@ func TestBrowserConsole(t *testing.T) {
 	testwait.For(t, "the clipboard to hold the screen", func() bool {
 		return strings.Contains(evalAwait[string](alice, `navigator.clipboard.readText()`), "up 42 days")
 	})
-	// Log: the button downloads the console's log (log_dir is set).
-	if log := evalAwait[string](alice, `(b => b.hidden ? 'hidden' : fetch(b.href).then(r => r.text()))(document.getElementById('btn-log'))`); !strings.Contains(log, "boot: old line") || !strings.Contains(log, "up 42 days") {
+	// Log: the button downloads the console's log (log_dir is set; the
+	// log is written behind the console, so it may take a moment).
+	var log string
+	testwait.For(t, "the log button to give the console's log", func() bool {
+		log = evalAwait[string](alice, `(b => b.hidden ? 'hidden' : fetch(b.href).then(r => r.text()))(document.getElementById('btn-log'))`)
+		return strings.Contains(log, "up 42 days")
+	})
+	if !strings.Contains(log, "boot: old line") {
 		t.Fatalf("the log button gives %q", log)
 	}
 	// Resize: the terminal fits the window.

@@ -424,8 +424,14 @@ func TestConsoleProtocol(t *testing.T) {
 		t.Fatalf("x beside others: %d", code)
 	}
 
-	// The log has what the VM printed.
-	resp, body := bob.do("GET", "api/consoles/"+id+"/log", nil, nil)
+	// The log has what the VM printed (written behind the console: it
+	// may take a moment).
+	var resp *http.Response
+	var body []byte
+	testwait.For(t, "the log to have the VM's output", func() bool {
+		resp, body = bob.do("GET", "api/consoles/"+id+"/log", nil, nil)
+		return bytes.Contains(body, []byte("bin etc"))
+	})
 	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("boot: old line")) || !bytes.Contains(body, []byte("bin etc")) ||
 		resp.Header.Get("Content-Type") != "application/octet-stream" || !strings.HasPrefix(resp.Header.Get("Content-Disposition"), "attachment; filename=\"web-1_") {
 		t.Fatalf("log: %s %v %q", resp.Status, resp.Header, body)
