@@ -68,7 +68,9 @@ func (c *Claim) Release(ctx context.Context) error {
 		if r, err := decode[PortRecord]([]byte(c.value)); err == nil {
 			rec = r
 		}
-		info := PortInfo{Port: rec.Port, VMName: rec.VMName, Direction: rec.Direction, Member: c.n.cfg.Member, Attached: false, Seen: time.Now()}
+		// Attached: the member dropped the VM as it left (Leaving), the
+		// VM did not go away: the sweep is to reconnect it.
+		info := PortInfo{Port: rec.Port, VMName: rec.VMName, Direction: rec.Direction, Member: c.n.cfg.Member, Attached: c.n.leftAttached(rec.Port), Seen: time.Now()}
 		ops = append(ops, clientv3.OpPut(c.n.key(kPortInfo+rec.Port.path()), mustJSON(info)))
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.n.cfg.CallTimeout)

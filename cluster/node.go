@@ -175,6 +175,7 @@ type Node struct {
 	migLeases  map[string]clientv3.LeaseID // pending vMotions this member published, by hash
 	sweep      *sweeper                    // the reconnect sweep, once started
 	devReady   map[string]time.Time        // device key → when its lock delay ends (TryClaimDevice)
+	leaving    map[PortID]bool             // ports whose VM was connected when the member began to leave
 	closed     bool
 }
 
@@ -582,6 +583,32 @@ func (n *Node) Leader(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	return string(r.Kvs[0].Value), nil
+}
+
+// Leaving says the member is about to leave (a shutdown: a rolling
+// upgrade) and which of its ports have their VM connected now. The
+// member drops those connections as it stops; its ports' releases then
+// record them as attached, so that the leader's sweep reconnects them
+// through vCenter after reconnect_grace unless their VMs dial again by
+// themselves (a port released otherwise, its VM gone, is not swept).
+func (n *Node) Leaving(attached []PortID) {
+	n.mu.Lock()
+	n.leaving = map[PortID]bool{}
+	for _, p := range attached {
+		n.leaving[p] = true
+	}
+	n.mu.Unlock()
+	if len(attached) > 0 {
+		n.log.Info("leaving the cluster: the VM ports connected here are left for the leader to reconnect through vCenter unless their VMs dial again", "ports", len(attached))
+	}
+}
+
+// leftAttached reports whether p's VM was connected when the member
+// began to leave.
+func (n *Node) leftAttached(p PortID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.leaving[p]
 }
 
 // Close stops renewing and revokes the lease: everything the member

@@ -87,3 +87,47 @@ func TestSweepReconnectsPortsThatDidNotComeBack(t *testing.T) {
 		t.Errorf("orphans %+v %v", orph, err)
 	}
 }
+
+// A member that leaves (a shutdown: a rolling upgrade) drops the VMs
+// connected to it: their ports are released as attached, so the leader
+// reconnects them through vCenter; a port whose VM was not connected when
+// the member began to leave is released as gone and left alone.
+func TestSweepReconnectsPortsOfAMemberThatLeft(t *testing.T) {
+	e := newEnv(t)
+	a := e.node("a")
+	var claims []*Claim
+	for i := 1; i <= 2; i++ {
+		c, _, err := a.ClaimPort(ctxT(t), port(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		claims = append(claims, c)
+	}
+	b := e.node("b")
+	hosts := &vmHosts{member: b}
+	b.StartSweep(SweepConfig{Grace: 200 * time.Millisecond, Rate: 100, Reconnector: hosts})
+	testwait.For(t, "a and b to see each other", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	a.Leaving([]PortID{port(1).Port}) // port 2's VM had gone (its port waits out its grace period)
+	for _, c := range claims {
+		if err := c.Release(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "the leader to reconnect port 1 and see it back", func() bool {
+		s := b.SweepStats()
+		return s.Toggled == 1 && s.Reconnected == 1
+	})
+	hosts.mu.Lock()
+	calls := append([]PortID(nil), hosts.calls...)
+	hosts.mu.Unlock()
+	if len(calls) != 1 || calls[0] != port(1).Port {
+		t.Fatalf("reconnected %v, want port 1 once", calls)
+	}
+	orphans, err := b.Orphans(ctxT(t))
+	if err != nil || len(orphans) != 0 {
+		t.Errorf("orphans after the reconnect: %+v %v", orphans, err)
+	}
+}

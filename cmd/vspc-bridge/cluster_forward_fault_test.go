@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -389,4 +390,37 @@ func TestClusterFaultMemberCutFromEtcd(t *testing.T) {
 	if c := w.members[0].counters(); c.Fences < 1 || c.FailsafeHolds != 0 {
 		t.Errorf("m1's counters %+v: want a fence and no failsafe hold", c)
 	}
+}
+
+// A member stops cleanly (SIGTERM: a rolling upgrade) with a VM connected
+// whose host does not dial again by itself: the member releases the port
+// as attached (it dropped the VM; the VM did not leave), so the leader
+// reconnects it through vCenter after reconnect_grace and the VM lands on
+// the new VIP holder, which claims port and device at once (a clean
+// release: no lock delay).
+func TestClusterFaultLeave(t *testing.T) {
+	w := newHAWorld(t)
+	toggles := w.vc.followToggles(t, w.port)
+	w.echo("via m1")
+	testwait.For(t, "m1 to hold the port", func() bool { return w.holder(-1) == "m1" })
+	stopped := time.Now()
+	w.members[0].cmd.Process.Signal(syscall.SIGTERM)
+	<-w.members[0].done
+	w.bal.Send(1) // keepalived moves the VIP to m2
+	testwait.For(t, "the VM connection to drop", func() bool { return w.port.Conn() == nil })
+	w.echo("via m2 after a vCenter reconnect")
+	back := time.Since(stopped)
+	testwait.For(t, "m2 to hold the port", func() bool { return w.holder(0) == "m2" })
+	if n := toggles(); n != 1 {
+		t.Errorf("vCenter toggled the port %d times, want 1", n)
+	}
+	if _, maxOpen, total := w.dev.stats(); maxOpen != 1 || total != 2 {
+		t.Errorf("device: %d connections at once, %d in all; want 1 and 2", maxOpen, total)
+	}
+	for _, p := range w.members[1:] {
+		if c := p.counters(); c.LockDelays != 0 {
+			t.Errorf("%s waited a lock delay after a clean leave: %+v", p.name, c)
+		}
+	}
+	t.Logf("VM serial port back on m2 %v after m1 stopped cleanly (reconnect_grace 2s; no lease to wait for)", back.Round(time.Millisecond))
 }

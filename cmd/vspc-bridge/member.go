@@ -260,3 +260,18 @@ func (m *member) close() {
 	}
 	m.cli.Close()
 }
+
+// attachedPorts are the cluster names of the ports whose VM is connected
+// (attached, or in a vMotion).
+func attachedPorts(ps []vspc.PortInfo) []cluster.PortID {
+	var out []cluster.PortID
+	for _, p := range ps {
+		if p.State == "detached" {
+			continue
+		}
+		if id, ok := cluster.PortIDOf(vspc.Request{VCUUID: p.VCUUID, VMName: p.VMName, ServiceURI: p.ServiceURI}); ok {
+			out = append(out, id)
+		}
+	}
+	return out
+}

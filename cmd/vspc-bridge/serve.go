@@ -267,6 +267,9 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 
 	serveErr := d.run(rctx)
 	log.Info("shutting down: no new connections; flushing data in flight")
+	if mem != nil {
+		mem.node.Leaving(attachedPorts(srv.Ports()))
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
