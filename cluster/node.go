@@ -429,9 +429,23 @@ func (n *Node) fenceWatch() {
 		case <-n.ctx.Done():
 			return
 		case <-n.renewed:
-		case <-n.clock.After(min(n.cfg.LeaseTTL/3, time.Second)):
+		case <-n.clock.After(n.lapsedEvery()):
 		}
 	}
+}
+
+// lapsedEvery is how often a member past its lease asks the failsafe
+// again. While the failsafe holds, the member keeps devices whose claims
+// may have ended in etcd (etcd up, every member cut from it): once one
+// member reaches etcd again it may claim them and open them after the
+// lock delay, so this member must learn of it and close them well within
+// that delay: every quarter of it at most.
+func (n *Node) lapsedEvery() time.Duration {
+	d := min(n.cfg.LeaseTTL/3, time.Second)
+	if q := n.cfg.LockDelay / 4; q > 0 {
+		d = min(d, q)
+	}
+	return max(d, 10*time.Millisecond)
 }
 
 // lapsed runs when the lease is past its validity on this member's clock.
@@ -455,11 +469,19 @@ func (n *Node) lapsed() {
 		// Another member reaches etcd. Before fencing, one quick
 		// renewal: when quorum comes back, the others may answer
 		// before this member's next renewal, and its lease is still
-		// there. It is bounded by half the validity margin, so the
-		// device closes well before anyone else may open it.
+		// there. It is bounded by half the validity margin (the lease
+		// may still be valid in etcd for the margin) and by a quarter
+		// of the lock delay (after a failsafe hold the lease may have
+		// ended in etcd, and the member that answered may be waiting
+		// out the lock delay to open this member's device): the device
+		// closes well before anyone else may open it.
 		t0 := n.clock.Now()
 		lease := n.Lease()
-		ctx, cancel = context.WithTimeout(n.ctx, n.cfg.ValidityMargin/2)
+		quick := n.cfg.ValidityMargin / 2
+		if q := n.cfg.LockDelay / 4; q < quick {
+			quick = q
+		}
+		ctx, cancel = context.WithTimeout(n.ctx, quick)
 		n.op()
 		resp, err := n.cli.KeepAliveOnce(ctx, lease)
 		cancel()
