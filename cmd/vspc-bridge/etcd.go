@@ -26,13 +26,13 @@ func cmdEtcd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&c.PeerURL, "listen-peer", "http://127.0.0.1:2380", "peer URL: listened on and advertised (https:// with -cert)")
 	fs.StringVar(&c.InitialCluster, "initial-cluster", "", "every member's peer URL: NAME=URL,NAME=URL,... (default: this member alone)")
 	fs.StringVar(&c.Token, "token", "vspc-bridge", "initial cluster token: members of other clusters cannot join")
-	fs.BoolVar(&c.Existing, "existing", false, "join an existing cluster (after `etcdctl member add`) instead of forming a new one")
+	fs.BoolVar(&c.Existing, "existing", false, "join an existing cluster (after 'etcdctl member add') instead of forming a new one")
 	cert := fs.String("cert", "", "PEM certificate for the client and peer listeners (vspc-bridge cluster init makes one)")
 	key := fs.String("key", "", "PEM key of -cert")
 	ca := fs.String("ca", "", "CA that clients and peers must present certificates from (mutual TLS)")
 	level := fs.String("log-level", "warn", "etcd's log level: debug, info, warn or error")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: vspc-bridge etcd -name NAME -data-dir DIR [-listen-client URL] [-listen-peer URL] [-initial-cluster N=URL,...] [-cert F -key F -ca F]\n\nRuns one etcd member in this process, for [cluster] endpoints. Three of them (on three hosts) tolerate the loss of one.\n\n")
+		fmt.Fprintf(fs.Output(), "usage: vspc-bridge etcd -name NAME -data-dir DIR [-listen-client URL] [-listen-peer URL] [-initial-cluster N=URL,...] [-token T] [-existing] [-cert F -key F -ca F] [-log-level L]\n\nRuns one etcd member in this process, for [cluster] endpoints. Three of them (on three hosts) tolerate the loss of one.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
