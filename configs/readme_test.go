@@ -350,3 +350,34 @@ func githubAnchor(h string) string {
 	}
 	return b.String()
 }
+
+// TestREADMEConfigErrors checks the README's check-config example: each
+// error line it shows is one Parse reports for testdata/broken.toml
+// (testdata/broken.golden), and the count it gives is the golden's.
+func TestREADMEConfigErrors(t *testing.T) {
+	golden, err := os.ReadFile("testdata/broken.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	lines := strings.Split(strings.TrimSpace(string(golden)), "\n")
+	for _, l := range lines {
+		want[strings.Replace(l, "broken.toml:", "configs/testdata/broken.toml:", 1)] = true
+	}
+	shown := 0
+	for i, l := range strings.Split(readme(t), "\n") {
+		if !strings.HasPrefix(l, "configs: configs/testdata/broken.toml:") {
+			continue
+		}
+		shown++
+		if !want[l] {
+			t.Errorf("README.md:%d: check-config does not print %q", i+1, l)
+		}
+	}
+	if shown == 0 {
+		t.Error("README.md shows no check-config errors for configs/testdata/broken.toml")
+	}
+	if n := fmt.Sprintf("(%d problems in all)", len(lines)); !strings.Contains(readme(t), n) {
+		t.Errorf("README.md's check-config example should say %q", n)
+	}
+}
