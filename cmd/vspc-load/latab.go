@@ -28,6 +28,7 @@ type latabSide struct {
 	ps     []*pair
 	slices []durations // its latency slices, in order
 	all    durations
+	cpu    time.Duration // the bridge's CPU time in the current slice
 }
 
 // latabResult is the latab phase's outcome.
@@ -35,6 +36,7 @@ type latabResult struct {
 	base, cur          *latabSide
 	slice              time.Duration
 	ratios50, ratios99 []float64 // this build / baseline, per neighbouring pair of slices
+	ratiosCPU          []float64 // the same for the bridge's CPU time in the slice (the same pings: its work per round trip)
 	err                error
 	wakeBase, wakeCur  wakeStats
 }
@@ -111,6 +113,7 @@ func (l *loader) phaseLatAB(ctx context.Context, baselineBin string) (*latabResu
 			c0, w0, oc0 := cpuTime(sd.br.pid()), runDelay(sd.br.pid()), cpuTime(other.br.pid())
 			rtt, _, err := ping(okPairs(sd.ps)[:o.lat], o.latRate, o.latabSlice)
 			c1, w1, oc1 := cpuTime(sd.br.pid()), runDelay(sd.br.pid()), cpuTime(other.br.pid())
+			sd.cpu = c1 - c0
 			sched = append(sched, fmt.Sprintf("%s: CPU %v, run-queue wait %v, threads %d, the other's CPU %v", sd.name,
 				(c1-c0).Round(time.Millisecond), (w1-w0).Round(time.Millisecond), threads(sd.br.pid()), (oc1-oc0).Round(time.Millisecond)))
 			sd.slices = append(sd.slices, rtt)
@@ -123,6 +126,9 @@ func (l *loader) phaseLatAB(ctx context.Context, baselineBin string) (*latabResu
 		r50 := float64(c.pct(.5)) / float64(max(b.pct(.5), 1))
 		r99 := float64(c.pct(.99)) / float64(max(b.pct(.99), 1))
 		res.ratios50, res.ratios99 = append(res.ratios50, r50), append(res.ratios99, r99)
+		if res.base.cpu > 0 {
+			res.ratiosCPU = append(res.ratiosCPU, float64(res.cur.cpu)/float64(res.base.cpu))
+		}
 		logf("latab: slice pair %d: baseline p50 %v p99 %v, this build p50 %v p99 %v (ratio %.2f / %.2f); %s", j+1,
 			b.pct(.5), b.pct(.99), c.pct(.5), c.pct(.99), r50, r99, strings.Join(sched, "; "))
 	}
@@ -147,6 +153,9 @@ func (res *latabResult) print(w io.Writer, lat, rate int) {
 	fmt.Fprintf(tw, "round trip p99, all slices\t%s\t%s\t%s\n", ms(b.pct(.99)), ms(c.pct(.99)), ratio(float64(c.pct(.99)), float64(b.pct(.99))))
 	fmt.Fprintf(tw, "p50 ratio of neighbouring slices: median (min … max)\t-\t-\t%.2f (%.2f … %.2f)\n", median(res.ratios50), slices.Min(res.ratios50), slices.Max(res.ratios50))
 	fmt.Fprintf(tw, "p99 ratio of neighbouring slices: median (min … max)\t-\t-\t%.2f (%.2f … %.2f)\n", median(res.ratios99), slices.Min(res.ratios99), slices.Max(res.ratios99))
+	if len(res.ratiosCPU) > 0 {
+		fmt.Fprintf(tw, "bridge CPU time per slice, ratio of neighbouring slices: median (min … max)\t-\t-\t%.2f (%.2f … %.2f)\n", median(res.ratiosCPU), slices.Min(res.ratiosCPU), slices.Max(res.ratiosCPU))
+	}
 	fmt.Fprintf(tw, "wake storm before the slices\t%v\t%v\t-\n", res.wakeBase.wall.Round(time.Millisecond), res.wakeCur.wall.Round(time.Millisecond))
 	tw.Flush()
 	for _, sd := range []*latabSide{res.base, res.cur} {
