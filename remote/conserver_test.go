@@ -14,6 +14,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/devices/devicetest"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
@@ -60,8 +61,15 @@ func startConserver(t *testing.T, consoles []conserverConsole) *conserver {
 		t.Fatal(err)
 	}
 	// Not -d: a foreground process the test owns. -E: clients without
-	// TLS. -m: consoles per child process.
-	cmd := exec.Command(bin, "-C", cfPath, "-P", pwPath, "-M", "127.0.0.1", "-p", fmt.Sprint(cs.port), "-E", "-m", "64")
+	// TLS. -m: consoles per child process. -O 1: a console that
+	// conserver forced down is tried again within a minute. A child
+	// gives each console's connect 10 s (conserver's CONNECTTIMEOUT,
+	// fixed when it is built), counted from when it set out to open the
+	// child's first console; on two cores shared with other jobs a
+	// child has been seen to take longer than that to get through its
+	// 64 and force the last few down, though the bridge would have
+	// taken them.
+	cmd := exec.Command(bin, "-C", cfPath, "-P", pwPath, "-M", "127.0.0.1", "-p", fmt.Sprint(cs.port), "-E", "-m", "64", "-O", "1")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its children (one per group of consoles) too
@@ -159,7 +167,9 @@ func TestConserverLogsEveryVM(t *testing.T) {
 		entries = append(entries, conserverConsole{name: v.name, port: port, protocol: proto})
 	}
 	cs := startConserver(t, entries)
-	testwait.For(t, "conserver on every console", func() bool {
+	// Up to a retry of conserver's (-O 1) and its connect timeout past
+	// testwait's usual bound.
+	attached := func() bool {
 		n := 0
 		for _, ci := range h.hub.Consoles() {
 			if len(ci.Clients) == 1 {
@@ -167,7 +177,10 @@ func TestConserverLogsEveryVM(t *testing.T) {
 			}
 		}
 		return n == vms
-	})
+	}
+	if !testwait.Until(t, testwait.Timeout+90*time.Second, attached) {
+		t.Fatal("conserver is not on every console")
+	}
 
 	ctx, cancel := context.WithTimeout(t.Context(), testwait.Timeout)
 	defer cancel()
