@@ -381,3 +381,23 @@ func TestREADMEConfigErrors(t *testing.T) {
 		t.Errorf("README.md's check-config example should say %q", n)
 	}
 }
+
+// TestREADMEFuzzTargets checks that every fuzz target make test runs
+// (the Makefile's FUZZ_TARGETS) has a row in the README's fuzzing table.
+func TestREADMEFuzzTargets(t *testing.T) {
+	mk, err := os.ReadFile("../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := readme(t)
+	target := regexp.MustCompile(`(?m)^\t\./([a-z0-9/]+):(Fuzz[A-Za-z0-9]+)`)
+	found := target.FindAllStringSubmatch(string(mk), -1)
+	if len(found) < 10 {
+		t.Fatalf("found %d fuzz targets in the Makefile; has FUZZ_TARGETS' form changed?", len(found))
+	}
+	for _, m := range found {
+		if row := "| `" + m[1] + "` `" + m[2] + "` |"; !strings.Contains(text, row) {
+			t.Errorf("README.md's fuzzing table has no row %q", row)
+		}
+	}
+}
