@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -79,29 +81,39 @@ func (s *syncBuf) String() string {
 }
 
 // freeLoopbackPorts returns n distinct ports on 127.0.0.1 that were free a
-// moment ago (held open together while they are picked, so no two are
-// the same).
+// moment ago, for processes the test starts to listen on. They are held
+// open together while they are picked (no two are the same), and taken
+// below the kernel's ephemeral range: a port picked with ":0" and closed
+// again is soon handed to the next ":0" listener (a proxy or balancer of
+// the same test), which then takes a bridge's address before the bridge
+// binds it.
 func freeLoopbackPorts(t *testing.T, n int) []int {
+	t.Helper()
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 12000 {
+				lo = v
+			}
+		}
+	}
 	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 1000 {
+			t.Fatalf("no %d free ports on 127.0.0.1 below %d", n, lo)
+		}
+		p := 10000 + rand.IntN(lo-10000)
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
-			t.Fatal(err)
+			continue // taken
 		}
 		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, p)
 	}
 	return ports
 }
 
-func freeLoopbackPort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freeLoopbackPort(t *testing.T) int { return freeLoopbackPorts(t, 1)[0] }
 
 // `vspc-bridge etcd` serves etcd clients until it is stopped, over mutual
 // TLS with the certificates of `cluster init`.
