@@ -333,6 +333,12 @@ reconnect_grace = "2s"
 	}
 	testwait.For(t, "three members up and joined", func() bool {
 		for _, p := range w.members {
+			select {
+			case <-p.done:
+				b, _ := os.ReadFile(p.log)
+				t.Fatalf("%s exited while starting:\n%s", p.name, tail(b, 2000))
+			default:
+			}
 			if cl := p.cluster(); cl == nil || len(cl.Members) != 3 {
 				return false
 			}

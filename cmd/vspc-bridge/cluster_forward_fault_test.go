@@ -424,3 +424,39 @@ func TestClusterFaultLeave(t *testing.T) {
 	}
 	t.Logf("VM serial port back on m2 %v after m1 stopped cleanly (reconnect_grace 2s; no lease to wait for)", back.Round(time.Millisecond))
 }
+
+// The owner dies while the host waits for its answer to VMOTION-BEGIN
+// (held here: the owner's etcd is cut, so publishing the hand-over waits
+// up to etcd_timeout, 2.5 s; the kill comes at once). The host sees its
+// connection drop without GOAHEAD: the vMotion fails on the source and the VM stays there; no
+// PEER can ever come (the secret travels only in GOAHEAD). The leader
+// reconnects the port through vCenter after the lease; the VM lands on
+// m2. Never two device connections.
+func TestClusterFaultKillDuringBegin(t *testing.T) {
+	w := newHAWorldWith(t, haOptions{etcdVia: true, cluster: `etcd_timeout = "2.5s"`})
+	toggles := w.vc.followToggles(t, w.port)
+	w.echo("via m1")
+	testwait.For(t, "m1 to hold the port", func() bool { return w.holder(-1) == "m1" })
+	for _, p := range w.etcdVia[0] {
+		p.Cut()
+	}
+	src := w.port.Conn()
+	begun := make(chan error, 1)
+	go func() {
+		_, err := src.Begin(w.ctx(), []byte{5, 6, 7, 8})
+		begun <- err
+	}()
+	w.kill9(0)
+	w.bal.Send(1)
+	if err := <-begun; err == nil || errors.Is(err, vspctest.ErrNotNow) {
+		t.Fatalf("BEGIN with its owner killed: %v, want the connection gone without an answer", err)
+	}
+	w.echo("via m2 after a vCenter reconnect")
+	testwait.For(t, "m2 to hold the port", func() bool { return w.holder(0) == "m2" })
+	if n := toggles(); n != 1 {
+		t.Errorf("vCenter toggled the port %d times, want 1", n)
+	}
+	if _, maxOpen, _ := w.dev.stats(); maxOpen != 1 {
+		t.Errorf("the device had %d connections at once, want 1", maxOpen)
+	}
+}
