@@ -401,3 +401,52 @@ func TestREADMEFuzzTargets(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMEPackages checks the README's package table against the
+// repository: every directory with Go files (what go list ./... lists)
+// has a row, and every row names such a directory.
+func TestREADMEPackages(t *testing.T) {
+	text := readme(t)
+	_, table, ok := strings.Cut(text, "| Package | What it is |")
+	if !ok {
+		t.Fatal("README.md has no package table (| Package | What it is |)")
+	}
+	table, _, _ = strings.Cut(table, "\n\n")
+	rows := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([^`]+)` \\|").FindAllStringSubmatch(table, -1) {
+		rows[m[1]] = true
+	}
+	pkgs := map[string]bool{}
+	err := filepath.WalkDir("..", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if n := d.Name(); path != ".." && (strings.HasPrefix(n, ".") || n == "testdata" || n == "bin" || n == "node_modules") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if strings.HasSuffix(path, ".go") {
+			rel, err := filepath.Rel("..", filepath.Dir(path))
+			if err != nil {
+				return err
+			}
+			pkgs[filepath.ToSlash(rel)] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range slices.Sorted(maps.Keys(pkgs)) {
+		if !rows[p] {
+			t.Errorf("package %s has no row in README.md's package table", p)
+		}
+	}
+	for _, r := range slices.Sorted(maps.Keys(rows)) {
+		if !pkgs[r] {
+			t.Errorf("README.md's package table has a row for %s, which holds no Go package", r)
+		}
+	}
+}
