@@ -172,18 +172,26 @@ func New(cfg *configs.Config, log *slog.Logger, opts ...Option) (*Hub, error) {
 }
 
 // clusterListener binds the port the cluster assigns to req's serial port.
-func (h *Hub) clusterListener(ctx context.Context, req vspc.Request, bind func(port int) (net.Listener, error)) (net.Listener, error) {
+// A port that cannot be had (etcd did not answer, the range is full, or
+// another program holds the port on this host) leaves the console without
+// a per-VM listener, reachable through the front doors only, and says so:
+// the VM's serial link does not depend on its console port.
+func (h *Hub) clusterListener(ctx context.Context, req vspc.Request, bind func(port int) (net.Listener, error)) net.Listener {
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	p, err := h.assigner.AssignListener(actx, req.PortKey(), h.ports.lo, h.ports.hi)
 	if err != nil {
-		return nil, fmt.Errorf("remote: VM %q (service URI %q): console port from the cluster: %w", req.VMName, req.ServiceURI, err)
+		h.log.Warn("remote: no console port from the cluster; the console is reachable through the front doors only",
+			"vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI, "err", err)
+		return nil
 	}
 	ln, err := bind(p)
 	if err != nil {
-		return nil, fmt.Errorf("remote: VM %q: console port %d (assigned in the cluster): %w", req.VMName, p, err)
+		h.log.Warn("remote: the console port the cluster assigned cannot be opened here; the console is reachable through the front doors only",
+			"vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI, "port", p, "err", err)
+		return nil
 	}
-	return ln, nil
+	return ln
 }
 
 // SetUsers makes the [[user]] tables of cfg (a reloaded config) apply to
@@ -238,10 +246,7 @@ func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Ba
 			return nil, fmt.Errorf("remote: VM %q asks for console port %d (service URI %q): %w", req.VMName, spec.port, req.ServiceURI, err)
 		}
 	} else if h.assigner != nil && h.ports.lo != 0 && (req.VCUUID != "" || req.VMName != "") {
-		ln, err = h.clusterListener(ctx, req, bind)
-		if err != nil {
-			return nil, err
-		}
+		ln = h.clusterListener(ctx, req, bind)
 	} else {
 		var reclaimed string
 		ln, reclaimed, err = h.ports.assign(c.key, req.VMName, req.ServiceURI, bind)
