@@ -96,6 +96,12 @@ func (l *loader) phaseLatAB(ctx context.Context, baselineBin string) (*latabResu
 		}
 		echo(ok[:o.lat])
 	}
+	if o.latabSettle > 0 {
+		// Past the wake storms' aftermath (the woken connections park
+		// again 5 to 10 s later), to tell it from the steady state.
+		logf("latab: waiting %v after the wake storms", o.latabSettle)
+		time.Sleep(o.latabSettle)
+	}
 	restore := quietGC()
 	defer restore()
 	// ABBA: slice pairs (base, cur), (cur, base), (base, cur), ...

@@ -125,6 +125,7 @@ type options struct {
 	latabPorts    int
 	latabSlices   int
 	latabSlice    time.Duration
+	latabSettle   time.Duration
 }
 
 // trafficPairs is how many pairs the traffic tests take: the latency
@@ -173,6 +174,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.latabPorts, "latab-ports", 4000, "latab phase (with -baseline-bin): ports joined to a remote on each build")
 	fs.IntVar(&o.latabSlices, "latab-slices", 20, "latab phase: latency slices in all, half on each build, alternating ABBA")
 	fs.DurationVar(&o.latabSlice, "latab-slice", 2*time.Second, "latab phase: length of each latency slice")
+	fs.DurationVar(&o.latabSettle, "latab-settle", 0, "latab phase: wait this long after the wake storms before the slices (0: start at once)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
