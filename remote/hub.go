@@ -206,9 +206,12 @@ func (h *Hub) SetUsers(cfg *configs.Config) {
 // Open implements vspc.Bridger for direction-server ports: it returns the
 // console of the VM serial port and starts its per-VM listener (on the
 // port its service URI names, or one from port_range kept for it). It
-// refuses a port that cannot get its listener. The console lives until the
-// vspc server closes it (grace period over, shutdown): across vMotion and
-// reconnects.
+// refuses a port that cannot get the listener its service URI names, or
+// one from port_range on a single bridge; in a cluster, a port_range port
+// that cannot be had leaves the console on the front doors (a warning
+// says why) and the VM's serial port is served all the same. The console
+// lives until the vspc server closes it (grace period over, shutdown):
+// across vMotion and reconnects.
 func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Backend, error) {
 	r := &h.cfg.Remote
 	if !r.Enabled {

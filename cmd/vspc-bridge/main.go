@@ -78,8 +78,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "cluster":
 		err = cmdCluster(rest, stdout, stderr)
 	case "version":
-		fmt.Fprintf(stdout, "vspc-bridge %s\n", version)
-		return 0
+		switch {
+		case len(rest) == 0:
+			fmt.Fprintf(stdout, "vspc-bridge %s\n", version)
+			return 0
+		case len(rest) == 1 && (rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help"):
+			fmt.Fprint(stderr, "usage: vspc-bridge version\n\nPrints the version. Takes no flags or arguments.\n")
+			return 0
+		default:
+			fmt.Fprintf(stderr, "vspc-bridge version: takes no flags or arguments, got %q\n", rest)
+			return 2
+		}
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

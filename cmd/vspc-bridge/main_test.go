@@ -51,7 +51,11 @@ func TestVersionAndUsage(t *testing.T) {
 	if code := run(t.Context(), []string{"bogus"}, nil, &out, &errb); code != 2 {
 		t.Fatalf("unknown command exit %d", code)
 	}
-	for _, cmd := range []string{"serve", "check-config", "simulate-vm"} {
+	errb.Reset()
+	if code := run(t.Context(), []string{"version", "-x"}, nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "takes no flags or arguments") {
+		t.Fatalf("version -x: exit %d, %q; want 2 and why", code, errb.String())
+	}
+	for _, cmd := range []string{"serve", "check-config", "simulate-vm", "version"} {
 		errb.Reset()
 		if code := run(t.Context(), []string{cmd, "-h"}, nil, &out, &errb); code != 0 || !strings.Contains(errb.String(), "usage: vspc-bridge "+cmd) {
 			t.Errorf("%s -h: exit %d, %q", cmd, code, errb.String())
