@@ -105,7 +105,12 @@ func (wc *webConsole) apply(cfg *configs.Config, cert *tls.Certificate) (changes
 
 // listener describes the console for status.
 func (wc *webConsole) listener() admin.Listener {
-	return admin.Listener{Kind: kindWeb, Addr: wc.addr, URI: wc.url}
+	l := admin.Listener{Kind: kindWeb, Addr: wc.addr, URI: wc.url}
+	if c := wc.cert.Load(); wc.tls && c != nil && c.Leaf != nil {
+		l.CertNotAfter = c.Leaf.NotAfter
+		l.Thumbprint = configs.LeafThumbprint(c)
+	}
+	return l
 }
 
 // stop closes the listener and every console, and waits.

@@ -21,6 +21,7 @@ import (
 	"github.com/coder/websocket"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/vspc-bridge/vspc-bridge/admin"
 	"github.com/vspc-bridge/vspc-bridge/configs"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
 )
@@ -154,6 +155,16 @@ func TestReloadWebCertificate(t *testing.T) {
 	}
 	if got := served(); got != second {
 		t.Fatalf("served %s after the reload, want %s", got, second)
+	}
+	// Status (and so the expiry metric) describes the certificate served.
+	var web *admin.Listener
+	for _, l := range b.d.status().Listeners {
+		if l.Kind == kindWeb {
+			web = &l
+		}
+	}
+	if web == nil || web.Thumbprint != second || web.CertNotAfter.Before(time.Now()) {
+		t.Fatalf("status of the web listener: %+v, want thumbprint %s and a certificate expiry", web, second)
 	}
 	b.write(strings.Replace(cfg, "tls.key", "missing.key", 1))
 	if res := b.reload(); res.OK || !strings.Contains(strings.Join(res.Errors, "\n"), "[web] tls_cert/tls_key") {
