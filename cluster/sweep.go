@@ -47,7 +47,8 @@ type sweeper struct {
 	mu      sync.Mutex
 	orphans map[string]time.Time // portinfo key → first seen orphaned (by this leader)
 	toggled map[string]time.Time // ports/ key → when it was reconnected
-	next    time.Time            // the next Reconnect a relay watch may make (pace)
+	next    time.Time            // the next Reconnect a relay or drop watch may make (pace)
+	drops   map[PortID]time.Time // ports whose VM connection dropped abnormally → when (WatchDropped)
 	stats   SweepStats
 }
 
@@ -63,7 +64,7 @@ func (n *Node) StartSweep(cfg SweepConfig) {
 	if cfg.Rate <= 0 {
 		cfg.Rate = 10
 	}
-	s := &sweeper{n: n, cfg: cfg, orphans: map[string]time.Time{}, toggled: map[string]time.Time{}}
+	s := &sweeper{n: n, cfg: cfg, orphans: map[string]time.Time{}, toggled: map[string]time.Time{}, drops: map[PortID]time.Time{}}
 	n.mu.Lock()
 	n.sweep = s
 	n.mu.Unlock()
@@ -330,15 +331,27 @@ func (s *sweeper) watchRelayed(port PortID, relay string, ports PortStates) {
 			break
 		}
 	}
+	s.reconnect(port, info, ended, ports, "the member that relayed its connection died", nil, "relay", relay)
+}
+
+// reconnect toggles port, detached since ended, through vCenter (paced at
+// the sweep's rate) and times its return, as the sweep does for a dead
+// owner's ports: the owner's own reconnects (watchRelayed, watchDropped).
+// why ends the log messages; still, when set, is asked again once the
+// pace allows the call (false: give up); attrs name the cause in the logs.
+func (s *sweeper) reconnect(port PortID, info vspc.PortInfo, ended time.Time, ports PortStates, why string, still func() bool, attrs ...any) {
+	n := s.n
+	every := max(s.cfg.Grace/4, 50*time.Millisecond)
 	pi := PortInfo{Port: port, VMName: info.VMName, Direction: info.Direction, Member: n.Member(), Seen: ended}
+	attrs = append([]any{"vm", info.VMName, "port", port.String()}, attrs...)
 	if s.cfg.Reconnector == nil {
-		n.log.Warn("VM serial port should be reconnected: the member that relayed its connection died (no vCenter configured)", "vm", info.VMName, "port", port.String(), "relay", relay)
+		n.log.Warn("VM serial port should be reconnected: "+why+" (no vCenter configured)", attrs...)
 		return
 	}
 	if !s.pace() {
 		return
 	}
-	if info, ok := portState(ports, port); !ok || info.State != "detached" {
+	if info, ok := portState(ports, port); !ok || info.State != "detached" || still != nil && !still() {
 		return // back while waiting for its turn
 	}
 	at := time.Now()
@@ -353,10 +366,10 @@ func (s *sweeper) watchRelayed(port PortID, relay string, ports PortStates) {
 	}
 	s.mu.Unlock()
 	if err != nil {
-		n.log.Warn("reconnecting a VM serial port through vCenter failed", "vm", info.VMName, "port", port.String(), "relay", relay, "err", err)
+		n.log.Warn("reconnecting a VM serial port through vCenter failed", append(attrs, "err", err)...)
 		return
 	}
-	n.log.Info("VM serial port reconnected through vCenter: the member that relayed its connection died", "vm", info.VMName, "port", port.String(), "relay", relay)
+	n.log.Info("VM serial port reconnected through vCenter: "+why, attrs...)
 	// Time its return, as the sweep does for a dead owner's ports.
 	for time.Since(at) < 2*time.Minute {
 		select {
@@ -378,6 +391,76 @@ func (s *sweeper) watchRelayed(port PortID, relay string, ports PortStates) {
 			return
 		}
 	}
+}
+
+// WatchDropped is told (vspc.Drops, through the member) that the VM
+// connection of port, a port this member serves, ended and the port
+// waits its grace period for its VM; ports is the vspc server. The
+// leader's sweep only looks at ports whose owner died, and a host that
+// lost its connection on a network fault (a reset, a keepalive timeout:
+// a keepalived VIP that moved away from this still-alive member, any
+// drop on the way) most likely does not dial again by itself. So, when
+// abnormal, the port is reconnected through vCenter if it is still
+// detached Grace (reconnect_grace) after the drop, counted with the
+// sweep's. Nothing is done for a clean close by the host (abnormal false:
+// a VM powered off or its serial port disconnected on purpose), and a
+// later drop of the same port, of either kind, replaces the watch. The
+// port's grace period (vspc grace_period) must outlast reconnect_grace.
+func (n *Node) WatchDropped(port PortID, abnormal bool, ports PortStates) {
+	if port.VM == "" || ports == nil {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.sweep
+	if s == nil || n.closed { // under n.mu: not after Close's wg.Wait began
+		return
+	}
+	ended := time.Now()
+	s.mu.Lock()
+	if abnormal {
+		s.drops[port] = ended
+	} else {
+		delete(s.drops, port)
+	}
+	s.mu.Unlock()
+	if abnormal {
+		n.wg.Go(func() { s.watchDropped(port, ended, ports) })
+	}
+}
+
+func (s *sweeper) watchDropped(port PortID, ended time.Time, ports PortStates) {
+	n := s.n
+	latest := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.drops[port].Equal(ended)
+	}
+	defer func() {
+		s.mu.Lock()
+		if s.drops[port].Equal(ended) {
+			delete(s.drops, port)
+		}
+		s.mu.Unlock()
+	}()
+	t := time.NewTimer(s.cfg.Grace - time.Since(ended))
+	defer t.Stop()
+	select {
+	case <-n.ctx.Done():
+		return
+	case <-t.C:
+	}
+	// A later drop (or the VM's return and a clean close) replaced this
+	// watch; a VM back (attached, or in a vMotion) or a port gone needs
+	// nothing.
+	if !latest() {
+		return
+	}
+	info, ok := portState(ports, port)
+	if !ok || info.State != "detached" {
+		return
+	}
+	s.reconnect(port, info, ended, ports, "its connection dropped on a network fault and the VM did not come back", latest)
 }
 
 // pace waits for the next Reconnect call the rate allows; false when the

@@ -2,11 +2,13 @@ package vspc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/internal/lazylog"
@@ -418,6 +420,9 @@ func (p *Port) barrierLocked() {
 func (p *Port) writeFailed(c *vmConn, err error) {
 	p.mu.Lock()
 	first := !c.wfailed
+	if first {
+		c.werr = err
+	}
 	p.failedLocked(c)
 	queued := len(p.q) - p.head
 	p.mu.Unlock()
@@ -546,10 +551,37 @@ func (p *Port) connGone(c *vmConn, err error) {
 		p.active = nil
 	}
 	fx := p.stepLocked(event{kind: evDrop, conn: c, active: active})
+	if d := p.srv.conf().Drops; d != nil && fx.grace && !p.srv.closing {
+		// Under srv.mu, as every srv.wg.Go after Close began must not be.
+		req, abnormal := p.req, !c.relayed && (abnormalDrop(err) || abnormalDrop(c.werr))
+		p.srv.wg.Go(func() { d.Dropped(req, abnormal) })
+	}
 	p.mu.Unlock()
 	p.srv.mu.Unlock()
 	fx.err = err
 	p.finish(fx, nil)
+}
+
+// abnormalDrop reports whether err, the end of a VM connection's read or
+// write, is a network fault: a reset (ECONNRESET, ECONNABORTED), a
+// keepalive or retransmission timeout (ETIMEDOUT), or an unreachable host
+// or network. Everything else is not: a clean close by the host (io.EOF:
+// ESXi closes with a FIN when the VM powers off or its serial port is
+// disconnected, and at the end of a vMotion's source), a close by this
+// bridge (net.ErrClosed), a protocol error, and EPIPE, which Linux gives
+// a write after the host's FIN too (the host then resets the
+// connection), so it cannot tell a fault from a clean close.
+func abnormalDrop(err error) bool {
+	if err == nil {
+		return false
+	}
+	for _, e := range [...]syscall.Errno{syscall.ECONNRESET, syscall.ECONNABORTED, syscall.ETIMEDOUT,
+		syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.EHOSTDOWN, syscall.ENETDOWN} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // detachLocked starts the grace period of a port left without a

@@ -121,6 +121,23 @@ type Config struct {
 	// to that bridge (forward.go, package cluster); nil: such a
 	// connection is refused.
 	Forwarder Forwarder
+	// Drops is told when a port's VM connection ends and the port starts
+	// its grace period (package cluster reconnects through vCenter a port
+	// whose connection dropped on a network fault); nil: a single node.
+	Drops Drops
+}
+
+// Drops watches ports whose VM connection ended (package cluster).
+type Drops interface {
+	// Dropped is told, on a goroutine of its own, that the VM connection
+	// of the port for req ended with no hand-over in flight, and the port
+	// waits its grace period for its VM. abnormal: it ended on a network
+	// fault (a reset, a keepalive or retransmission timeout, an
+	// unreachable host; abnormalDrop), not on a clean close by the host
+	// (a VM powered off, its serial port disconnected on purpose) or by
+	// this bridge. A connection another bridge relayed here is never
+	// abnormal: its relay saw how the host's connection ended.
+	Dropped(req Request, abnormal bool)
 }
 
 // HandOvers lets several bridges share vMotion hand-overs, so that a

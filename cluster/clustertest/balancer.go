@@ -21,7 +21,7 @@ type Balancer struct {
 	only   int // -1: round robin
 	down   map[int]bool
 	counts []int
-	conns  map[int]map[net.Conn]struct{} // relayed connections by backend (both ends)
+	conns  map[int]map[net.Conn]bool // relayed connections by backend (both ends) → reset by Reset
 	done   bool
 	wg     sync.WaitGroup
 }
@@ -34,7 +34,7 @@ func NewBalancer(t testing.TB, backends ...string) *Balancer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &Balancer{ln: ln, backends: backends, only: -1, down: map[int]bool{}, counts: make([]int, len(backends)), conns: map[int]map[net.Conn]struct{}{}}
+	b := &Balancer{ln: ln, backends: backends, only: -1, down: map[int]bool{}, counts: make([]int, len(backends)), conns: map[int]map[net.Conn]bool{}}
 	b.wg.Go(b.accept)
 	t.Cleanup(b.Close)
 	return b
@@ -68,6 +68,27 @@ func (b *Balancer) SetDown(i int, down bool) {
 func (b *Balancer) Cut(i int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	for c := range b.conns[i] {
+		c.Close()
+	}
+}
+
+// Reset resets every relayed connection of backend i, both ways (RST, no
+// FIN): a network fault, as when a keepalived VIP moves away from a
+// member that is still alive (the new holder's kernel resets the host's
+// connection; the old holder's side ends in a reset or a keepalive
+// timeout).
+func (b *Balancer) Reset(i int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// Marked first: a relay whose other end closes now must not send
+	// this one a FIN (closeWrite) before its reset.
+	for c := range b.conns[i] {
+		b.conns[i][c] = true
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+	}
 	for c := range b.conns[i] {
 		c.Close()
 	}
@@ -123,10 +144,10 @@ func (b *Balancer) track(i int, cs ...net.Conn) bool {
 		return false
 	}
 	if b.conns[i] == nil {
-		b.conns[i] = map[net.Conn]struct{}{}
+		b.conns[i] = map[net.Conn]bool{}
 	}
 	for _, c := range cs {
-		b.conns[i][c] = struct{}{}
+		b.conns[i][c] = false
 	}
 	return true
 }
@@ -167,9 +188,19 @@ func (b *Balancer) relay(c net.Conn) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		io.Copy(u, c)
-		u.(*net.TCPConn).CloseWrite()
+		b.closeWrite(i, u)
 	})
 	io.Copy(c, u)
-	c.(*net.TCPConn).CloseWrite()
+	b.closeWrite(i, c)
 	wg.Wait()
+}
+
+// closeWrite passes the end of one direction on (a FIN), unless Reset
+// resets the connection.
+func (b *Balancer) closeWrite(i int, c net.Conn) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.conns[i][c] {
+		c.(*net.TCPConn).CloseWrite()
+	}
 }

@@ -189,6 +189,42 @@ func TestClusterFaultKillRelayHostStays(t *testing.T) {
 	t.Logf("VM back through a third member %v after kill -9 of its relay (its lease 4s; reconnect_grace 2s from the drop)", back.Round(time.Millisecond))
 }
 
+// A keepalived VIP moves away from the port's owner, which stays alive:
+// the VM's connection to it ends in a reset (a network fault, not a clean
+// close by the host), and the host does not dial again by itself. The
+// leader's sweep does not see the port (its owner lives) and no relay
+// died: the owner itself, once the port is still detached
+// reconnect_grace after the reset, reconnects it through vCenter. The VM
+// comes back through the VIP's new holder to the same port on the owner;
+// the device is never closed.
+func TestClusterFaultVIPMovesHostStays(t *testing.T) {
+	w := newHAWorldWith(t, haOptions{grace: "1m"})
+	toggles := w.vc.followToggles(t, w.port)
+	w.echo("via m1")
+	testwait.For(t, "m1 to hold the port", func() bool { return w.holder(-1) == "m1" })
+	first := w.port.Conn()
+	moved := time.Now()
+	w.bal.Send(1) // the VIP moves to m2
+	w.bal.Reset(0)
+	testwait.For(t, "the VM's connection to drop", func() bool { return w.port.Conn() != first })
+	w.echo("via m2 to m1, after m1 reconnected the port through vCenter")
+	back := time.Since(moved)
+	if n := toggles(); n != 1 {
+		t.Errorf("vCenter toggled the port %d times, want 1", n)
+	}
+	if _, _, total := w.dev.stats(); total != 1 {
+		t.Errorf("%d device connections, want 1: the owner kept its device", total)
+	}
+	if h := w.holder(-1); h != "m1" {
+		t.Errorf("the port is held by %q, want m1", h)
+	}
+	testwait.For(t, "m1's reconnect counts", func() bool {
+		cl := w.members[0].cluster()
+		return cl != nil && cl.Counters.Toggled == 1 && cl.Counters.Reconnected == 1
+	})
+	t.Logf("VM back through the VIP's new holder %v after the VIP moved and reset its connection (reconnect_grace 2s from the drop)", back.Round(time.Millisecond))
+}
+
 // The member link to the owner is cut (a blackhole: sockets open, no
 // bytes). A DO-PROXY and a PEER reaching another member are held for
 // owner_wait, then refused (WONT-PROXY; the PEER's connection closed: the

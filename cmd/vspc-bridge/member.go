@@ -275,3 +275,15 @@ func attachedPorts(ps []vspc.PortInfo) []cluster.PortID {
 	}
 	return out
 }
+
+// Dropped implements vspc.Drops: the member's node watches a port whose
+// VM connection dropped on a network fault, to reconnect it through
+// vCenter if the VM does not come back within reconnect_grace.
+func (m *member) Dropped(req vspc.Request, abnormal bool) {
+	id, ok := cluster.PortIDOf(req)
+	srv := m.srv.Load()
+	if !ok || srv == nil {
+		return
+	}
+	m.node.WatchDropped(id, abnormal, srv)
+}

@@ -162,6 +162,9 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 		// member holds is carried there over the member link (a PEER too).
 		vc.HandOvers = &cluster.HandOvers{Node: mem.node, PeerTimeout: cfg.VMotion.PeerTimeout.Duration, WithoutEtcd: cfg.Cluster.VMotionWithoutEtcd, Forwarder: mem.fwd}
 		vc.Forwarder = mem.fwd
+		// A VM connection that drops on a network fault and does not come
+		// back is reconnected through vCenter by its port's owner.
+		vc.Drops = mem
 	}
 	srv := vspc.NewServer(vc)
 	if mem != nil {
