@@ -72,7 +72,7 @@ type vmConn struct {
 	// The flags sit together, beside binOut, so that a vmConn stays
 	// within 512 bytes (a parked port keeps it; issue 17).
 	wfailed bool   // guarded by the port's mu: a write failed; the writer skips this connection
-	werr    error  // guarded by the port's mu: the first failed write's error (the reader then ends on the close)
+	wfault  bool   // guarded by the port's mu: that write failed on a network fault (abnormalDrop)
 	ksSent  bool   // KNOWN-SUBOPTIONS-2 sent since option 232 was enabled
 	asked   askSet // GET-VM-* we sent and still wait for (before deciding)
 	// owned: the reader may hand over to a fresh goroutine (not

@@ -421,7 +421,7 @@ func (p *Port) writeFailed(c *vmConn, err error) {
 	p.mu.Lock()
 	first := !c.wfailed
 	if first {
-		c.werr = err
+		c.wfault = abnormalDrop(err) // the reader then ends on the close
 	}
 	p.failedLocked(c)
 	queued := len(p.q) - p.head
@@ -553,7 +553,7 @@ func (p *Port) connGone(c *vmConn, err error) {
 	fx := p.stepLocked(event{kind: evDrop, conn: c, active: active})
 	if d := p.srv.conf().Drops; d != nil && fx.grace && !p.srv.closing {
 		// Under srv.mu, as every srv.wg.Go after Close began must not be.
-		req, abnormal := p.req, !c.relayed && (abnormalDrop(err) || abnormalDrop(c.werr))
+		req, abnormal := p.req, !c.relayed && (abnormalDrop(err) || c.wfault)
 		p.srv.wg.Go(func() { d.Dropped(req, abnormal) })
 	}
 	p.mu.Unlock()
