@@ -411,11 +411,14 @@ func (n *Node) WatchDropped(port PortID, abnormal bool, ports PortStates) {
 		return
 	}
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	s := n.sweep
-	if s == nil || n.closed { // under n.mu: not after Close's wg.Wait began
+	closed := n.closed
+	n.mu.Unlock()
+	if s == nil || closed {
 		return
 	}
+	// s.mu is never taken under n.mu: the sweep takes n.mu under s.mu
+	// (MemberByID).
 	ended := time.Now()
 	s.mu.Lock()
 	if abnormal {
@@ -424,7 +427,12 @@ func (n *Node) WatchDropped(port PortID, abnormal bool, ports PortStates) {
 		delete(s.drops, port)
 	}
 	s.mu.Unlock()
-	if abnormal {
+	if !abnormal {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.closed { // under n.mu: not after Close's wg.Wait began
 		n.wg.Go(func() { s.watchDropped(port, ended, ports) })
 	}
 }
