@@ -210,7 +210,9 @@ func (o *Options) Receive(dst []byte, verb Command, opt Option) ([]byte, *Change
 // Enable asks the peer to switch opt on for side (sends WILL for Local, DO
 // for Remote) unless it is on or being negotiated already (RFC 1143 §7).
 // It also marks the option as accepted, so that a later request from the
-// peer is agreed to.
+// peer is agreed to. With every one of the maxTracked slots taken (our own
+// policy asking for more than 16 options at once; a peer cannot cause it)
+// it asks nothing and the option stays off: Enabled and Pending tell.
 func (o *Options) Enable(dst []byte, side Side, opt Option) []byte {
 	o.Accept(side, opt, true)
 	yesVerb, _ := verbs(side)

@@ -453,6 +453,10 @@ func TestOptionsBounded(t *testing.T) {
 	if agreed != maxTracked {
 		t.Fatalf("agreed to %d options, want %d", agreed, maxTracked)
 	}
+	// With every slot taken, Enable asks nothing and the option stays off.
+	if out := o.Enable(nil, Local, 30); len(out) != 0 || o.Enabled(Local, 30) || o.Pending(Local, 30) {
+		t.Fatalf("Enable with every slot taken: % x, enabled %v, pending %v", out, o.Enabled(Local, 30), o.Pending(Local, 30))
+	}
 	// Switching one off frees its slot for another.
 	o.Receive(nil, WONT, 0)
 	if out, _ := o.Receive(nil, WILL, 19); !bytes.Equal(out, []byte{0xff, byte(DO), 19}) {
