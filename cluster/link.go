@@ -30,10 +30,13 @@ import (
 //
 // Stream kinds: "vm" carries a VM connection the dialer accepted to the
 // member that owns its port; "failsafe" asks whether the listener can
-// reach etcd (no bytes follow).
+// reach etcd (no bytes follow); "console" attaches a remote user who
+// logged in at the dialer's front door to a console the listener serves
+// (consoles.go).
 const (
 	KindVM       = "vm"
 	KindFailsafe = "failsafe"
+	KindConsole  = "console"
 )
 
 // maxFrame bounds a header or reply.

@@ -59,6 +59,7 @@ type Hub struct {
 	parkSet  bool           // WithParker was given
 	parkIdle time.Duration  // how long a per-VM client is idle before it parks
 	assigner PortAssigner   // ports of port_range, when a cluster assigns them
+	cluster  Cluster        // the other members' consoles; nil on a single bridge
 
 	parked   atomic.Int64 // client connections parked now
 	parkedLn atomic.Int64 // per-VM listeners parked now

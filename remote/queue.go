@@ -51,11 +51,12 @@ func (b *bufPool) put(q []byte) {
 type outQueue struct {
 	w      io.Writer
 	limit  int
-	kill   func()           // closes the connection under a stuck writer
-	finish func(error)      // the queue is closed and written, or a write failed; called once
-	now    func() time.Time // the hub's clock
-	pool   *bufPool         // nil: plain allocation
-	wg     sync.WaitGroup   // the writer goroutine
+	kill   func()                     // closes the connection under a stuck writer
+	finish func(error)                // the queue is closed and written, or a write failed; called once
+	now    func() time.Time           // the hub's clock
+	pool   *bufPool                   // nil: plain allocation
+	ctl    func(dst, p []byte) []byte // encodes what is not console output (notices, last words); nil: as it is
+	wg     sync.WaitGroup             // the writer goroutine
 
 	mu       sync.Mutex  // guards the fields below
 	onRoom   func()      // a full queue drained to half its limit, or ended (called without the lock)
@@ -129,14 +130,22 @@ func (o *outQueue) data(p []byte, enc func(dst, p []byte) []byte, dropMsg string
 	return true
 }
 
+// ctlAppend appends b, which is not console output, encoded by ctl.
+func (o *outQueue) ctlAppend(dst, b []byte) []byte {
+	if o.ctl == nil || len(b) == 0 {
+		return append(dst, b...)
+	}
+	return o.ctl(dst, b)
+}
+
 // dropLocked empties the queue, queues msg and closes the queue. The
 // bytes the writer is writing now stay where they are (it owns them).
 func (o *outQueue) dropLocked(msg string) {
 	if o.inflight > 0 {
 		// Keep the chunk in flight: the writer advances head over it.
-		o.q = append(o.q[:o.head+o.inflight], msg...)
+		o.q = o.ctlAppend(o.q[:o.head+o.inflight], []byte(msg))
 	} else {
-		o.q, o.head = append(o.q[:0], msg...), 0
+		o.q, o.head = o.ctlAppend(o.q[:0], []byte(msg)), 0
 	}
 	o.closing, o.dropped, o.full = true, true, false
 	o.armLocked()
@@ -163,13 +172,16 @@ func (o *outQueue) fullSince() (time.Time, bool) {
 // control queues protocol bytes or text that are not console output
 // (telnet replies, prompts, notices); they are not bounded by the limit
 // but are small and only sent in answer to the client or on events.
-func (o *outQueue) control(b []byte) {
+func (o *outQueue) control(b []byte) { o.controlEnc(o.ctl, b) }
+
+// controlEnc is control with b encoded by enc (nil: as it is).
+func (o *outQueue) controlEnc(enc func(dst, p []byte) []byte, b []byte) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closing || len(b) == 0 {
 		return
 	}
-	o.appendLocked(nil, b)
+	o.appendLocked(enc, b)
 	o.kickLocked()
 }
 
@@ -182,7 +194,7 @@ func (o *outQueue) close(last string) {
 		return
 	}
 	if last != "" {
-		o.appendLocked(nil, []byte(last))
+		o.appendLocked(o.ctl, []byte(last))
 	}
 	o.closing, o.full = true, false
 	o.armLocked()
@@ -222,6 +234,14 @@ func (o *outQueue) queued() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.pendingLocked()
+}
+
+// ended reports whether the queue takes no more output: closed, dropped,
+// or a write failed.
+func (o *outQueue) ended() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.closing || o.finished
 }
 
 // isDropped reports whether the client was dropped for falling behind.

@@ -18,6 +18,7 @@ import (
 type inputEvent struct {
 	data []byte // owned by the receiver
 	brk  bool
+	cmd  byte // an escape command read at another member's front door (forwarded sessions)
 }
 
 // inputSource is where a session reads user input: a telnet or raw TCP
@@ -63,10 +64,11 @@ type session struct {
 	park func() bool
 	att  *attached
 
-	user     *configs.User // nil on an open listener
-	userName string
-	pend     []byte // input read but not consumed yet
-	skipLF   bool   // a CR ended the last line: drop a following LF or NUL
+	user       *configs.User // nil on an open listener
+	userName   string
+	clusterErr error  // the other members' consoles could not be listed (the menu says so)
+	pend       []byte // input read but not consumed yet
+	skipLF     bool   // a CR ended the last line: drop a following LF or NUL
 }
 
 func appendRaw(dst, p []byte) []byte { return append(dst, p...) }
@@ -293,6 +295,9 @@ func (s *session) attachLoop(ctx context.Context, st *attached) error {
 				s.idle()
 				continue
 			}
+			if errors.Is(err, errDetached) {
+				return nil // the other member's user detached
+			}
 			if err != nil {
 				why = "disconnected"
 				if s.out.isDropped() {
@@ -306,6 +311,16 @@ func (s *session) attachLoop(ctx context.Context, st *attached) error {
 				} else if err != nil {
 					why = "console closed"
 					return err
+				}
+			}
+			if ev.cmd != 0 {
+				// An escape command read at another member's front door
+				// (forwarded sessions: that member runs the escaper).
+				if detach, err := s.command(st, ev.cmd); err != nil {
+					why = "console closed"
+					return err
+				} else if detach {
+					return nil
 				}
 			}
 			data = ev.data
@@ -329,36 +344,8 @@ func (s *session) attachLoop(ctx context.Context, st *attached) error {
 				stop = err
 			}
 		}, func(cmd byte) bool {
-			switch cmd {
-			case cmdDetach:
-				detach = true
-				return false
-			case cmdBreak:
-				if err := c.sendBreak(a); errors.Is(err, ErrReadOnly) {
-					s.notice("\r\n[vspc-bridge: read-only: BREAK not sent]\r\n")
-				} else if err != nil {
-					stop = err
-					return false
-				} else {
-					s.print("\r\n[vspc-bridge: BREAK sent]\r\n")
-				}
-			case cmdWho:
-				s.print("\r\n[vspc-bridge: attached: " + c.who() + "]\r\n")
-			case cmdSpy, cmdAttach:
-				m := ModeReadOnly
-				if cmd == cmdAttach {
-					m = ModeShared
-				}
-				if err := c.setMode(a, m); err != nil {
-					s.print("\r\n[vspc-bridge: " + userText(err) + "]\r\n")
-				} else {
-					st.warnedRO = false
-					s.print(fmt.Sprintf("\r\n[vspc-bridge: you are %s]\r\n", m))
-				}
-			default:
-				s.print(s.escapeHelp())
-			}
-			return true
+			detach, stop = s.command(st, cmd)
+			return !detach && stop == nil
 		})
 		if stop != nil {
 			why = "console closed"
@@ -371,6 +358,41 @@ func (s *session) attachLoop(ctx context.Context, st *attached) error {
 	}
 }
 
+// command runs an escape command of the user attached as st: detach
+// reports a detach (the caller says so), stop an error that ends the
+// attachment.
+func (s *session) command(st *attached, cmd byte) (detach bool, stop error) {
+	c, a := st.c, st.a
+	switch cmd {
+	case cmdDetach:
+		return true, nil
+	case cmdBreak:
+		if err := c.sendBreak(a); errors.Is(err, ErrReadOnly) {
+			s.notice("\r\n[vspc-bridge: read-only: BREAK not sent]\r\n")
+		} else if err != nil {
+			return false, err
+		} else {
+			s.print("\r\n[vspc-bridge: BREAK sent]\r\n")
+		}
+	case cmdWho:
+		s.print("\r\n[vspc-bridge: attached: " + c.who() + "]\r\n")
+	case cmdSpy, cmdAttach:
+		m := ModeReadOnly
+		if cmd == cmdAttach {
+			m = ModeShared
+		}
+		if err := c.setMode(a, m); err != nil {
+			s.print("\r\n[vspc-bridge: " + userText(err) + "]\r\n")
+		} else {
+			st.warnedRO = false
+			s.print(fmt.Sprintf("\r\n[vspc-bridge: you are %s]\r\n", m))
+		}
+	default:
+		s.print(s.escapeHelp())
+	}
+	return false, nil
+}
+
 func (s *session) escapeHelp() string {
 	if len(s.h.escape) == 0 {
 		return "\r\n[vspc-bridge: escapes are off ([remote] escape = \"\"); close the connection to detach]\r\n"
@@ -380,55 +402,130 @@ func (s *session) escapeHelp() string {
 	return fmt.Sprintf("\r\n[vspc-bridge: escape commands: %s. detach, %sb send BREAK, %sw who is attached, %ss read-only, %sa read-write, %s%s send %s itself, %s? this help]\r\n", e, e, e, e, e, e, last, e, e)
 }
 
-// reachable lists the consoles the session's user may reach, by VM name.
-func (s *session) reachable() []*console {
-	var out []*console
+// entry is a console a user may pick: one this bridge serves (c), or
+// one another member of the cluster serves (rc).
+type entry struct {
+	c  *console
+	rc *ClusterConsole
+}
+
+func (e entry) vmName() string {
+	if e.c != nil {
+		return e.c.req.VMName
+	}
+	return e.rc.VMName
+}
+
+func (e entry) vcUUID() string {
+	if e.c != nil {
+		return e.c.req.VCUUID
+	}
+	return e.rc.VCUUID
+}
+
+func (e entry) serviceURI() string {
+	if e.c != nil {
+		return e.c.req.ServiceURI
+	}
+	return e.rc.ServiceURI
+}
+
+// rightTo is the user's access to a console by its VM name and VC UUID.
+func (s *session) rightTo(vmName, vcUUID string) (string, bool) {
+	if s.user == nil {
+		return configs.AccessRW, true // open listener
+	}
+	return s.user.Right(vmName, vcUUID)
+}
+
+// reachable lists the consoles the session's user may reach, by VM name:
+// this bridge's, and in a cluster those the other members serve.
+func (s *session) reachable(ctx context.Context) []entry {
+	var out []entry
+	local := map[string]bool{}
 	for _, c := range s.h.consoleList() {
+		local[c.key] = true
 		if _, ok := s.right(c); ok {
-			out = append(out, c)
+			out = append(out, entry{c: c})
 		}
+	}
+	s.clusterErr = nil
+	if s.h.cluster == nil {
+		return out
+	}
+	rcs, err := s.h.clusterConsoles(ctx)
+	if err != nil {
+		s.clusterErr = err
+		s.log.Warn("remote: cannot list the consoles of the other members", "err", err)
+	}
+	n := len(out)
+	for i := range rcs {
+		rc := &rcs[i]
+		if local[rc.Key] {
+			continue // served here (etcd may still name its last owner)
+		}
+		if _, ok := s.rightTo(rc.VMName, rc.VCUUID); ok {
+			out = append(out, entry{rc: rc})
+		}
+	}
+	if len(out) > n {
+		slices.SortStableFunc(out, func(a, b entry) int {
+			if r := strings.Compare(a.vmName(), b.vmName()); r != 0 {
+				return r
+			}
+			return strings.Compare(a.serviceURI(), b.serviceURI())
+		})
 	}
 	return out
 }
 
 // find picks a reachable console by number (1-based, of list), VM name,
 // VC UUID, or "name/service".
-func find(list []*console, what string) (*console, error) {
+func find(list []entry, what string) (entry, error) {
 	if n, err := strconv.Atoi(what); err == nil && n >= 1 && n <= len(list) {
 		return list[n-1], nil
 	}
-	var hits []*console
-	for _, c := range list {
-		if c.req.VMName == what || strings.EqualFold(c.req.VCUUID, what) || c.req.VMName+"/"+c.req.ServiceURI == what {
-			hits = append(hits, c)
+	var hits []entry
+	for _, e := range list {
+		if e.vmName() == what || strings.EqualFold(e.vcUUID(), what) || e.vmName()+"/"+e.serviceURI() == what {
+			hits = append(hits, e)
 		}
 	}
 	switch len(hits) {
 	case 0:
-		return nil, fmt.Errorf("remote: no console %q that you may reach", what)
+		return entry{}, fmt.Errorf("remote: no console %q that you may reach", what)
 	case 1:
 		return hits[0], nil
 	}
-	return nil, fmt.Errorf("remote: %q names %d serial ports; pick one by number or as name/service", what, len(hits))
+	return entry{}, fmt.Errorf("remote: %q names %d serial ports; pick one by number or as name/service", what, len(hits))
 }
 
-func (s *session) printMenu(list []*console) {
+func (s *session) printMenu(list []entry) {
 	var b strings.Builder
+	if s.clusterErr != nil {
+		b.WriteString("(The consoles of the other cluster members are not listed: etcd did not answer.)\r\n")
+	}
 	if len(list) == 0 {
 		b.WriteString("No consoles you may reach right now. Press Enter to look again, q to quit.\r\n")
 		s.print(b.String())
 		return
 	}
 	fmt.Fprintf(&b, "%3s  %-24s %-36s %-9s %-22s %s\r\n", "#", "VM", "VC UUID", "STATE", "PORT", "ATTACHED")
-	for i, c := range list {
-		name := c.req.VMName
+	for i, e := range list {
+		name := e.vmName()
 		if name == "" {
 			name = "(unnamed)"
 		}
-		if svc := c.req.ServiceURI; svc != "" {
+		if svc := e.serviceURI(); svc != "" {
 			name += "/" + svc
 		}
-		ci := c.info()
+		right, _ := s.rightTo(e.vmName(), e.vcUUID())
+		if e.rc != nil {
+			// Served by another member: reached over the member link.
+			fmt.Fprintf(&b, "%3d  %-24s %-36s %-9s %-22s ? [%s]\r\n", i+1, name, e.rc.VCUUID, "@"+e.rc.Member, e.rc.listenString(), right)
+			continue
+		}
+		ci := e.c.info()
 		listen := ci.Listen
 		if listen == "" {
 			listen = "-"
@@ -437,8 +534,7 @@ func (s *session) printMenu(list []*console) {
 		for _, cl := range ci.Clients {
 			users = append(users, cl.User)
 		}
-		right, _ := s.right(c)
-		fmt.Fprintf(&b, "%3d  %-24s %-36s %-9s %-22s %d %s [%s]\r\n", i+1, name, c.req.VCUUID, ci.State, listen, len(users), strings.Join(users, ","), right)
+		fmt.Fprintf(&b, "%3d  %-24s %-36s %-9s %-22s %d %s [%s]\r\n", i+1, name, e.c.req.VCUUID, ci.State, listen, len(users), strings.Join(users, ","), right)
 	}
 	s.print(b.String())
 }
@@ -447,7 +543,7 @@ func (s *session) printMenu(list []*console) {
 func (s *session) frontDoor(ctx context.Context) error {
 	s.print(fmt.Sprintf("Welcome %s. Pick a console by number or VM name, optionally followed by a mode\r\n(rw, ro, x = exclusive, xw = exclusive-write); q quits. Escape: %s\r\n", s.userName, escapeName(s.h.escape)))
 	for ctx.Err() == nil {
-		list := s.reachable()
+		list := s.reachable(ctx)
 		s.printMenu(list)
 		line, err := s.readLine("console> ", true)
 		if err != nil {
@@ -469,17 +565,26 @@ func (s *session) frontDoor(ctx context.Context) error {
 			s.print(s.escapeHelp())
 			continue
 		}
-		c, err := find(list, f[0])
+		e, err := find(list, f[0])
 		if err != nil {
 			s.print(userText(err) + "\r\n")
 			continue
 		}
 		var r refusal
-		if err := s.attachChecked(ctx, c, f[1:]); err != nil && !errors.As(err, &r) {
+		if err := s.attachEntry(ctx, e, f[1:]); err != nil && !errors.As(err, &r) {
 			return err
 		}
 	}
 	return ctx.Err()
+}
+
+// attachEntry attaches to a console of this bridge or, over the member
+// link, of another member.
+func (s *session) attachEntry(ctx context.Context, e entry, args []string) error {
+	if e.rc != nil {
+		return s.attachRemote(ctx, e.rc, args)
+	}
+	return s.attachChecked(ctx, e.c, args)
 }
 
 // attachChecked checks the user's right to c and the mode asked for

@@ -182,6 +182,7 @@ type sshIn struct {
 	evs  chan inputEvent
 	errc chan error
 	quit chan struct{}
+	intr chan struct{} // interrupt: one pending at most
 }
 
 func (s *sshIn) readInput() (inputEvent, error) {
@@ -192,6 +193,8 @@ func (s *sshIn) readInput() (inputEvent, error) {
 		return inputEvent{}, err
 	case <-s.quit:
 		return inputEvent{}, net.ErrClosed
+	case <-s.intr:
+		return inputEvent{}, errInterrupted
 	}
 }
 
@@ -206,7 +209,7 @@ func (s *sshIn) push(ev inputEvent) {
 // killConn closes the whole connection: a channel's Close only asks the
 // peer, and a writer stuck on a peer that does not read needs more.
 func (h *Hub) sshSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request, killConn func(), s *session, target string) {
-	in := &sshIn{evs: make(chan inputEvent, 16), errc: make(chan error, 1), quit: make(chan struct{})}
+	in := &sshIn{evs: make(chan inputEvent, 16), errc: make(chan error, 1), quit: make(chan struct{}), intr: make(chan struct{}, 1)}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer ch.Close()
@@ -308,11 +311,11 @@ func (s *session) sshRun(ctx context.Context, target, cmd string) error {
 	if target == "" {
 		return s.frontDoor(ctx)
 	}
-	c, err := find(s.reachable(), target)
+	e, err := find(s.reachable(ctx), target)
 	if err != nil {
 		s.log.Warn("remote access denied", "console", target, "err", err)
 		s.refuse("vspc-bridge: " + userText(err) + "\r\n")
 		return ErrNoAccess
 	}
-	return s.attachChecked(ctx, c, args)
+	return s.attachEntry(ctx, e, args)
 }

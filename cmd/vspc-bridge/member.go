@@ -21,6 +21,7 @@ import (
 	"github.com/vspc-bridge/vspc-bridge/cluster"
 	"github.com/vspc-bridge/vspc-bridge/cmd/vspc-bridge/internal/vc"
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/remote"
 	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
@@ -39,6 +40,10 @@ type member struct {
 	// streams); set by serve once the vspc server exists (streams that
 	// come before are refused).
 	srv atomic.Pointer[vspc.Server]
+	// hub serves the console streams of users who logged in at another
+	// member's front door ("console" streams); set by serve with remote
+	// access on (streams that come before, or without it, are refused).
+	hub atomic.Pointer[remote.Hub]
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -124,6 +129,14 @@ func startMember(ctx context.Context, cfg *configs.Config, log *slog.Logger, ver
 					return
 				}
 				m.fwd.ServeStream(s, srv)
+			case cluster.KindConsole:
+				hub := m.hub.Load()
+				if hub == nil {
+					s.Reply(cluster.Reply{Err: "member " + cc.Member + " does not serve remote consoles"})
+					s.Conn.Close()
+					return
+				}
+				m.fwd.ServeConsoleStream(ctx, s, hub)
 			default:
 				s.Reply(cluster.Reply{Err: fmt.Sprintf("stream kind %q is not served by member %s", s.Header.Kind, cc.Member)})
 				s.Conn.Close()
@@ -259,6 +272,45 @@ func (m *member) close() {
 		m.log.Warn("leaving the cluster", "err", err)
 	}
 	m.cli.Close()
+}
+
+// consoles is the cluster as the remote hub's front doors see it: the
+// ports other members hold (from etcd), and console streams to them over
+// the member link.
+type consoles struct{ m *member }
+
+// Consoles implements remote.Cluster.
+func (c consoles) Consoles(ctx context.Context) ([]remote.ClusterConsole, error) {
+	ps, err := c.m.node.ServedPorts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []remote.ClusterConsole
+	for _, p := range ps {
+		r := p.Record
+		if r.Member == c.m.cfg.Member {
+			continue // this bridge's own: the hub lists them itself
+		}
+		if _, ok := c.m.node.MemberByID(r.Member); !ok {
+			continue // its lease is ending
+		}
+		rc := remote.ClusterConsole{Key: vspc.PortKey{VM: r.Port.VM, Service: r.Port.Service}.String(), VMName: r.VMName, ServiceURI: r.Port.Service,
+			Direction: r.Direction, Member: r.Member, Listen: p.Listen, Fence: p.Fence}
+		if !strings.HasPrefix(r.Port.VM, "name:") {
+			rc.VCUUID = r.Port.VM
+		}
+		out = append(out, rc)
+	}
+	return out, nil
+}
+
+// DialConsole implements remote.Cluster.
+func (c consoles) DialConsole(ctx context.Context, rc remote.ClusterConsole, state []byte) (net.Conn, error) {
+	id, ok := cluster.PortIDOf(vspc.Request{VCUUID: rc.VCUUID, VMName: rc.VMName, ServiceURI: rc.ServiceURI})
+	if !ok {
+		return nil, errors.New("cluster: a console without a VM identity")
+	}
+	return c.m.fwd.DialConsole(ctx, rc.Member, id, rc.Fence, state)
 }
 
 // attachedPorts are the cluster names of the ports whose VM is connected

@@ -196,6 +196,9 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 		// Console ports from port_range are assigned in etcd: a VM keeps
 		// its port whichever member serves it.
 		hopts = append(hopts, remote.WithPortAssigner(cluster.ListenerAssigner{Node: mem.node}))
+		// The front doors list and reach every member's consoles; this
+		// member serves its own to users of the others' front doors.
+		hopts = append(hopts, remote.WithCluster(consoles{mem}))
 	}
 	hub, err := remote.New(cfg, log, hopts...)
 	if err != nil {
@@ -203,6 +206,9 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 	}
 	if cfg.Remote.Enabled {
 		br.SetConsoles(hub)
+		if mem != nil {
+			mem.hub.Store(hub)
+		}
 	}
 	d.consoles = hub.Consoles
 	d.setUsers = hub.SetUsers
