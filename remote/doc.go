@@ -92,6 +92,17 @@
 // it is empty; the scrollback grows as output arrives. Front-door and SSH
 // sessions keep their goroutines.
 //
+// # Consoles across a cluster
+//
+// With WithCluster (a [cluster] member), the front doors' menu also lists
+// the consoles the other members serve, and a user who picks one is
+// attached there over the member link: the front door opens a console
+// stream to the owner, whose Hub.ServeForwarded runs the same session code
+// as a local login (its [[user]] table, lock modes, escape commands) with
+// framed input and output, and the same client queue rule; the front
+// door relays the output into its own queue for the user, reading the
+// stream only while that queue has room (forward.go).
+//
 // # Other kinds of client
 //
 // Telnet, raw TCP and SSH clients are served by the hub itself. Another
