@@ -37,6 +37,7 @@ FUZZ_TARGETS := \
 	./remote:FuzzEscaper \
 	./remote:FuzzFrontDoor \
 	./remote:FuzzLoginAndServiceURI \
+	./remote:FuzzConsoleStream \
 	./web:FuzzUnauthenticated
 
 .PHONY: all build run test test-unit fuzz-smoke fuzz bench bench-ab lint peers clean

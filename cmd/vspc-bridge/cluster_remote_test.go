@@ -32,6 +32,13 @@ type remoteMember struct {
 // write to every console, bob may watch them.
 func startRemoteCluster(t *testing.T, n int) []*remoteMember {
 	t.Helper()
+	return startRemoteClusterWith(t, n, "")
+}
+
+// startRemoteClusterWith is startRemoteCluster with extra keys for every
+// member's [remote] table.
+func startRemoteClusterWith(t *testing.T, n int, extra string) []*remoteMember {
+	t.Helper()
 	dir := t.TempDir()
 	var ids []string
 	for i := 1; i <= n; i++ {
@@ -75,6 +82,7 @@ enabled = true
 ssh_listen = %q
 ssh_host_keys = [%q]
 login_delay = "10ms"
+%s
 [cluster]
 name = "lab"
 member = "m%d"
@@ -87,7 +95,7 @@ lease_ttl = "5s"
 validity_margin = "1s"
 lock_delay = "1s"
 reconnect_grace = "0s"
-%s`, sshAddr, filepath.Join(t.TempDir(), "ssh_host_ed25519_key"), i, strings.Join(eps, ", "), freeLoopbackPort(t), dir, dir, i, dir, i, users))
+%s`, sshAddr, filepath.Join(t.TempDir(), "ssh_host_ed25519_key"), extra, i, strings.Join(eps, ", "), freeLoopbackPort(t), dir, dir, i, dir, i, users))
 		ms = append(ms, &remoteMember{b: b, stop: stop, ssh: sshAddr})
 	}
 	testwait.For(t, "every member to see the others", func() bool {
@@ -277,4 +285,71 @@ func TestClusterRemoteConsole(t *testing.T) {
 	if got := again.readN(t, len("after the move")); string(got) != "after the move" {
 		t.Fatalf("got %q", got)
 	}
+}
+
+// TestClusterFaultRemoteStalled (VSPC_HEAVY=1): three members; a VM's
+// console on m1 streams 16 MiB to a user attached at m1, a user who
+// logged in at m3 and one at m2 who stops reading. The stalled user
+// (forwarded over the member link) pauses the VM for at most
+// client_stall and is then dropped; the other two, one local and one
+// forwarded, get every byte.
+func TestClusterFaultRemoteStalled(t *testing.T) {
+	heavy(t)
+	ms := startRemoteClusterWith(t, 3, `client_stall = "1s"`)
+	vm := vspctest.VM{Name: "web-1", VCUUID: "50000000-0000-4000-8000-0000000000c2", Direction: vspc.DirServer, ServiceURI: "web-1"}
+	ctx, cancel := context.WithTimeout(t.Context(), testwait.Timeout)
+	defer cancel()
+	conn, err := vspctest.Dial(ctx, ms[0].b.addr(kindVSPC), vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	testwait.For(t, "m1 to serve the console", func() bool { return len(ms[0].b.d.consoles()) == 1 })
+	local := dialSSH(t, ms[0].ssh, "alice+web-1", "alice-pw", "")
+	remote := dialSSH(t, ms[2].ssh, "alice+web-1", "alice-pw", "")
+	stalled := dialSSH(t, ms[1].ssh, "bob+web-1", "bob-pw", "")
+	testwait.For(t, "three users attached on m1", func() bool {
+		cs := ms[0].b.d.consoles()
+		return len(cs) == 1 && len(cs[0].Clients) == 3
+	})
+	down := everyByte(64 << 10) // 16 MiB
+	gotL := make(chan []byte, 1)
+	gotR := make(chan []byte, 1)
+	go func() { gotL <- local.readN(t, len(down)) }()
+	go func() { gotR <- remote.readN(t, len(down)) }()
+	start := time.Now()
+	wrote := make(chan error, 1)
+	go func() { _, err := conn.Write(down); wrote <- err }()
+	for who, c := range map[string]chan []byte{"the user at m1": gotL, "the user at m3": gotR} {
+		select {
+		case got := <-c:
+			if !bytes.Equal(got, down) {
+				t.Fatalf("%s got bytes that differ from what the VM sent", who)
+			}
+		case <-time.After(testwait.Timeout):
+			t.Fatalf("%s did not get everything", who)
+		}
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	stalled.ended(t)
+	ci := ms[0].b.d.consoles()[0]
+	var users []string
+	for _, cl := range ci.Clients {
+		users = append(users, cl.User+" "+cl.Via)
+	}
+	if len(ci.Clients) != 2 {
+		t.Fatalf("clients on m1 after the stall: %v", users)
+	}
+	var dropped int64
+	for _, m := range ms {
+		dropped += m.b.d.remote().ClientsDropped
+	}
+	if dropped < 1 || dropped > 2 {
+		t.Fatalf("%d clients dropped in the cluster, want the stalled one (counted by m2, m1 or both)", dropped)
+	}
+	t.Logf("16 MiB to a local and a forwarded user past a stalled forwarded one: %v; the console paused %d times, %v in all",
+		elapsed.Round(time.Millisecond), ci.Pauses, ci.PausedTotal.Round(time.Millisecond))
 }
