@@ -391,7 +391,7 @@ func (f *fwdAttach) pump() {
 				return
 			}
 			if !s.out.data(p, s.enc, dropMsg, pause) {
-				f.dropped("client_queue", 0)
+				f.dropped(0)
 				return
 			}
 			if pause && !f.waitRoom() {
@@ -433,7 +433,7 @@ func (f *fwdAttach) waitRoom() bool {
 		left := stall - s.h.now().Sub(since)
 		if left <= 0 {
 			s.out.drop(fmt.Sprintf("\r\n[vspc-bridge: you took no console output for %s while the console of %s waited for you; disconnecting]\r\n", stall, f.rc.VMName))
-			f.dropped("client_stall", stall)
+			f.dropped(stall)
 			return false
 		}
 		if timer == nil {
@@ -450,7 +450,7 @@ func (f *fwdAttach) waitRoom() bool {
 	}
 }
 
-func (f *fwdAttach) dropped(limit string, stall time.Duration) {
+func (f *fwdAttach) dropped(stall time.Duration) {
 	s := f.s
 	f.drop = true
 	s.h.dropped.Add(1)
