@@ -179,12 +179,13 @@ type ClusterCounters struct {
 	Takeovers            int64   `json:"takeovers"`
 	LockDelays           int64   `json:"lock_delays"`
 	ClaimsLost           int64   `json:"claims_lost"`
-	CameBack             int64   `json:"came_back"`   // dead members' ports whose VM came back here by itself
-	SweptBack            int64   `json:"swept_back"`  // … after the leader reconnected them
-	Forwarded            int64   `json:"forwarded"`   // VM connections carried to the member that serves their port
-	HandedIn             int64   `json:"handed_in"`   // VM connections other members carried here
-	Held                 int64   `json:"held"`        // VM connections held while their port's owner did not answer
-	HoldFailed           int64   `json:"hold_failed"` // … given up after owner_wait
+	CameBack             int64   `json:"came_back"`       // dead members' ports whose VM came back here by itself
+	SweptBack            int64   `json:"swept_back"`      // … after the leader reconnected them
+	Forwarded            int64   `json:"forwarded"`       // VM connections carried to the member that serves their port
+	HandedIn             int64   `json:"handed_in"`       // VM connections other members carried here
+	Held                 int64   `json:"held"`            // VM connections held while their port's owner did not answer
+	HoldFailed           int64   `json:"hold_failed"`     // … given up after owner_wait
+	ListenReclaims       int64   `json:"listen_reclaims"` // console ports of a full port_range reclaimed
 	Toggled              int64   `json:"reconnects_toggled"`
 	Reconnected          int64   `json:"reconnects_back"`
 	ReconnectFailed      int64   `json:"reconnects_failed"`

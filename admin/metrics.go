@@ -260,7 +260,7 @@ func collectCluster(cl *ClusterStatus, gauge, counter func(d *prometheus.Desc, v
 		v    int64
 	}{{"claim", k.Claims}, {"claim_conflict", k.ClaimConflicts}, {"release", k.Releases}, {"lease_loss", k.LeaseLosses}, {"fence", k.Fences},
 		{"failsafe_hold", k.FailsafeHolds}, {"keepalive_failure", k.KeepaliveFailures}, {"takeover", k.Takeovers}, {"lock_delay", k.LockDelays}, {"claim_lost", k.ClaimsLost},
-		{"forwarded", k.Forwarded}, {"handed_in", k.HandedIn}, {"held", k.Held}, {"hold_failed", k.HoldFailed}} {
+		{"forwarded", k.Forwarded}, {"handed_in", k.HandedIn}, {"held", k.Held}, {"hold_failed", k.HoldFailed}, {"listen_reclaim", k.ListenReclaims}} {
 		counter(descCEvents, float64(e.v), e.name)
 	}
 	counter(descCReconn, float64(k.CameBack), "came_back")

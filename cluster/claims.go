@@ -4,16 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/vspc-bridge/vspc-bridge/vspc"
 )
 
 // Claim is a key this member holds under its lease: a VM serial port or a
@@ -421,63 +417,6 @@ func (n *Node) DeviceHolder(ctx context.Context, device string) (*DeviceRecord, 
 	return &rec, err
 }
 
-// ErrNoListener: every port of the range is assigned.
-var ErrNoListener = errors.New("cluster: every listener port of the range is assigned")
-
-// AssignListener returns the direction-server listener port of a VM
-// serial port, assigning the first free one in [lo, hi] the first time:
-// the VM keeps its listener port whichever member serves it.
-func (n *Node) AssignListener(ctx context.Context, p PortID, lo, hi int) (int, error) {
-	vk := n.key(kListenVM + p.path())
-	var port int
-	err := n.retry(ctx, "assigning a listener port to "+p.String(), func(ctx context.Context) error {
-		// One snapshot of both: a listing that sees every port taken must
-		// also see this port's own assignment if it was made meanwhile.
-		n.op()
-		snap, err := n.cli.Txn(ctx).Then(clientv3.OpGet(vk), clientv3.OpGet(n.key(kListenN), clientv3.WithPrefix(), clientv3.WithKeysOnly())).Commit()
-		if err != nil {
-			return err
-		}
-		if kvs := snap.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-			port, err = strconv.Atoi(string(kvs[0].Value))
-			return err
-		}
-		taken := snap.Responses[1].GetResponseRange()
-		used := map[int]bool{}
-		for _, kv := range taken.Kvs {
-			if v, err := strconv.Atoi(strings.TrimPrefix(string(kv.Key), n.key(kListenN))); err == nil {
-				used[v] = true
-			}
-		}
-		free := slices.DeleteFunc(seq(lo, hi), func(v int) bool { return used[v] })
-		if len(free) == 0 {
-			return ErrNoListener
-		}
-		cand := free[0]
-		pk := n.key(kListenN + itoa(cand))
-		n.op()
-		t, err := n.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(vk), "=", 0), clientv3.Compare(clientv3.CreateRevision(pk), "=", 0)).
-			Then(clientv3.OpPut(vk, itoa(cand)), clientv3.OpPut(pk, p.path())).Commit()
-		if err != nil {
-			return err
-		}
-		if !t.Succeeded {
-			return errRetry // lost a race: look again
-		}
-		port = cand
-		return nil
-	})
-	return port, err
-}
-
-func seq(lo, hi int) []int {
-	var s []int
-	for v := lo; v <= hi; v++ {
-		s = append(s, v)
-	}
-	return s
-}
-
 // DeviceGuard is the node's device claims in the shape bridge.DeviceGuard
 // wants: Acquire claims (waiting while etcd is unreachable, and the lock
 // delay after a holder that vanished), Lost fences, release gives the
@@ -554,17 +493,6 @@ func (n *Node) Ownership(ctx context.Context) (Ownership, error) {
 		}
 	}
 	return o, nil
-}
-
-// ListenerAssigner assigns direction-server listener ports through etcd
-// (the remote hub's PortAssigner): a VM serial port keeps its console
-// port whichever member serves it, and no two get the same one. The
-// listener itself is held by the member that holds the port's claim.
-type ListenerAssigner struct{ Node *Node }
-
-// AssignListener implements remote.PortAssigner.
-func (a ListenerAssigner) AssignListener(ctx context.Context, key vspc.PortKey, lo, hi int) (int, error) {
-	return a.Node.AssignListener(ctx, PortID{VM: key.VM, Service: key.Service}, lo, hi)
 }
 
 // HeldPort is a port claim as etcd has it.

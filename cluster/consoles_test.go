@@ -74,7 +74,7 @@ func TestConsoleStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.AssignListener(ctxT(t), rec.Port, 7000, 7010); err != nil {
+	if _, _, err := a.AssignListener(ctxT(t), rec.Port, "vm-1", 7000, 7010); err != nil {
 		t.Fatal(err)
 	}
 	served, err := b.ServedPorts(ctxT(t))

@@ -24,20 +24,22 @@ const DefaultPrefix = "/vspc/v1/"
 //	devhist/<dev>            deviceHistory                none (last holder; clean release or not)
 //	listen/vm/<vm>/<svc>     listener port number         none
 //	listen/port/<n>          "<vm>/<svc>"                 none
+//	listen/seen/<vm>/<svc>   listenSeen (last attach)     none
 //
 // <vm> is the VC UUID (or "name:" + VM name), path-escaped; <svc> is the
 // first 32 hex digits of SHA-256 of the service URI; <dev> is the first 32
 // hex digits of SHA-256 of the device's URI.
 const (
-	kMembers  = "members/"
-	kLeader   = "leader"
-	kPorts    = "ports/"
-	kPortInfo = "portinfo/"
-	kVMotion  = "vmotion/"
-	kDevices  = "devices/"
-	kDevHist  = "devhist/"
-	kListenVM = "listen/vm/"
-	kListenN  = "listen/port/"
+	kMembers    = "members/"
+	kLeader     = "leader"
+	kPorts      = "ports/"
+	kPortInfo   = "portinfo/"
+	kVMotion    = "vmotion/"
+	kDevices    = "devices/"
+	kDevHist    = "devhist/"
+	kListenVM   = "listen/vm/"
+	kListenN    = "listen/port/"
+	kListenSeen = "listen/seen/"
 )
 
 // PortID names a VM serial port across the cluster: the VM's VC UUID

@@ -118,6 +118,7 @@ type Stats struct {
 	HandedIn          int64 // VM connections other members carried here
 	Held              int64 // VM connections held because their port's owner did not answer over the link
 	HoldFailed        int64 // of those, given up after owner_wait
+	ListenReclaims    int64 // console ports (port_range) reclaimed from a serial port not held, the range being full
 }
 
 // Health is the node's view of etcd and of itself.
@@ -148,7 +149,7 @@ type Node struct {
 
 	stats struct {
 		ops, claims, conflicts, releases, leaseLosses, fences, failsafe, kaFail, takeovers, lockDelays, lost, cameBack, sweptBack atomic.Int64
-		forwarded, handedIn, held, holdFailed                                                                                     atomic.Int64
+		forwarded, handedIn, held, holdFailed, listenReclaims                                                                     atomic.Int64
 	}
 
 	renewed chan struct{} // poked when validUntil moves
@@ -548,6 +549,7 @@ func (n *Node) Stats() Stats {
 		KeepaliveFailures: s.kaFail.Load(), Takeovers: s.takeovers.Load(), LockDelays: s.lockDelays.Load(), ClaimsLost: s.lost.Load(),
 		CameBack: s.cameBack.Load(), SweptBack: s.sweptBack.Load(),
 		Forwarded: s.forwarded.Load(), HandedIn: s.handedIn.Load(), Held: s.held.Load(), HoldFailed: s.holdFailed.Load(),
+		ListenReclaims: s.listenReclaims.Load(),
 	}
 }
 

@@ -609,7 +609,7 @@ func TestAssignListener(t *testing.T) {
 		got[i] = make([]int, 10)
 		wg.Go(func() {
 			for j := range 10 {
-				p, err := n.AssignListener(ctxT(t), port(j).Port, 7000, 7009)
+				p, _, err := n.AssignListener(ctxT(t), port(j).Port, port(j).VMName, 7000, 7009)
 				if err != nil {
 					t.Error(err)
 				}
@@ -630,7 +630,14 @@ func TestAssignListener(t *testing.T) {
 		}
 		seen[got[0][j]] = j
 	}
-	if _, err := nodes[0].AssignListener(ctxT(t), port(10).Port, 7000, 7009); !errors.Is(err, ErrNoListener) {
+	// Every serial port is attached (claimed): the range is full and
+	// nothing can be reclaimed.
+	for j := range 10 {
+		if _, _, err := nodes[j%3].ClaimPort(ctxT(t), port(j)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := nodes[0].AssignListener(ctxT(t), port(10).Port, port(10).VMName, 7000, 7009); !errors.Is(err, ErrNoListener) {
 		t.Errorf("range full: %v, want ErrNoListener", err)
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -21,19 +23,20 @@ import (
 // other program on this machine holds right now (the range is near
 // ports other tests take: the etcd assignment cannot know them).
 type sharedPorts struct {
-	mu   sync.Mutex
-	byVM map[vspc.PortKey]int
-	fail error
+	mu        sync.Mutex
+	byVM      map[vspc.PortKey]int
+	fail      error
+	reclaimed string // said with the next new assignment (the cluster reclaimed a port for it)
 }
 
-func (s *sharedPorts) AssignListener(_ context.Context, key vspc.PortKey, lo, hi int) (int, error) {
+func (s *sharedPorts) AssignListener(_ context.Context, key vspc.PortKey, _ string, lo, hi int) (int, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail != nil {
-		return 0, s.fail
+		return 0, "", s.fail
 	}
 	if p, ok := s.byVM[key]; ok {
-		return p, nil
+		return p, "", nil
 	}
 	for p := lo; p <= hi; p++ {
 		taken := false
@@ -42,10 +45,12 @@ func (s *sharedPorts) AssignListener(_ context.Context, key vspc.PortKey, lo, hi
 		}
 		if !taken && bindable(p) {
 			s.byVM[key] = p
-			return p, nil
+			r := s.reclaimed
+			s.reclaimed = ""
+			return p, r, nil
 		}
 	}
-	return 0, errors.New("full")
+	return 0, "", errors.New("full")
 }
 
 func bindable(port int) bool {
@@ -144,4 +149,82 @@ access = [{vm = "*", mode = "rw"}]
 	if n := len(b.Consoles()); n != 5 {
 		t.Errorf("%d consoles, want 5 (web-1, web-2, the nameless one, web-3, web-4)", n)
 	}
+}
+
+// A console port the cluster took back for another serial port (the
+// range full, the old holder served here while this member was cut off
+// from etcd): DropListener closes the console's per-VM listener, the
+// console stays open without one, and a port still the console's is left
+// alone. A reclaim the cluster reports is logged as the state file's is.
+func TestDropListener(t *testing.T) {
+	lo := freePort(t)
+	if lo > 65000 {
+		lo = 40000
+	}
+	cfg, err := configs.Parse("test.toml", []byte(fmt.Sprintf(`[vspc]
+listen = "127.0.0.1:0"
+[remote]
+enabled = true
+open = true
+port_range = "%d-%d"
+`, lo, lo+20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := &sharedPorts{byVM: map[vspc.PortKey]int{}, reclaimed: "port N reclaimed from VM \"old\""}
+	var logs syncBuffer
+	hub, err := remote.New(cfg, slog.New(slog.NewTextHandler(&logs, nil)), remote.WithPortAssigner(shared))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hub.Close() })
+	const uuid = "42100000-0000-0000-0000-0000000000d1"
+	openConsole(t, hub, "web-1", uuid, "vSPC.py")
+	if !strings.Contains(logs.String(), `msg="port_range full: port N reclaimed from VM \"old\""`) {
+		t.Errorf("no reclaim logged:\n%s", logs.String())
+	}
+	listen := func() string { return hub.Consoles()[0].Listen }
+	port := listenPort(t, listen())
+	key := vspc.PortKeyOf(uuid, "web-1", "vSPC.py")
+	if hub.DropListener(port, func(k vspc.PortKey) bool { return k == key }) || hub.DropListener(port+1, func(vspc.PortKey) bool { return false }) {
+		t.Fatal("dropped a listener whose port is still its console's, or on a port without a console")
+	}
+	nc, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatalf("the console's port before the drop: %v", err)
+	}
+	nc.Close()
+	if !hub.DropListener(port, func(vspc.PortKey) bool { return false }) {
+		t.Fatal("DropListener did not drop the listener")
+	}
+	if l := listen(); l != "" {
+		t.Errorf("console lists %q after its listener was dropped", l)
+	}
+	if !bindable(port) {
+		t.Errorf("port %d still held here after the drop", port)
+	}
+	if !strings.Contains(logs.String(), "console port given to another VM serial port") {
+		t.Errorf("the drop is not logged:\n%s", logs.String())
+	}
+	if hub.DropListener(port, func(vspc.PortKey) bool { return false }) {
+		t.Error("dropped twice")
+	}
+}
+
+// syncBuffer is a log destination safe for the hub's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/vspc"
@@ -103,6 +104,7 @@ type console struct {
 	ln      net.Listener // per-VM listener; nil if none
 	acc     *vmListener  // accepts on ln; set before the console is published
 	lnURL   string       // "telnet://127.0.0.1:7001"; "" if none
+	lnGone  atomic.Bool  // the listener was closed by DropListener: lnURL no longer listens
 	logw    *logWriter   // nil without log_dir
 	created time.Time
 	dropMsg string // the last words to a client that fell behind (drop mode)
@@ -551,6 +553,9 @@ type ClientInfo struct {
 
 func (c *console) info() ConsoleInfo {
 	ci := ConsoleInfo{Key: c.key, VMName: c.req.VMName, VCUUID: c.req.VCUUID, ServiceURI: c.req.ServiceURI, Listen: c.lnURL, State: c.state(), Since: c.created}
+	if c.lnGone.Load() {
+		ci.Listen = ""
+	}
 	if c.logw != nil {
 		ci.LogFile = c.logw.path
 		ci.LogLost = c.logw.lostTotal.Load()

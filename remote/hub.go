@@ -92,9 +92,11 @@ func WithParkIdle(d time.Duration) Option { return func(h *Hub) { h.parkIdle = d
 // PortAssigner assigns the per-VM listener ports of port_range across
 // several bridges (package cluster): a VM serial port gets the same port
 // whichever bridge serves it, and no two serial ports of the cluster get
-// the same one.
+// the same one. When the range is full it may reclaim the port of a
+// serial port that is not attached now: reclaimed then describes it, for
+// the log ("port_range full: " + reclaimed), as the state file's does.
 type PortAssigner interface {
-	AssignListener(ctx context.Context, key vspc.PortKey, lo, hi int) (int, error)
+	AssignListener(ctx context.Context, key vspc.PortKey, vmName string, lo, hi int) (port int, reclaimed string, err error)
 }
 
 // WithPortAssigner makes the ports of port_range come from a (a
@@ -180,7 +182,10 @@ func New(cfg *configs.Config, log *slog.Logger, opts ...Option) (*Hub, error) {
 func (h *Hub) clusterListener(ctx context.Context, req vspc.Request, bind func(port int) (net.Listener, error)) net.Listener {
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	p, err := h.assigner.AssignListener(actx, req.PortKey(), h.ports.lo, h.ports.hi)
+	p, reclaimed, err := h.assigner.AssignListener(actx, req.PortKey(), req.VMName, h.ports.lo, h.ports.hi)
+	if reclaimed != "" {
+		h.log.Info("port_range full: "+reclaimed, "vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI)
+	}
 	if err != nil {
 		h.log.Warn("remote: no console port from the cluster; the console is reachable through the front doors only",
 			"vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI, "err", err)
@@ -320,6 +325,32 @@ func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Ba
 	}
 	c.log.Info("remote console open", "listen", c.lnURL, "log", logPath)
 	return c, nil
+}
+
+// DropListener closes the per-VM listener on port when the serial port
+// of its console no longer has the port (still reports that for a
+// console's key): a cluster reclaimed it for another serial port while
+// this member went on serving the old one (its lease had lapsed, cut off
+// from etcd). The console stays open, reachable through the front doors;
+// clients attached through the listener stay attached. It reports whether
+// a listener was closed.
+func (h *Hub) DropListener(port int, still func(vspc.PortKey) bool) bool {
+	h.mu.Lock()
+	c := h.byPort[port]
+	if c == nil || still(c.req.PortKey()) {
+		h.mu.Unlock()
+		return false
+	}
+	delete(h.byPort, port)
+	h.mu.Unlock()
+	c.lnGone.Store(true)
+	if c.acc != nil {
+		c.acc.close()
+	} else if c.ln != nil {
+		c.ln.Close()
+	}
+	c.log.Warn("remote: console port given to another VM serial port by the cluster; its per-VM listener here is closed (front doors only)", "port", port)
+	return true
 }
 
 func (h *Hub) removeConsole(c *console) {

@@ -256,7 +256,7 @@ func (m *member) fillLocal(s *admin.ClusterStatus) {
 	s.Counters = admin.ClusterCounters{Ops: st.Ops, Claims: st.Claims, ClaimConflicts: st.ClaimConflicts, Releases: st.Releases,
 		LeaseLosses: st.LeaseLosses, Fences: st.Fences, FailsafeHolds: st.FailsafeHolds, KeepaliveFailures: st.KeepaliveFailures,
 		Takeovers: st.Takeovers, LockDelays: st.LockDelays, ClaimsLost: st.ClaimsLost, CameBack: st.CameBack, SweptBack: st.SweptBack,
-		Forwarded: st.Forwarded, HandedIn: st.HandedIn, Held: st.Held, HoldFailed: st.HoldFailed,
+		Forwarded: st.Forwarded, HandedIn: st.HandedIn, Held: st.Held, HoldFailed: st.HoldFailed, ListenReclaims: st.ListenReclaims,
 		Toggled: sw.Toggled, Reconnected: sw.Reconnected, ReconnectFailed: sw.Failed,
 		LastReconnectSeconds: sw.LastTime.Seconds(), MaxReconnectSeconds: sw.MaxTime.Seconds()}
 }

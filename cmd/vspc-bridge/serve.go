@@ -252,6 +252,14 @@ func serve(ctx context.Context, cfg *configs.Config, log *slog.Logger, stdout io
 		log.Error("remote access front door failed; stopping", "err", err)
 		return fmt.Errorf("remote access: %w", err)
 	})
+	if lo, _ := cfg.Remote.PortRangeBounds(); mem != nil && cfg.Remote.Enabled && lo != 0 {
+		// A console port another member reclaimed (the range full) from a
+		// serial port this member still serves: its listener here closes.
+		g.Go(func() error {
+			cluster.ListenerAssigner{Node: mem.node}.WatchRevoked(hctx, func(port int, still func(vspc.PortKey) bool) { hub.DropListener(port, still) })
+			return nil
+		})
+	}
 	st := d.status()
 	var vmAddr string
 	for _, l := range st.Listeners {
