@@ -272,6 +272,7 @@ func (h *Hub) ServeForwarded(ctx context.Context, conn net.Conn, from string, st
 	defer stopCtx()
 	out := h.newOutQueue(conn, func() { conn.Close() }, func(error) { unblock() })
 	out.ctl = controlFrame
+	out.whole = true // a drop must not cut a frame: the front door drops the user (its queue is the user's)
 	via := req.Via + " via " + from
 	s := &session{
 		h: h, peer: req.Peer, ip: req.Peer, via: via,
@@ -593,9 +594,11 @@ func (s *session) remoteEnded(f *fwdAttach) error {
 	case f.why == endRefused:
 		return refusal{fmt.Errorf("remote: member %s refused the attachment to %s", rc.Member, rc.VMName)}
 	case f.why == endDropped:
-		// The owner dropped the user (client_overflow = "drop"); its words
-		// came with the output. As a local client, the user is dropped.
-		s.out.drop("")
+		// The owner dropped the user (client_overflow = "drop", or
+		// client_stall); its words came last in the output, queued here.
+		// As a local client, the user is disconnected once they are
+		// written (or killGrace has passed).
+		s.out.close("")
 		return errDroppedHere
 	case f.why == endDetached || f.why == endGone || f.why == endEnded:
 		s.log.Info("remote: console on another member ended", "vm", rc.VMName, "member", rc.Member, "why", f.why)

@@ -323,3 +323,66 @@ client_stall = "300ms"`, 5*time.Second)
 		t.Fatalf("slow client was not told; last bytes %q", remotetest.Tail(rest))
 	}
 }
+
+// TestForwardedLockModes: lock modes hold across members. alice, at B,
+// holds A's console exclusively: dave, at A itself, is refused as busy
+// (the refusal on stderr, exit 1); once alice detaches (at B) he gets
+// in, and alice, back at B, is refused exclusive-write while he writes.
+func TestForwardedLockModes(t *testing.T) {
+	a, b, _ := twoMembers(t, "", 5*time.Second)
+	a.vm("web-1", webUUID, "web-1")
+	a.console("web-1")
+	u := dialLine(t, b.telnetAddr)
+	u.login("alice", alicePW)
+	u.expect("console> ")
+	u.send("web-1 x")
+	u.expect("attached to web-1 (exclusive)")
+	a.waitClients("web-1", 1)
+	d := a.ssh(t, "dave+web-1")
+	if code := d.exit(t); code != 1 || !strings.Contains(d.stderr.String(), "console busy: alice holds it exclusively") {
+		t.Fatalf("dave while alice holds it: exit %d, stderr %q", code, d.stderr.String())
+	}
+	u.nc.Write([]byte{0x05, 'c', '.'})
+	u.expect("detached from web-1")
+	u.expect("console> ")
+	a.waitClients("web-1", 0)
+	a.ssh(t, "dave+web-1")
+	a.waitClients("web-1", 1)
+	u.send("web-1 xw")
+	u.expect("dave is attached read-write; exclusive write needs no other writer")
+	u.expect("console> ")
+}
+
+// TestForwardedDropMode: with client_overflow = "drop", a user at B who
+// falls more than client_queue behind A's console is told and dropped at
+// once, and the VM is never held: a user at A gets every byte.
+func TestForwardedDropMode(t *testing.T) {
+	a, b, _ := twoMembers(t, `client_overflow = "drop"
+client_queue = "64KiB"`, 5*time.Second)
+	vm := a.vm("web-22", "42100000-0000-0000-0000-00000000a022", "web-22")
+	a.console("web-22")
+	nc := dialSmall(t, b.telnetAddr)
+	slow := &lineClient{t: t, nc: nc, r: newReader(nc)}
+	slow.login("alice", alicePW)
+	slow.expect("console> ")
+	slow.send("web-22")
+	slow.expect("attached to web-22")
+	witness := a.ssh(t, "dave+web-22")
+	a.waitClients("web-22", 2)
+	streamWithWitness(t, vm, witness, bytes.Repeat([]byte("0123456789abcdef"), 4<<20/16), nil)
+	ci := a.waitClients("web-22", 1)
+	if ci.Clients[0].User != "dave" || ci.Pauses != 0 {
+		t.Fatalf("console on a %+v", ci)
+	}
+	if n := a.hub.Counters().ClientsDropped + b.hub.Counters().ClientsDropped; n < 1 || n > 2 {
+		t.Fatalf("ClientsDropped: a %d, b %d", a.hub.Counters().ClientsDropped, b.hub.Counters().ClientsDropped)
+	}
+	nc.SetReadDeadline(time.Now().Add(testwait.Timeout))
+	rest, err := io.ReadAll(slow.r)
+	if err != nil {
+		t.Fatalf("slow client: %v", err)
+	}
+	if !strings.Contains(string(rest), "you fell more than 64KiB behind the console of web-22; disconnecting") {
+		t.Fatalf("slow client was not told; last bytes %q", remotetest.Tail(rest))
+	}
+}

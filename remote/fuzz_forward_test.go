@@ -247,9 +247,9 @@ func fuzzFrontDoorRelay(t *testing.T, h *Hub, in []byte) {
 	got := sb.bytes()
 	switch why {
 	case endDropped:
-		// The user is dropped: what was still queued is not delivered.
-		if !bytes.HasPrefix(want, got) || !errors.Is(err, errDroppedHere) {
-			t.Fatalf("dropped: the user got %q (err %v), want a prefix of %q", got, err, want)
+		// The user is disconnected after the owner's last words.
+		if !bytes.Equal(got, want) || !errors.Is(err, errDroppedHere) {
+			t.Fatalf("dropped: the user got %q (err %v), want exactly %q", got, err, want)
 		}
 	case endDetached, endGone, endEnded, endClosing, endRefused:
 		if !bytes.Equal(got, want) {
@@ -260,4 +260,41 @@ func fuzzFrontDoorRelay(t *testing.T, h *Hub, in []byte) {
 			t.Fatalf("the user got %q, want %q first", got, want)
 		}
 	}
+}
+
+// TestWholeFramesOnDrop: the owner's queue for a console stream holds
+// frames, which the writer hands the connection in chunks that may end
+// inside one. Dropped while such a chunk is in flight (a client that
+// fell behind), it keeps every frame whole: the front door reads the
+// frames queued, then the drop message, and nothing that does not parse.
+func TestWholeFramesOnDrop(t *testing.T) {
+	g := newGateWriter()
+	o := newOutQueue(g, 1<<20, nil, nil)
+	o.ctl, o.whole = controlFrame, true
+	out := bytes.Repeat([]byte("0123456789abcdef"), 40<<10/16) // one frame of 40 KiB: three chunks
+	o.data(out, dataFrame, "", false)
+	if first := <-g.got; len(first) != writeChunk {
+		t.Fatalf("first chunk of %d bytes", len(first)) // in flight, inside the frame
+	}
+	o.drop("[dropped]")
+	close(g.release)
+	if err := o.wait(); err != nil {
+		t.Fatal(err)
+	}
+	written := []byte(g.written())
+	typs, ps := frames(written)
+	if string(typs) != "dc" || !bytes.Equal(ps[0], out) || string(ps[1]) != "[dropped]" {
+		t.Fatalf("frames %q (%d bytes written)", typs, len(written))
+	}
+	if n := len(encodeFrames(typs, ps)); n != len(written) {
+		t.Fatalf("%d bytes written, %d of them frames", len(written), n)
+	}
+}
+
+func encodeFrames(typs []byte, ps [][]byte) []byte {
+	var b []byte
+	for i, typ := range typs {
+		b = appendFrame(b, typ, ps[i])
+	}
+	return b
 }

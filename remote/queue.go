@@ -56,7 +56,11 @@ type outQueue struct {
 	now    func() time.Time           // the hub's clock
 	pool   *bufPool                   // nil: plain allocation
 	ctl    func(dst, p []byte) []byte // encodes what is not console output (notices, last words); nil: as it is
-	wg     sync.WaitGroup             // the writer goroutine
+	// whole: the queue holds frames (a member link's console stream),
+	// which the writer's chunks may split anywhere: a drop keeps what is
+	// queued and appends its message, so that no frame is cut.
+	whole bool
+	wg    sync.WaitGroup // the writer goroutine
 
 	mu       sync.Mutex  // guards the fields below
 	onRoom   func()      // a full queue drained to half its limit, or ended (called without the lock)
@@ -141,7 +145,9 @@ func (o *outQueue) ctlAppend(dst, b []byte) []byte {
 // dropLocked empties the queue, queues msg and closes the queue. The
 // bytes the writer is writing now stay where they are (it owns them).
 func (o *outQueue) dropLocked(msg string) {
-	if o.inflight > 0 {
+	if o.whole {
+		o.q = o.ctlAppend(o.q, []byte(msg))
+	} else if o.inflight > 0 {
 		// Keep the chunk in flight: the writer advances head over it.
 		o.q = o.ctlAppend(o.q[:o.head+o.inflight], []byte(msg))
 	} else {
