@@ -32,6 +32,7 @@ type memberLink struct {
 	mu     sync.Mutex
 	owner  *remote.Hub
 	broken bool // refuse to list (etcd unreachable)
+	frozen bool // answer streams yes, then nothing more (a stopped owner)
 	conns  []net.Conn
 	wg     sync.WaitGroup
 }
@@ -51,7 +52,7 @@ func newMemberLink(t *testing.T, from, member string) *memberLink {
 			}
 			m.mu.Lock()
 			m.conns = append(m.conns, c)
-			owner := m.owner
+			owner, frozen := m.owner, m.frozen
 			m.mu.Unlock()
 			smallBuffers(c)
 			m.wg.Go(func() {
@@ -63,6 +64,11 @@ func newMemberLink(t *testing.T, from, member string) *memberLink {
 				state := make([]byte, binary.BigEndian.Uint32(n[:]))
 				if _, err := io.ReadFull(c, state); err != nil {
 					c.Close()
+					return
+				}
+				if frozen {
+					c.Write(make([]byte, 4)) // yes
+					<-ctx.Done()
 					return
 				}
 				owner.ServeForwarded(ctx, c, m.from, state, func(err error) error {
@@ -263,9 +269,11 @@ func TestForwardedMenuReadOnly(t *testing.T) {
 	readVM(t, vm2, []byte("from alice"))
 }
 
-// TestForwardedOwnerLost: when the member link to the owner breaks (the
-// owner died), the user at B is told and is back at the menu; when the
-// consoles of the other members cannot be listed, the menu says so.
+// TestForwardedOwnerLost: a user attached to an owner that stopped
+// answering detaches with the escape at B all the same; when the member
+// link to the owner breaks (the owner died), the user at B is told and is
+// back at the menu; when the consoles of the other members cannot be
+// listed, the menu says so.
 func TestForwardedOwnerLost(t *testing.T) {
 	a, b, link := twoMembers(t, "", 5*time.Second)
 	a.vm("web-1", webUUID, "web-1")
@@ -273,6 +281,17 @@ func TestForwardedOwnerLost(t *testing.T) {
 	u := dialLine(t, b.telnetAddr)
 	u.login("alice", alicePW)
 	u.expect("console> ")
+	link.mu.Lock()
+	link.frozen = true
+	link.mu.Unlock()
+	u.send("web-1")
+	u.send("typed into the void")
+	u.nc.Write([]byte{0x05, 'c', '.'})
+	u.expect("detached from web-1")
+	u.expect("console> ")
+	link.mu.Lock()
+	link.frozen = false
+	link.mu.Unlock()
 	u.send("web-1")
 	u.expect("attached to web-1 (read-write)")
 	a.waitClients("web-1", 1)
