@@ -100,6 +100,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'IdlePorts' -benchtime 2000x ./vspc
 	$(GO) test -run '^$$' -bench 'ThroughputOneSession|VMotionSwitchover|RoundTrip' -benchtime 2s ./vspc
 	$(GO) test -run '^$$' -bench 'HandshakeBurst' -benchtime 5x ./vspc
+	$(GO) test -run '^$$' -bench 'ConsoleThroughput' -benchtime 2s ./remote
 	VSPC_HEAVY=1 $(GO) test -count=1 -timeout 5m -run 'TestFault' ./vspc
 	VSPC_HEAVY=1 $(GO) test -count=1 -timeout 25m -v -run 'TestClusterFault|TestClusterHeadline' ./cmd/vspc-bridge
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vspc-bridge

@@ -12,7 +12,7 @@ import (
 // lineClient is a minimal scripted telnet user: it ignores the server's
 // option negotiation and reads text until a marker appears.
 type lineClient struct {
-	t  *testing.T
+	t  testing.TB
 	nc net.Conn
 	r  *bufio.Reader
 	sb strings.Builder // everything read so far
@@ -20,7 +20,7 @@ type lineClient struct {
 
 func newReader(nc net.Conn) *bufio.Reader { return bufio.NewReader(nc) }
 
-func dialLine(t *testing.T, addr string) *lineClient {
+func dialLine(t testing.TB, addr string) *lineClient {
 	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {

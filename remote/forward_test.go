@@ -25,7 +25,7 @@ import (
 // member link does after its TLS handshake. Its socket buffers are small,
 // as the member link's console streams' are.
 type memberLink struct {
-	t      *testing.T
+	t      testing.TB
 	from   string // the front door's member id, as the owner sees it
 	member string // the owner's member id
 	ln     net.Listener
@@ -37,7 +37,7 @@ type memberLink struct {
 	wg     sync.WaitGroup
 }
 
-func newMemberLink(t *testing.T, from, member string) *memberLink {
+func newMemberLink(t testing.TB, from, member string) *memberLink {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +157,7 @@ func (m *memberLink) DialConsole(ctx context.Context, c remote.ClusterConsole, s
 // twoMembers starts an owner (member "a", whose VMs connect to it) and a
 // front door (member "b") that reaches a's consoles; extra goes into both
 // [remote] tables.
-func twoMembers(t *testing.T, extra string, grace time.Duration) (a, b *harness, link *memberLink) {
+func twoMembers(t testing.TB, extra string, grace time.Duration) (a, b *harness, link *memberLink) {
 	t.Helper()
 	link = newMemberLink(t, "b", "a")
 	a = newHarnessGrace(t, extra, grace)
@@ -403,5 +403,50 @@ client_queue = "64KiB"`, 5*time.Second)
 	}
 	if !strings.Contains(string(rest), "you fell more than 64KiB behind the console of web-22; disconnecting") {
 		t.Fatalf("slow client was not told; last bytes %q", remotetest.Tail(rest))
+	}
+}
+
+// BenchmarkConsoleThroughput: a VM's console output to one telnet user
+// who logged in at the member that serves the console (local) or at
+// another member's front door (forwarded: relayed over the stand-in
+// member link, loopback TCP without TLS, 64 KiB socket buffers). One op
+// is 64 KiB of output.
+func BenchmarkConsoleThroughput(b *testing.B) {
+	for _, mode := range []string{"local", "forwarded"} {
+		b.Run(mode, func(b *testing.B) {
+			a, fd, _ := twoMembers(b, "", 5*time.Second)
+			vm := a.vm("web-1", webUUID, "web-1")
+			a.console("web-1")
+			door := a
+			if mode == "forwarded" {
+				door = fd
+			}
+			u := dialLine(b, door.telnetAddr)
+			u.login("alice", alicePW)
+			u.expect("console> ")
+			u.send("web-1")
+			u.expect("attached to web-1")
+			chunk := bytes.Repeat([]byte("0123456789abcdef"), 64<<10/16) // no CR, no IAC: the same bytes on the wire
+			b.SetBytes(int64(len(chunk)))
+			b.ResetTimer()
+			wrote := make(chan error, 1)
+			go func() {
+				for range b.N {
+					if _, err := vm.Write(chunk); err != nil {
+						wrote <- err
+						return
+					}
+				}
+				wrote <- nil
+			}()
+			u.nc.SetReadDeadline(time.Now().Add(testwait.Timeout))
+			if n, err := io.CopyN(io.Discard, u.r, int64(b.N*len(chunk))); err != nil {
+				b.Fatalf("the user got %d bytes: %v", n, err)
+			}
+			b.StopTimer()
+			if err := <-wrote; err != nil {
+				b.Fatal(err)
+			}
+		})
 	}
 }

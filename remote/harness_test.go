@@ -65,7 +65,7 @@ func (c *clock) advance(d time.Duration) {
 }
 
 type harness struct {
-	t          *testing.T
+	t          testing.TB
 	clock      *clock
 	cfg        *configs.Config
 	hub        *remote.Hub
@@ -100,7 +100,7 @@ func newHarnessOpts(t *testing.T, extra string, opts ...remote.Option) *harness 
 }
 
 // newHarnessGrace is newHarness with the vspc server's grace period.
-func newHarnessGrace(t *testing.T, extra string, grace time.Duration, opts ...remote.Option) *harness {
+func newHarnessGrace(t testing.TB, extra string, grace time.Duration, opts ...remote.Option) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
