@@ -8,7 +8,6 @@ package vcuuid
 
 import (
 	"fmt"
-	"strings"
 )
 
 // Normalize returns s in canonical lower-case 8-4-4-4-12 form
@@ -23,9 +22,18 @@ import (
 //   - 32 hex digits "0123456789abcdeffedcba9800000000".
 //
 // Anything else, including surrounding spaces, is an error.
-func Normalize(s string) (string, error) {
+//
+// A string already in canonical form is returned as it is (no copy).
+func Normalize(s string) (string, error) { return normalize(s) }
+
+// NormalizeBytes is Normalize of b, without first copying b into a
+// string (a host's VM-VC-UUID arrives as bytes; issue 17 counts every
+// allocation of a VM connecting).
+func NormalizeBytes(b []byte) (string, error) { return normalize(b) }
+
+func normalize[T string | []byte](s T) (string, error) {
 	t := s
-	if strings.HasPrefix(t, "{") && strings.HasSuffix(t, "}") && len(t) >= 2 {
+	if len(t) >= 2 && t[0] == '{' && t[len(t)-1] == '}' {
 		t = t[1 : len(t)-1]
 	}
 	var hex [32]byte
@@ -73,8 +81,17 @@ func Normalize(s string) (string, error) {
 		ok = false
 	}
 	if !ok || n != 32 {
-		return "", fmt.Errorf("invalid UUID %q: want 8-4-4-4-12 hex, 32 hex digits or ESXi's spaced form \"01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 00\"", s)
+		return "", fmt.Errorf("invalid UUID %q: want 8-4-4-4-12 hex, 32 hex digits or ESXi's spaced form \"01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 00\"", string(s))
 	}
-	h := string(hex[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32], nil
+	var out [36]byte
+	copy(out[0:8], hex[0:8])
+	copy(out[9:13], hex[8:12])
+	copy(out[14:18], hex[12:16])
+	copy(out[19:23], hex[16:20])
+	copy(out[24:36], hex[20:32])
+	out[8], out[13], out[18], out[23] = '-', '-', '-', '-'
+	if string(s) == string(out[:]) {
+		return string(s), nil // already canonical: a string is not copied
+	}
+	return string(out[:]), nil
 }

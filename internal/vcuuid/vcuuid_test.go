@@ -23,6 +23,9 @@ func TestNormalize(t *testing.T) {
 		if err != nil || got != canon {
 			t.Errorf("%s: Normalize(%q) = %q, %v; want %q", tt.name, tt.in, got, err, canon)
 		}
+		if got, err := NormalizeBytes([]byte(tt.in)); err != nil || got != canon {
+			t.Errorf("%s: NormalizeBytes(%q) = %q, %v; want %q", tt.name, tt.in, got, err, canon)
+		}
 	}
 	bad := []string{
 		"",
@@ -47,6 +50,10 @@ func TestNormalize(t *testing.T) {
 		if got, err := Normalize(in); err == nil {
 			t.Errorf("Normalize(%q) = %q, want error", in, got)
 		}
+		_, err := Normalize(in)
+		if got, berr := NormalizeBytes([]byte(in)); berr == nil || berr.Error() != err.Error() {
+			t.Errorf("NormalizeBytes(%q) = %q, %v; want Normalize's error %v", in, got, berr, err)
+		}
 	}
 }
 
@@ -58,6 +65,9 @@ func FuzzNormalizeUUID(f *testing.F) {
 	f.Add("0123456789abcdeffedcba9800000000")
 	f.Fuzz(func(t *testing.T, s string) {
 		u, err := Normalize(s)
+		if b, berr := NormalizeBytes([]byte(s)); b != u || (berr == nil) != (err == nil) {
+			t.Fatalf("NormalizeBytes(%q) = %q, %v; Normalize gave %q, %v", s, b, berr, u, err)
+		}
 		if err != nil {
 			return
 		}
