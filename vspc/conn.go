@@ -54,10 +54,12 @@ type vmConn struct {
 	vmKnown []Subopt // the VM's KNOWN-SUBOPTIONS-1
 	req     *ProxyRequest
 	ident   identity
-	identBy time.Time       // identification deadline; zero when not waiting
-	offerBy time.Time       // opening offers held until the VM speaks or this; zero once sent
-	hsBy    time.Time       // handshake deadline; zero once trusted
-	pending []byte          // VM data before the port is attached
+	// The handshake's timers, as monoTime (8 bytes where a time.Time
+	// takes 24, so that a vmConn fits in the 416-byte size class: a parked
+	// port keeps it; issue 17).
+	identBy monoTime        // identification deadline; zero when not waiting
+	offerBy monoTime        // opening offers held until the VM speaks or this; zero once sent
+	hsBy    monoTime        // handshake deadline; zero once trusted
 	waitFor <-chan struct{} // after COMPLETE: the old connection's reader must finish first (set by the hand-over's switch, on this reader)
 	idle    park.Idle       // when the connection counts as idle (its Period is 0 when it never parks)
 
@@ -80,32 +82,79 @@ type vmConn struct {
 	owned, respawn bool
 	relayed        bool // handed over by another bridge (ServeHandoff): never handed on again
 
-	cl *connCluster // what a cluster's hand-offs leave; nil for a connection that had none
+	// cl is what few connections use: a cluster's hand-offs, VM data
+	// before the port. Made on first use, on the reader; atomic because
+	// status reads via from other goroutines.
+	cl atomic.Pointer[connRare]
 }
 
-// connCluster is the part of a vmConn that only a cluster's hand-offs
-// use, kept apart so that the common connection stays small.
-type connCluster struct {
+// connRare is the part of a vmConn that only some connections use (a
+// cluster's hand-offs, a VM that sends data before its port is
+// attached), kept apart so that the common connection stays small.
+type connRare struct {
 	tookOver []byte   // reader-owned: the sequence of another bridge's hand-over this connection took over (its COMPLETE is expected)
 	via      string   // the bridge that relays it, when relayed (for status); set before the port exists
 	fwdConn  net.Conn // reader-owned: the stream to the bridge that serves the port, once the connection is handed there
+	pending  []byte   // reader-owned: VM data before the port is attached
 }
 
-// cluster returns c.cl, made on first use (on the reader).
-func (c *vmConn) cluster() *connCluster {
-	if c.cl == nil {
-		c.cl = new(connCluster)
+// rare returns c.cl, made on first use (on the reader).
+func (c *vmConn) rare() *connRare {
+	if r := c.cl.Load(); r != nil {
+		return r
 	}
-	return c.cl
+	r := new(connRare)
+	c.cl.Store(r)
+	return r
 }
 
 // via is the bridge that relays the connection, or "".
 func (c *vmConn) via() string {
-	if c.cl == nil {
-		return ""
+	if r := c.cl.Load(); r != nil {
+		return r.via
 	}
-	return c.cl.via
+	return ""
 }
+
+// pending is the VM data held before the port is attached (reader).
+func (c *vmConn) pending() []byte {
+	if r := c.cl.Load(); r != nil {
+		return r.pending
+	}
+	return nil
+}
+
+// takePending returns the VM data held before the port is attached and
+// forgets it (reader).
+func (c *vmConn) takePending() []byte {
+	r := c.cl.Load()
+	if r == nil {
+		return nil
+	}
+	p := r.pending
+	r.pending = nil
+	return p
+}
+
+// monoTime is a point in time as nanoseconds after the server's epoch
+// (on the monotonic clock, as a time.Time from time.Now compares), or
+// zero when unset.
+type monoTime int64
+
+// IsZero reports whether m is unset.
+func (m monoTime) IsZero() bool { return m == 0 }
+
+// mono converts t (from time.Now, so after the epoch) to a monoTime.
+func (s *Server) mono(t time.Time) monoTime {
+	d := t.Sub(s.epoch)
+	if d <= 0 {
+		d = 1 // never zero: zero is unset
+	}
+	return monoTime(d)
+}
+
+// wall converts m, which must be set, back to a time.Time.
+func (s *Server) wall(m monoTime) time.Time { return s.epoch.Add(time.Duration(m)) }
 
 type identity struct {
 	name, vcUUID, biosUUID, locUUID string
@@ -170,12 +219,12 @@ func (c *vmConn) run(ctx context.Context) {
 	// mutex and grow its child map (1,000 VMs connecting at once queued
 	// on that mutex and grew both the map and their stacks).
 
-	c.hsBy = time.Now().Add(c.srv.conf().HandshakeTimeout)
+	c.hsBy = c.srv.mono(time.Now().Add(c.srv.conf().HandshakeTimeout))
 	// telnets: finish TLS first, under the handshake timeout; the short
 	// wait for the VM's first bytes below must not cut it short (a
 	// tls.Conn that timed out in its handshake is unusable).
 	if tc, ok := c.rawConn().(interface{ HandshakeContext(context.Context) error }); ok {
-		c.nc.SetDeadline(c.hsBy)
+		c.nc.SetDeadline(c.srv.wall(c.hsBy))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.logger().Info("TLS handshake with VM host failed", "err", err)
 			timeout := errors.Is(err, os.ErrDeadlineExceeded)
@@ -199,7 +248,7 @@ func (c *vmConn) run(ctx context.Context) {
 	// answers: one write and one round trip fewer per VM on both sides.
 	// A peer that waits for us gets them after offerHold.
 	c.out = c.openingOffers(c.out[:0])
-	c.offerBy = now.Add(offerHold)
+	c.offerBy = c.srv.mono(now.Add(offerHold))
 	c.serve()
 }
 
@@ -218,7 +267,7 @@ const (
 	readOn   deadlineOutcome = iota // go on reading
 	stop                            // the connection has ended
 	parked                          // the connection parked: its goroutine ends
-	handedOn                        // the connection goes to another bridge (c.cl.fwdConn): relay it
+	handedOn                        // the connection goes to another bridge (connRare.fwdConn): relay it
 )
 
 // serve is the read loop. It runs on the connection's goroutine from run,
@@ -258,7 +307,7 @@ func (c *vmConn) serve() {
 				return
 			}
 			if !c.offerBy.IsZero() {
-				c.offerBy = time.Time{}
+				c.offerBy = 0
 				c.setDeadline()
 			}
 			if c.respawn && err == nil {
@@ -332,7 +381,7 @@ func (c *vmConn) quiet() bool {
 			return false
 		}
 	}
-	if !c.hsBy.IsZero() || !c.identBy.IsZero() || !c.offerBy.IsZero() || len(c.out) > 0 || len(c.pending) > 0 {
+	if !c.hsBy.IsZero() || !c.identBy.IsZero() || !c.offerBy.IsZero() || len(c.out) > 0 || len(c.pending()) > 0 {
 		return false
 	}
 	if connRole(c.role.Load()) != roleActive {
@@ -382,8 +431,8 @@ func (c *vmConn) parkNow() bool {
 // onDeadline handles a read deadline.
 func (c *vmConn) onDeadline() deadlineOutcome {
 	now := time.Now()
-	if !c.offerBy.IsZero() && !now.Before(c.offerBy) {
-		c.offerBy = time.Time{}
+	if !c.offerBy.IsZero() && !now.Before(c.srv.wall(c.offerBy)) {
+		c.offerBy = 0
 		if err := c.flush(); err != nil {
 			c.ended(err)
 			return stop
@@ -391,7 +440,7 @@ func (c *vmConn) onDeadline() deadlineOutcome {
 		c.setDeadline()
 		return readOn
 	}
-	if !c.identBy.IsZero() && !now.Before(c.identBy) {
+	if !c.identBy.IsZero() && !now.Before(c.srv.wall(c.identBy)) {
 		c.logger().Info("VM did not answer every identification query in time; deciding with what it sent",
 			"identify_timeout", c.srv.conf().IdentifyTimeout, "vm", c.ident.name, "vc_uuid", c.ident.vcUUID)
 		if err := c.decide(); err != nil {
@@ -411,7 +460,7 @@ func (c *vmConn) onDeadline() deadlineOutcome {
 		c.ended(nil)
 		return stop
 	}
-	if !c.hsBy.IsZero() && !now.Before(c.hsBy) {
+	if !c.hsBy.IsZero() && !now.Before(c.srv.wall(c.hsBy)) {
 		what := "no DO-PROXY or VMOTION-PEER"
 		if c.req != nil {
 			what = "DO-PROXY not completed"
@@ -431,13 +480,17 @@ func (c *vmConn) onDeadline() deadlineOutcome {
 
 // setDeadline arms the read deadline for the nearest timer.
 func (c *vmConn) setDeadline() {
-	d := c.hsBy
-	for _, t := range [...]time.Time{c.identBy, c.offerBy} {
-		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
-			d = t
+	m := c.hsBy
+	for _, t := range [...]monoTime{c.identBy, c.offerBy} {
+		if t != 0 && (m == 0 || t < m) {
+			m = t
 		}
 	}
-	if d.IsZero() && c.idle.Period > 0 {
+	var d time.Time
+	switch {
+	case m != 0:
+		d = c.srv.wall(m)
+	case c.idle.Period > 0:
 		// No protocol timer: the idle period, after which the
 		// connection may park. One deadline per period, none per Read.
 		d = c.idle.Start(time.Now())
@@ -556,11 +609,12 @@ func (c *vmConn) data(p []byte) error {
 	case roleRefused:
 		return nil
 	}
-	if len(c.pending)+len(p) > maxPending {
+	r := c.rare()
+	if len(r.pending)+len(p) > maxPending {
 		c.logger().Warn("VM sent too much data before the proxy session was set up; closing", "limit", maxPending)
 		return errClose
 	}
-	c.pending = append(c.pending, p...)
+	r.pending = append(r.pending, p...)
 	return nil
 }
 
@@ -655,7 +709,7 @@ func (c *vmConn) doProxy(payload []byte) error {
 	if c.asked == 0 {
 		return c.decide()
 	}
-	c.identBy = time.Now().Add(c.srv.conf().IdentifyTimeout)
+	c.identBy = c.srv.mono(time.Now().Add(c.srv.conf().IdentifyTimeout))
 	c.setDeadline()
 	return nil
 }
@@ -717,7 +771,7 @@ func identValue(cmd Subopt, p []byte) (string, error) {
 
 // decide answers DO-PROXY once the VM is identified (or the wait is over).
 func (c *vmConn) decide() error {
-	c.identBy = time.Time{}
+	c.identBy = 0
 	req := Request{
 		Direction:    c.req.Direction,
 		ServiceURI:   c.req.ServiceURI,
@@ -753,7 +807,7 @@ func (c *vmConn) decide() error {
 	}
 	c.out = nil // the port's now
 	// Trusted from here on: no handshake deadline, only keepalive.
-	c.hsBy = time.Time{}
+	c.hsBy = 0
 	// The handshake grew this goroutine's stack to 8 KiB (Bridge.Open,
 	// the option dance), and a goroutine blocked in Read never shrinks
 	// below what its deepest frames needed: serve goes on on a fresh one.
@@ -764,9 +818,7 @@ func (c *vmConn) decide() error {
 	} else {
 		c.logger().Info("VM attached: WILL-PROXY")
 	}
-	if len(c.pending) > 0 {
-		pend := c.pending
-		c.pending = nil
+	if pend := c.takePending(); len(pend) > 0 {
 		return p.fromVM(c, pend)
 	}
 	return nil

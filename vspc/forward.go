@@ -206,7 +206,7 @@ func (c *vmConn) handoff(kind HandoffKind, payload []byte) *Handoff {
 		VMName:  c.ident.name, VCUUID: c.ident.vcUUID, BIOSUUID: c.ident.biosUUID, LocationUUID: c.ident.locUUID,
 		Asked:   uint8(c.asked),
 		Payload: append([]byte(nil), payload...),
-		Pending: append([]byte(nil), c.pending...),
+		Pending: append([]byte(nil), c.pending()...),
 	}
 	if c.vmKnown != nil {
 		h.KnownSent = true
@@ -238,7 +238,9 @@ func (c *vmConn) resume(h *Handoff) error {
 	}
 	c.ident = identity{name: h.VMName, vcUUID: h.VCUUID, biosUUID: h.BIOSUUID, locUUID: h.LocationUUID}
 	c.asked = askSet(h.Asked)
-	c.pending = append([]byte(nil), h.Pending...)
+	if len(h.Pending) > 0 {
+		c.rare().pending = append([]byte(nil), h.Pending...)
+	}
 	if h.Kind == HandoffProxy {
 		c.req = &ProxyRequest{Direction: Direction(h.Direction[0]), ServiceURI: h.ServiceURI}
 	}
@@ -254,7 +256,7 @@ func (c *vmConn) resume(h *Handoff) error {
 func (s *Server) ServeHandoff(nc net.Conn, h *Handoff) {
 	c := newConn(s, nc, nil) // never parks: it runs on the caller's goroutine
 	c.relayed = true
-	c.cluster().via = h.Via
+	c.rare().via = h.Via
 	if !s.adopt(c, nc) {
 		return
 	}
@@ -263,7 +265,7 @@ func (s *Server) ServeHandoff(nc net.Conn, h *Handoff) {
 		c.finish()
 		return
 	}
-	c.hsBy = time.Now().Add(s.conf().HandshakeTimeout)
+	c.hsBy = s.mono(time.Now().Add(s.conf().HandshakeTimeout))
 	var err error
 	switch h.Kind {
 	case HandoffProxy:
@@ -303,7 +305,7 @@ func (c *vmConn) forward(why error) error {
 	if err != nil {
 		return err
 	}
-	c.cluster().fwdConn = fc
+	c.rare().fwdConn = fc
 	return errForward
 }
 
@@ -318,13 +320,15 @@ const relayBuf = 8 << 10
 // The replies this bridge owed the host up to that event go first.
 func (c *vmConn) relay(rest []byte) {
 	s := c.srv
-	fc := c.cl.fwdConn // set by forward or a PEER's hand-off
-	c.cl.fwdConn = nil
+	r := c.rare()
+	fc := r.fwdConn // set by forward or a PEER's hand-off
+	r.fwdConn = nil
 	c.role.Store(uint32(roleForwarded))
-	c.hsBy, c.identBy = time.Time{}, time.Time{}
+	c.hsBy, c.identBy = 0, 0
 	c.nc.SetDeadline(time.Time{})
 	err := c.flush()
-	c.pending, c.out, c.vmKnown = nil, nil, nil
+	c.takePending()
+	c.out, c.vmKnown = nil, nil
 	if err != nil {
 		c.logger().Info("VM connection lost while handing it to the bridge that serves its port", "err", err)
 		fc.Close()

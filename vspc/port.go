@@ -35,7 +35,7 @@ type Port struct {
 	key     PortKey // immutable once published
 	backend Backend // set before the port is published
 	vmName  string  // as first identified; immutable (for logs)
-	since   time.Time
+	since   int64   // when the port was made, in Unix nanoseconds (8 bytes where a time.Time takes 24)
 
 	bytesToVM   atomic.Int64
 	bytesFromVM atomic.Int64
@@ -62,9 +62,24 @@ type Port struct {
 	polling bool     // guarded by comMu, not mu (here to share the bools' word): the modem-state poller runs
 	hand    *handing // the vMotion hand-overs; nil until the first BEGIN (an idle port pays a pointer)
 
+	tm *portTimers // nil until a port first needs one (an attached idle port: never)
+}
+
+// portTimers are a port's timers and its drain signal, made at first
+// need and kept apart so that a Port stays within 384 bytes (a parked
+// port keeps it; issue 17). Guarded by the port's mu.
+type portTimers struct {
 	grace   *time.Timer   // the grace period of a detached port; counted in srv.wg
 	flushed chan struct{} // closed when the queue drains; nil when nobody waits
 	trim    *time.Timer   // drops a large drained queue buffer after a quiet second; counted in srv.wg
+}
+
+// timersLocked returns p.tm, made on first use. Caller holds p.mu.
+func (p *Port) timersLocked() *portTimers {
+	if p.tm == nil {
+		p.tm = new(portTimers)
+	}
+	return p.tm
 }
 
 // handing is a port's vMotion bookkeeping, allocated at its first BEGIN.
@@ -126,7 +141,7 @@ func newPort(s *Server, key PortKey, req Request) *Port {
 		key:    key,
 		req:    req,
 		limit:  -1,
-		since:  time.Now(),
+		since:  time.Now().UnixNano(),
 		vmName: req.VMName,
 	}
 	p.cond.L = &p.mu
@@ -164,7 +179,7 @@ func (p *Port) Info() PortInfo {
 	return PortInfo{
 		VMName: p.req.VMName, VCUUID: p.req.VCUUID, BIOSUUID: p.req.BIOSUUID, LocationUUID: p.req.LocationUUID,
 		Direction: p.req.Direction.String(), ServiceURI: p.req.ServiceURI,
-		Peer: peer, Via: via, State: st, Since: p.since,
+		Peer: peer, Via: via, State: st, Since: time.Unix(0, p.since),
 		BytesToVM: p.bytesToVM.Load(), BytesFromVM: p.bytesFromVM.Load(),
 		Queued: len(p.q) - p.head, VMotions: completed, LastHandOver: last,
 	}
@@ -437,14 +452,15 @@ func (p *Port) writeFailed(c *vmConn, err error) {
 // Caller holds p.mu.
 func (p *Port) trimLaterLocked() {
 	s := p.srv
-	if p.trim != nil {
-		if !p.trim.Reset(time.Second) {
+	tm := p.timersLocked()
+	if tm.trim != nil {
+		if !tm.trim.Reset(time.Second) {
 			s.wg.Add(1) // it had run (or been stopped): it will run again
 		}
 		return
 	}
 	s.wg.Add(1)
-	p.trim = time.AfterFunc(time.Second, func() {
+	tm.trim = time.AfterFunc(time.Second, func() {
 		defer s.wg.Done()
 		p.mu.Lock()
 		if p.head == len(p.q) && !p.writing && cap(p.q) > 64<<10 {
@@ -471,9 +487,9 @@ func wholeCommands(buf []byte, w int) int {
 
 // drainedLocked wakes a Shutdown waiting for the queue to drain.
 func (p *Port) drainedLocked() {
-	if p.flushed != nil && len(p.q) == p.head {
-		close(p.flushed)
-		p.flushed = nil
+	if tm := p.tm; tm != nil && tm.flushed != nil && len(p.q) == p.head {
+		close(tm.flushed)
+		tm.flushed = nil
 	}
 }
 
@@ -484,10 +500,11 @@ func (p *Port) waitFlushed(ctx context.Context) {
 		p.mu.Unlock()
 		return
 	}
-	if p.flushed == nil {
-		p.flushed = make(chan struct{})
+	tm := p.timersLocked()
+	if tm.flushed == nil {
+		tm.flushed = make(chan struct{})
 	}
-	ch := p.flushed
+	ch := tm.flushed
 	p.mu.Unlock()
 	select {
 	case <-ch:
@@ -529,7 +546,7 @@ func (p *Port) fromVM(c *vmConn, b []byte) error {
 // its control lane: from here on only the port's writer writes to c, and
 // whatever data was held for the VM follows WILL-PROXY. Caller holds p.mu.
 func (p *Port) attachLocked(c *vmConn, hello []byte) {
-	p.stopTimerLocked(&p.grace)
+	p.stopGraceLocked()
 	p.active = c
 	c.port.Store(p)
 	c.role.Store(uint32(roleActive))
@@ -591,9 +608,9 @@ func (p *Port) detachLocked() bool {
 		return false
 	}
 	s := p.srv
-	p.stopTimerLocked(&p.grace)
+	p.stopGraceLocked()
 	s.wg.Add(1)
-	p.grace = time.AfterFunc(s.conf().GracePeriod, func() {
+	p.timersLocked().grace = time.AfterFunc(s.conf().GracePeriod, func() {
 		defer s.wg.Done()
 		s.mu.Lock()
 		p.mu.Lock()
@@ -608,6 +625,13 @@ func (p *Port) detachLocked() bool {
 		}
 	})
 	return true
+}
+
+// stopGraceLocked stops the grace period, if one runs. Caller holds p.mu.
+func (p *Port) stopGraceLocked() {
+	if p.tm != nil {
+		p.stopTimerLocked(&p.tm.grace)
+	}
 }
 
 // stopTimerLocked stops *t, if set, and clears it. A timer stopped before
@@ -649,15 +673,17 @@ func (p *Port) close(reason string) {
 	p.closed = true
 	p.done.fire(p.srv.closedCh)
 	fx := p.stepLocked(event{kind: evClose})
-	p.stopTimerLocked(&p.grace)
-	p.stopTimerLocked(&p.trim)
+	if tm := p.tm; tm != nil {
+		p.stopTimerLocked(&tm.grace)
+		p.stopTimerLocked(&tm.trim)
+	}
 	active := p.active
 	lost := len(p.q) - p.head
 	p.ctl = nil
 	p.cond.Broadcast()
-	if p.flushed != nil {
-		close(p.flushed)
-		p.flushed = nil
+	if tm := p.tm; tm != nil && tm.flushed != nil {
+		close(tm.flushed)
+		tm.flushed = nil
 	}
 	p.mu.Unlock()
 	s.mu.Unlock()

@@ -212,9 +212,12 @@ type Server struct {
 	// closedCh points to a channel closed from the start: the done
 	// signal of a connection or port that ended before anyone waited.
 	closedCh *chan struct{}
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup // every goroutine the server starts, timer callbacks included; a VM connection from accept to its end, parked or not
-	nconns   atomic.Int64
+	// epoch is when the server was made; the connections' handshake
+	// timers count from it (monoTime).
+	epoch  time.Time
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the server starts, timer callbacks included; a VM connection from accept to its end, parked or not
+	nconns atomic.Int64
 
 	mu        sync.Mutex // guards the fields below; taken before any Port.mu (see doc.go), never held to log or write
 	closing   bool
@@ -254,6 +257,7 @@ func NewServer(cfg Config) *Server {
 	s := &Server{
 		log:       cfg.Logger,
 		ctx:       ctx,
+		epoch:     time.Now(),
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*vmConn]struct{}),

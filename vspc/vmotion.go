@@ -390,7 +390,7 @@ func (c *vmConn) vmotionPeer(payload []byte) error {
 	if fx.refuse {
 		return c.refuseQuietly()
 	}
-	c.hsBy = time.Time{}
+	c.hsBy = 0
 	c.setDeadline()
 	c.out = AppendExt(c.out, VMotionPeerOK, fx.peerOK) // c.out is empty: flushed above
 	c.askIdentity()
@@ -407,8 +407,8 @@ func (c *vmConn) refuseQuietly() error {
 // vmotionComplete handles VMOTION-COMPLETE seq on the destination.
 func (c *vmConn) vmotionComplete(seq []byte) error {
 	p := c.port.Load()
-	if p != nil && c.cl != nil && c.cl.tookOver != nil && bytes.Equal(seq, c.cl.tookOver) {
-		c.cl.tookOver = nil // the port was this connection's since PEER-OK
+	if r := c.cl.Load(); p != nil && r != nil && r.tookOver != nil && bytes.Equal(seq, r.tookOver) {
+		r.tookOver = nil // the port was this connection's since PEER-OK
 		c.logger().Info("VMOTION-COMPLETE of a hand-over taken over from another bridge", "seq", hex.EncodeToString(seq))
 		return nil
 	}
@@ -418,12 +418,10 @@ func (c *vmConn) vmotionComplete(seq []byte) error {
 	}
 	c.flush()
 	fx := p.step(event{kind: evComplete, conn: c, seq: seq}, c)
-	if fx.note == noteComplete && len(c.pending) > 0 {
+	if fx.note == noteComplete && len(c.pending()) > 0 {
 		// Data the destination sent before COMPLETE (ESXi sends none):
 		// after the source's last bytes, before anything newer.
-		pend := c.pending
-		c.pending = nil
-		return p.fromVM(c, pend)
+		return p.fromVM(c, c.takePending())
 	}
 	return nil
 }
@@ -455,7 +453,7 @@ func (c *vmConn) takeOver(payload []byte) (done bool, err error) {
 		c.logger().Warn("VMOTION-PEER of another bridge's hand-over could not be carried there nor taken over; closing (the vMotion fails, the VM stays on its source host)", "err", err)
 		return true, c.refuseQuietly()
 	case res.Conn != nil:
-		c.cluster().fwdConn = res.Conn
+		c.rare().fwdConn = res.Conn
 		c.logger().Info("VMOTION-PEER of a hand-over another bridge holds: connection carried there")
 		return true, errForward
 	}
@@ -475,8 +473,8 @@ func (c *vmConn) takeOver(payload []byte) (done bool, err error) {
 		return true, c.refuseQuietly()
 	}
 	c.out = nil // the port's now
-	c.cluster().tookOver = append([]byte(nil), payload[:seqLen]...)
-	c.hsBy = time.Time{}
+	c.rare().tookOver = append([]byte(nil), payload[:seqLen]...)
+	c.hsBy = 0
 	c.setDeadline()
 	c.srv.count(func(k *Counters) { k.VMotionsCompleted++ })
 	p.logger().Info("VMOTION-PEER of a hand-over another bridge began and could not finish: taken over, PEER-OK", "peer", c.nc.RemoteAddr().String())
