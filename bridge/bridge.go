@@ -231,7 +231,10 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 	}
 	l := &link{
 		b:           b,
-		req:         req,
+		name:        req.VMName,
+		uuid:        req.VCUUID,
+		service:     req.ServiceURI,
+		direction:   req.Direction,
 		target:      t,
 		key:         t.Key(),
 		route:       route,

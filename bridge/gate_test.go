@@ -149,7 +149,7 @@ func (b *Bridge) linkState(addr string) string {
 		if l.target.Addr() == addr {
 			l.mu.Lock()
 			defer l.mu.Unlock()
-			return l.state
+			return l.state.String()
 		}
 	}
 	return ""

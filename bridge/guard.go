@@ -30,7 +30,7 @@ type DeviceGuard interface {
 }
 
 // holder names the port that holds a device, for the guard.
-func (l *link) holder() string { return l.req.VMName + " " + l.req.VCUUID }
+func (l *link) holder() string { return l.name + " " + l.uuid }
 
 // ErrFenced is the write error of a device whose claim is no longer valid.
 var ErrFenced = errors.New("bridge: device claim no longer valid (this member's lease lapsed)")

@@ -25,19 +25,24 @@ var ErrLinkClosed = errors.New("bridge: link closed")
 // link is the vspc.Backend of one port: the device or remote it is joined
 // to, kept open by a chain of connect attempts (see attempt).
 type link struct {
-	b           *Bridge
-	req         vspc.Request
-	target      target.Target
-	key         string
-	route       string   // the route's name; "" for a service-URI target
-	observer    Observer // console alerts; nil when none
-	trusted     bool
-	initial     rfc2217.Settings // the route's settings; zero for a VM-named target
-	vm          vspc.Sink
-	buffer      int
-	minWait     time.Duration
-	maxWait     time.Duration
-	dialTimeout time.Duration
+	b *Bridge
+	// What the port's request said that the link uses (the whole
+	// vspc.Request is 104 bytes): with direction and state in bytes
+	// beside the bools, a link stays within 448 bytes (a parked port
+	// keeps it; issue 17).
+	name, uuid, service string // VM name, VC UUID, service URI
+	target              target.Target
+	key                 string
+	route               string   // the route's name; "" for a service-URI target
+	observer            Observer // console alerts; nil when none
+	trusted             bool
+	direction           vspc.Direction
+	initial             rfc2217.Settings // the route's settings; zero for a VM-named target
+	vm                  vspc.Sink
+	buffer              int
+	minWait             time.Duration
+	maxWait             time.Duration
+	dialTimeout         time.Duration
 
 	// fixed answers line control for a kind whose line cannot change
 	// (tcp, nport, telnet), the device present or away: every Open gets
@@ -53,11 +58,11 @@ type link struct {
 	backlog []byte // VM data held while the device is away
 	closed  bool
 	gated   bool // the first attempt is held by the bridge's dial gate
+	state   linkState
 	// released: the attempt chain has ended and the device is free for
 	// other VMs (release). Beside the bools, so that a link stays
-	// within 512 bytes.
+	// within 448 bytes.
 	released atomic.Bool
-	state    string // connecting, up, down
 	lastErr  string
 	connects int
 	settings rfc2217.Settings // what the guest set last (re-applied after reconnect)
@@ -69,8 +74,30 @@ type link struct {
 	attempts int
 }
 
-func (l *link) vmName() string { return l.req.VMName }
-func (l *link) vmUUID() string { return l.req.VCUUID }
+func (l *link) vmName() string { return l.name }
+func (l *link) vmUUID() string { return l.uuid }
+
+// linkState is the device's state as status reports it.
+type linkState uint8
+
+const (
+	stateNone       linkState = iota // before the first attempt
+	stateConnecting                  // an attempt in progress or held by the dial gate
+	stateUp                          // the device is open
+	stateDown                        // the last attempt failed or the device was lost
+)
+
+func (s linkState) String() string {
+	switch s {
+	case stateConnecting:
+		return "connecting"
+	case stateUp:
+		return "up"
+	case stateDown:
+		return "down"
+	}
+	return ""
+}
 
 // The link's life is a chain of attempts: open the device (on the
 // bridge's dial pool), pump its output to the VM on a goroutine of its own
@@ -92,7 +119,7 @@ func (l *link) start(held bool) {
 	}
 	l.mu.Lock()
 	l.gated = true
-	l.state = "connecting" // after the storm
+	l.state = stateConnecting // after the storm
 	l.mu.Unlock()
 	l.b.gate.hold(time.Now(), func() {
 		l.mu.Lock()
@@ -153,7 +180,7 @@ func (l *link) attempt() {
 		return
 	}
 	l.abort = cancel
-	l.state, l.lastErr = "connecting", ""
+	l.state, l.lastErr = stateConnecting, ""
 	l.mu.Unlock()
 	// Initial is the route's settings (for tcp/telnet kinds: what the
 	// device server is configured to, and the answer of l.fixed). Guest
@@ -181,7 +208,7 @@ func (l *link) attempt() {
 			l.release()
 			return
 		}
-		l.setState("down", err.Error())
+		l.setState(stateDown, err.Error())
 		if l.attempts == 0 || l.wait >= l.maxWait {
 			l.logger().Warn("cannot reach device; VM session stays up, retrying", "err", err, "retry_in", l.wait)
 		} else {
@@ -202,7 +229,7 @@ func (l *link) attempt() {
 	case err != nil:
 		dev.Close() // the backlog did not go through: lost at once
 		l.logger().Warn("device connection lost; VM session stays up, reconnecting", "err", err)
-		l.setState("down", errString(err))
+		l.setState(stateDown, errString(err))
 		l.schedule(jitter(l.minWait))
 		return
 	}
@@ -292,7 +319,7 @@ func (l *link) up(dev devices.Device) error {
 		return ErrLinkClosed
 	}
 	l.dev = dev
-	l.state = "up"
+	l.state = stateUp
 	l.lastErr = ""
 	l.connects++
 	l.cond.Broadcast()
@@ -352,7 +379,7 @@ func (l *link) pump(dev devices.Device) {
 		if n > 0 {
 			idle.Seen()
 			if l.observer != nil {
-				l.observer.ObserveConsole(l.req.VMName, l.route, true, buf[:n])
+				l.observer.ObserveConsole(l.name, l.route, true, buf[:n])
 			}
 			if serr := l.vm.Send(buf[:n]); serr != nil {
 				err = serr
@@ -384,7 +411,7 @@ func (l *link) pump(dev devices.Device) {
 		return
 	}
 	l.logger().Warn("device connection lost; VM session stays up, reconnecting", "err", err)
-	l.setState("down", errString(err))
+	l.setState(stateDown, errString(err))
 	l.schedule(jitter(l.minWait))
 }
 
@@ -396,7 +423,7 @@ func (l *link) pump(dev devices.Device) {
 // the next connect.
 func (l *link) Write(p []byte) (int, error) {
 	if l.observer != nil {
-		l.observer.ObserveConsole(l.req.VMName, l.route, false, p)
+		l.observer.ObserveConsole(l.name, l.route, false, p)
 	}
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
@@ -500,7 +527,7 @@ func (l *link) doRelease() {
 	l.mu.Unlock()
 }
 
-func (l *link) setState(st, err string) {
+func (l *link) setState(st linkState, err string) {
 	l.mu.Lock()
 	l.state, l.lastErr = st, err
 	l.mu.Unlock()
@@ -536,5 +563,5 @@ func errString(err error) string {
 // logger returns the bridge's logger with this link's VM and device,
 // built on demand so that an idle link holds none.
 func (l *link) logger() *slog.Logger {
-	return lazylog.With(l.b.log, "vm", l.req.VMName, "vc_uuid", l.req.VCUUID, "device", l.key)
+	return lazylog.With(l.b.log, "vm", l.name, "vc_uuid", l.uuid, "device", l.key)
 }

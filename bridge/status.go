@@ -56,16 +56,16 @@ func (l *link) DeviceStatus() DeviceStatus { return l.deviceStatus() }
 
 func (l *link) deviceStatus() DeviceStatus {
 	st := DeviceStatus{
-		VMName:     l.req.VMName,
-		VCUUID:     l.req.VCUUID,
-		ServiceURI: l.req.ServiceURI,
-		Direction:  l.req.Direction.String(),
+		VMName:     l.name,
+		VCUUID:     l.uuid,
+		ServiceURI: l.service,
+		Direction:  l.direction.String(),
 		Route:      l.trusted,
 		Device:     l.target.String(),
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st.State, st.LastErr, st.Connects, st.Backlog = l.state, l.lastErr, l.connects, len(l.backlog)
+	st.State, st.LastErr, st.Connects, st.Backlog = l.state.String(), l.lastErr, l.connects, len(l.backlog)
 	if l.settings != (rfc2217.Settings{}) {
 		st.Settings = l.settings.String()
 	}
@@ -111,13 +111,13 @@ func (b *Bridge) ApplyConfig(cfg *configs.Config) []DeviceStatus {
 		if names[l.route] {
 			continue
 		}
-		q := configs.RouteQuery{ServiceURI: l.req.ServiceURI, VMName: l.req.VMName, VCUUID: l.req.VCUUID}
+		q := configs.RouteQuery{ServiceURI: l.service, VMName: l.name, VCUUID: l.uuid}
 		if r, ok := cfg.MatchRoute(q); ok && r.Target().Key() == l.key {
 			continue // renamed, same device
 		}
 		st := l.deviceStatus()
 		reason := fmt.Sprintf("route %q was removed from the config", l.route)
-		l.logger().Info("config reload: closing the port of a removed route", "route", l.route, "service_uri", l.req.ServiceURI)
+		l.logger().Info("config reload: closing the port of a removed route", "route", l.route, "service_uri", l.service)
 		if c, ok := l.vm.(Closer); ok {
 			c.Close(reason)
 		} else {

@@ -117,7 +117,7 @@ func (b *Bridge) Tap(key vspc.PortKey, fn TapFunc) (replay []TapChunk, untap fun
 	b.mu.Lock()
 	var l *link
 	for _, o := range b.owners {
-		if o.req.PortKey() == key {
+		if vspc.PortKeyOf(o.uuid, o.name, o.service) == key {
 			l = o
 			break
 		}
