@@ -72,7 +72,7 @@ type vmConn struct {
 	binOut atomic.Bool          // we send BINARY (escape only IAC); read by Port.Send
 
 	// The flags sit together, beside binOut, so that a vmConn stays
-	// within 512 bytes (a parked port keeps it; issue 17).
+	// within 416 bytes (a parked port keeps it; issue 17).
 	wfailed bool   // guarded by the port's mu: a write failed; the writer skips this connection
 	wfault  bool   // guarded by the port's mu: that write failed on a network fault (abnormalDrop)
 	ksSent  bool   // KNOWN-SUBOPTIONS-2 sent since option 232 was enabled
