@@ -52,9 +52,13 @@ func (e *epollBackend) start() { e.p.wg.Go(e.loop) }
 // Both descriptors are held open while they are used.
 func (e *epollBackend) arm(c *Conn, idx, gen uint32) error {
 	ev := unix.EpollEvent{Events: parkEvents, Fd: int32(idx), Pad: int32(gen)}
+	raw := c.raw()
+	if raw == nil {
+		return ErrNotParkable
+	}
 	var err error
 	eerr := e.rc.Control(func(epfd uintptr) {
-		cerr := c.raw.Control(func(fd uintptr) {
+		cerr := raw.Control(func(fd uintptr) {
 			err = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_MOD, int(fd), &ev)
 			if errors.Is(err, unix.ENOENT) {
 				err = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_ADD, int(fd), &ev)

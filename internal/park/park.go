@@ -288,16 +288,16 @@ func (p *Parker) run(c *Conn) {
 type Conn struct {
 	net.Conn
 	p    *Parker
-	raw  syscall.RawConn // nil: cannot park
 	wake func()
 
 	timedOut atomic.Bool // the last Read timed out with no data
 	holding  atomic.Bool // holds a wake slot until the first Read returns
 	closed   atomic.Bool
 
-	parked bool   // guarded by p.mu
-	direct bool   // the wrapped connection is the descriptor's own (no TLS above it): ParkNow may park it
-	slot   uint32 // guarded by p.mu
+	parked   bool   // guarded by p.mu
+	parkable bool   // a descriptor is under the wrapped connection (raw finds it)
+	direct   bool   // the wrapped connection is the descriptor's own (no TLS above it): ParkNow may park it
+	slot     uint32 // guarded by p.mu
 }
 
 // Wrap returns nc as a Conn that can park with p; wake is what resumes
@@ -309,11 +309,16 @@ type Conn struct {
 func (p *Parker) Wrap(nc net.Conn, wake func()) *Conn {
 	c := &Conn{Conn: nc, p: p, wake: wake}
 	if p != nil {
-		c.raw = rawConn(nc)
+		c.parkable = rawConn(nc) != nil
 		_, c.direct = nc.(syscall.Conn)
 	}
 	return c
 }
+
+// raw is the descriptor under the wrapped connection, looked up each time
+// it is needed: a parked connection keeps no RawConn (24 bytes an idle
+// port would hold for good; issue 17). Nil only if that lookup fails now.
+func (c *Conn) raw() syscall.RawConn { return rawConn(c.Conn) }
 
 // rawConn finds the descriptor under nc, through NetConn for TLS.
 func rawConn(nc net.Conn) syscall.RawConn {
@@ -366,7 +371,7 @@ func (c *Conn) giveBack() {
 // caller must stop reading (and typically returns, ending its goroutine);
 // on an error nothing changed and the caller goes on reading.
 func (c *Conn) Park() error {
-	if c.raw == nil || c.p == nil {
+	if !c.parkable || c.p == nil {
 		return ErrNotParkable
 	}
 	if !c.timedOut.CompareAndSwap(true, false) {
@@ -386,7 +391,7 @@ func (c *Conn) Park() error {
 // arrived after that Read wake it at once: the registration is
 // level-triggered. The rest is as for Park.
 func (c *Conn) ParkNow() error {
-	if c.raw == nil || c.p == nil {
+	if !c.parkable || c.p == nil {
 		return ErrNotParkable
 	}
 	if !c.direct {

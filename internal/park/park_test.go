@@ -413,7 +413,7 @@ func TestGenerations(t *testing.T) {
 func fdOf(t *testing.T, c *Conn) uintptr {
 	t.Helper()
 	var fd uintptr
-	if err := c.raw.Control(func(f uintptr) { fd = f }); err != nil {
+	if err := c.raw().Control(func(f uintptr) { fd = f }); err != nil {
 		return ^uintptr(0)
 	}
 	return fd

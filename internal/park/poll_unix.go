@@ -23,6 +23,10 @@ func (b *pollBackend) arm(c *Conn, idx, gen uint32) error {
 	// The owner parked after its read deadline expired, and RawConn.Read
 	// honours it: clear it, unless c was claimed meanwhile (then disarm's
 	// deadline in the past must stay, to end the wait below at once).
+	raw := c.raw()
+	if raw == nil {
+		return ErrNotParkable
+	}
 	b.p.mu.Lock()
 	if c.parked && c.slot == idx && b.p.slots[idx].gen == gen {
 		c.Conn.SetReadDeadline(time.Time{})
@@ -31,7 +35,7 @@ func (b *pollBackend) arm(c *Conn, idx, gen uint32) error {
 	b.p.mu.Unlock()
 	go func() {
 		defer b.p.wg.Done()
-		c.raw.Read(readable) // returns when readable, on a hang-up, or by disarm or Close
+		raw.Read(readable) // returns when readable, on a hang-up, or by disarm or Close
 		if cl := b.p.claimEvent(idx, gen); cl != nil {
 			b.p.acquire(cl)
 			b.p.run(cl)
