@@ -144,7 +144,7 @@ func (p *Port) sendRaw(b []byte) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for !p.closed && len(p.q)-p.head > p.srv.conf().Buffer {
-		p.cond.Wait()
+		p.waitLocked()
 	}
 	if p.closed {
 		return ErrPortClosed

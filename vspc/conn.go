@@ -51,7 +51,7 @@ type vmConn struct {
 	opts telnet.Options
 	out  []byte // replies collected while decoding; flushed after each read
 
-	vmKnown []Subopt // the VM's KNOWN-SUBOPTIONS-1
+	vmKnown string // the VM's KNOWN-SUBOPTIONS-1, one byte a suboption (when known is set)
 	req     *ProxyRequest
 	ident   identity
 	// The handshake's timers, as monoTime (8 bytes where a time.Time
@@ -81,6 +81,7 @@ type vmConn struct {
 	// ServeConn's caller); respawn: it should, once the handshake is done.
 	owned, respawn bool
 	relayed        bool // handed over by another bridge (ServeHandoff): never handed on again
+	known          bool // the VM listed its suboptions (vmKnown): a KNOWN-SUBOPTIONS-1 that named any
 
 	// cl is what few connections use: a cluster's hand-offs, VM data
 	// before the port. Made on first use, on the reader; atomic because
@@ -627,10 +628,11 @@ func (c *vmConn) ext(payload []byte) error {
 	}
 	switch m.Cmd {
 	case KnownSuboptions1:
-		c.vmKnown = c.vmKnown[:0]
-		for _, b := range m.Payload {
-			c.vmKnown = append(c.vmKnown, Subopt(b))
-		}
+		// A string (16 bytes, no slice header of 24 and its array):
+		// a parked port keeps it (issue 17). An empty list changes
+		// nothing until the VM has named some.
+		c.vmKnown = string(m.Payload)
+		c.known = c.known || len(m.Payload) > 0
 		if !c.ksSent {
 			c.ksSent = true
 			c.out = AppendKnownSuboptions2(c.out)
@@ -662,15 +664,10 @@ func (c *vmConn) ext(payload []byte) error {
 }
 
 func (c *vmConn) vmKnows(s Subopt) bool {
-	if c.vmKnown == nil {
+	if !c.known {
 		return s == GetVMVCUUID || s == GetVMName // what every ESXi answers
 	}
-	for _, x := range c.vmKnown {
-		if x == s {
-			return true
-		}
-	}
-	return false
+	return strings.IndexByte(c.vmKnown, byte(s)) >= 0
 }
 
 // askIdentity sends the GET-VM-* queries the VM advertised and returns

@@ -208,12 +208,9 @@ func (c *vmConn) handoff(kind HandoffKind, payload []byte) *Handoff {
 		Payload: append([]byte(nil), payload...),
 		Pending: append([]byte(nil), c.pending()...),
 	}
-	if c.vmKnown != nil {
+	if c.known {
 		h.KnownSent = true
-		h.Known = make([]byte, len(c.vmKnown))
-		for i, s := range c.vmKnown {
-			h.Known[i] = byte(s)
-		}
+		h.Known = []byte(c.vmKnown)
 	}
 	if kind == HandoffProxy && c.req != nil {
 		h.Direction = string(rune(c.req.Direction))
@@ -231,10 +228,7 @@ func (c *vmConn) resume(h *Handoff) error {
 	c.binOut.Store(c.opts.Enabled(telnet.Local, telnet.Binary))
 	c.ksSent = h.KS2Sent
 	if h.KnownSent {
-		c.vmKnown = make([]Subopt, len(h.Known))
-		for i, b := range h.Known {
-			c.vmKnown[i] = Subopt(b)
-		}
+		c.vmKnown, c.known = string(h.Known), true
 	}
 	c.ident = identity{name: h.VMName, vcUUID: h.VCUUID, biosUUID: h.BIOSUUID, locUUID: h.LocationUUID}
 	c.asked = askSet(h.Asked)
@@ -328,7 +322,7 @@ func (c *vmConn) relay(rest []byte) {
 	c.nc.SetDeadline(time.Time{})
 	err := c.flush()
 	c.takePending()
-	c.out, c.vmKnown = nil, nil
+	c.out, c.vmKnown, c.known = nil, "", false
 	if err != nil {
 		c.logger().Info("VM connection lost while handing it to the bridge that serves its port", "err", err)
 		fc.Close()

@@ -45,7 +45,7 @@ type Port struct {
 	com   *rfc2217.AccessServer // RFC 2217 state toward the VM; nil until it negotiates
 
 	mu     sync.Mutex // guards everything below; after srv.mu
-	cond   sync.Cond  // signalled when queue or control space frees, or the port closes
+	cond   *sync.Cond // signalled when queue or control space frees, or the port closes; made by the first wait (waitLocked)
 	req    Request
 	active *vmConn // connection carrying data to and from the VM; nil when detached
 	// q holds telnet-escaped data for the VM; q[head:] is still to be
@@ -66,7 +66,7 @@ type Port struct {
 }
 
 // portTimers are a port's timers and its drain signal, made at first
-// need and kept apart so that a Port stays within 384 bytes (a parked
+// need and kept apart so that a Port stays within 352 bytes (a parked
 // port keeps it; issue 17). Guarded by the port's mu.
 type portTimers struct {
 	grace   *time.Timer   // the grace period of a detached port; counted in srv.wg
@@ -144,7 +144,6 @@ func newPort(s *Server, key PortKey, req Request) *Port {
 		since:  time.Now().UnixNano(),
 		vmName: req.VMName,
 	}
-	p.cond.L = &p.mu
 	return p
 }
 
@@ -226,7 +225,7 @@ func (p *Port) Send(b []byte) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for !p.closed && len(p.q)-p.head > 0 && len(p.q)-p.head+len(b) > p.srv.conf().Buffer {
-		p.cond.Wait()
+		p.waitLocked()
 	}
 	if p.closed {
 		return ErrPortClosed
@@ -249,7 +248,7 @@ func (p *Port) SendBreak() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for !p.closed && len(p.q)-p.head > p.srv.conf().Buffer {
-		p.cond.Wait()
+		p.waitLocked()
 	}
 	if p.closed {
 		return ErrPortClosed
@@ -274,7 +273,7 @@ func (p *Port) controlLocked(c *vmConn, b []byte) {
 func (p *Port) control(c *vmConn, b []byte) {
 	p.mu.Lock()
 	for p.controlBytesLocked() >= maxControl && !p.closed && !c.wfailed {
-		p.cond.Wait()
+		p.waitLocked()
 	}
 	p.controlLocked(c, b)
 	p.mu.Unlock()
@@ -302,7 +301,7 @@ func (p *Port) nextControlLocked() (*vmConn, []byte) {
 	if len(p.ctl) == 0 {
 		p.ctl = nil
 	}
-	p.cond.Broadcast()
+	p.broadcastLocked()
 	return c, b
 }
 
@@ -320,7 +319,7 @@ func (p *Port) failedLocked(c *vmConn) {
 	}
 	clear(p.ctl[len(kept):])
 	p.ctl = kept
-	p.cond.Broadcast()
+	p.broadcastLocked()
 }
 
 // kickLocked starts the writer if there is something it may write.
@@ -411,7 +410,7 @@ func (p *Port) writer() {
 			p.q = append(p.q[:0], p.q[p.head:]...)
 			p.head = 0
 		}
-		p.cond.Broadcast()
+		p.broadcastLocked()
 		p.mu.Unlock()
 		if err != nil {
 			p.writeFailed(c, err)
@@ -627,6 +626,24 @@ func (p *Port) detachLocked() bool {
 	return true
 }
 
+// waitLocked waits on the port's condition (queue or control space, or
+// the port closing). The sync.Cond is made by the first wait: most ports
+// never wait, and a parked port keeps its Port for good (a Cond is 56
+// bytes; issue 17). Caller holds p.mu.
+func (p *Port) waitLocked() {
+	if p.cond == nil {
+		p.cond = sync.NewCond(&p.mu)
+	}
+	p.cond.Wait()
+}
+
+// broadcastLocked wakes whoever waits in waitLocked. Caller holds p.mu.
+func (p *Port) broadcastLocked() {
+	if p.cond != nil {
+		p.cond.Broadcast()
+	}
+}
+
 // stopGraceLocked stops the grace period, if one runs. Caller holds p.mu.
 func (p *Port) stopGraceLocked() {
 	if p.tm != nil {
@@ -680,7 +697,7 @@ func (p *Port) close(reason string) {
 	active := p.active
 	lost := len(p.q) - p.head
 	p.ctl = nil
-	p.cond.Broadcast()
+	p.broadcastLocked()
 	if tm := p.tm; tm != nil && tm.flushed != nil {
 		close(tm.flushed)
 		tm.flushed = nil
