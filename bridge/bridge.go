@@ -266,7 +266,9 @@ func (b *Bridge) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc
 	b.owners[l.key] = l
 	b.mu.Unlock()
 	l.start(b.gate.opened(time.Now()))
-	l.logger().Info("port joined", "via", via, "direction", req.Direction.String())
+	if l.logs(slog.LevelInfo) {
+		l.logger().Info("port joined", "via", via, "direction", req.Direction.String())
+	}
 	return l, nil
 }
 

@@ -210,8 +210,10 @@ func (l *link) attempt() {
 		}
 		l.setState(stateDown, err.Error())
 		if l.attempts == 0 || l.wait >= l.maxWait {
-			l.logger().Warn("cannot reach device; VM session stays up, retrying", "err", err, "retry_in", l.wait)
-		} else {
+			if l.logs(slog.LevelWarn) {
+				l.logger().Warn("cannot reach device; VM session stays up, retrying", "err", err, "retry_in", l.wait)
+			}
+		} else if l.logs(slog.LevelDebug) {
 			l.logger().Debug("device still unreachable", "err", err, "retry_in", l.wait)
 		}
 		l.attempts++
@@ -559,6 +561,13 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// logs reports whether the bridge's logger takes a record at level. The
+// lines every port logs as it comes up check it first: the link's logger
+// costs about 200 bytes to build, and in a storm of VMs connecting that
+// garbage, dropped by the level, is what leaves the small size classes'
+// spans partly used for good (issue 17).
+func (l *link) logs(level slog.Level) bool { return l.b.log.Enabled(context.Background(), level) }
 
 // logger returns the bridge's logger with this link's VM and device,
 // built on demand so that an idle link holds none.

@@ -810,9 +810,14 @@ func (c *vmConn) decide() error {
 	// below what its deepest frames needed: serve goes on on a fresh one.
 	c.respawn = c.owned
 	c.setDeadline()
-	if reconnect {
+	switch {
+	case !c.srv.log.Enabled(context.Background(), slog.LevelInfo):
+		// Not logged: the connection's and port's loggers are not built
+		// for it (about 500 bytes of garbage per VM in a storm, which
+		// leaves the small size classes' spans partly used; issue 17).
+	case reconnect:
 		c.logger().Info("VM reconnected; re-attached to its port", "buffered", p.queued())
-	} else {
+	default:
 		c.logger().Info("VM attached: WILL-PROXY")
 	}
 	if pend := c.takePending(); len(pend) > 0 {
