@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"sync"
 	"testing"
 	"unsafe"
@@ -257,5 +258,32 @@ func TestCloseDuringBacklogFlush(t *testing.T) {
 func TestLinkSize(t *testing.T) {
 	if n := unsafe.Sizeof(link{}); n > 448 {
 		t.Errorf("link is %d bytes, want at most 448", n)
+	}
+}
+
+// TestLinkLogger checks that a link's logger adds the VM and the device
+// before each record's attributes (and before With's), as the logger
+// built with them up front did, and asks the bridge's level.
+func TestLinkLogger(t *testing.T) {
+	var buf bytes.Buffer
+	b := &Bridge{log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	l := &link{b: b, name: "vm1", uuid: "u-1", key: "tcp 127.0.0.1:9"}
+	l.logger().Info("one", "a", 1)
+	l.logger().With("w", 2).WithGroup("g").Info("two", "b", 3)
+	l.logger().Debug("dropped")
+	want := "level=INFO msg=one vm=vm1 vc_uuid=u-1 device=\"tcp 127.0.0.1:9\" a=1\n" +
+		"level=INFO msg=two vm=vm1 vc_uuid=u-1 device=\"tcp 127.0.0.1:9\" w=2 g.b=3\n"
+	var got bytes.Buffer
+	for _, line := range bytes.SplitAfter(buf.Bytes(), []byte("\n")) {
+		if i := bytes.Index(line, []byte(" level=")); i >= 0 {
+			line = line[i+1:] // drop time=
+		}
+		got.Write(line)
+	}
+	if got.String() != want {
+		t.Errorf("logged\n%s\nwant\n%s", got.String(), want)
+	}
+	if l.logger().Enabled(context.Background(), slog.LevelDebug) {
+		t.Error("the link's logger takes debug records the bridge's drops")
 	}
 }
