@@ -55,6 +55,14 @@ type bridgeProc struct {
 
 func startBridgeProc(t *testing.T, name, cfg string, env []string) *bridgeProc {
 	t.Helper()
+	return startBridgeProcIn(t, "", name, cfg, env)
+}
+
+// startBridgeProcIn starts the bridge in network namespace ns (through
+// `ip netns exec`, which execs it: the process is the bridge's); "" is
+// the test's own.
+func startBridgeProcIn(t *testing.T, ns, name, cfg string, env []string) *bridgeProc {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +78,9 @@ func startBridgeProc(t *testing.T, name, cfg string, env []string) *bridgeProc {
 	}
 	p := &bridgeProc{t: t, name: name, log: logf.Name(), done: make(chan struct{})}
 	p.cmd = exec.Command(exe, "serve", "-config", path, "-log-level", "debug")
+	if ns != "" {
+		p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns}, p.cmd.Args...)...)
+	}
 	p.cmd.Env = append(append(os.Environ(), "VSPC_BRIDGE_TEST_MAIN=1"), env...)
 	p.cmd.Stdout = io.Discard
 	p.cmd.Stderr = logf

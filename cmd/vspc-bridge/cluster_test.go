@@ -166,8 +166,11 @@ type echoDevice struct {
 	wg               sync.WaitGroup
 }
 
-func newEchoDevice(t *testing.T) *echoDevice {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func newEchoDevice(t *testing.T) *echoDevice { return newEchoDeviceOn(t, "127.0.0.1:0") }
+
+// newEchoDeviceOn is an echo device listening on addr.
+func newEchoDeviceOn(t *testing.T, addr string) *echoDevice {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
