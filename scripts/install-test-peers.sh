@@ -5,7 +5,7 @@
 #
 #   socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd
 #   openssh-client tmux chromium fonts-dejavu-core conserver-server
-#   conserver-client haproxy keepalived
+#   conserver-client haproxy keepalived curl
 #
 # inetutils-telnetd is run by the tests under socat (devicetest.TelnetdEcho);
 # it pulls in inetutils-inetd, whose telnet entry Debian installs disabled.
@@ -13,16 +13,17 @@
 # the web console's browser tests, driven by chromedp. haproxy checks and
 # runs configs/haproxy.cfg (the cluster's L4 balancer example); the tests
 # start their own haproxy on loopback (Debian's service, where it starts,
-# has its stock config and no frontend). keepalived checks configs/keepalived.conf
-# (the VIP example) with `keepalived -t`; the VSPC_HEAVY test runs it in
-# network namespaces of its own (Debian's service does not start without
-# a /etc/keepalived/keepalived.conf).
+# has its stock config and no frontend). keepalived checks
+# configs/keepalived.conf (the VIP example) with `keepalived -t`; the
+# VSPC_HEAVY test runs it in network namespaces of its own, with curl for
+# the file's /readyz check (Debian's keepalived service does not start
+# without an /etc/keepalived/keepalived.conf).
 #
 # Runs apt-get as root, or through sudo when not root and sudo is there.
 # Prints what it did. Exits non-zero if a package could not be installed.
 set -u
 
-PACKAGES="socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd openssh-client tmux chromium fonts-dejavu-core conserver-server conserver-client haproxy keepalived"
+PACKAGES="socat ser2net python3-serial sredird inetutils-telnet inetutils-telnetd openssh-client tmux chromium fonts-dejavu-core conserver-server conserver-client haproxy keepalived curl"
 
 log() { printf 'install-test-peers: %s\n' "$*"; }
 

@@ -432,3 +432,39 @@ func TestClusterFaultKeepalived(t *testing.T) {
 	t.Logf("VIP on m2 %v after m1 died; VM serial port back through m2 %v after (lease 4s, lock delay 2s); the host dialed %d times, dropped %d",
 		moved.Round(time.Millisecond), back.Round(time.Millisecond), dials, drops)
 }
+
+// keepalived stops on the VIP holder (SIGTERM: it gives the VIP up at
+// once with a priority 0 advertisement) while its bridge lives on. The
+// host's established connection now reaches the new holder, which
+// resets it at the host's next write; the host dials the VIP again, and
+// the new holder carries the connection over the member link to the
+// owner, which still holds the port and its device.
+func TestClusterFaultKeepalivedStops(t *testing.T) {
+	w := newKAWorld(t)
+	first := w.echo("via m1", nil)
+	testwait.For(t, "m1 to hold the port", func() bool { return w.holder(1) == "m1" })
+	stopped := time.Now()
+	w.kas[0].cmd.Process.Signal(syscall.SIGTERM)
+	<-w.kas[0].done
+	testwait.For(t, "m2 to take the VIP", func() bool { return w.hasVIP(1) && !w.hasVIP(0) })
+	moved := time.Since(stopped)
+	// The host writes into its old connection: m2 answers with a reset
+	// (what it wrote is lost, as on any reset).
+	if _, err := first.Write([]byte("into the old connection\n")); err != nil {
+		t.Fatal(err)
+	}
+	w.echo("via m2, relayed to m1", first)
+	back := time.Since(stopped)
+	if h := w.holder(1); h != "m1" {
+		t.Errorf("the port is held by %q, want m1 (the owner lives)", h)
+	}
+	if cl := w.cluster(w.members[1]); cl == nil || cl.Counters.Forwarded < 1 {
+		t.Errorf("m2 carried no connection to m1: %+v", cl)
+	}
+	if _, maxOpen, total := w.dev.stats(); maxOpen != 1 || total != 1 {
+		t.Errorf("device connections: %d at once, %d in all; want 1 and 1 (m1 kept its device)", maxOpen, total)
+	}
+	dials, drops, _ := w.port.Stats()
+	t.Logf("VIP on m2 %v after keepalived stopped on m1; VM serial port back through m2 (relayed to m1) %v after; the host dialed %d times, dropped %d",
+		moved.Round(time.Millisecond), back.Round(time.Millisecond), dials, drops)
+}
