@@ -209,6 +209,19 @@ port_range = "%d-%d"
 	if hub.DropListener(port, func(vspc.PortKey) bool { return false }) {
 		t.Error("dropped twice")
 	}
+	// A console whose port came from the state file (a VM without
+	// identity) or from its service URI is not the cluster's to take.
+	openConsole(t, hub, "", "", "vSPC.py")
+	named := freePort(t)
+	openConsole(t, hub, "web-2", "42100000-0000-0000-0000-0000000000d2", fmt.Sprintf("telnet://127.0.0.1:%d", named))
+	for _, ci := range hub.Consoles() {
+		if ci.VMName == "web-1" {
+			continue
+		}
+		if p := listenPort(t, ci.Listen); hub.DropListener(p, func(vspc.PortKey) bool { return false }) {
+			t.Errorf("%q: dropped a listener the cluster did not assign (port %d)", ci.VMName, p)
+		}
+	}
 }
 
 // syncBuffer is a log destination safe for the hub's goroutines.

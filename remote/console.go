@@ -94,20 +94,21 @@ func (a *attachment) String() string {
 // the VM's output out to the attached clients, the scrollback and the
 // log, and takes input from clients allowed to write.
 type console struct {
-	h       *Hub
-	req     vspc.Request
-	vm      vspc.Sink
-	key     string // VC UUID (or "name:"+VM name) + " " + service URI
-	log     *slog.Logger
-	ctx     context.Context // cancelled by close: ends the listener and sessions
-	cancel  context.CancelFunc
-	ln      net.Listener // per-VM listener; nil if none
-	acc     *vmListener  // accepts on ln; set before the console is published
-	lnURL   string       // "telnet://127.0.0.1:7001"; "" if none
-	lnGone  atomic.Bool  // the listener was closed by DropListener: lnURL no longer listens
-	logw    *logWriter   // nil without log_dir
-	created time.Time
-	dropMsg string // the last words to a client that fell behind (drop mode)
+	h        *Hub
+	req      vspc.Request
+	vm       vspc.Sink
+	key      string // VC UUID (or "name:"+VM name) + " " + service URI
+	log      *slog.Logger
+	ctx      context.Context // cancelled by close: ends the listener and sessions
+	cancel   context.CancelFunc
+	ln       net.Listener // per-VM listener; nil if none
+	acc      *vmListener  // accepts on ln; set before the console is published
+	lnURL    string       // "telnet://127.0.0.1:7001"; "" if none
+	lnGone   atomic.Bool  // the listener was closed by DropListener: lnURL no longer listens
+	assigned bool         // ln's port came from the hub's PortAssigner (a cluster)
+	logw     *logWriter   // nil without log_dir
+	created  time.Time
+	dropMsg  string // the last words to a client that fell behind (drop mode)
 
 	mu      sync.Mutex // guards the fields below
 	closed  bool

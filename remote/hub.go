@@ -256,6 +256,7 @@ func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Ba
 		}
 	} else if h.assigner != nil && h.ports.lo != 0 && (req.VCUUID != "" || req.VMName != "") {
 		ln = h.clusterListener(ctx, req, bind)
+		c.assigned = ln != nil
 	} else {
 		var reclaimed string
 		ln, reclaimed, err = h.ports.assign(c.key, req.VMName, req.ServiceURI, bind)
@@ -329,7 +330,9 @@ func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Ba
 
 // DropListener closes the per-VM listener on port when the serial port
 // of its console no longer has the port (still reports that for a
-// console's key): a cluster reclaimed it for another serial port while
+// console's key) and the port came from the PortAssigner (not from the
+// state file, or from the port its service URI names): a cluster
+// reclaimed it for another serial port while
 // this member went on serving the old one (its lease had lapsed, cut off
 // from etcd). The console stays open, reachable through the front doors;
 // clients attached through the listener stay attached. It reports whether
@@ -337,7 +340,7 @@ func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Ba
 func (h *Hub) DropListener(port int, still func(vspc.PortKey) bool) bool {
 	h.mu.Lock()
 	c := h.byPort[port]
-	if c == nil || still(c.req.PortKey()) {
+	if c == nil || !c.assigned || still(c.req.PortKey()) {
 		h.mu.Unlock()
 		return false
 	}
