@@ -20,6 +20,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/vspc-bridge/vspc-bridge/admin"
 	"github.com/vspc-bridge/vspc-bridge/cluster"
 	"github.com/vspc-bridge/vspc-bridge/cluster/clustertest"
 	"github.com/vspc-bridge/vspc-bridge/internal/testwait"
@@ -40,7 +41,7 @@ import (
 //
 // Behind a VIP every VM is on the member that holds it, and that member
 // is killed.
-func TestClusterHeadline(t *testing.T) { headline(t, false) }
+func TestClusterHeadline(t *testing.T) { headline(t, headlineWorld{}) }
 
 // Behind an L4 balancer (active/active) the VMs' ports are spread over the
 // three members, and every VM has reconnected once through the balancer,
@@ -50,12 +51,31 @@ func TestClusterHeadline(t *testing.T) { headline(t, false) }
 // hosts' new connections, and the destinations' PEERs, are held until
 // then) and the connections it relayed (their ports, on live members,
 // wait for them within the grace period).
-func TestClusterHeadlineActiveActive(t *testing.T) { headline(t, true) }
+func TestClusterHeadlineActiveActive(t *testing.T) { headline(t, headlineWorld{activeActive: true}) }
 
-func headline(t *testing.T, activeActive bool) {
+// Behind a VIP with hosts that do not dial again by themselves (DropStay,
+// the likely ESXi): the dead member's VMs come back only when the leader
+// reconnects their serial ports through vCenter (govmomi's simulator
+// holding the VMs), once the dead member's lease ended and
+// reconnect_grace passed, at most reconnect_rate per second
+// (VSPC_HA_RECONNECT_RATE; default 100 here, the config's default is 10).
+// The vMotions' destinations still send their PEER.
+func TestClusterHeadlineHostsStay(t *testing.T) {
+	headline(t, headlineWorld{hostsStay: true, reconnectRate: envInt("VSPC_HA_RECONNECT_RATE", 100)})
+}
+
+// headlineWorld varies the headline scenario.
+type headlineWorld struct {
+	activeActive  bool // behind an L4 balancer; else behind a VIP
+	hostsStay     bool // hosts wait for vCenter after a drop (DropStay); else they dial again
+	reconnectRate int  // [cluster] reconnect_rate, with hostsStay
+}
+
+func headline(t *testing.T, hw headlineWorld) {
 	heavy(t)
+	activeActive := hw.activeActive
 	nVM := envInt("VSPC_HA_VMS", 1000)
-	nMig := envInt("VSPC_HA_VMOTIONS", 100)
+	nMig := min(envInt("VSPC_HA_VMOTIONS", 100), nVM)
 	dir := t.TempDir()
 	var out, errb strings.Builder
 	if code := run(t.Context(), []string{"cluster", "init", "-cluster", "lab", "-members", "m1,m2,m3", "-dir", dir}, nil, &out, &errb); code != 0 {
@@ -73,6 +93,20 @@ func headline(t *testing.T, activeActive bool) {
 		vmAddrs[i] = fmt.Sprintf("127.0.0.1:%d", ports[i])
 	}
 	bal := clustertest.NewBalancer(t, vmAddrs...)
+	services := make([]string, nVM)
+	for i := range nVM {
+		services[i] = "tcp://" + devs.addrs[i]
+	}
+	var farm *vcFarm
+	var env []string
+	reconnect := `reconnect_grace = "0s"`
+	if hw.hostsStay {
+		start := time.Now()
+		farm = newVCFarm(t, nVM, "telnet://"+bal.Addr(), services)
+		t.Logf("vCenter simulator with %d VMs and their serial ports in %v", nVM, time.Since(start).Round(time.Millisecond))
+		env = []string{"GOVC_URL=" + farm.url, "GOVC_INSECURE=1"}
+		reconnect = fmt.Sprintf("reconnect_grace = \"2s\"\nreconnect_rate = %d", hw.reconnectRate)
+	}
 	var members []*bridgeProc
 	for i := range 3 {
 		adminAddr := fmt.Sprintf("127.0.0.1:%d", ports[3+i])
@@ -102,9 +136,9 @@ link_key = "%s/m%d.key"
 lease_ttl = "5s"
 validity_margin = "1s"
 lock_delay = "1s"
-reconnect_grace = "0s"
-`, vmAddrs[i], grace, os.Getenv("VSPC_HA_VSPC_EXTRA"), adminAddr, i+1, strings.Join(eps, ", "), ports[6+i], dir, dir, i+1, dir, i+1)
-		p := startBridgeProc(t, fmt.Sprintf("m%d", i+1), cfg, nil)
+%s
+`, vmAddrs[i], grace, os.Getenv("VSPC_HA_VSPC_EXTRA"), adminAddr, i+1, strings.Join(eps, ", "), ports[6+i], dir, dir, i+1, dir, i+1, reconnect)
+		p := startBridgeProc(t, fmt.Sprintf("m%d", i+1), cfg, env)
 		p.vm, p.admin = vmAddrs[i], adminAddr
 		members = append(members, p)
 	}
@@ -129,7 +163,12 @@ reconnect_grace = "0s"
 	start := time.Now()
 	for i := range nVM {
 		v := &streamVM{vm: vspctest.VM{Name: fmt.Sprintf("vm-%04d", i), VCUUID: fmt.Sprintf("50000000-0000-4000-8000-%012d", i),
-			Direction: vspc.DirClient, ServiceURI: "tcp://" + devs.addrs[i]}, migrating: i < nMig}
+			Direction: vspc.DirClient, ServiceURI: services[i]}, migrating: i < nMig}
+		mode := vspctest.DropRetry
+		if hw.hostsStay {
+			v.vm.Name, v.vm.VCUUID = fmt.Sprintf("DC0_H0_VM%d", i), farm.uuids[i]
+			mode = vspctest.DropStay
+		}
 		vms[i] = v
 		if v.migrating {
 			// A VM being vMotioned: its own connection, no automatic redial.
@@ -140,17 +179,33 @@ reconnect_grace = "0s"
 			v.setConn(c)
 			continue
 		}
-		v.port = &vspctest.Port{VM: v.vm, Addr: bal.Addr, Mode: vspctest.DropRetry, MinBackoff: 200 * time.Millisecond, MaxBackoff: time.Second,
+		v.port = &vspctest.Port{VM: v.vm, Addr: bal.Addr, Mode: mode, MinBackoff: 200 * time.Millisecond, MaxBackoff: time.Second,
 			OnConnect: v.setConn}
 		wg.Go(func() { v.port.Run(ctx) })
 	}
+	var strayToggles atomic.Int64 // toggles of a port whose VM is being vMotioned
+	if farm != nil {
+		farm.onConnect(func(i int) {
+			if p := vms[i].port; p != nil {
+				p.Reconnect()
+			} else {
+				strayToggles.Add(1)
+			}
+		})
+	}
 	testwait.For(t, "every VM attached", func() bool {
+		all := true
 		for _, v := range vms {
 			if v.current() == nil {
-				return false
+				all = false
+				if v.port != nil && hw.hostsStay {
+					if _, _, err := v.port.Stats(); err != nil {
+						v.port.Reconnect() // a first dial failed: setup, not the failover
+					}
+				}
 			}
 		}
-		return true
+		return all
 	})
 	t.Logf("%d VMs attached through the balancer in %v", nVM, time.Since(start).Round(time.Millisecond))
 	if activeActive {
@@ -305,7 +360,13 @@ reconnect_grace = "0s"
 			refused.Add(1)
 		})
 	}
-	testwait.For(t, "every streaming VM back", func() bool {
+	backWithin := testwait.Timeout
+	if hw.hostsStay {
+		// The lease, reconnect_grace, then one toggle per port at
+		// reconnect_rate at most: twice that, and a minute.
+		backWithin += 2 * (7*time.Second + time.Duration(nVM-nMig)*time.Second/time.Duration(hw.reconnectRate))
+	}
+	if !testwait.Until(t, backWithin, func() bool {
 		for i, v := range vms[nMig:] {
 			if activeActive {
 				// Those m1 neither owned nor relayed never dropped.
@@ -317,7 +378,15 @@ reconnect_grace = "0s"
 			}
 		}
 		return true
-	})
+	}) {
+		n := 0
+		for _, v := range vms[nMig:] {
+			if v.reattached.Load() > killed.UnixNano() {
+				n++
+			}
+		}
+		t.Fatalf("timed out after %v waiting for every streaming VM back: %d of %d back", backWithin, n, nVM-nMig)
+	}
 	mwg.Wait()
 	opsAfter, tAfter := etcdOps(members[1:]), time.Now()
 	// Stream a little longer on the new member, then stop, and count once
@@ -385,14 +454,58 @@ reconnect_grace = "0s"
 			held += cl.Counters.Held
 		}
 	}
-	t.Logf("kill -9 of %s with %d VMs streaming and %d hand-overs in flight (lease 5s, lock delay 1s, hosts redial with 200ms..1s backoff):", what, nVM, nMig)
+	hosts := "hosts redial with 200ms..1s backoff"
+	if hw.hostsStay {
+		hosts = fmt.Sprintf("hosts wait for vCenter, reconnect_grace 2s, reconnect_rate %d", hw.reconnectRate)
+	}
+	t.Logf("kill -9 of %s with %d VMs streaming and %d hand-overs in flight (lease 5s, lock delay 1s, %s):", what, nVM, nMig, hosts)
 	t.Logf("  connections held by the survivors until the dead member's lease ended: %d", held)
 	t.Logf("  sessions re-established: %d; p50 %v, p99 %v, max %v after the kill", len(back), pct(back, 50), pct(back, 99), back[len(back)-1])
+	if hw.hostsStay {
+		var mb []time.Duration
+		for _, d := range migBack {
+			if d > 0 {
+				mb = append(mb, d)
+			}
+		}
+		slices.Sort(mb)
+		if n := len(backOwned); n > 1 {
+			t.Logf("    of which VMs back through a vCenter reconnect: %d; p50 %v, p99 %v; first %v, last %v: %.1f ports/s", n, pct(backOwned, 50), pct(backOwned, 99),
+				backOwned[0].Round(time.Millisecond), backOwned[n-1].Round(time.Millisecond), float64(n-1)/(backOwned[n-1]-backOwned[0]).Seconds())
+		}
+		t.Logf("    of which vMotion destinations (PEER): %d; p50 %v, p99 %v", len(mb), pct(mb, 50), pct(mb, 99))
+	}
 	if activeActive {
 		t.Logf("    of which ports the dead member owned (claimed by a survivor once its lease ended): %d; p50 %v, p99 %v", len(backOwned), pct(backOwned, 50), pct(backOwned, 99))
 		t.Logf("    of which ports on survivors whose connection the dead member relayed: %d; p50 %v, p99 %v", len(backRelayed), pct(backRelayed, 50), pct(backRelayed, 99))
 	}
 	t.Logf("  hand-overs: %d completed (%d needed more than one PEER, where ESXi would fail the vMotion), %d refused", completed.Load(), retried.Load(), refused.Load())
+	if hw.hostsStay {
+		var k admin.ClusterCounters
+		want := int64(nVM - nMig) // every streaming VM's port, once
+		testwait.Until(t, testwait.Timeout, func() bool {
+			k = admin.ClusterCounters{}
+			for _, p := range members[1:] {
+				if cl := p.cluster(); cl != nil {
+					k.Toggled += cl.Counters.Toggled
+					k.Reconnected += cl.Counters.Reconnected
+					k.ReconnectFailed += cl.Counters.ReconnectFailed
+					k.CameBack += cl.Counters.CameBack
+					k.SweptBack += cl.Counters.SweptBack
+					k.MaxReconnectSeconds = max(k.MaxReconnectSeconds, cl.Counters.MaxReconnectSeconds)
+				}
+			}
+			return k.Reconnected >= want
+		})
+		t.Logf("  ports reconnected through vCenter: %d toggled (%d reconfigurations seen by the hosts, %d of a VM in a vMotion), %d back after their toggle (toggle to claim at most %.2fs), %d failed; %d came back by themselves, %d claimed after a sweep",
+			k.Toggled, farm.toggles.Load(), strayToggles.Load(), k.Reconnected, k.MaxReconnectSeconds, k.ReconnectFailed, k.CameBack, k.SweptBack)
+		if k.Toggled != want || farm.toggles.Load() != want || k.Reconnected != want || k.ReconnectFailed != 0 {
+			t.Errorf("vCenter reconnects: %d toggled, %d seen by the hosts, %d back, %d failed; want %d toggled and back, none failed", k.Toggled, farm.toggles.Load(), k.Reconnected, k.ReconnectFailed, want)
+		}
+		if strayToggles.Load() != 0 {
+			t.Errorf("%d ports of VMs in a vMotion were toggled through vCenter (their hand-over was to be taken over)", strayToggles.Load())
+		}
+	}
 	t.Logf("  lines: %d sent, %d lost (in the dead member's buffers), %d duplicated", sent, lost, dup)
 	t.Logf("  etcd requests by the survivors: %.0f/s during the failover (%d in %v)", float64(opsAfter-opsBefore)/tAfter.Sub(tBefore).Seconds(), opsAfter-opsBefore, tAfter.Sub(tBefore).Round(time.Millisecond))
 	t.Logf("  device connections at once, at most: %d per device", devs.maxPerDevice())
