@@ -32,8 +32,8 @@ import (
 // bridge processes, VMs streaming numbered lines through their devices
 // (echo servers) and back, hand-overs in flight, and one member killed
 // with kill -9. The hosts dial again with backoff (DropRetry: the
-// optimistic ESXi; with DropStay the leader's vCenter reconnect brings
-// them back, TestClusterFaultKillOwner). It reports the time each
+// optimistic ESXi), or, in TestClusterHeadlineHostsStay, stay down until
+// the leader's vCenter reconnect brings them back (DropStay). It reports the time each
 // session took to be re-established (p50, p99), the lines lost (sent but
 // never echoed: in the dead member's buffers) and duplicated (never),
 // every hand-over's end, the device connections held at once (never two
