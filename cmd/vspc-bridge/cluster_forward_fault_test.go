@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"sync"
 	"syscall"
 	"testing"
@@ -115,6 +116,69 @@ func TestClusterFaultKillAfterPeerOK(t *testing.T) {
 		c.Close()
 		t.Error("a PEER of the dead member's hand-over was accepted after the port moved on")
 	}
+}
+
+// The member relaying a PEER dies between PEER-OK and COMPLETE while the
+// owner lives: the destination's connection drops (the vMotion cannot
+// complete), the source host resumes the VM and sends ABORT on its own
+// connection, which the owner never let go: the session goes on there,
+// byte-exact (an echo through the device reads back exactly what was
+// sent, nothing more), the device is never reopened, and the dead
+// hand-over cannot be finished by a replayed PEER.
+func TestClusterFaultKillPeerRelay(t *testing.T) {
+	w := newHAWorld(t)
+	w.echo("via m1")
+	testwait.For(t, "m1 to hold the port", func() bool { return w.holder(-1) == "m1" })
+	src := w.port.Conn()
+	seq := []byte{0x31, 0x07, 0xc4, 0x5e}
+	secret, err := src.Begin(w.ctx(), seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.bal.Send(1)
+	dst, err := vspctest.DialPeer(w.ctx(), w.bal.Addr(), w.vm, seq, secret)
+	if err != nil {
+		t.Fatalf("PEER through m2: %v", err)
+	}
+	defer dst.Close()
+	// The source host goes on writing between PEER-OK and the relay's
+	// death (the VM runs on it until the switch-over).
+	during := "written between PEER-OK and the relay's death\n"
+	if _, err := src.Write([]byte(during)); err != nil {
+		t.Fatal(err)
+	}
+	w.kill9(1)
+	killed := time.Now()
+	if !dst.WaitClosed(testwait.Timeout) {
+		t.Fatal("the destination's connection stayed open after its relay died")
+	}
+	if err := src.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	// The device echoed those bytes to the owner while the hand-over was
+	// pending; they reach the source exactly once, before the next echo.
+	got := make([]byte, len(during))
+	if _, err := io.ReadFull(src, got); err != nil || string(got) != during {
+		t.Fatalf("the bytes written during the hand-over came back as %q (%v), want them once", got, err)
+	}
+	echoOn(t, src, "via m1 after the ABORT")
+	back := time.Since(killed)
+	if c := w.port.Conn(); c != src {
+		t.Error("the source connection was replaced: the owner dropped it")
+	}
+	if h := w.holder(1); h != "m1" {
+		t.Errorf("the port is held by %q, want m1", h)
+	}
+	if _, maxOpen, total := w.dev.stats(); maxOpen != 1 || total != 1 {
+		t.Errorf("device connections: %d at once, %d in all; want 1 and 1", maxOpen, total)
+	}
+	w.bal.Send(2)
+	if c, err := vspctest.DialPeer(w.ctx(), w.bal.Addr(), w.vm, seq, secret); err == nil {
+		c.Close()
+		t.Error("a PEER of the aborted hand-over was accepted")
+	}
+	echoOn(t, src, "via m1 after the replayed PEER")
+	t.Logf("session back on the source %v after the relay died (ABORT sent at once)", back.Round(time.Microsecond))
 }
 
 // The member relaying a VM connection to its port's owner dies: for the
