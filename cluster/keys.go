@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -50,6 +51,14 @@ type PortID struct {
 }
 
 func (p PortID) String() string { return p.VM + " " + p.Service }
+
+// VCUUID is the VM's VC UUID, or "" for a port named by its VM's name.
+func (p PortID) VCUUID() string {
+	if strings.HasPrefix(p.VM, "name:") {
+		return ""
+	}
+	return p.VM
+}
 
 // path is the port's key suffix: "<vm>/<svc>".
 func (p PortID) path() string {

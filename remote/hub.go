@@ -174,6 +174,15 @@ func New(cfg *configs.Config, log *slog.Logger, opts ...Option) (*Hub, error) {
 	return h, nil
 }
 
+// logReclaimed logs a console port that a full port_range took from
+// another serial port for req's (reclaimed describes it; "": none), the
+// same line whether the state file or the cluster gave it.
+func (h *Hub) logReclaimed(req vspc.Request, reclaimed string) {
+	if reclaimed != "" {
+		h.log.Info("port_range full: "+reclaimed, "vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI)
+	}
+}
+
 // clusterListener binds the port the cluster assigns to req's serial port.
 // A port that cannot be had (etcd did not answer, the range is full, or
 // another program holds the port on this host) leaves the console without
@@ -183,9 +192,7 @@ func (h *Hub) clusterListener(ctx context.Context, req vspc.Request, bind func(p
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	p, reclaimed, err := h.assigner.AssignListener(actx, req.PortKey(), req.VMName, h.ports.lo, h.ports.hi)
-	if reclaimed != "" {
-		h.log.Info("port_range full: "+reclaimed, "vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI)
-	}
+	h.logReclaimed(req, reclaimed)
 	if err != nil {
 		h.log.Warn("remote: no console port from the cluster; the console is reachable through the front doors only",
 			"vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI, "err", err)
@@ -260,9 +267,7 @@ func (h *Hub) Open(ctx context.Context, req vspc.Request, vm vspc.Sink) (vspc.Ba
 	} else {
 		var reclaimed string
 		ln, reclaimed, err = h.ports.assign(c.key, req.VMName, req.ServiceURI, bind)
-		if reclaimed != "" {
-			h.log.Info("port_range full: "+reclaimed, "vm", req.VMName, "vc_uuid", req.VCUUID, "service_uri", req.ServiceURI)
-		}
+		h.logReclaimed(req, reclaimed)
 		switch {
 		case errors.Is(err, ErrNoPortRange):
 			ln = nil // reachable through the front doors only

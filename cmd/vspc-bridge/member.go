@@ -236,10 +236,7 @@ func (m *member) owners(ctx context.Context, vm string) ([]admin.PortOwner, erro
 		if h.Record.Member == m.cfg.Member {
 			continue // listed as a session of this bridge
 		}
-		o := admin.PortOwner{VM: h.Record.VMName, ServiceURI: h.Record.Port.Service, Member: h.Record.Member, Since: h.Record.Since}
-		if !strings.HasPrefix(h.Record.Port.VM, "name:") {
-			o.VCUUID = h.Record.Port.VM
-		}
+		o := admin.PortOwner{VM: h.Record.VMName, VCUUID: h.Record.Port.VCUUID(), ServiceURI: h.Record.Port.Service, Member: h.Record.Member, Since: h.Record.Since}
 		if mi, ok := m.node.MemberByID(h.Record.Member); ok {
 			o.MemberAdmin = mi.Admin
 		}
@@ -294,12 +291,8 @@ func (c consoles) Consoles(ctx context.Context) ([]remote.ClusterConsole, error)
 		if _, ok := c.m.node.MemberByID(r.Member); !ok {
 			continue // its lease is ending
 		}
-		rc := remote.ClusterConsole{Key: vspc.PortKey{VM: r.Port.VM, Service: r.Port.Service}.String(), VMName: r.VMName, ServiceURI: r.Port.Service,
-			Direction: r.Direction, Member: r.Member, Listen: p.Listen, Fence: p.Fence}
-		if !strings.HasPrefix(r.Port.VM, "name:") {
-			rc.VCUUID = r.Port.VM
-		}
-		out = append(out, rc)
+		out = append(out, remote.ClusterConsole{Key: vspc.PortKey{VM: r.Port.VM, Service: r.Port.Service}.String(), VMName: r.VMName, VCUUID: r.Port.VCUUID(),
+			ServiceURI: r.Port.Service, Direction: r.Direction, Member: r.Member, Listen: p.Listen, Fence: p.Fence})
 	}
 	return out, nil
 }
