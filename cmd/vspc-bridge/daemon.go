@@ -369,10 +369,16 @@ func wanted(cfg *configs.Config) []*boundListener {
 // listen binds addr with [vspc] keepalive applied to every accepted
 // connection (ESXi detects a dead proxy by keepalive too; notes
 // esxi-wire.md §4.4). On Linux the listener carries it, so accepting
-// costs no extra setsockopt calls per connection.
+// costs one setsockopt call per connection: the idle time, spread (see
+// spreadListener).
 func (d *daemon) listen(cfg *configs.Config, addr string) (net.Listener, error) {
-	lc := keepaliveListenConfig(cfg.VSPC.Keepalive.Duration)
-	return lc.Listen(context.Background(), "tcp", addr)
+	k := cfg.VSPC.Keepalive.Duration
+	lc := keepaliveListenConfig(k)
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil || k <= 0 {
+		return ln, err
+	}
+	return &spreadListener{Listener: ln, k: k}, nil
 }
 
 // bind opens the listeners of p.cfg whose address (or TLS mode) differs

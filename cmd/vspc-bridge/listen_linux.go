@@ -42,3 +42,19 @@ func keepaliveListenConfig(k time.Duration) net.ListenConfig {
 	}
 	return lc
 }
+
+// setKeepIdle sets the keepalive idle time of an accepted connection: one
+// setsockopt call, the rest it took from its listener.
+func setKeepIdle(tc *net.TCPConn, d time.Duration) error {
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, int(d/time.Second))
+	}); err != nil {
+		return err
+	}
+	return serr
+}

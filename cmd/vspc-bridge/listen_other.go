@@ -16,3 +16,8 @@ func keepaliveListenConfig(k time.Duration) net.ListenConfig {
 	}
 	return net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: k, Interval: max(k/5, time.Second), Count: 5}}
 }
+
+// setKeepIdle sets the keepalive idle time of an accepted connection.
+func setKeepIdle(tc *net.TCPConn, d time.Duration) error {
+	return tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: d, Interval: -1, Count: -1})
+}

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestSpreadIdle(t *testing.T) {
+	for _, tc := range []struct {
+		k    time.Duration
+		want []int // seconds, for n = 0, 1, ...
+	}{
+		{30 * time.Second, []int{30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 30}},
+		{31 * time.Second, []int{31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 31}},
+		{3 * time.Second, []int{3, 2, 3, 2}},
+		{2 * time.Second, []int{2, 1, 2}},
+		{1 * time.Second, []int{1, 1}},
+		{500 * time.Millisecond, []int{1, 1}},
+		{2500 * time.Millisecond, []int{2, 1, 2}},
+	} {
+		for n, w := range tc.want {
+			if got := spreadIdle(tc.k, uint64(n)); got != time.Duration(w)*time.Second {
+				t.Errorf("spreadIdle(%v, %d) = %v, want %ds", tc.k, n, got, w)
+			}
+		}
+	}
+	// A two-hour keepalive spreads over an hour, whole seconds.
+	k := 2 * time.Hour
+	if got := spreadIdle(k, 3600); got != time.Hour {
+		t.Errorf("spreadIdle(2h, 3600) = %v, want 1h", got)
+	}
+	if got := spreadIdle(k, 3601); got != k {
+		t.Errorf("spreadIdle(2h, 3601) = %v, want 2h", got)
+	}
+}
