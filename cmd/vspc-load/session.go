@@ -88,7 +88,11 @@ func dialVM(ctx context.Context, addr string, vm vspctest.VM) (*vspctest.Conn, n
 // connection. The listener is closed again: the pair holds one
 // descriptor on each side.
 func dialBridgePair(ctx context.Context, bridge string, run uint32, net8, port, i int) (*pair, time.Duration, error) {
-	ln, err := net.Listen("tcp", fmt.Sprintf("%s:%d", hostIP(net8, i), port))
+	// No keepalive on the accepted remote either (as in dialVM): four
+	// setsockopt calls per pair, and probes of thousands of remotes that
+	// went idle together would fill the loopback backlog in step.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(ctx, "tcp", fmt.Sprintf("%s:%d", hostIP(net8, i), port))
 	if err != nil {
 		return nil, 0, err
 	}

@@ -1,11 +1,11 @@
-package main
+package keepalive
 
 import (
 	"testing"
 	"time"
 )
 
-func TestSpreadIdle(t *testing.T) {
+func TestSpread(t *testing.T) {
 	for _, tc := range []struct {
 		k    time.Duration
 		want []int // seconds, for n = 0, 1, ...
@@ -19,17 +19,17 @@ func TestSpreadIdle(t *testing.T) {
 		{2500 * time.Millisecond, []int{2, 1, 2}},
 	} {
 		for n, w := range tc.want {
-			if got := spreadIdle(tc.k, uint64(n)); got != time.Duration(w)*time.Second {
-				t.Errorf("spreadIdle(%v, %d) = %v, want %ds", tc.k, n, got, w)
+			if got := Spread(tc.k, uint64(n)); got != time.Duration(w)*time.Second {
+				t.Errorf("Spread(%v, %d) = %v, want %ds", tc.k, n, got, w)
 			}
 		}
 	}
 	// A two-hour keepalive spreads over an hour, whole seconds.
 	k := 2 * time.Hour
-	if got := spreadIdle(k, 3600); got != time.Hour {
-		t.Errorf("spreadIdle(2h, 3600) = %v, want 1h", got)
+	if got := Spread(k, 3600); got != time.Hour {
+		t.Errorf("Spread(2h, 3600) = %v, want 1h", got)
 	}
-	if got := spreadIdle(k, 3601); got != k {
-		t.Errorf("spreadIdle(2h, 3601) = %v, want 2h", got)
+	if got := Spread(k, 3601); got != k {
+		t.Errorf("Spread(2h, 3601) = %v, want 2h", got)
 	}
 }
