@@ -246,6 +246,18 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 			fmt.Fprintf(stdout, "\ncomparison with the baseline build %s (this build: %s)\n", o.baselineBin, o.bridgeBin)
 			printComparison(stdout, bases, curs)
+			// The first table printed only this build's first round:
+			// the other sides' notes say what they lost, and why.
+			for k, rd := range rounds {
+				for _, sd := range rd {
+					if sd.l == l {
+						continue
+					}
+					for _, n := range sd.l.r.notes {
+						fmt.Fprintf(stdout, "note (%s, round %d): %s\n", sd.name, k+1, n)
+					}
+				}
+			}
 		}
 	}
 	phases := strings.Split(o.phases, ",")
