@@ -318,7 +318,7 @@ func raiseFileLimit(log *slog.Logger) uint64 {
 		}
 	}
 	log.Info("open-file limit", "limit", rl.Cur, "vm_ports_idle", rl.Cur-32, "vm_ports_with_remote", (rl.Cur-32)/2)
-	return rl.Cur
+	return uint64(rl.Cur) // int64 on the BSDs
 }
 
 func printHints(w io.Writer, cfg *configs.Config, addr string) {
