@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -48,6 +49,7 @@ func (r *counterReader) check(b []byte) {
 		return
 	}
 	n := len(b)
+	full := b
 	for r.np > 0 && len(b) > 0 {
 		r.part[r.np] = b[0]
 		r.np++
@@ -55,6 +57,7 @@ func (r *counterReader) check(b []byte) {
 		if r.np == 4 {
 			r.np = 0
 			if !r.word(binary.BigEndian.Uint32(r.part[:])) {
+				r.around(full, n-len(b)-4)
 				r.got.Add(int64(n - len(b) - 4))
 				r.junk.Add(int64(len(b) + 4))
 				return
@@ -63,6 +66,7 @@ func (r *counterReader) check(b []byte) {
 	}
 	for len(b) >= 4 {
 		if !r.word(binary.BigEndian.Uint32(b)) {
+			r.around(full, n-len(b))
 			r.got.Add(int64(n - len(b)))
 			r.junk.Add(int64(len(b)))
 			return
@@ -71,6 +75,21 @@ func (r *counterReader) check(b []byte) {
 	}
 	r.np = copy(r.part[:], b)
 	r.got.Add(int64(n))
+}
+
+// around adds to r.err the bytes of the read around the first mismatch
+// (at off in b; negative when the word began in the previous read), and
+// where the expected word turns up in them: what was lost, inserted or
+// reordered.
+func (r *counterReader) around(b []byte, off int) {
+	lo, hi := max(off-32, 0), min(max(off, 0)+64, len(b))
+	var want [4]byte
+	binary.BigEndian.PutUint32(want[:], r.next^r.mask)
+	found := "not in them"
+	if i := bytes.Index(b[lo:hi], want[:]); i >= 0 {
+		found = fmt.Sprintf("at %+d", lo+i-off)
+	}
+	r.err = fmt.Errorf("%w; read of %d bytes, mismatch at %d; the expected word is %s; bytes %d..%d: % x", r.err, len(b), off, found, lo, hi, b[lo:hi])
 }
 
 func (r *counterReader) word(v uint32) bool {
