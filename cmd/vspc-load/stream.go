@@ -64,6 +64,12 @@ func (r *counterReader) check(b []byte) {
 			}
 		}
 	}
+	if r.np > 0 {
+		// The read ended before the word a previous read began: keep
+		// its bytes for the next read (b is empty).
+		r.got.Add(int64(n))
+		return
+	}
 	for len(b) >= 4 {
 		if !r.word(binary.BigEndian.Uint32(b)) {
 			r.around(full, n-len(b))

@@ -44,3 +44,41 @@ func TestCounterReaderReports(t *testing.T) {
 		t.Errorf("inserted bytes: error %q", msg)
 	}
 }
+
+// TestCounterReaderShortReads: a read too short to complete the word a
+// previous read began keeps the bytes it has. The checker used to drop
+// them (r.np = copy(r.part[:], b) with b empty), so an intact stream
+// read as ...[00] [56] [9d 69 00 56 ...] was reported as the full-size
+// remote run's "word 5676393: got 9d690056, want 00569d69", missing 0.
+func TestCounterReaderShortReads(t *testing.T) {
+	w := counterWriter{next: 5676390}
+	b := w.fill(make([]byte, 64))
+	// Word 5676393 (00 56 9d 69) starts at byte 12: one read ends 1 byte
+	// into it, the next is 1 byte long.
+	r := counterReader{next: 5676390}
+	r.check(b[:13])
+	r.check(b[13:14])
+	r.check(b[14:])
+	if r.bad.Load() {
+		t.Errorf("intact stream reported corrupt: %v", r.err)
+	}
+	if got := r.got.Load(); got != int64(len(b)) {
+		t.Errorf("got %d bytes, want %d", got, len(b))
+	}
+
+	// Every split of a stream into reads of 1 to 5 bytes reads intact.
+	var w2 counterWriter
+	s := w2.fill(make([]byte, 4000))
+	for first := 1; first <= 5; first++ {
+		for size := 1; size <= 5; size++ {
+			var r counterReader
+			r.check(s[:first])
+			for i := first; i < len(s); i += size {
+				r.check(s[i:min(i+size, len(s))])
+			}
+			if r.bad.Load() || r.got.Load() != int64(len(s)) || r.np != 0 {
+				t.Errorf("first read %d, then reads of %d: bad=%v got=%d np=%d err=%v", first, size, r.bad.Load(), r.got.Load(), r.np, r.err)
+			}
+		}
+	}
+}
