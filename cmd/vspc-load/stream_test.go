@@ -76,8 +76,8 @@ func TestCounterReaderShortReads(t *testing.T) {
 			for i := first; i < len(s); i += size {
 				r.check(s[i:min(i+size, len(s))])
 			}
-			if r.bad.Load() || r.got.Load() != int64(len(s)) || r.np != 0 {
-				t.Errorf("first read %d, then reads of %d: bad=%v got=%d np=%d err=%v", first, size, r.bad.Load(), r.got.Load(), r.np, r.err)
+			if r.bad.Load() || r.got.Load() != int64(len(s)) || r.np != 0 || r.next != uint32(len(s)/4) {
+				t.Errorf("first read %d, then reads of %d: bad=%v got=%d np=%d words checked %d err=%v", first, size, r.bad.Load(), r.got.Load(), r.np, r.next, r.err)
 			}
 		}
 	}
