@@ -5,10 +5,11 @@ package bridge
 import (
 	"context"
 	"net"
-	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/internal/keepalive"
 )
 
 // TestDeviceKeepaliveSpread: device connections dialed one after another
@@ -36,31 +37,12 @@ func TestDeviceKeepaliveSpread(t *testing.T) {
 			t.Fatal(err)
 		}
 		a.Close()
-		rc, err := c.(*net.TCPConn).SyscallConn()
+		got, err := keepalive.Read(c.(*net.TCPConn))
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, o := range []struct {
-			name       string
-			level, opt int
-			want       int
-		}{
-			{"SO_KEEPALIVE", syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
-			{"TCP_KEEPIDLE", syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, want},
-			{"TCP_KEEPINTVL", syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 15},
-			{"TCP_KEEPCNT", syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 9},
-		} {
-			var v int
-			var gerr error
-			if err := rc.Control(func(fd uintptr) { v, gerr = syscall.GetsockoptInt(int(fd), o.level, o.opt) }); err != nil {
-				t.Fatal(err)
-			}
-			if gerr != nil {
-				t.Fatal(gerr)
-			}
-			if v != o.want {
-				t.Errorf("device connection %d: %s = %d, want %d", i, o.name, v, o.want)
-			}
+		if w := (net.KeepAliveConfig{Enable: true, Idle: time.Duration(want) * time.Second, Interval: 15 * time.Second, Count: 9}); got != w {
+			t.Errorf("device connection %d: keepalive %+v, want %+v", i, got, w)
 		}
 	}
 }

@@ -10,18 +10,19 @@ import (
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
+	"github.com/vspc-bridge/vspc-bridge/internal/keepalive"
 )
 
 // TestKeepaliveInherited checks what listen relies on: Linux gives every
 // accepted socket the listener's keepalive settings.
 func TestKeepaliveInherited(t *testing.T) {
 	for _, tc := range []struct {
-		k               time.Duration
-		on, idle, intvl int
+		k    time.Duration
+		want net.KeepAliveConfig // Idle, Interval and Count only when enabled
 	}{
-		{30 * time.Second, 1, 30, 6},
-		{2 * time.Second, 1, 2, 1},
-		{0, 0, -1, -1},
+		{30 * time.Second, net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 6 * time.Second, Count: 5}},
+		{2 * time.Second, net.KeepAliveConfig{Enable: true, Idle: 2 * time.Second, Interval: time.Second, Count: 5}},
+		{0, net.KeepAliveConfig{}},
 	} {
 		lc := keepaliveListenConfig(tc.k)
 		ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
@@ -36,22 +37,17 @@ func TestKeepaliveInherited(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		get := func(level, name int) int { return sockopt(t, a.(*net.TCPConn), level, name) }
-		if on := get(syscall.SOL_SOCKET, syscall.SO_KEEPALIVE); on != tc.on {
-			t.Errorf("keepalive %v: accepted socket SO_KEEPALIVE = %d, want %d", tc.k, on, tc.on)
+		got, err := keepalive.Read(a.(*net.TCPConn))
+		if err != nil {
+			t.Fatal(err)
 		}
-		if tc.on == 1 {
-			if v := get(syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE); v != tc.idle {
-				t.Errorf("keepalive %v: TCP_KEEPIDLE = %d, want %d", tc.k, v, tc.idle)
-			}
-			if v := get(syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL); v != tc.intvl {
-				t.Errorf("keepalive %v: TCP_KEEPINTVL = %d, want %d", tc.k, v, tc.intvl)
-			}
-			if v := get(syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT); v != 5 {
-				t.Errorf("keepalive %v: TCP_KEEPCNT = %d, want 5", tc.k, v)
-			}
+		if !got.Enable {
+			got = net.KeepAliveConfig{} // the kernel's defaults stay, unused
 		}
-		if nd := get(syscall.IPPROTO_TCP, syscall.TCP_NODELAY); nd != 1 {
+		if got != tc.want {
+			t.Errorf("keepalive %v: accepted socket %+v, want %+v", tc.k, got, tc.want)
+		}
+		if nd := sockopt(t, a.(*net.TCPConn), syscall.IPPROTO_TCP, syscall.TCP_NODELAY); nd != 1 {
 			t.Errorf("keepalive %v: TCP_NODELAY = %d, want 1", tc.k, nd)
 		}
 		a.Close()
@@ -87,19 +83,12 @@ func TestKeepaliveSpread(t *testing.T) {
 		if !ok {
 			t.Fatalf("accepted a %T, want *net.TCPConn", a)
 		}
-		for _, o := range []struct {
-			name       string
-			level, opt int
-			want       int
-		}{
-			{"SO_KEEPALIVE", syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
-			{"TCP_KEEPIDLE", syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, w},
-			{"TCP_KEEPINTVL", syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 6},
-			{"TCP_KEEPCNT", syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 5},
-		} {
-			if v := sockopt(t, tc, o.level, o.opt); v != o.want {
-				t.Errorf("connection %d: %s = %d, want %d", i, o.name, v, o.want)
-			}
+		got, err := keepalive.Read(tc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := (net.KeepAliveConfig{Enable: true, Idle: time.Duration(w) * time.Second, Interval: 6 * time.Second, Count: 5}); got != want {
+			t.Errorf("connection %d: keepalive %+v, want %+v", i, got, want)
 		}
 	}
 
