@@ -21,7 +21,6 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/configs"
@@ -59,15 +58,12 @@ type Bridge struct {
 
 	resolver *net.Resolver // host names for connect_allow checks
 
-	deviceDials atomic.Uint64 // device connections dialed: spreads their keepalive idle times
+	// deviceKeep spreads the keepalive idle time of device connections
+	// over [8 s, 15 s], Go's keepalive otherwise, so that device
+	// connections that went idle together (a wake storm) do not probe in
+	// step.
+	deviceKeep keepalive.Spreader
 }
-
-// deviceKeepalive is the keepalive of device connections (Go's default
-// for dialed connections): probes every 15 s, 9 of them; the idle time
-// before the first is spread over [8 s, 15 s] (package keepalive), so
-// device connections that went idle together (a wake storm) do not probe
-// in step.
-const deviceKeepalive = 15 * time.Second
 
 // New returns a Bridge using cfg; ApplyConfig replaces it later (reload).
 func New(cfg *configs.Config, log *slog.Logger) *Bridge {
@@ -342,12 +338,7 @@ func (b *Bridge) policyDial(ctx context.Context, network, address string) (net.C
 	if err != nil {
 		return nil, err
 	}
-	d := net.Dialer{KeepAliveConfig: net.KeepAliveConfig{
-		Enable:   true,
-		Idle:     keepalive.Spread(deviceKeepalive, b.deviceDials.Add(1)-1),
-		Interval: deviceKeepalive,
-		Count:    9,
-	}}
+	d := net.Dialer{KeepAliveConfig: b.deviceKeep.Default()}
 	var last error
 	for _, ip := range ips {
 		if !nameOK && !allow.AllowAddr(ip, port) {

@@ -62,11 +62,11 @@ type Hub struct {
 	assigner PortAssigner   // ports of port_range, when a cluster assigns them
 	cluster  Cluster        // the other members' consoles; nil on a single bridge
 
-	accepted atomic.Uint64 // client connections admitted: spreads their keepalive idle times
-	parked   atomic.Int64  // client connections parked now
-	parkedLn atomic.Int64  // per-VM listeners parked now
-	logins   atomic.Int64  // successful logins
-	dropped  atomic.Int64  // clients dropped for falling behind
+	keep     keepalive.Spreader // the keepalive idle times of admitted client connections
+	parked   atomic.Int64       // client connections parked now
+	parkedLn atomic.Int64       // per-VM listeners parked now
+	logins   atomic.Int64       // successful logins
+	dropped  atomic.Int64       // clients dropped for falling behind
 
 	mu        sync.Mutex // guards the fields below
 	closed    bool
@@ -645,26 +645,17 @@ func (h *Hub) admit(ctx context.Context, nc net.Conn, handle func(ctx context.Co
 	return nil
 }
 
-// clientKeepalive is the keepalive of remote clients' connections (Go's
-// default for accepted connections): probes every 15 s, 9 of them; the
-// idle time before the first is spread over [8 s, 15 s] (package
-// keepalive), so that clients that connected together (conserver
-// reconnecting to every console after a restart) do not probe in step.
-const clientKeepalive = 15 * time.Second
-
-// spreadKeepalive gives an admitted client connection the next idle time
-// of the spread. Should it fail, Go's default (15 s) stays.
+// spreadKeepalive gives an admitted client connection Go's keepalive with
+// the next idle time of the spread over [8 s, 15 s] (package keepalive),
+// so that clients that connected together (conserver reconnecting to
+// every console after a restart) do not probe in step. Should it fail,
+// Go's default (15 s) stays.
 func (h *Hub) spreadKeepalive(nc net.Conn) {
 	if u, ok := nc.(interface{ NetConn() net.Conn }); ok { // telnets
 		nc = u.NetConn()
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
-		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{
-			Enable:   true,
-			Idle:     keepalive.Spread(clientKeepalive, h.accepted.Add(1)-1),
-			Interval: clientKeepalive,
-			Count:    9,
-		})
+		_ = tc.SetKeepAliveConfig(h.keep.Default())
 	}
 }
 

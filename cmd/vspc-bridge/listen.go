@@ -2,7 +2,6 @@ package main
 
 import (
 	"net"
-	"sync/atomic"
 	"time"
 
 	"github.com/vspc-bridge/vspc-bridge/internal/keepalive"
@@ -15,8 +14,8 @@ import (
 // (TestFaultKeepaliveStorm).
 type spreadListener struct {
 	net.Listener
-	k time.Duration
-	n atomic.Uint64
+	k    time.Duration
+	keep keepalive.Spreader
 }
 
 // Accept returns the next connection with its keepalive idle time set.
@@ -27,7 +26,7 @@ func (l *spreadListener) Accept() (net.Conn, error) {
 		return c, err
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
-		_ = setKeepIdle(tc, keepalive.Spread(l.k, l.n.Add(1)-1))
+		_ = setKeepIdle(tc, l.keep.Next(l.k))
 	}
 	return c, nil
 }

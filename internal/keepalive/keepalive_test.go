@@ -1,6 +1,7 @@
 package keepalive
 
 import (
+	"net"
 	"testing"
 	"time"
 )
@@ -31,5 +32,23 @@ func TestSpread(t *testing.T) {
 	}
 	if got := Spread(k, 3601); got != k {
 		t.Errorf("Spread(2h, 3601) = %v, want 2h", got)
+	}
+}
+
+// TestSpreader: a group's connections get the spread in turn, and
+// Default is Go's keepalive with that idle time.
+func TestSpreader(t *testing.T) {
+	var s Spreader
+	for n, w := range []int{30, 29, 28} {
+		if got := s.Next(30 * time.Second); got != time.Duration(w)*time.Second {
+			t.Errorf("Next #%d = %v, want %ds", n, got, w)
+		}
+	}
+	var d Spreader
+	for n, w := range []int{15, 14, 13, 12, 11, 10, 9, 8, 15} {
+		want := net.KeepAliveConfig{Enable: true, Idle: time.Duration(w) * time.Second, Interval: 15 * time.Second, Count: 9}
+		if got := d.Default(); got != want {
+			t.Errorf("Default #%d = %+v, want %+v", n, got, want)
+		}
 	}
 }
